@@ -1,1 +1,19 @@
-//! Workflow engine (placeholder, being built).
+//! `engine`: a domain-agnostic durable workflow and rules engine.
+//!
+//! Workflows are YAML definitions (`definition`), compiled and checked into
+//! `Program`s (`compile`), with rules and expressions in sandboxed rhai
+//! (`rules`), run by a pure step function (`interpreter`). `testing` drives
+//! the interpreter in memory with a manual clock. The dependency direction
+//! is definition -> compile -> interpreter -> runtime -> store; `rules`
+//! serves compile and interpreter.
+
+pub mod clock;
+pub mod compile;
+pub mod definition;
+pub mod interpreter;
+pub mod rules;
+pub mod testing;
+
+pub use compile::program::{Program, RetryPolicy};
+pub use compile::{compile_bundle, compile_program, load_dirs, Bundle, Diagnostic, Options};
+pub use interpreter::{step, Actor, Effect, Input, Instance, Transition};

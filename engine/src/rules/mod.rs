@@ -1,0 +1,394 @@
+//! The only place a `rhai::Engine` is built.
+//!
+//! Owns the sandbox (operation, call-depth, expression-depth and size
+//! limits; no modules from disk, no `eval`, no clock, `print`/`debug`
+//! swallowed into tracing), compiles the scripts of `rules/` once into
+//! static modules (`anomaly::evaluate(...)`) and compiles the expressions
+//! written in workflow definitions. Values cross the boundary as
+//! `serde_json::Value`. It must not do I/O or read the clock; what a script
+//! sees is its arguments and the functions registered here.
+
+mod scan;
+
+pub use scan::{references, Reference};
+
+use rhai::{Dynamic, Engine, Module, OptimizationLevel, Scope, AST};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A rule failed. Every variant names where the rule came from.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    #[error("rule {origin} stopped: {message}")]
+    Limit { origin: String, message: String },
+    #[error("rule {origin} failed: {message}")]
+    Runtime { origin: String, message: String },
+    #[error("rule {origin}: no function `{function}` with {arity} argument(s)")]
+    NoSuchFunction { origin: String, function: String, arity: usize },
+    #[error("rule {origin} returned a value that cannot be used: {message}")]
+    Conversion { origin: String, message: String },
+}
+
+/// A syntax error in a script or expression: 1-based line and column of the source given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Sandbox limits. The defaults allow a per-person rule over a few hundred
+/// fields and a fan-out list of 100,000 items, and stop a runaway loop in
+/// well under a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_fn_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 1_000_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_fn_expr_depth: 32,
+            max_string_size: 1 << 20,
+            max_array_size: 100_000,
+            max_map_size: 10_000,
+        }
+    }
+}
+
+/// The names every expression may read. Which ones hold a value depends on
+/// where the expression is evaluated (`signal` in signal handlers, `result`
+/// in activity handlers, `item` in `for_each`); unset ones are `()`.
+pub const CONTEXT_NAMES: &[&str] =
+    &["input", "vars", "signal", "actor", "result", "error", "item", "now"];
+
+/// One compiled script of `rules/`.
+#[derive(Debug)]
+struct Script {
+    origin: String,
+    ast: AST,
+    functions: BTreeMap<String, Vec<usize>>,
+}
+
+/// The rule engine: a sandboxed rhai Engine with every script of `rules/`
+/// registered as a static module named after its file.
+pub struct Rules {
+    engine: Engine,
+    scripts: BTreeMap<String, Script>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules").field("scripts", &self.scripts.keys()).finish()
+    }
+}
+
+/// A compiled expression from a definition, with where it was written.
+#[derive(Debug, Clone)]
+pub struct Expr {
+    pub source: String,
+    pub origin: String,
+    ast: Arc<AST>,
+}
+
+/// Values an expression can read, by [`CONTEXT_NAMES`] name.
+#[derive(Default)]
+pub struct Context {
+    scope: Scope<'static>,
+}
+
+impl Context {
+    pub fn new() -> Self {
+        Context { scope: Scope::new() }
+    }
+    /// Bind `name` to a JSON value.
+    pub fn set(&mut self, name: &str, value: &Value) -> &mut Self {
+        let d = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
+        self.scope.push_constant_dynamic(name.to_string(), d);
+        self
+    }
+    /// Bind `name` to an already converted value (cheap to clone).
+    pub fn set_dynamic(&mut self, name: &str, value: Dynamic) -> &mut Self {
+        self.scope.push_constant_dynamic(name.to_string(), value);
+        self
+    }
+}
+
+/// Convert a JSON value for a [`Context`].
+pub fn to_dynamic(value: &Value) -> Dynamic {
+    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+}
+
+fn base_engine(limits: &Limits) -> Engine {
+    let mut e = Engine::new();
+    e.set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_fn_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_modules(64)
+        .set_optimization_level(OptimizationLevel::Simple)
+        // Scripts may not load other files: modules are the scripts given here.
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .disable_symbol("eval");
+    e.on_print(|s| tracing::debug!(target: "rules", "print: {s}"));
+    e.on_debug(|s, src, pos| tracing::debug!(target: "rules", "debug {src:?} {pos}: {s}"));
+    e
+}
+
+fn syntax(e: &rhai::ParseError) -> SyntaxError {
+    SyntaxError {
+        line: e.1.line().unwrap_or(1),
+        col: e.1.position().unwrap_or(1),
+        message: e.0.to_string(),
+    }
+}
+
+fn is_limit(e: &rhai::EvalAltResult) -> bool {
+    use rhai::EvalAltResult as E;
+    matches!(
+        e,
+        E::ErrorTooManyOperations(..)
+            | E::ErrorStackOverflow(..)
+            | E::ErrorDataTooLarge(..)
+            | E::ErrorTooManyModules(..)
+            | E::ErrorTooManyVariables(..)
+    )
+}
+
+fn eval_error(origin: &str, e: Box<rhai::EvalAltResult>) -> Error {
+    let mut message = e.to_string();
+    let inner = unwrap_fn_error(&e);
+    if is_limit(inner) {
+        message = match inner {
+            rhai::EvalAltResult::ErrorTooManyOperations(..) => {
+                "too many operations (a loop that does not end?)".to_string()
+            }
+            rhai::EvalAltResult::ErrorDataTooLarge(what, _) => format!("{what} too large"),
+            rhai::EvalAltResult::ErrorStackOverflow(..) => "calls nested too deeply".to_string(),
+            other => other.to_string(),
+        };
+        return Error::Limit { origin: origin.to_string(), message };
+    }
+    Error::Runtime { origin: origin.to_string(), message }
+}
+
+fn unwrap_fn_error(e: &rhai::EvalAltResult) -> &rhai::EvalAltResult {
+    match e {
+        rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => unwrap_fn_error(inner),
+        other => other,
+    }
+}
+
+impl Rules {
+    /// Compile `scripts` (module name, origin such as `rules/anomaly.rhai`,
+    /// source). All syntax errors are returned at once, keyed by module name.
+    pub fn build(
+        scripts: &[(String, String, String)],
+        limits: Limits,
+    ) -> Result<Rules, Vec<(String, SyntaxError)>> {
+        let mut engine = base_engine(&limits);
+        let mut errors = Vec::new();
+        let mut compiled = BTreeMap::new();
+        for (name, origin, source) in scripts {
+            match engine.compile(source) {
+                Ok(ast) => {
+                    let mut functions: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+                    for f in ast.iter_functions() {
+                        functions.entry(f.name.to_string()).or_default().push(f.params.len());
+                    }
+                    compiled.insert(
+                        name.clone(),
+                        Script { origin: origin.clone(), ast, functions },
+                    );
+                }
+                Err(e) => errors.push((name.clone(), syntax(&e))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for (name, script) in &compiled {
+            // Top-level statements run once here, inside the same limits.
+            match Module::eval_ast_as_new(Scope::new(), &script.ast, &engine) {
+                Ok(module) => {
+                    engine.register_static_module(name.as_str(), module.into());
+                }
+                Err(e) => errors.push((
+                    name.clone(),
+                    SyntaxError {
+                        line: e.position().line().unwrap_or(1),
+                        col: e.position().position().unwrap_or(1),
+                        message: eval_error(&script.origin, e).to_string(),
+                    },
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Rules { engine, scripts: compiled })
+    }
+
+    /// Does script `module` define `function` taking `arity` arguments?
+    pub fn has_function(&self, module: &str, function: &str, arity: Option<usize>) -> bool {
+        self.scripts
+            .get(module)
+            .and_then(|s| s.functions.get(function))
+            .is_some_and(|a| arity.is_none_or(|n| a.contains(&n)))
+    }
+
+    pub fn has_module(&self, module: &str) -> bool {
+        self.scripts.contains_key(module)
+    }
+
+    /// Compile one expression of a definition. `origin` names it in errors.
+    pub fn compile_expr(&self, source: &str, origin: String) -> Result<Expr, SyntaxError> {
+        let mut scope = Scope::new();
+        for n in CONTEXT_NAMES {
+            scope.push_constant(*n, ());
+        }
+        let ast = self.engine.compile_expression_with_scope(&scope, source).map_err(|e| syntax(&e))?;
+        Ok(Expr { source: source.to_string(), origin, ast: Arc::new(ast) })
+    }
+
+    /// Evaluate an expression with the given context.
+    pub fn eval(&self, expr: &Expr, ctx: &mut Context) -> Result<Value, Error> {
+        let d = self.eval_dynamic(expr, ctx)?;
+        from_dynamic(&expr.origin, &d)
+    }
+
+    /// Evaluate an expression that must yield a boolean.
+    pub fn eval_bool(&self, expr: &Expr, ctx: &mut Context) -> Result<bool, Error> {
+        let d = self.eval_dynamic(expr, ctx)?;
+        d.as_bool().map_err(|t| Error::Conversion {
+            origin: expr.origin.clone(),
+            message: format!("`{}` gave {t}, expected true or false", expr.source),
+        })
+    }
+
+    fn eval_dynamic(&self, expr: &Expr, ctx: &mut Context) -> Result<Dynamic, Error> {
+        self.engine
+            .eval_ast_with_scope::<Dynamic>(&mut ctx.scope, &expr.ast)
+            .map_err(|e| eval_error(&expr.origin, e))
+    }
+
+    /// Call `module::function(args...)` from Rust (activities use this to run
+    /// per-person rules). Arguments and result go through serde.
+    pub fn call(&self, module: &str, function: &str, args: &[Value]) -> Result<Value, Error> {
+        let d = self.call_dynamic(module, function, args.iter().map(to_dynamic).collect())?;
+        let origin = self.scripts.get(module).map(|s| s.origin.as_str()).unwrap_or(module);
+        from_dynamic(origin, &d)
+    }
+
+    /// As [`Rules::call`] with already converted arguments, for hot loops.
+    pub fn call_dynamic(
+        &self,
+        module: &str,
+        function: &str,
+        args: Vec<Dynamic>,
+    ) -> Result<Dynamic, Error> {
+        let script = self.scripts.get(module).ok_or_else(|| Error::NoSuchFunction {
+            origin: module.to_string(),
+            function: function.to_string(),
+            arity: args.len(),
+        })?;
+        if !self.has_function(module, function, Some(args.len())) {
+            return Err(Error::NoSuchFunction {
+                origin: script.origin.clone(),
+                function: function.to_string(),
+                arity: args.len(),
+            });
+        }
+        let mut scope = Scope::new();
+        let opts = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        self.engine
+            .call_fn_with_options::<Dynamic>(opts, &mut scope, &script.ast, function, args)
+            .map_err(|e| eval_error(&script.origin, e))
+    }
+}
+
+fn from_dynamic(origin: &str, d: &Dynamic) -> Result<Value, Error> {
+    rhai::serde::from_dynamic::<Value>(d)
+        .map_err(|e| Error::Conversion { origin: origin.to_string(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(src: &str) -> Rules {
+        Rules::build(&[("r".into(), "rules/r.rhai".into(), src.into())], Limits::default())
+            .expect("compiles")
+    }
+
+    #[test]
+    fn infinite_loop_is_stopped_with_a_clear_error() {
+        let r = rules("fn spin() { loop { } }");
+        let e = r.call("r", "spin", &[]).unwrap_err();
+        assert!(matches!(e, Error::Limit { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("rules/r.rhai") && text.contains("too many operations"), "{text}");
+    }
+
+    #[test]
+    fn oversized_string_is_stopped_with_a_clear_error() {
+        let r = rules("fn grow() { let s = \"x\"; loop { s += s; } }");
+        let e = r.call("r", "grow", &[]).unwrap_err();
+        assert!(matches!(e, Error::Limit { .. }), "{e:?}");
+        assert!(e.to_string().contains("rules/r.rhai"), "{e}");
+        assert!(e.to_string().contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn deep_recursion_is_stopped() {
+        let r = rules("fn down(n) { down(n + 1) }");
+        let e = r.call("r", "down", &[json!(0)]).unwrap_err();
+        assert!(matches!(e, Error::Limit { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn no_file_or_module_access() {
+        let e = Rules::build(
+            &[("r".into(), "rules/r.rhai".into(), "import \"/etc/passwd\" as p;".into())],
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(e[0].1.message.contains("passwd") || e[0].1.message.contains("module"), "{e:?}");
+        let r = rules("fn f() { eval(\"1\") }");
+        assert!(r.call("r", "f", &[]).is_err());
+        let r = rules("fn f() { timestamp() }");
+        assert!(r.call("r", "f", &[]).is_err(), "no clock in the sandbox");
+    }
+
+    #[test]
+    fn expressions_call_rule_modules() {
+        let r = rules("fn double(x) { x * 2 }");
+        let e = r.compile_expr("r::double(input.n) + 1", "test".into()).unwrap();
+        let mut ctx = Context::new();
+        ctx.set("input", &json!({"n": 20}));
+        assert_eq!(r.eval(&e, &mut ctx).unwrap(), json!(41));
+    }
+
+    #[test]
+    fn syntax_errors_carry_script_positions() {
+        let e = Rules::build(
+            &[("r".into(), "rules/r.rhai".into(), "fn ok() { 1 }\nfn bad( { }".into())],
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].1.line, 2);
+    }
+}
