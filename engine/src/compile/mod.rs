@@ -896,6 +896,13 @@ impl WorkflowCx<'_> {
     /// Compile an expression and check what it refers to. `prefix` is the
     /// text before it in the same YAML scalar (for exact columns).
     fn expr(&mut self, src: &str, path: &Path, scope: Scope, prefix: &str) -> Option<rules::Expr> {
+        // Fields that are always expressions (`if`, `for_each`, `key`,
+        // `check`) may still be written as `${...}`; accept both.
+        let trimmed = src.trim();
+        if prefix.is_empty() && trimmed.starts_with("${") && closing_brace(&trimmed[2..]) == Some(trimmed.len() - 3) {
+            let lead = src.len() - src.trim_start().len();
+            return self.expr(&trimmed[2..trimmed.len() - 1], path, scope, &src[..lead + 2]);
+        }
         let origin = self.cx.origin(path);
         let vpos = self.cx.map.value(path);
         let before = self.cx.diags.len();
