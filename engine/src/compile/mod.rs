@@ -185,7 +185,9 @@ fn compile_inner(
                 diags.push(Diagnostic { file, line: e.line, col: e.col, message: format!("rhai: {}", e.message) });
                 broken_modules.insert(module);
             }
-            Rules::build(&[], opts.limits).expect("empty rules build")
+            // Keep checking calls into the scripts that did compile.
+            let good: Vec<_> = scripts.iter().filter(|s| !broken_modules.contains(&s.0)).cloned().collect();
+            Rules::build(&good, opts.limits).unwrap_or_else(|_| Rules::build(&[], opts.limits).expect("empty rules build"))
         }
     };
     let rules = Arc::new(rules);
@@ -376,7 +378,7 @@ impl FileCx<'_> {
             };
             let is_choice = matches!(kind, FieldKind::Choice | FieldKind::MultiChoice);
             if is_choice && f.options.is_empty() {
-                self.err_key(&fp, format!("field `{}` is a {} and needs `options`", f.name, f.ty));
+                self.err_value(&fp.key("name"), format!("field `{}` is a {} and needs `options`", f.name, f.ty));
             }
             if !is_choice && !f.options.is_empty() {
                 self.err_value(&fp.key("options"), format!("`options` only apply to choice fields, not {}", f.ty));
