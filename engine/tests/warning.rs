@@ -68,6 +68,8 @@ fn disposed_before_the_second_reminder_sends_one_reminder() {
     rt.advance(hours(7)).unwrap();
     assert_eq!(reminders(&rt), 1);
     assert_eq!(rt.state("w1").state, "under_review");
+    assert_eq!(rt.state("w1").vars["disposal"]["community"], "书院街社区");
+    assert_eq!(rt.state("w1").vars["disposal"]["measures"], json!(["办公区域清洁消毒"]));
     assert!(!rt.state("w1").vars["disposal_overdue"].as_bool().unwrap());
     assert!(rt.calls_named("notify_district").is_empty());
 }
@@ -174,7 +176,18 @@ fn signals_are_refused_in_the_wrong_state_or_from_the_wrong_role() {
     let engine::testing::Error::Step(Error::InvalidPayload(fields)) = err else { panic!() };
     let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
     assert_eq!(names, ["reported_to_community", "person_situation"]);
-    assert_eq!(rt.history("w1").len(), 2, "only start and the first activity completion");
+    // Another enterprise or district cannot act on this warning, even with the right role.
+    let other = Actor { role: "enterprise".into(), id: "e2".into(), name: None };
+    let err = rt.signal("w1", "dispose", disposal(), other).unwrap_err();
+    let engine::testing::Error::Step(Error::InvalidPayload(e)) = err else { panic!() };
+    assert_eq!(e[0].message, "只能处置本企业的预警");
+    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
+    let other = Actor { role: "district".into(), id: "qingyang".into(), name: None };
+    let err = rt.signal("w1", "approve", Value::Null, other).unwrap_err();
+    let engine::testing::Error::Step(Error::InvalidPayload(e)) = err else { panic!() };
+    assert_eq!(e[0].message, "只能审核本辖区的预警");
+    assert_eq!(rt.state("w1").state, "under_review");
+    assert_eq!(rt.history("w1").len(), 3, "start, first activity completion, the one accepted signal");
 }
 
 #[test]

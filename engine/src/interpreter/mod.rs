@@ -116,7 +116,8 @@ pub struct Instance {
     pub timers: BTreeMap<String, PendingTimer>,
     pub activities: BTreeMap<String, PendingCall>,
     pub children: BTreeMap<String, PendingCall>,
-    pub output: Option<Value>,
+    /// The terminal state's output (null while running).
+    pub output: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,7 +215,7 @@ fn start(program: &Program, at: DateTime<Utc>, input: &Value) -> Result<Transiti
         timers: BTreeMap::new(),
         activities: BTreeMap::new(),
         children: BTreeMap::new(),
-        output: None,
+        output: Value::Null,
     };
     let mut run = Run { program, effects: Vec::new(), decisions: Vec::new(), at };
     let mut cx = run.context(&s, None);
@@ -565,7 +566,7 @@ impl Run<'_> {
             };
             s.status = Status::Completed;
             s.status_label = term.status.clone();
-            s.output = Some(output.clone());
+            s.output = output.clone();
             self.effects.push(Effect::Complete { state: spec.name.clone(), status: term.status.clone(), output });
             return Ok(());
         }

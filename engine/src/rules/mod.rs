@@ -255,11 +255,8 @@ impl Rules {
 
     /// Compile one expression of a definition. `origin` names it in errors.
     pub fn compile_expr(&self, source: &str, origin: String) -> Result<Expr, SyntaxError> {
-        let mut scope = Scope::new();
-        for n in CONTEXT_NAMES {
-            scope.push_constant(*n, ());
-        }
-        let ast = self.engine.compile_expression_with_scope(&scope, source).map_err(|e| syntax(&e))?;
+        // No scope at compile time: the optimiser would fold the names into constants.
+        let ast = self.engine.compile_expression(source).map_err(|e| syntax(&e))?;
         Ok(Expr { source: source.to_string(), origin, ast: Arc::new(ast) })
     }
 
@@ -384,6 +381,17 @@ mod tests {
         let mut ctx = Context::new();
         ctx.set("input", &json!({"n": 20}));
         assert_eq!(r.eval(&e, &mut ctx).unwrap(), json!(41));
+    }
+
+    #[test]
+    fn context_names_are_bound_at_evaluation_not_folded_at_compile_time() {
+        // Regression: compiling with a scope of unit constants made the
+        // optimiser fold `${signal}` into `()`, losing disposal payloads.
+        let r = rules("");
+        let e = r.compile_expr("signal", "test".into()).unwrap();
+        let mut ctx = Context::new();
+        ctx.set("signal", &json!({"a": 1}));
+        assert_eq!(r.eval(&e, &mut ctx).unwrap(), json!({"a": 1}));
     }
 
     #[test]
