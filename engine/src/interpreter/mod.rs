@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Who sent a signal. `role` is checked against the signal's `actors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +68,8 @@ pub enum Effect {
 /// A rule decision taken during the step, kept in the history (R8.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    pub origin: String,
-    pub expr: String,
+    pub origin: Arc<str>,
+    pub expr: Arc<str>,
     pub result: bool,
 }
 
@@ -98,14 +99,16 @@ pub struct PendingCall {
 /// store keeps, and replaying the history from scratch must rebuild it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
-    pub workflow: String,
+    pub workflow: Arc<str>,
     pub version: u32,
-    pub hash: String,
+    pub hash: Arc<str>,
     pub status: Status,
     pub state: String,
     pub status_label: Option<String>,
-    pub input: Value,
-    pub vars: BTreeMap<String, Value>,
+    /// Shared: the input never changes after start, so steps clone a pointer.
+    pub input: Arc<Value>,
+    /// Copy-on-write: steps that set nothing share the map with their predecessor.
+    pub vars: Arc<BTreeMap<String, Value>>,
     pub search: BTreeMap<String, String>,
     pub started_at: DateTime<Utc>,
     pub entered_at: DateTime<Utc>,
@@ -118,6 +121,39 @@ pub struct Instance {
     pub children: BTreeMap<String, PendingCall>,
     /// The terminal state's output (null while running).
     pub output: Value,
+    /// The input converted for rhai once per loaded instance (not persisted).
+    #[serde(skip)]
+    input_dynamic: DynamicCache,
+    /// The variables converted for rhai; replaced whenever one is set.
+    #[serde(skip)]
+    vars_dynamic: DynamicCache,
+}
+
+/// A lazily filled, shared rhai copy of a value. Invisible to equality,
+/// debugging and serialisation: it is derived data.
+#[derive(Clone, Default)]
+struct DynamicCache(Arc<std::sync::OnceLock<rhai::Dynamic>>);
+
+impl PartialEq for DynamicCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DynamicCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
+impl DynamicCache {
+    fn get(&self, v: &Value) -> rhai::Dynamic {
+        self.0.get_or_init(|| rules::to_dynamic(v).into_shared()).clone()
+    }
+
+    fn get_with(&self, f: impl FnOnce() -> rhai::Dynamic) -> rhai::Dynamic {
+        self.0.get_or_init(|| f().into_shared()).clone()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,8 +197,8 @@ pub fn step(program: &Program, state: Option<&Instance>, input: &Input) -> Resul
         (None, _) => return Err(Error::NotStarted),
         (Some(s), _) => s.clone(),
     };
-    if s.hash != program.hash {
-        return Err(Error::WrongProgram { instance: s.hash.clone(), program: program.hash.clone() });
+    if *s.hash != *program.hash {
+        return Err(Error::WrongProgram { instance: s.hash.to_string(), program: program.hash.clone() });
     }
     let mut run = Run { program, effects: Vec::new(), decisions: Vec::new(), at: input.at() };
     let ignored = match input {
@@ -199,14 +235,14 @@ pub fn replay<'a>(program: &Program, history: impl IntoIterator<Item = &'a Input
 fn start(program: &Program, at: DateTime<Utc>, input: &Value) -> Result<Transition, Error> {
     let input = check_input(program, input)?;
     let mut s = Instance {
-        workflow: program.name.clone(),
+        workflow: program.name.as_str().into(),
         version: program.version,
-        hash: program.hash.clone(),
+        hash: program.hash.as_str().into(),
         status: Status::Running,
         state: program.states[program.initial].name.clone(),
         status_label: None,
-        input,
-        vars: program.vars.iter().map(|v| (v.name.clone(), v.default.clone())).collect(),
+        input: Arc::new(input),
+        vars: Arc::new(program.vars.iter().map(|v| (v.name.clone(), v.default.clone())).collect()),
         search: BTreeMap::new(),
         started_at: at,
         entered_at: at,
@@ -216,11 +252,13 @@ fn start(program: &Program, at: DateTime<Utc>, input: &Value) -> Result<Transiti
         activities: BTreeMap::new(),
         children: BTreeMap::new(),
         output: Value::Null,
+        input_dynamic: DynamicCache::default(),
+        vars_dynamic: DynamicCache::default(),
     };
     let mut run = Run { program, effects: Vec::new(), decisions: Vec::new(), at };
-    let mut cx = run.context(&s, None);
+    let mut cx = Cx::default();
     for (k, t) in &program.search {
-        let v = run.render(t, &mut cx)?;
+        let v = run.render(t, &mut cx, &s)?;
         let text = match v {
             Value::String(x) => x,
             Value::Null => continue,
@@ -278,6 +316,51 @@ struct Extra<'a> {
     error: Option<&'a str>,
 }
 
+/// The expression context of one handler, built on first use (most steps
+/// evaluate nothing) and kept up to date as actions set variables.
+#[derive(Default)]
+struct Cx<'a> {
+    built: Option<Context>,
+    extra: Extra<'a>,
+}
+
+impl<'a> Cx<'a> {
+    fn with(extra: Extra<'a>) -> Self {
+        Cx { built: None, extra }
+    }
+
+    fn get(&mut self, at: DateTime<Utc>, s: &Instance) -> &mut Context {
+        let extra = self.extra;
+        self.built.get_or_insert_with(|| {
+            let mut cx = Context::new();
+            cx.set_dynamic("input", s.input_dynamic.get(&s.input));
+            cx.set_dynamic("vars", s.vars_dynamic.get_with(|| vars_dynamic(&s.vars)));
+            cx.set_dynamic("now", at.to_rfc3339().into());
+            if let Some((payload, actor)) = extra.signal {
+                cx.set("signal", payload);
+                let mut a = rhai::Map::new();
+                a.insert("role".into(), actor.role.as_str().into());
+                a.insert("id".into(), actor.id.as_str().into());
+                a.insert("name".into(), actor.name.as_deref().map(Into::into).unwrap_or(rhai::Dynamic::UNIT));
+                cx.set_dynamic("actor", a.into());
+            }
+            if let Some(r) = extra.result {
+                cx.set("result", r);
+            }
+            if let Some(e) = extra.error {
+                cx.set_dynamic("error", e.into());
+            }
+            cx
+        })
+    }
+
+    fn var_changed(&mut self, name: &str, value: &Value) {
+        if let Some(c) = &mut self.built {
+            c.set_field("vars", name, value);
+        }
+    }
+}
+
 struct Run<'p> {
     program: &'p Program,
     effects: Vec<Effect>,
@@ -290,43 +373,27 @@ impl Run<'_> {
         &self.program.rules
     }
 
-    fn context(&self, s: &Instance, extra: Option<Extra>) -> Context {
-        let mut cx = Context::new();
-        cx.set("input", &s.input);
-        cx.set_dynamic("vars", vars_dynamic(&s.vars));
-        cx.set_dynamic("now", self.at.to_rfc3339().into());
-        if let Some(x) = extra {
-            if let Some((payload, actor)) = x.signal {
-                cx.set("signal", payload);
-                cx.set("actor", &serde_json::to_value(actor).unwrap_or(Value::Null));
-            }
-            if let Some(r) = x.result {
-                cx.set("result", r);
-            }
-            if let Some(e) = x.error {
-                cx.set_dynamic("error", e.into());
-            }
-        }
-        cx
-    }
-
-    fn guard(&mut self, e: &rules::Expr, cx: &mut Context) -> Result<bool, Error> {
-        let result = self.rules().eval_bool(e, cx)?;
+    fn guard(&mut self, e: &rules::Expr, cx: &mut Cx, s: &Instance) -> Result<bool, Error> {
+        let result = self.program.rules.eval_bool(e, cx.get(self.at, s))?;
         self.decisions.push(Decision { origin: e.origin.clone(), expr: e.source.clone(), result });
         Ok(result)
     }
 
-    fn render(&self, t: &Template, cx: &mut Context) -> Result<Value, Error> {
+    fn eval(&self, e: &rules::Expr, cx: &mut Cx, s: &Instance) -> Result<Value, Error> {
+        Ok(self.rules().eval(e, cx.get(self.at, s))?)
+    }
+
+    fn render(&self, t: &Template, cx: &mut Cx, s: &Instance) -> Result<Value, Error> {
         Ok(match t {
             Template::Literal(v) => v.clone(),
-            Template::Expr(e) => self.rules().eval(e, cx)?,
+            Template::Expr(e) => self.eval(e, cx, s)?,
             Template::Interpolate(pieces) => {
                 let mut out = String::new();
                 for p in pieces {
                     match p {
                         Piece::Text(t) => out.push_str(t),
-                        Piece::Expr(e) => match self.rules().eval(e, cx)? {
-                            Value::String(s) => out.push_str(&s),
+                        Piece::Expr(e) => match self.eval(e, cx, s)? {
+                            Value::String(x) => out.push_str(&x),
                             Value::Null => {}
                             other => out.push_str(&other.to_string()),
                         },
@@ -334,11 +401,11 @@ impl Run<'_> {
                 }
                 Value::String(out)
             }
-            Template::List(items) => Value::Array(items.iter().map(|i| self.render(i, cx)).collect::<Result<_, _>>()?),
+            Template::List(items) => Value::Array(items.iter().map(|i| self.render(i, cx, s)).collect::<Result<_, _>>()?),
             Template::Map(entries) => {
                 let mut m = Map::new();
                 for (k, v) in entries {
-                    m.insert(k.clone(), self.render(v, cx)?);
+                    m.insert(k.clone(), self.render(v, cx, s)?);
                 }
                 Value::Object(m)
             }
@@ -365,24 +432,23 @@ impl Run<'_> {
             Some(form) => form.validate(payload).map_err(Error::InvalidPayload)?,
             None => payload.clone(),
         };
-        let extra = Extra { signal: Some((&payload, actor)), ..Default::default() };
-        let mut cx = self.context(s, Some(extra));
+        let mut cx = Cx::with(Extra { signal: Some((&payload, actor)), ..Default::default() });
         for h in handlers {
             if let Some(g) = &h.guard {
-                if !self.guard(g, &mut cx)? {
+                if !self.guard(g, &mut cx, s)? {
                     continue;
                 }
             }
             let mut refused = Vec::new();
             for c in &h.checks {
-                if !self.guard(&c.expr, &mut cx)? {
+                if !self.guard(&c.expr, &mut cx, s)? {
                     refused.push(FieldError { field: c.field.clone().unwrap_or_default(), message: c.message.clone() });
                 }
             }
             if !refused.is_empty() {
                 return Err(Error::InvalidPayload(refused));
             }
-            return self.handle(s, h, &mut cx, extra);
+            return self.handle(s, h, &mut cx);
         }
         Err(Error::NotAccepted { signal: name.to_string(), state: s.state.clone() })
     }
@@ -395,13 +461,13 @@ impl Run<'_> {
         let Some(spec) = state.timers.iter().find(|x| x.name == t.name) else {
             return Ok(Some(format!("timer {id} belongs to no timer of `{}`", s.state)));
         };
-        let mut cx = self.context(s, None);
+        let mut cx = Cx::default();
         if let Some(g) = &spec.guard {
-            if !self.guard(g, &mut cx)? {
+            if !self.guard(g, &mut cx, s)? {
                 return Ok(None);
             }
         }
-        self.run_actions(s, &spec.actions, &mut cx, Extra::default())?;
+        self.run_actions(s, &spec.actions, &mut cx)?;
         if let Some(to) = spec.goto {
             self.goto(s, to)?;
         }
@@ -419,26 +485,23 @@ impl Run<'_> {
         match outcome {
             Ok(result) => {
                 if let Some(var) = &spec.result {
-                    s.vars.insert(var.clone(), result.clone());
+                    Arc::make_mut(&mut s.vars).insert(var.clone(), result.clone());
+                    s.vars_dynamic = DynamicCache::default();
                 }
-                let extra = Extra { result: Some(result), ..Default::default() };
                 if let Some(h) = &spec.on_success {
-                    let mut cx = self.context(s, Some(extra));
-                    self.handle_guarded(s, h, &mut cx, extra)?;
+                    let mut cx = Cx::with(Extra { result: Some(result), ..Default::default() });
+                    self.handle_guarded(s, h, &mut cx)?;
                 }
                 Ok(None)
             }
-            Err(error) => {
-                let extra = Extra { error: Some(error), ..Default::default() };
-                match &spec.on_failure {
-                    Some(h) => {
-                        let mut cx = self.context(s, Some(extra));
-                        self.handle_guarded(s, h, &mut cx, extra)?;
-                        Ok(None)
-                    }
-                    None => Ok(Some(format!("activity {} failed and has no on_failure: {error}", spec.name))),
+            Err(error) => match &spec.on_failure {
+                Some(h) => {
+                    let mut cx = Cx::with(Extra { error: Some(error), ..Default::default() });
+                    self.handle_guarded(s, h, &mut cx)?;
+                    Ok(None)
                 }
-            }
+                None => Ok(Some(format!("activity {} failed and has no on_failure: {error}", spec.name))),
+            },
         }
     }
 
@@ -450,50 +513,50 @@ impl Run<'_> {
             return Ok(Some(format!("child {id} finished after its state was left")));
         }
         let result = serde_json::json!({ "status": status, "output": output });
-        let extra = Extra { result: Some(&result), ..Default::default() };
         if let Some(h) = &self.program.children[call.spec].on_complete {
-            let mut cx = self.context(s, Some(extra));
-            self.handle_guarded(s, h, &mut cx, extra)?;
+            let mut cx = Cx::with(Extra { result: Some(&result), ..Default::default() });
+            self.handle_guarded(s, h, &mut cx)?;
         }
         Ok(None)
     }
 
-    fn handle_guarded(&mut self, s: &mut Instance, h: &Handler, cx: &mut Context, extra: Extra) -> Result<(), Error> {
+    fn handle_guarded(&mut self, s: &mut Instance, h: &Handler, cx: &mut Cx) -> Result<(), Error> {
         if let Some(g) = &h.guard {
-            if !self.guard(g, cx)? {
+            if !self.guard(g, cx, s)? {
                 return Ok(());
             }
         }
-        self.handle(s, h, cx, extra)
+        self.handle(s, h, cx)
     }
 
-    fn handle(&mut self, s: &mut Instance, h: &Handler, cx: &mut Context, extra: Extra) -> Result<(), Error> {
-        self.run_actions(s, &h.actions, cx, extra)?;
+    fn handle(&mut self, s: &mut Instance, h: &Handler, cx: &mut Cx) -> Result<(), Error> {
+        self.run_actions(s, &h.actions, cx)?;
         if let Some(to) = h.goto {
             self.goto(s, to)?;
         }
         Ok(())
     }
 
-    fn run_actions(&mut self, s: &mut Instance, actions: &[Action], cx: &mut Context, extra: Extra) -> Result<(), Error> {
+    fn run_actions(&mut self, s: &mut Instance, actions: &[Action], cx: &mut Cx) -> Result<(), Error> {
         for a in actions {
             if let Some(g) = &a.guard {
-                if !self.guard(g, cx)? {
+                if !self.guard(g, cx, s)? {
                     continue;
                 }
             }
             match &a.kind {
                 ActionKind::Set(assignments) => {
                     for (var, t) in assignments {
-                        let v = self.render(t, cx)?;
-                        s.vars.insert(var.clone(), v);
+                        let v = self.render(t, cx, s)?;
+                        // Later expressions see the new value.
+                        cx.var_changed(var, &v);
+                        Arc::make_mut(&mut s.vars).insert(var.clone(), v);
+                        s.vars_dynamic = DynamicCache::default();
                     }
-                    // Later actions see the new values.
-                    *cx = self.context(s, Some(extra));
                 }
                 ActionKind::Activity(i) => {
                     let spec = &self.program.activities[*i];
-                    let args = self.render(&spec.args, cx)?;
+                    let args = self.render(&spec.args, cx, s)?;
                     let id = Self::next_id(s, 'a');
                     s.activities.insert(id.clone(), PendingCall { spec: *i, entry: s.entry });
                     self.effects.push(Effect::ScheduleActivity { id, name: spec.name.clone(), args, retry: spec.retry });
@@ -502,12 +565,12 @@ impl Run<'_> {
                     let spec = &self.program.children[*i];
                     let items = match &spec.for_each {
                         None => vec![None],
-                        Some(e) => match self.rules().eval(e, cx)? {
+                        Some(e) => match self.eval(e, cx, s)? {
                             Value::Array(items) => items.into_iter().map(Some).collect(),
                             Value::Null => vec![],
                             other => {
                                 return Err(Error::Rule(rules::Error::Conversion {
-                                    origin: e.origin.clone(),
+                                    origin: e.origin.to_string(),
                                     message: format!("for_each gave {other}, expected a list"),
                                 }))
                             }
@@ -515,11 +578,11 @@ impl Run<'_> {
                     };
                     for item in items {
                         if let Some(item) = &item {
-                            cx.set("item", item);
+                            cx.get(self.at, s).set("item", item);
                         }
-                        let input = self.render(&spec.input, cx)?;
+                        let input = self.render(&spec.input, cx, s)?;
                         let key = match &spec.key {
-                            Some(k) => match self.rules().eval(k, cx)? {
+                            Some(k) => match self.eval(k, cx, s)? {
                                 Value::String(x) => Some(x),
                                 Value::Null => None,
                                 other => Some(other.to_string()),
@@ -551,17 +614,14 @@ impl Run<'_> {
         s.state = spec.name.clone();
         s.entry += 1;
         s.entered_at = self.at;
-        let mut cx = self.context(s, None);
-        self.run_actions(s, &spec.on_enter, &mut cx, Extra::default())?;
+        let mut cx = Cx::default();
+        self.run_actions(s, &spec.on_enter, &mut cx)?;
         if let Some(term) = &spec.terminal {
             for id in std::mem::take(&mut s.timers).into_keys() {
                 self.effects.push(Effect::CancelTimer { id });
             }
             let output = match &term.output {
-                Some(t) => {
-                    let mut cx = self.context(s, None);
-                    self.render(t, &mut cx)?
-                }
+                Some(t) => self.render(t, &mut cx, s)?,
                 None => Value::Null,
             };
             s.status = Status::Completed;

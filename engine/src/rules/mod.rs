@@ -96,8 +96,8 @@ impl std::fmt::Debug for Rules {
 /// A compiled expression from a definition, with where it was written.
 #[derive(Debug, Clone)]
 pub struct Expr {
-    pub source: String,
-    pub origin: String,
+    pub source: Arc<str>,
+    pub origin: Arc<str>,
     ast: Arc<AST>,
 }
 
@@ -113,20 +113,51 @@ impl Context {
     }
     /// Bind `name` to a JSON value.
     pub fn set(&mut self, name: &str, value: &Value) -> &mut Self {
-        let d = rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT);
-        self.scope.push_constant_dynamic(name.to_string(), d);
+        self.set_dynamic(name, to_dynamic(value))
+    }
+    /// Bind `name` to an already converted value.
+    pub fn set_dynamic(&mut self, name: &str, value: Dynamic) -> &mut Self {
+        self.scope.set_or_push(name.to_string(), value);
         self
     }
-    /// Bind `name` to an already converted value (cheap to clone).
-    pub fn set_dynamic(&mut self, name: &str, value: Dynamic) -> &mut Self {
-        self.scope.push_constant_dynamic(name.to_string(), value);
-        self
+    /// Set `name.field` (a map binding) to `value`, converting only `value`.
+    pub fn set_field(&mut self, name: &str, field: &str, value: &Value) {
+        if let Some(d) = self.scope.get_mut(name) {
+            // A shared value may be cached elsewhere: write to a private copy.
+            if d.is_shared() {
+                *d = d.flatten_clone();
+            }
+            if let Some(mut m) = d.write_lock::<rhai::Map>() {
+                m.insert(field.into(), to_dynamic(value));
+                return;
+            }
+        }
+        let mut m = rhai::Map::new();
+        m.insert(field.into(), to_dynamic(value));
+        self.set_dynamic(name, m.into());
     }
 }
 
-/// Convert a JSON value for a [`Context`].
+/// Convert a JSON value for a [`Context`] (a direct walk: this runs on every
+/// step, and going through serde costs several times more).
 pub fn to_dynamic(value: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => a.iter().map(to_dynamic).collect::<rhai::Array>().into(),
+        Value::Object(m) => {
+            let mut out = rhai::Map::new();
+            for (k, v) in m {
+                out.insert(k.as_str().into(), to_dynamic(v));
+            }
+            out.into()
+        }
+    }
 }
 
 fn base_engine(limits: &Limits) -> Engine {
@@ -257,7 +288,7 @@ impl Rules {
     pub fn compile_expr(&self, source: &str, origin: String) -> Result<Expr, SyntaxError> {
         // No scope at compile time: the optimiser would fold the names into constants.
         let ast = self.engine.compile_expression(source).map_err(|e| syntax(&e))?;
-        Ok(Expr { source: source.to_string(), origin, ast: Arc::new(ast) })
+        Ok(Expr { source: source.into(), origin: origin.into(), ast: Arc::new(ast) })
     }
 
     /// Evaluate an expression with the given context.
@@ -270,7 +301,7 @@ impl Rules {
     pub fn eval_bool(&self, expr: &Expr, ctx: &mut Context) -> Result<bool, Error> {
         let d = self.eval_dynamic(expr, ctx)?;
         d.as_bool().map_err(|t| Error::Conversion {
-            origin: expr.origin.clone(),
+            origin: expr.origin.to_string(),
             message: format!("`{}` gave {t}, expected true or false", expr.source),
         })
     }
