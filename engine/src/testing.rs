@@ -95,17 +95,42 @@ impl TestRuntime {
         if self.instances.contains_key(id) {
             return Err(Error::Duplicate(id.to_string()));
         }
-        let program = self.programs.get(workflow).cloned().ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
-        let ev = Input::Started { at: self.now(), input };
+        let program = self
+            .programs
+            .get(workflow)
+            .cloned()
+            .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
+        let ev = Input::Started {
+            at: self.now(),
+            input,
+        };
         let t = interpreter::step(&program, None, &ev)?;
-        self.instances.insert(id.to_string(), TestInstance { program, state: t.state, history: vec![ev] });
+        self.instances.insert(
+            id.to_string(),
+            TestInstance {
+                program,
+                state: t.state,
+                history: vec![ev],
+            },
+        );
         self.apply(id, t.effects)?;
         self.drain()
     }
 
     /// Send a signal; a refused signal changes nothing and is not recorded.
-    pub fn signal(&mut self, id: &str, name: &str, payload: Value, actor: Actor) -> Result<(), Error> {
-        let ev = Input::Signal { at: self.now(), name: name.to_string(), payload, actor };
+    pub fn signal(
+        &mut self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        actor: Actor,
+    ) -> Result<(), Error> {
+        let ev = Input::Signal {
+            at: self.now(),
+            name: name.to_string(),
+            payload,
+            actor,
+        };
         self.deliver(id, ev)?;
         self.drain()
     }
@@ -122,7 +147,13 @@ impl TestRuntime {
                 self.clock.set(first.0);
             }
             let (_, inst, timer) = first;
-            self.deliver(&inst, Input::TimerFired { at: self.now(), id: timer })?;
+            self.deliver(
+                &inst,
+                Input::TimerFired {
+                    at: self.now(),
+                    id: timer,
+                },
+            )?;
             self.drain()?;
         }
         self.clock.set(end);
@@ -130,7 +161,10 @@ impl TestRuntime {
     }
 
     fn deliver(&mut self, id: &str, ev: Input) -> Result<(), Error> {
-        let inst = self.instances.get(id).ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
+        let inst = self
+            .instances
+            .get(id)
+            .ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
         let t = interpreter::step(&inst.program, Some(&inst.state), &ev)?;
         let inst = self.instances.get_mut(id).expect("present");
         inst.state = t.state;
@@ -141,22 +175,48 @@ impl TestRuntime {
     fn apply(&mut self, id: &str, effects: Vec<Effect>) -> Result<(), Error> {
         for e in effects {
             match e {
-                Effect::StartTimer { id: tid, due_at, .. } => {
+                Effect::StartTimer {
+                    id: tid, due_at, ..
+                } => {
                     self.timers.insert((due_at, id.to_string(), tid));
                 }
                 Effect::CancelTimer { id: tid } => {
                     self.timers.retain(|t| !(t.1 == id && t.2 == tid));
                 }
-                Effect::ScheduleActivity { id: aid, name, args, .. } => {
+                Effect::ScheduleActivity {
+                    id: aid,
+                    name,
+                    args,
+                    ..
+                } => {
                     self.queue.push_back((id.to_string(), aid, name, args));
                 }
-                Effect::StartChild { id: cid, workflow, input, key } => {
+                Effect::StartChild {
+                    id: cid,
+                    workflow,
+                    input,
+                    key,
+                } => {
                     let child = key.unwrap_or_else(|| format!("{id}/{cid}"));
                     if !self.instances.contains_key(&child) {
-                        let program = self.programs.get(&workflow).cloned().ok_or(Error::UnknownWorkflow(workflow))?;
-                        let ev = Input::Started { at: self.now(), input };
+                        let program = self
+                            .programs
+                            .get(&workflow)
+                            .cloned()
+                            .ok_or(Error::UnknownWorkflow(workflow))?;
+                        let ev = Input::Started {
+                            at: self.now(),
+                            input,
+                        };
                         let t = interpreter::step(&program, None, &ev)?;
-                        self.instances.insert(child.clone(), TestInstance { program, state: t.state, history: vec![ev] });
+                        self.instances.insert(
+                            child.clone(),
+                            TestInstance {
+                                program,
+                                state: t.state,
+                                history: vec![ev],
+                            },
+                        );
                         self.apply(&child, t.effects)?;
                     }
                 }
@@ -169,10 +229,20 @@ impl TestRuntime {
     /// Complete queued activities (and what they cause) until none are left.
     fn drain(&mut self) -> Result<(), Error> {
         while let Some((inst, aid, name, args)) = self.queue.pop_front() {
-            self.calls.push(Call { instance: inst.clone(), id: aid.clone(), name: name.clone(), args: args.clone(), at: self.now() });
+            self.calls.push(Call {
+                instance: inst.clone(),
+                id: aid.clone(),
+                name: name.clone(),
+                args: args.clone(),
+                at: self.now(),
+            });
             let at = self.now();
             let ev = match (self.responder)(&name, &args) {
-                Ok(result) => Input::ActivityCompleted { at, id: aid, result },
+                Ok(result) => Input::ActivityCompleted {
+                    at,
+                    id: aid,
+                    result,
+                },
                 Err(error) => Input::ActivityFailed { at, id: aid, error },
             };
             self.deliver(&inst, ev)?;

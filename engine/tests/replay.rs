@@ -42,7 +42,11 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn actor(role: &str) -> Actor {
     let id = if role == "district" { "d" } else { "e" };
-    Actor { role: role.into(), id: id.into(), name: None }
+    Actor {
+        role: role.into(),
+        id: id.into(),
+        name: None,
+    }
 }
 
 fn disposal(valid: bool) -> Value {

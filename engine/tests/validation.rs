@@ -8,7 +8,10 @@ fn diagnostics() -> Vec<String> {
     let (w, r) = engine::load_dirs(&dir.join("workflows"), &dir.join("rules")).unwrap();
     let err = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap_err();
     let prefix = format!("{}/", dir.display());
-    err.0.iter().map(|d| d.to_string().replace(&prefix, "")).collect()
+    err.0
+        .iter()
+        .map(|d| d.to_string().replace(&prefix, ""))
+        .collect()
 }
 
 #[test]
@@ -37,9 +40,18 @@ fn broken_fixtures_report_every_error_with_its_position() {
         "workflows/schedules.yaml:6:15: catch_up `twice` must be none, once or all",
         "workflows/unknown_key.yaml:7:5: states.a: unknown field `colour`, expected one of `label`, `terminal`, `status`, `output`, `on_enter`, `timers`, `on`",
     ];
-    let missing: Vec<_> = expected.iter().filter(|e| !got.contains(&e.to_string())).collect();
-    let extra: Vec<_> = got.iter().filter(|g| !expected.contains(&g.as_str())).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing: {missing:#?}\nunexpected: {extra:#?}");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|e| !got.contains(&e.to_string()))
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|g| !expected.contains(&g.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing: {missing:#?}\nunexpected: {extra:#?}"
+    );
 }
 
 #[test]
@@ -47,5 +59,10 @@ fn good_rule_script_positions_survive_a_broken_neighbour() {
     // The broken helpers script is reported once, at its own line:col, and
     // its calls in workflows do not cascade into "unknown rule" errors.
     let got = diagnostics();
-    assert_eq!(got.iter().filter(|d| d.starts_with("rules/helpers.rhai")).count(), 1);
+    assert_eq!(
+        got.iter()
+            .filter(|d| d.starts_with("rules/helpers.rhai"))
+            .count(),
+        1
+    );
 }

@@ -35,11 +35,19 @@ fn input() -> Value {
 }
 
 fn enterprise() -> Actor {
-    Actor { role: "enterprise".into(), id: "e1".into(), name: None }
+    Actor {
+        role: "enterprise".into(),
+        id: "e1".into(),
+        name: None,
+    }
 }
 
 fn district() -> Actor {
-    Actor { role: "district".into(), id: "jinjiang".into(), name: None }
+    Actor {
+        role: "district".into(),
+        id: "jinjiang".into(),
+        name: None,
+    }
 }
 
 fn disposal() -> Value {
@@ -56,7 +64,10 @@ fn hours(h: u64) -> Duration {
 }
 
 fn reminders(rt: &TestRuntime) -> usize {
-    rt.calls_named("notify_enterprise").iter().filter(|c| c.args["template"] == "warning_reminder").count()
+    rt.calls_named("notify_enterprise")
+        .iter()
+        .filter(|c| c.args["template"] == "warning_reminder")
+        .count()
 }
 
 #[test]
@@ -64,12 +75,16 @@ fn disposed_before_the_second_reminder_sends_one_reminder() {
     let mut rt = runtime();
     assert_eq!(reminders(&rt), 1, "the first push goes out at creation");
     rt.advance(hours(5)).unwrap();
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
     rt.advance(hours(7)).unwrap();
     assert_eq!(reminders(&rt), 1);
     assert_eq!(rt.state("w1").state, "under_review");
     assert_eq!(rt.state("w1").vars["disposal"]["community"], "书院街社区");
-    assert_eq!(rt.state("w1").vars["disposal"]["measures"], json!(["办公区域清洁消毒"]));
+    assert_eq!(
+        rt.state("w1").vars["disposal"]["measures"],
+        json!(["办公区域清洁消毒"])
+    );
     assert!(!rt.state("w1").vars["disposal_overdue"].as_bool().unwrap());
     assert!(rt.calls_named("notify_district").is_empty());
 }
@@ -96,14 +111,19 @@ fn never_disposed_gets_three_reminders_then_overdue_tells_the_district() {
     assert_eq!(reminders(&rt), 3);
     assert_eq!(rt.calls_named("notify_district").len(), 1);
     // The reminders carry their round number.
-    let rounds: Vec<_> = rt.calls_named("notify_enterprise").iter().map(|c| c.args["round"].clone()).collect();
+    let rounds: Vec<_> = rt
+        .calls_named("notify_enterprise")
+        .iter()
+        .map(|c| c.args["round"].clone())
+        .collect();
     assert_eq!(rounds, vec![json!(1), json!(2), json!(3)]);
 }
 
 #[test]
 fn return_without_comment_is_refused_and_changes_nothing() {
     let mut rt = runtime();
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
     let before = rt.state("w1").clone();
     let history = rt.history("w1").len();
     for payload in [json!({}), json!({"comment": "   "})] {
@@ -123,18 +143,32 @@ fn return_without_comment_is_refused_and_changes_nothing() {
 fn return_with_comment_loops_then_close_ends_in_xiaohao_banjie() {
     let mut rt = runtime();
     rt.advance(hours(1)).unwrap();
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
     rt.advance(hours(2)).unwrap();
-    rt.signal("w1", "return", json!({"comment": "未报备社区，请补充"}), district()).unwrap();
+    rt.signal(
+        "w1",
+        "return",
+        json!({"comment": "未报备社区，请补充"}),
+        district(),
+    )
+    .unwrap();
     let s = rt.state("w1");
     assert_eq!(s.state, "rectifying");
     assert_eq!(s.vars["last_comment"], "未报备社区，请补充");
     let returned = rt.calls_named("notify_enterprise");
-    assert_eq!(returned.last().unwrap().args["template"], "warning_returned");
-    assert_eq!(returned.last().unwrap().args["comment"], "未报备社区，请补充");
+    assert_eq!(
+        returned.last().unwrap().args["template"],
+        "warning_returned"
+    );
+    assert_eq!(
+        returned.last().unwrap().args["comment"],
+        "未报备社区，请补充"
+    );
     // Returned warnings get no further +6h/+8h reminders: those were for the first disposal.
     rt.advance(hours(1)).unwrap();
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
     assert_eq!(rt.state("w1").state, "under_review");
     assert_eq!(rt.state("w1").vars["submissions"], 2);
     rt.signal("w1", "approve", Value::Null, district()).unwrap();
@@ -142,7 +176,10 @@ fn return_with_comment_loops_then_close_ends_in_xiaohao_banjie() {
     assert_eq!(s.state, "closed");
     assert_eq!(s.status, Status::Completed);
     assert_eq!(s.status_label.as_deref(), Some("销号办结"));
-    assert!(rt.pending_timers().is_empty(), "no timer outlives the workflow");
+    assert!(
+        rt.pending_timers().is_empty(),
+        "no timer outlives the workflow"
+    );
     assert_eq!(reminders(&rt), 1);
 }
 
@@ -150,16 +187,28 @@ fn return_with_comment_loops_then_close_ends_in_xiaohao_banjie() {
 fn review_overdue_escalates_to_the_city() {
     let mut rt = runtime();
     rt.advance(hours(3)).unwrap();
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
     rt.advance(hours(12) - Duration::from_secs(1)).unwrap();
     assert!(rt.calls_named("notify_city").is_empty());
     rt.advance(Duration::from_secs(1)).unwrap();
     let city = rt.calls_named("notify_city");
     assert_eq!(city.len(), 1);
     assert_eq!(city[0].args["target"], "city");
-    assert!(city[0].args["text"].as_str().unwrap().contains("锦江区住建交局"), "{}", city[0].args["text"]);
+    assert!(
+        city[0].args["text"]
+            .as_str()
+            .unwrap()
+            .contains("锦江区住建交局"),
+        "{}",
+        city[0].args["text"]
+    );
     assert!(rt.state("w1").vars["review_overdue"].as_bool().unwrap());
-    assert_eq!(rt.state("w1").state, "under_review", "still awaiting the review");
+    assert_eq!(
+        rt.state("w1").state,
+        "under_review",
+        "still awaiting the review"
+    );
     // The district can still close it afterwards.
     rt.signal("w1", "approve", Value::Null, district()).unwrap();
     assert_eq!(rt.state("w1").status_label.as_deref(), Some("销号办结"));
@@ -168,36 +217,74 @@ fn review_overdue_escalates_to_the_city() {
 #[test]
 fn signals_are_refused_in_the_wrong_state_or_from_the_wrong_role() {
     let mut rt = runtime();
-    let err = rt.signal("w1", "approve", Value::Null, district()).unwrap_err();
-    assert!(matches!(err, engine::testing::Error::Step(Error::NotAccepted { .. })), "{err:?}");
-    let err = rt.signal("w1", "dispose", disposal(), district()).unwrap_err();
-    assert!(matches!(err, engine::testing::Error::Step(Error::ActorNotAllowed { .. })), "{err:?}");
-    let err = rt.signal("w1", "dispose", json!({"community": "x"}), enterprise()).unwrap_err();
-    let engine::testing::Error::Step(Error::InvalidPayload(fields)) = err else { panic!() };
+    let err = rt
+        .signal("w1", "approve", Value::Null, district())
+        .unwrap_err();
+    assert!(
+        matches!(err, engine::testing::Error::Step(Error::NotAccepted { .. })),
+        "{err:?}"
+    );
+    let err = rt
+        .signal("w1", "dispose", disposal(), district())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            engine::testing::Error::Step(Error::ActorNotAllowed { .. })
+        ),
+        "{err:?}"
+    );
+    let err = rt
+        .signal("w1", "dispose", json!({"community": "x"}), enterprise())
+        .unwrap_err();
+    let engine::testing::Error::Step(Error::InvalidPayload(fields)) = err else {
+        panic!()
+    };
     let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
     assert_eq!(names, ["reported_to_community", "person_situation"]);
     // Another enterprise or district cannot act on this warning, even with the right role.
-    let other = Actor { role: "enterprise".into(), id: "e2".into(), name: None };
+    let other = Actor {
+        role: "enterprise".into(),
+        id: "e2".into(),
+        name: None,
+    };
     let err = rt.signal("w1", "dispose", disposal(), other).unwrap_err();
-    let engine::testing::Error::Step(Error::InvalidPayload(e)) = err else { panic!() };
+    let engine::testing::Error::Step(Error::InvalidPayload(e)) = err else {
+        panic!()
+    };
     assert_eq!(e[0].message, "只能处置本企业的预警");
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
-    let other = Actor { role: "district".into(), id: "qingyang".into(), name: None };
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
+    let other = Actor {
+        role: "district".into(),
+        id: "qingyang".into(),
+        name: None,
+    };
     let err = rt.signal("w1", "approve", Value::Null, other).unwrap_err();
-    let engine::testing::Error::Step(Error::InvalidPayload(e)) = err else { panic!() };
+    let engine::testing::Error::Step(Error::InvalidPayload(e)) = err else {
+        panic!()
+    };
     assert_eq!(e[0].message, "只能审核本辖区的预警");
     assert_eq!(rt.state("w1").state, "under_review");
-    assert_eq!(rt.history("w1").len(), 3, "start, first activity completion, the one accepted signal");
+    assert_eq!(
+        rt.history("w1").len(),
+        3,
+        "start, first activity completion, the one accepted signal"
+    );
 }
 
 #[test]
 fn the_history_replays_to_the_same_state() {
     let mut rt = runtime();
     rt.advance(hours(7)).unwrap();
-    rt.signal("w1", "dispose", disposal(), enterprise()).unwrap();
-    rt.signal("w1", "return", json!({"comment": "补充材料"}), district()).unwrap();
+    rt.signal("w1", "dispose", disposal(), enterprise())
+        .unwrap();
+    rt.signal("w1", "return", json!({"comment": "补充材料"}), district())
+        .unwrap();
     rt.advance(hours(9)).unwrap();
     let program = rt.instances["w1"].program.clone();
-    let replayed = engine::interpreter::replay(&program, rt.history("w1")).unwrap().unwrap();
+    let replayed = engine::interpreter::replay(&program, rt.history("w1"))
+        .unwrap()
+        .unwrap();
     assert_eq!(&replayed, rt.state("w1"));
 }

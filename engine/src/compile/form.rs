@@ -83,13 +83,19 @@ impl FormSpec {
             Value::Object(m) => m,
             Value::Null => &empty,
             _ => {
-                return Err(vec![FieldError { field: String::new(), message: "提交内容格式不正确".into() }])
+                return Err(vec![FieldError {
+                    field: String::new(),
+                    message: "提交内容格式不正确".into(),
+                }])
             }
         };
         let mut errors = Vec::new();
         for k in obj.keys() {
             if self.field(k).is_none() {
-                errors.push(FieldError { field: k.clone(), message: format!("未知字段：{k}") });
+                errors.push(FieldError {
+                    field: k.clone(),
+                    message: format!("未知字段：{k}"),
+                });
             }
         }
         let mut out = Map::new();
@@ -99,7 +105,10 @@ impl FormSpec {
                     out.insert(f.name.clone(), v);
                 }
                 Ok(None) => {}
-                Err(message) => errors.push(FieldError { field: f.name.clone(), message }),
+                Err(message) => errors.push(FieldError {
+                    field: f.name.clone(),
+                    message,
+                }),
             }
         }
         if errors.is_empty() {
@@ -188,7 +197,9 @@ impl FieldSpec {
                 Ok(Some(if self.kind == FieldKind::Int {
                     Value::from(n as i64)
                 } else {
-                    serde_json::Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+                    serde_json::Number::from_f64(n)
+                        .map(Value::Number)
+                        .unwrap_or(Value::Null)
                 }))
             }
             FieldKind::Bool => match v {
@@ -255,18 +266,24 @@ mod tests {
 
     #[test]
     fn normalises_html_style_values() {
-        let v = form().validate(&json!({"s": " hi ", "n": "3", "m": "a", "b": "on"})).unwrap();
+        let v = form()
+            .validate(&json!({"s": " hi ", "n": "3", "m": "a", "b": "on"}))
+            .unwrap();
         assert_eq!(v, json!({"s": "hi", "n": 3, "m": ["a"], "b": true}));
     }
 
     #[test]
     fn reports_every_error_in_chinese() {
-        let e = form().validate(&json!({"n": "3.5", "c": "z", "s": "", "x": 1})).unwrap_err();
+        let e = form()
+            .validate(&json!({"n": "3.5", "c": "z", "s": "", "x": 1}))
+            .unwrap_err();
         let fields: Vec<_> = e.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["x", "s", "n", "c"]);
         assert_eq!(e[1].message, "请填写S");
         assert_eq!(e[2].message, "N须为整数");
-        let e = form().validate(&json!({"s": "toolong", "n": 11})).unwrap_err();
+        let e = form()
+            .validate(&json!({"s": "toolong", "n": 11}))
+            .unwrap_err();
         assert_eq!(e[0].message, "S不能超过5个字");
         assert_eq!(e[1].message, "N不能大于10");
     }

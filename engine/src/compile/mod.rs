@@ -33,7 +33,11 @@ pub struct Diagnostic {
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -63,7 +67,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { limits: Limits::default(), data_keys: vec!["districts".into()] }
+        Options {
+            limits: Limits::default(),
+            data_keys: vec!["districts".into()],
+        }
     }
 }
 
@@ -91,14 +98,25 @@ pub fn load_dirs(
     workflows: &std::path::Path,
     rules: &std::path::Path,
 ) -> std::io::Result<(Vec<SourceFile>, Vec<SourceFile>)> {
-    fn walk(dir: &std::path::Path, exts: &[&str], out: &mut Vec<SourceFile>) -> std::io::Result<()> {
+    fn walk(
+        dir: &std::path::Path,
+        exts: &[&str],
+        out: &mut Vec<SourceFile>,
+    ) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path.is_dir() {
                 walk(&path, exts, out)?;
-            } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e)) {
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| exts.contains(&e))
+            {
                 let text = std::fs::read_to_string(&path)?;
-                out.push(SourceFile { path: path.display().to_string(), text });
+                out.push(SourceFile {
+                    path: path.display().to_string(),
+                    text,
+                });
             }
         }
         Ok(())
@@ -167,27 +185,52 @@ fn compile_inner(
     let mut parsed = Vec::new();
     for f in workflow_files {
         match definition::parse(&f.text, &data_keys) {
-            Ok(Some(def)) => parsed.push(Parsed { file: f.clone(), map: SourceMap::build(&f.text), def }),
+            Ok(Some(def)) => parsed.push(Parsed {
+                file: f.clone(),
+                map: SourceMap::build(&f.text),
+                def,
+            }),
             Ok(None) => {}
-            Err(e) => diags.push(Diagnostic { file: f.path.clone(), line: e.line, col: e.col, message: e.message }),
+            Err(e) => diags.push(Diagnostic {
+                file: f.path.clone(),
+                line: e.line,
+                col: e.col,
+                message: e.message,
+            }),
         }
     }
 
     // 2. Rules.
     let mut broken_modules = BTreeSet::new();
-    let scripts: Vec<(String, String, String)> =
-        rule_files.iter().map(|f| (module_name(&f.path), f.path.clone(), f.text.clone())).collect();
+    let scripts: Vec<(String, String, String)> = rule_files
+        .iter()
+        .map(|f| (module_name(&f.path), f.path.clone(), f.text.clone()))
+        .collect();
     let rules = match Rules::build(&scripts, opts.limits) {
         Ok(r) => r,
         Err(errors) => {
             for (module, e) in errors {
-                let file = scripts.iter().find(|s| s.0 == module).map(|s| s.1.clone()).unwrap_or_default();
-                diags.push(Diagnostic { file, line: e.line, col: e.col, message: format!("rhai: {}", e.message) });
+                let file = scripts
+                    .iter()
+                    .find(|s| s.0 == module)
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default();
+                diags.push(Diagnostic {
+                    file,
+                    line: e.line,
+                    col: e.col,
+                    message: format!("rhai: {}", e.message),
+                });
                 broken_modules.insert(module);
             }
             // Keep checking calls into the scripts that did compile.
-            let good: Vec<_> = scripts.iter().filter(|s| !broken_modules.contains(&s.0)).cloned().collect();
-            Rules::build(&good, opts.limits).unwrap_or_else(|_| Rules::build(&[], opts.limits).expect("empty rules build"))
+            let good: Vec<_> = scripts
+                .iter()
+                .filter(|s| !broken_modules.contains(&s.0))
+                .cloned()
+                .collect();
+            Rules::build(&good, opts.limits)
+                .unwrap_or_else(|_| Rules::build(&[], opts.limits).expect("empty rules build"))
         }
     };
     let rules = Arc::new(rules);
@@ -197,13 +240,26 @@ fn compile_inner(
     let mut activities: BTreeMap<String, ActivityDecl> = BTreeMap::new();
     let mut activity_files = Vec::new();
     for p in &parsed {
-        let mut cx = FileCx { file: &p.file, map: &p.map, diags: &mut diags };
+        let mut cx = FileCx {
+            file: &p.file,
+            map: &p.map,
+            diags: &mut diags,
+        };
         match &p.def {
             File::Form(fd) => {
                 let root = Path::root();
-                if let Some(spec) = cx.form(&fd.form, fd.title.clone(), fd.notice.clone(), &fd.fields, &root.key("fields")) {
+                if let Some(spec) = cx.form(
+                    &fd.form,
+                    fd.title.clone(),
+                    fd.notice.clone(),
+                    &fd.fields,
+                    &root.key("fields"),
+                ) {
                     if forms.contains_key(&fd.form) {
-                        cx.err_value(&root.key("form"), format!("form `{}` is defined twice", fd.form));
+                        cx.err_value(
+                            &root.key("form"),
+                            format!("form `{}` is defined twice", fd.form),
+                        );
                     } else {
                         forms.insert(fd.form.clone(), (Arc::new(spec), p.file.clone()));
                     }
@@ -213,13 +269,21 @@ fn compile_inner(
                 activity_files.push(p.file.clone());
                 for (name, decl) in &ad.activities {
                     let path = Path::root().key("activities").key(name);
-                    let retry = cx.retry(decl.retry.as_ref(), RetryPolicy::default(), &path.key("retry"));
+                    let retry = cx.retry(
+                        decl.retry.as_ref(),
+                        RetryPolicy::default(),
+                        &path.key("retry"),
+                    );
                     if activities.contains_key(name) {
                         cx.err_key(&path, format!("activity `{name}` is declared twice"));
                     }
                     activities.insert(
                         name.clone(),
-                        ActivityDecl { name: name.clone(), description: decl.description.clone(), retry },
+                        ActivityDecl {
+                            name: name.clone(),
+                            description: decl.description.clone(),
+                            retry,
+                        },
                     );
                 }
             }
@@ -238,7 +302,11 @@ fn compile_inner(
     let mut workflows = BTreeMap::new();
     for p in &parsed {
         let File::Workflow(w) = &p.def else { continue };
-        let cx = FileCx { file: &p.file, map: &p.map, diags: &mut diags };
+        let cx = FileCx {
+            file: &p.file,
+            map: &p.map,
+            diags: &mut diags,
+        };
         let mut wc = WorkflowCx {
             cx,
             def: w,
@@ -246,7 +314,11 @@ fn compile_inner(
             broken_modules: &broken_modules,
             forms: &forms,
             activities: &activities,
-            workflow_names: if check_children { Some(&workflow_names) } else { None },
+            workflow_names: if check_children {
+                Some(&workflow_names)
+            } else {
+                None
+            },
             states: BTreeMap::new(),
             used_forms: BTreeSet::new(),
             program_activities: Vec::new(),
@@ -255,7 +327,10 @@ fn compile_inner(
         };
         if let Some(program) = wc.compile(&p.file, rule_files, activity_files.first()) {
             if workflows.contains_key(&program.name) {
-                wc.cx.err_value(&Path::root().key("workflow"), format!("workflow `{}` is defined twice", program.name));
+                wc.cx.err_value(
+                    &Path::root().key("workflow"),
+                    format!("workflow `{}` is defined twice", program.name),
+                );
             } else {
                 workflows.insert(program.name.clone(), Arc::new(program));
             }
@@ -265,8 +340,14 @@ fn compile_inner(
     // 5. Schedules.
     let mut schedules = Vec::new();
     for p in &parsed {
-        let File::Schedules(sd) = &p.def else { continue };
-        let mut cx = FileCx { file: &p.file, map: &p.map, diags: &mut diags };
+        let File::Schedules(sd) = &p.def else {
+            continue;
+        };
+        let mut cx = FileCx {
+            file: &p.file,
+            map: &p.map,
+            diags: &mut diags,
+        };
         for (i, s) in sd.schedules.iter().enumerate() {
             let path = Path::root().key("schedules").index(i);
             if let Some(spec) = cx.schedule(s, &path, &workflow_names) {
@@ -299,7 +380,12 @@ struct FileCx<'a> {
 
 impl FileCx<'_> {
     fn at(&mut self, pos: Pos, message: String) {
-        self.diags.push(Diagnostic { file: self.file.path.clone(), line: pos.line, col: pos.col, message });
+        self.diags.push(Diagnostic {
+            file: self.file.path.clone(),
+            line: pos.line,
+            col: pos.col,
+            message,
+        });
     }
     fn err_value(&mut self, path: &Path, message: String) {
         let pos = self.map.value(path);
@@ -322,7 +408,12 @@ impl FileCx<'_> {
                 None
             }
             Err(_) => {
-                self.err_value(path, format!("bad duration `{text}`: write a number and a unit, like 30m, 6h, 12h or 1d"));
+                self.err_value(
+                    path,
+                    format!(
+                        "bad duration `{text}`: write a number and a unit, like 30m, 6h, 12h or 1d"
+                    ),
+                );
                 None
             }
         }
@@ -339,10 +430,14 @@ impl FileCx<'_> {
             }
         }
         if let Some(b) = &d.backoff {
-            r.initial_backoff = self.duration(b, &path.key("backoff")).unwrap_or(r.initial_backoff);
+            r.initial_backoff = self
+                .duration(b, &path.key("backoff"))
+                .unwrap_or(r.initial_backoff);
         }
         if let Some(b) = &d.max_backoff {
-            r.max_backoff = self.duration(b, &path.key("max_backoff")).unwrap_or(r.max_backoff);
+            r.max_backoff = self
+                .duration(b, &path.key("max_backoff"))
+                .unwrap_or(r.max_backoff);
         }
         if let Some(t) = &d.timeout {
             r.timeout = self.duration(t, &path.key("timeout")).unwrap_or(r.timeout);
@@ -367,21 +462,37 @@ impl FileCx<'_> {
         for (i, f) in fields.iter().enumerate() {
             let fp = path.index(i);
             if !is_identifier(&f.name) {
-                self.err_value(&fp.key("name"), format!("field name `{}` must be letters, digits and _", f.name));
+                self.err_value(
+                    &fp.key("name"),
+                    format!("field name `{}` must be letters, digits and _", f.name),
+                );
             }
             if !seen.insert(f.name.clone()) {
                 self.err_value(&fp.key("name"), format!("field `{}` appears twice", f.name));
             }
             let Some(kind) = FieldKind::parse(&f.ty) else {
-                self.err_value(&fp.key("type"), format!("unknown field type `{}`; use one of {}", f.ty, FieldKind::NAMES));
+                self.err_value(
+                    &fp.key("type"),
+                    format!(
+                        "unknown field type `{}`; use one of {}",
+                        f.ty,
+                        FieldKind::NAMES
+                    ),
+                );
                 continue;
             };
             let is_choice = matches!(kind, FieldKind::Choice | FieldKind::MultiChoice);
             if is_choice && f.options.is_empty() {
-                self.err_value(&fp.key("name"), format!("field `{}` is a {} and needs `options`", f.name, f.ty));
+                self.err_value(
+                    &fp.key("name"),
+                    format!("field `{}` is a {} and needs `options`", f.name, f.ty),
+                );
             }
             if !is_choice && !f.options.is_empty() {
-                self.err_value(&fp.key("options"), format!("`options` only apply to choice fields, not {}", f.ty));
+                self.err_value(
+                    &fp.key("options"),
+                    format!("`options` only apply to choice fields, not {}", f.ty),
+                );
             }
             if let (Some(a), Some(b)) = (f.min, f.max) {
                 if a > b {
@@ -390,10 +501,16 @@ impl FileCx<'_> {
             }
             if let (Some(a), Some(b)) = (f.min_length, f.max_length) {
                 if a > b {
-                    self.err_value(&fp.key("min_length"), format!("min_length {a} is greater than max_length {b}"));
+                    self.err_value(
+                        &fp.key("min_length"),
+                        format!("min_length {a} is greater than max_length {b}"),
+                    );
                 }
             }
-            let default = f.default.as_ref().and_then(|d| serde_json::to_value(d).ok());
+            let default = f
+                .default
+                .as_ref()
+                .and_then(|d| serde_json::to_value(d).ok());
             out.push(FieldSpec {
                 name: f.name.clone(),
                 label: f.label.clone(),
@@ -408,23 +525,45 @@ impl FileCx<'_> {
                 default,
             });
         }
-        (self.diags.len() == before).then(|| FormSpec { name: name.to_string(), title, notice, fields: out })
+        (self.diags.len() == before).then(|| FormSpec {
+            name: name.to_string(),
+            title,
+            notice,
+            fields: out,
+        })
     }
 
-    fn schedule(&mut self, s: &definition::ScheduleDef, path: &Path, workflows: &BTreeSet<String>) -> Option<ScheduleSpec> {
+    fn schedule(
+        &mut self,
+        s: &definition::ScheduleDef,
+        path: &Path,
+        workflows: &BTreeSet<String>,
+    ) -> Option<ScheduleSpec> {
         let before = self.diags.len();
         if !workflows.contains(&s.workflow) {
-            self.err_value(&path.key("workflow"), format!("unknown workflow `{}`", s.workflow));
+            self.err_value(
+                &path.key("workflow"),
+                format!("unknown workflow `{}`", s.workflow),
+            );
         }
         let tz: Option<chrono_tz::Tz> = s.timezone.parse().ok();
         if tz.is_none() {
-            self.err_value(&path.key("timezone"), format!("unknown time zone `{}`; for Chengdu write Asia/Shanghai", s.timezone));
+            self.err_value(
+                &path.key("timezone"),
+                format!(
+                    "unknown time zone `{}`; for Chengdu write Asia/Shanghai",
+                    s.timezone
+                ),
+            );
         }
         let mut times = Vec::new();
         for (i, t) in s.at.iter().enumerate() {
             match chrono::NaiveTime::parse_from_str(t, "%H:%M") {
                 Ok(t) => times.push(t),
-                Err(_) => self.err_value(&path.key("at").index(i), format!("bad time `{t}`: write HH:MM, like 05:00")),
+                Err(_) => self.err_value(
+                    &path.key("at").index(i),
+                    format!("bad time `{t}`: write HH:MM, like 05:00"),
+                ),
             }
         }
         if s.at.is_empty() {
@@ -437,11 +576,18 @@ impl FileCx<'_> {
             Some("none") => CatchUp::None,
             Some("all") => CatchUp::All,
             Some(other) => {
-                self.err_value(&path.key("catch_up"), format!("catch_up `{other}` must be none, once or all"));
+                self.err_value(
+                    &path.key("catch_up"),
+                    format!("catch_up `{other}` must be none, once or all"),
+                );
                 CatchUp::Once
             }
         };
-        let input = s.input.as_ref().and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Value::Object(Default::default()));
+        let input = s
+            .input
+            .as_ref()
+            .and_then(|v| serde_json::to_value(v).ok())
+            .unwrap_or(Value::Object(Default::default()));
         (self.diags.len() == before).then(|| ScheduleSpec {
             name: s.name.clone(),
             workflow: s.workflow.clone(),
@@ -455,7 +601,9 @@ impl FileCx<'_> {
 
 fn is_identifier(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 /// What an expression may refer to where it is written.
@@ -466,7 +614,11 @@ struct Scope<'a> {
     item: bool,
 }
 
-const ROOT: Scope<'static> = Scope { signal: None, in_activity_handler: false, item: false };
+const ROOT: Scope<'static> = Scope {
+    signal: None,
+    in_activity_handler: false,
+    item: false,
+};
 
 /// A goto edge of the state graph: from, to, where written.
 type Edge = (StateId, StateId);
@@ -487,21 +639,38 @@ struct WorkflowCx<'a> {
 }
 
 impl WorkflowCx<'_> {
-    fn compile(&mut self, file: &SourceFile, rule_files: &[SourceFile], activities_file: Option<&SourceFile>) -> Option<Program> {
+    fn compile(
+        &mut self,
+        file: &SourceFile,
+        rule_files: &[SourceFile],
+        activities_file: Option<&SourceFile>,
+    ) -> Option<Program> {
         let before = self.cx.diags.len();
         let d = self.def;
         let root = Path::root();
         if d.version == 0 {
-            self.cx.err_value(&root.key("version"), "version must be 1 or more".into());
+            self.cx
+                .err_value(&root.key("version"), "version must be 1 or more".into());
         }
         if !is_identifier(&d.workflow) {
-            self.cx.err_value(&root.key("workflow"), format!("workflow name `{}` must be letters, digits and _", d.workflow));
+            self.cx.err_value(
+                &root.key("workflow"),
+                format!(
+                    "workflow name `{}` must be letters, digits and _",
+                    d.workflow
+                ),
+            );
         }
         let input = self.vars(&d.input, &root.key("input"), true);
         let vars = self.vars(&d.variables, &root.key("variables"), false);
 
         // States get their ids first so gotos can be resolved in any order.
-        self.states = d.states.keys().enumerate().map(|(i, k)| (k.clone(), i)).collect();
+        self.states = d
+            .states
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
         let initial = self.state_ref(&d.initial, &root.key("initial"));
 
         let signals = self.signals();
@@ -510,9 +679,17 @@ impl WorkflowCx<'_> {
             .iter()
             .map(|(k, v)| {
                 if !matches!(k.as_str(), "enterprise_id" | "district" | "person") {
-                    self.cx.err_key(&root.key("search").key(k), format!("unknown search field `{k}`; use enterprise_id, district or person"));
+                    self.cx.err_key(
+                        &root.key("search").key(k),
+                        format!(
+                            "unknown search field `{k}`; use enterprise_id, district or person"
+                        ),
+                    );
                 }
-                (k.clone(), self.template(v, &root.key("search").key(k), ROOT))
+                (
+                    k.clone(),
+                    self.template(v, &root.key("search").key(k), ROOT),
+                )
             })
             .collect();
 
@@ -527,14 +704,23 @@ impl WorkflowCx<'_> {
                 if !sd.on.is_empty() {
                     self.cx.err_key(&sp.key("on"), format!("terminal state `{name}` cannot have transitions: the workflow has ended there"));
                 }
-                let output = sd.output.as_ref().map(|o| self.template(o, &sp.key("output"), ROOT));
-                Some(Terminal { status: sd.status.clone(), output })
+                let output = sd
+                    .output
+                    .as_ref()
+                    .map(|o| self.template(o, &sp.key("output"), ROOT));
+                Some(Terminal {
+                    status: sd.status.clone(),
+                    output,
+                })
             } else {
                 if sd.status.is_some() {
                     self.cx.err_key(&sp.key("status"), format!("`status` is only for terminal states; add `terminal: true` to `{name}` or remove it"));
                 }
                 if sd.output.is_some() {
-                    self.cx.err_key(&sp.key("output"), "`output` is only for terminal states".into());
+                    self.cx.err_key(
+                        &sp.key("output"),
+                        "`output` is only for terminal states".into(),
+                    );
                 }
                 None
             };
@@ -542,10 +728,19 @@ impl WorkflowCx<'_> {
             let mut timers = Vec::new();
             for (tname, td) in &sd.timers {
                 let tp = sp.key("timers").key(tname);
-                let after = self.cx.duration(&td.after, &tp.key("after")).unwrap_or(Duration::from_secs(1));
-                let guard = td.guard.as_ref().and_then(|g| self.expr(g, &tp.key("if"), ROOT, ""));
+                let after = self
+                    .cx
+                    .duration(&td.after, &tp.key("after"))
+                    .unwrap_or(Duration::from_secs(1));
+                let guard = td
+                    .guard
+                    .as_ref()
+                    .and_then(|g| self.expr(g, &tp.key("if"), ROOT, ""));
                 let actions = self.actions(&td.actions, &tp.key("do"), ROOT, id);
-                let goto = td.goto.as_ref().and_then(|g| self.goto(id, g, &tp.key("goto")));
+                let goto = td
+                    .goto
+                    .as_ref()
+                    .and_then(|g| self.goto(id, g, &tp.key("goto")));
                 timers.push(TimerSpec {
                     name: tname.clone(),
                     after,
@@ -560,18 +755,36 @@ impl WorkflowCx<'_> {
                 let op = sp.key("on").key(sig);
                 if !d.signals.contains_key(sig) {
                     let known: Vec<&str> = d.signals.keys().map(String::as_str).collect();
-                    self.cx.err_key(&op, format!("transition on undeclared signal `{sig}`; declared signals: {}", known.join(", ")));
+                    self.cx.err_key(
+                        &op,
+                        format!(
+                            "transition on undeclared signal `{sig}`; declared signals: {}",
+                            known.join(", ")
+                        ),
+                    );
                 }
-                let scope = Scope { signal: Some(sig), ..ROOT };
+                let scope = Scope {
+                    signal: Some(sig),
+                    ..ROOT
+                };
                 let list = match handlers {
                     definition::OneOrMany::One(h) => vec![self.handler(h, &op, scope, id)],
-                    definition::OneOrMany::Many(hs) => {
-                        hs.iter().enumerate().map(|(i, h)| self.handler(h, &op.index(i), scope, id)).collect()
-                    }
+                    definition::OneOrMany::Many(hs) => hs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| self.handler(h, &op.index(i), scope, id))
+                        .collect(),
                 };
                 on.insert(sig.clone(), list);
             }
-            states.push(StateSpec { name: name.clone(), label: sd.label.clone(), terminal, on_enter, timers, on });
+            states.push(StateSpec {
+                name: name.clone(),
+                label: sd.label.clone(),
+                terminal,
+                on_enter,
+                timers,
+                on,
+            });
         }
 
         if let Some(initial) = initial {
@@ -581,14 +794,20 @@ impl WorkflowCx<'_> {
             return None;
         }
 
-        let forms: Vec<SourceFile> = self.used_forms.iter().map(|f| self.forms[f].1.clone()).collect();
+        let forms: Vec<SourceFile> = self
+            .used_forms
+            .iter()
+            .map(|f| self.forms[f].1.clone())
+            .collect();
         let source = DefinitionSource {
             workflow: file.clone(),
             forms,
             rules: rule_files.to_vec(),
             activities: activities_file.cloned(),
         };
-        let hash = hex::encode(Sha256::digest(serde_json::to_vec(&source).expect("serialisable")));
+        let hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&source).expect("serialisable"),
+        ));
         Some(Program {
             name: d.workflow.clone(),
             version: d.version,
@@ -608,22 +827,34 @@ impl WorkflowCx<'_> {
         })
     }
 
-    fn vars(&mut self, defs: &BTreeMap<String, definition::VarDef>, path: &Path, is_input: bool) -> Vec<VarSpec> {
+    fn vars(
+        &mut self,
+        defs: &BTreeMap<String, definition::VarDef>,
+        path: &Path,
+        is_input: bool,
+    ) -> Vec<VarSpec> {
         let mut out = Vec::new();
         for (name, v) in defs {
             let vp = path.key(name);
             if !is_identifier(name) {
-                self.cx.err_key(&vp, format!("name `{name}` must be letters, digits and _"));
+                self.cx
+                    .err_key(&vp, format!("name `{name}` must be letters, digits and _"));
             }
             let Some(ty) = ValueType::parse(&v.ty) else {
-                self.cx.err_value(&vp.key("type"), format!("unknown type `{}`; use one of {}", v.ty, ValueType::NAMES));
+                self.cx.err_value(
+                    &vp.key("type"),
+                    format!("unknown type `{}`; use one of {}", v.ty, ValueType::NAMES),
+                );
                 continue;
             };
             let default = match &v.default {
                 Some(d) => {
                     let j = serde_json::to_value(d).unwrap_or(Value::Null);
                     if !ty.accepts(&j) {
-                        self.cx.err_value(&vp.key("default"), format!("default of `{name}` is not a {}", v.ty));
+                        self.cx.err_value(
+                            &vp.key("default"),
+                            format!("default of `{name}` is not a {}", v.ty),
+                        );
                     }
                     j
                 }
@@ -639,9 +870,17 @@ impl WorkflowCx<'_> {
                 },
             };
             if !is_input && v.required {
-                self.cx.err_value(&vp.key("required"), "`required` applies to input, not variables".into());
+                self.cx.err_value(
+                    &vp.key("required"),
+                    "`required` applies to input, not variables".into(),
+                );
             }
-            out.push(VarSpec { name: name.clone(), ty, required: v.required, default });
+            out.push(VarSpec {
+                name: name.clone(),
+                ty,
+                required: v.required,
+                default,
+            });
         }
         out
     }
@@ -652,7 +891,10 @@ impl WorkflowCx<'_> {
             let sp = Path::root().key("signals").key(name);
             let form = match (&s.form, s.fields.is_empty()) {
                 (Some(_), false) => {
-                    self.cx.err_key(&sp.key("fields"), "give either `form` or `fields`, not both".into());
+                    self.cx.err_key(
+                        &sp.key("fields"),
+                        "give either `form` or `fields`, not both".into(),
+                    );
                     None
                 }
                 (Some(f), true) => match self.forms.get(f) {
@@ -662,7 +904,10 @@ impl WorkflowCx<'_> {
                     }
                     None => {
                         let known: Vec<&str> = self.forms.keys().map(String::as_str).collect();
-                        self.cx.err_value(&sp.key("form"), format!("unknown form `{f}`; known forms: {}", known.join(", ")));
+                        self.cx.err_value(
+                            &sp.key("form"),
+                            format!("unknown form `{f}`; known forms: {}", known.join(", ")),
+                        );
                         None
                     }
                 },
@@ -672,7 +917,15 @@ impl WorkflowCx<'_> {
                     .map(Arc::new),
                 (None, true) => None,
             };
-            out.insert(name.clone(), SignalSpec { name: name.clone(), label: s.label.clone(), actors: s.actors.clone(), form });
+            out.insert(
+                name.clone(),
+                SignalSpec {
+                    name: name.clone(),
+                    label: s.label.clone(),
+                    actors: s.actors.clone(),
+                    form,
+                },
+            );
         }
         out
     }
@@ -682,7 +935,10 @@ impl WorkflowCx<'_> {
             Some(&id) => Some(id),
             None => {
                 let known: Vec<&str> = self.states.keys().map(String::as_str).collect();
-                self.cx.err_value(path, format!("unknown state `{name}`; states: {}", known.join(", ")));
+                self.cx.err_value(
+                    path,
+                    format!("unknown state `{name}`; states: {}", known.join(", ")),
+                );
                 None
             }
         }
@@ -695,27 +951,53 @@ impl WorkflowCx<'_> {
     }
 
     fn handler(&mut self, h: &HandlerDef, path: &Path, scope: Scope, state: StateId) -> Handler {
-        let guard = h.guard.as_ref().and_then(|g| self.expr(g, &path.key("if"), scope, ""));
+        let guard = h
+            .guard
+            .as_ref()
+            .and_then(|g| self.expr(g, &path.key("if"), scope, ""));
         let mut checks = Vec::new();
         for (i, c) in h.validate.iter().enumerate() {
             let cp = path.key("validate").index(i);
             if let Some(expr) = self.expr(&c.check, &cp.key("check"), scope, "") {
                 if let (Some(field), Some(sig)) = (&c.field, scope.signal) {
-                    if let Some(form) = self.def.signals.get(sig).and_then(|_| self.signal_form(sig)) {
+                    if let Some(form) = self
+                        .def
+                        .signals
+                        .get(sig)
+                        .and_then(|_| self.signal_form(sig))
+                    {
                         if form.field(field).is_none() {
-                            self.cx.err_value(&cp.key("field"), format!("signal `{sig}` has no field `{field}`"));
+                            self.cx.err_value(
+                                &cp.key("field"),
+                                format!("signal `{sig}` has no field `{field}`"),
+                            );
                         }
                     }
                 }
-                checks.push(Check { expr, message: c.message.clone(), field: c.field.clone() });
+                checks.push(Check {
+                    expr,
+                    message: c.message.clone(),
+                    field: c.field.clone(),
+                });
             }
         }
         if !h.validate.is_empty() && scope.signal.is_none() {
-            self.cx.err_key(&path.key("validate"), "`validate` only applies to signal transitions".into());
+            self.cx.err_key(
+                &path.key("validate"),
+                "`validate` only applies to signal transitions".into(),
+            );
         }
         let actions = self.actions(&h.actions, &path.key("do"), scope, state);
-        let goto = h.goto.as_ref().and_then(|g| self.goto(state, g, &path.key("goto")));
-        Handler { guard, checks, actions, goto }
+        let goto = h
+            .goto
+            .as_ref()
+            .and_then(|g| self.goto(state, g, &path.key("goto")));
+        Handler {
+            guard,
+            checks,
+            actions,
+            goto,
+        }
     }
 
     fn signal_form(&self, sig: &str) -> Option<Arc<FormSpec>> {
@@ -753,17 +1035,45 @@ impl WorkflowCx<'_> {
         }))
     }
 
-    fn actions(&mut self, defs: &[ActionDef], path: &Path, scope: Scope, state: StateId) -> Vec<Action> {
-        defs.iter().enumerate().filter_map(|(i, a)| self.action(a, &path.index(i), scope, state)).collect()
+    fn actions(
+        &mut self,
+        defs: &[ActionDef],
+        path: &Path,
+        scope: Scope,
+        state: StateId,
+    ) -> Vec<Action> {
+        defs.iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.action(a, &path.index(i), scope, state))
+            .collect()
     }
 
-    fn action(&mut self, a: &ActionDef, path: &Path, scope: Scope, state: StateId) -> Option<Action> {
-        let kinds = [a.set.is_some(), a.activity.is_some(), a.start_child.is_some()].iter().filter(|x| **x).count();
+    fn action(
+        &mut self,
+        a: &ActionDef,
+        path: &Path,
+        scope: Scope,
+        state: StateId,
+    ) -> Option<Action> {
+        let kinds = [
+            a.set.is_some(),
+            a.activity.is_some(),
+            a.start_child.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if kinds != 1 {
-            self.cx.err_value(path, "an action needs exactly one of `set`, `activity` or `start_child`".into());
+            self.cx.err_value(
+                path,
+                "an action needs exactly one of `set`, `activity` or `start_child`".into(),
+            );
             return None;
         }
-        let guard = a.guard.as_ref().and_then(|g| self.expr(g, &path.key("if"), scope, ""));
+        let guard = a
+            .guard
+            .as_ref()
+            .and_then(|g| self.expr(g, &path.key("if"), scope, ""));
         let activity_only = [
             ("args", a.args.is_some()),
             ("retry", a.retry.is_some()),
@@ -781,61 +1091,140 @@ impl WorkflowCx<'_> {
             list.iter().filter(|x| x.1).map(|x| x.0).collect()
         }
         if let Some(set) = &a.set {
-            for k in misplaced(&activity_only).into_iter().chain(misplaced(&child_only)) {
-                self.cx.err_key(&path.key(k), format!("`{k}` does not apply to `set`"));
+            for k in misplaced(&activity_only)
+                .into_iter()
+                .chain(misplaced(&child_only))
+            {
+                self.cx
+                    .err_key(&path.key(k), format!("`{k}` does not apply to `set`"));
             }
             let mut out = Vec::new();
             for (var, v) in set {
                 let vp = path.key("set").key(var);
                 if !self.def.variables.contains_key(var) {
-                    self.cx.err_key(&vp, format!("`{var}` is not a declared variable; declare it under `variables:`"));
+                    self.cx.err_key(
+                        &vp,
+                        format!(
+                            "`{var}` is not a declared variable; declare it under `variables:`"
+                        ),
+                    );
                 }
                 out.push((var.clone(), self.template(v, &vp, scope)));
             }
-            return Some(Action { guard, kind: ActionKind::Set(out) });
+            return Some(Action {
+                guard,
+                kind: ActionKind::Set(out),
+            });
         }
         if let Some(name) = &a.activity {
             for k in misplaced(&child_only) {
-                self.cx.err_key(&path.key(k), format!("`{k}` does not apply to an activity"));
+                self.cx
+                    .err_key(&path.key(k), format!("`{k}` does not apply to an activity"));
             }
             let base = match self.activities.get(name) {
                 Some(decl) => decl.retry,
                 None => {
                     let known: Vec<&str> = self.activities.keys().map(String::as_str).collect();
-                    self.cx.err_value(&path.key("activity"), format!("unknown activity `{name}`; activities in the catalog: {}", known.join(", ")));
+                    self.cx.err_value(
+                        &path.key("activity"),
+                        format!(
+                            "unknown activity `{name}`; activities in the catalog: {}",
+                            known.join(", ")
+                        ),
+                    );
                     RetryPolicy::default()
                 }
             };
             let retry = self.cx.retry(a.retry.as_ref(), base, &path.key("retry"));
-            let args = a.args.as_ref().map(|v| self.template(v, &path.key("args"), scope)).unwrap_or(Template::Literal(Value::Null));
+            let args = a
+                .args
+                .as_ref()
+                .map(|v| self.template(v, &path.key("args"), scope))
+                .unwrap_or(Template::Literal(Value::Null));
             if let Some(r) = &a.result {
                 if !self.def.variables.contains_key(r) {
-                    self.cx.err_value(&path.key("result"), format!("`{r}` is not a declared variable"));
+                    self.cx.err_value(
+                        &path.key("result"),
+                        format!("`{r}` is not a declared variable"),
+                    );
                 }
             }
-            let hs = Scope { in_activity_handler: true, ..scope };
-            let on_success = a.on_success.as_ref().map(|h| self.handler(h, &path.key("on_success"), hs, state));
-            let on_failure = a.on_failure.as_ref().map(|h| self.handler(h, &path.key("on_failure"), hs, state));
-            self.program_activities.push(ActivitySpec { name: name.clone(), args, retry, result: a.result.clone(), on_success, on_failure });
-            return Some(Action { guard, kind: ActionKind::Activity(self.program_activities.len() - 1) });
+            let hs = Scope {
+                in_activity_handler: true,
+                ..scope
+            };
+            let on_success = a
+                .on_success
+                .as_ref()
+                .map(|h| self.handler(h, &path.key("on_success"), hs, state));
+            let on_failure = a
+                .on_failure
+                .as_ref()
+                .map(|h| self.handler(h, &path.key("on_failure"), hs, state));
+            self.program_activities.push(ActivitySpec {
+                name: name.clone(),
+                args,
+                retry,
+                result: a.result.clone(),
+                on_success,
+                on_failure,
+            });
+            return Some(Action {
+                guard,
+                kind: ActionKind::Activity(self.program_activities.len() - 1),
+            });
         }
         let workflow = a.start_child.as_ref().expect("one kind");
         for k in misplaced(&activity_only) {
-            self.cx.err_key(&path.key(k), format!("`{k}` does not apply to `start_child`"));
+            self.cx.err_key(
+                &path.key(k),
+                format!("`{k}` does not apply to `start_child`"),
+            );
         }
         if let Some(names) = self.workflow_names {
             if !names.contains(workflow) {
-                self.cx.err_value(&path.key("start_child"), format!("unknown workflow `{workflow}`"));
+                self.cx.err_value(
+                    &path.key("start_child"),
+                    format!("unknown workflow `{workflow}`"),
+                );
             }
         }
-        let for_each = a.for_each.as_ref().and_then(|e| self.expr(e, &path.key("for_each"), scope, ""));
-        let item_scope = Scope { item: for_each.is_some(), ..scope };
-        let input = a.input.as_ref().map(|v| self.template(v, &path.key("input"), item_scope)).unwrap_or(Template::Literal(Value::Object(Default::default())));
-        let key = a.key.as_ref().and_then(|e| self.expr(e, &path.key("key"), item_scope, ""));
-        let hs = Scope { in_activity_handler: true, ..scope };
-        let on_complete = a.on_child_complete.as_ref().map(|h| self.handler(h, &path.key("on_child_complete"), hs, state));
-        self.program_children.push(ChildSpec { workflow: workflow.clone(), input, for_each, key, on_complete });
-        Some(Action { guard, kind: ActionKind::StartChild(self.program_children.len() - 1) })
+        let for_each = a
+            .for_each
+            .as_ref()
+            .and_then(|e| self.expr(e, &path.key("for_each"), scope, ""));
+        let item_scope = Scope {
+            item: for_each.is_some(),
+            ..scope
+        };
+        let input = a
+            .input
+            .as_ref()
+            .map(|v| self.template(v, &path.key("input"), item_scope))
+            .unwrap_or(Template::Literal(Value::Object(Default::default())));
+        let key = a
+            .key
+            .as_ref()
+            .and_then(|e| self.expr(e, &path.key("key"), item_scope, ""));
+        let hs = Scope {
+            in_activity_handler: true,
+            ..scope
+        };
+        let on_complete = a
+            .on_child_complete
+            .as_ref()
+            .map(|h| self.handler(h, &path.key("on_child_complete"), hs, state));
+        self.program_children.push(ChildSpec {
+            workflow: workflow.clone(),
+            input,
+            for_each,
+            key,
+            on_complete,
+        });
+        Some(Action {
+            guard,
+            kind: ActionKind::StartChild(self.program_children.len() - 1),
+        })
     }
 
     /// Compile a YAML value into a template; `${...}` parts are expressions.
@@ -843,7 +1232,13 @@ impl WorkflowCx<'_> {
         use serde_yaml::Value as Y;
         match v {
             Y::String(s) => self.string_template(s, path, scope),
-            Y::Sequence(items) => Template::List(items.iter().enumerate().map(|(i, x)| self.template(x, &path.index(i), scope)).collect()),
+            Y::Sequence(items) => Template::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| self.template(x, &path.index(i), scope))
+                    .collect(),
+            ),
             Y::Mapping(m) => {
                 let mut out = Vec::new();
                 for (k, x) in m {
@@ -871,7 +1266,10 @@ impl WorkflowCx<'_> {
             if start > 0 {
                 pieces.push(Piece::Text(rest[..start].to_string()));
             }
-            let Some(len) = rest[start + 2..].find('}').map(|e| closing_brace(&rest[start + 2..]).unwrap_or(e)) else {
+            let Some(len) = rest[start + 2..]
+                .find('}')
+                .map(|e| closing_brace(&rest[start + 2..]).unwrap_or(e))
+            else {
                 self.cx.err_value(path, "`${` without a closing `}`".into());
                 return Template::Literal(Value::String(s.to_string()));
             };
@@ -901,9 +1299,17 @@ impl WorkflowCx<'_> {
         // Fields that are always expressions (`if`, `for_each`, `key`,
         // `check`) may still be written as `${...}`; accept both.
         let trimmed = src.trim();
-        if prefix.is_empty() && trimmed.starts_with("${") && closing_brace(&trimmed[2..]) == Some(trimmed.len() - 3) {
+        if prefix.is_empty()
+            && trimmed.starts_with("${")
+            && closing_brace(&trimmed[2..]) == Some(trimmed.len() - 3)
+        {
             let lead = src.len() - src.trim_start().len();
-            return self.expr(&trimmed[2..trimmed.len() - 1], path, scope, &src[..lead + 2]);
+            return self.expr(
+                &trimmed[2..trimmed.len() - 1],
+                path,
+                scope,
+                &src[..lead + 2],
+            );
         }
         let origin = self.cx.origin(path);
         let vpos = self.cx.map.value(path);
@@ -918,27 +1324,50 @@ impl WorkflowCx<'_> {
                 .and_then(|l| l.chars().nth(vpos.col.saturating_sub(1)))
                 .is_some_and(|c| c == '"' || c == '\'');
             if line <= 1 {
-                Pos { line: vpos.line, col: vpos.col + usize::from(quote) + prefix.chars().count() + col.saturating_sub(1) }
+                Pos {
+                    line: vpos.line,
+                    col: vpos.col
+                        + usize::from(quote)
+                        + prefix.chars().count()
+                        + col.saturating_sub(1),
+                }
             } else {
-                Pos { line: vpos.line + line - 1, col }
+                Pos {
+                    line: vpos.line + line - 1,
+                    col,
+                }
             }
         };
         for r in rules::references(src) {
             match r {
-                Reference::Call { module, function, arity, offset } => {
+                Reference::Call {
+                    module,
+                    function,
+                    arity,
+                    offset,
+                } => {
                     if self.broken_modules.contains(&module) {
                         continue;
                     }
                     let col = src[..offset].chars().count() + 1;
                     if !self.rules.has_module(&module) {
                         let p = at(&self.cx, 1, col);
-                        self.cx.at(p, format!("unknown rule script `{module}` in `{src}`: no rules/{module}.rhai"));
+                        self.cx.at(
+                            p,
+                            format!(
+                                "unknown rule script `{module}` in `{src}`: no rules/{module}.rhai"
+                            ),
+                        );
                     } else if !self.rules.has_function(&module, &function, Some(arity)) {
                         let p = at(&self.cx, 1, col);
                         self.cx.at(p, format!("unknown rule `{module}::{function}` with {arity} argument(s) in `{src}`"));
                     }
                 }
-                Reference::Field { root, field, offset } => {
+                Reference::Field {
+                    root,
+                    field,
+                    offset,
+                } => {
                     let col = src[..offset].chars().count() + 1;
                     let missing = match root.as_str() {
                         "vars" => (!self.def.variables.contains_key(&field)).then(|| format!("`vars.{field}` is not a declared variable")),
@@ -967,7 +1396,8 @@ impl WorkflowCx<'_> {
             Ok(e) => (self.cx.diags.len() == before).then_some(e),
             Err(e) => {
                 let p = at(&self.cx, e.line, e.col);
-                self.cx.at(p, format!("rhai syntax error in `{src}`: {}", e.message));
+                self.cx
+                    .at(p, format!("rhai syntax error in `{src}`: {}", e.message));
                 None
             }
         }
@@ -1003,16 +1433,32 @@ impl WorkflowCx<'_> {
         let to_terminal = reach(terminals.clone(), &back);
         let root = Path::root();
         if terminals.is_empty() {
-            self.cx.err_key(&root.key("states"), "no terminal state: mark the state where the workflow ends with `terminal: true`".into());
+            self.cx.err_key(
+                &root.key("states"),
+                "no terminal state: mark the state where the workflow ends with `terminal: true`"
+                    .into(),
+            );
         } else if !terminals.iter().any(|&t| from_initial[t]) {
-            self.cx.err_value(&root.key("initial"), format!("no terminal state can be reached from `{}`", states[initial].name));
+            self.cx.err_value(
+                &root.key("initial"),
+                format!(
+                    "no terminal state can be reached from `{}`",
+                    states[initial].name
+                ),
+            );
         }
         for (i, s) in states.iter().enumerate() {
             let sp = root.key("states").key(&s.name);
             if !from_initial[i] {
                 self.cx.err_key(&sp, format!("state `{}` is unreachable: no transition, timer or handler goes there from `{}`", s.name, states[initial].name));
             } else if !terminals.is_empty() && !to_terminal[i] {
-                self.cx.err_key(&sp, format!("state `{}` is a dead end: no terminal state can be reached from it", s.name));
+                self.cx.err_key(
+                    &sp,
+                    format!(
+                        "state `{}` is a dead end: no terminal state can be reached from it",
+                        s.name
+                    ),
+                );
             }
         }
     }

@@ -87,12 +87,15 @@ impl ValueType {
             _ => return None,
         })
     }
-    pub const NAMES: &'static str = "string, text, int, number, bool, date, datetime, list, map, any";
+    pub const NAMES: &'static str =
+        "string, text, int, number, bool, date, datetime, list, map, any";
 
     /// Does `v` have this type (null never does)?
     pub fn accepts(self, v: &Value) -> bool {
         match self {
-            ValueType::String | ValueType::Text | ValueType::Date | ValueType::Datetime => v.is_string(),
+            ValueType::String | ValueType::Text | ValueType::Date | ValueType::Datetime => {
+                v.is_string()
+            }
             ValueType::Int => v.is_i64() || v.is_u64(),
             ValueType::Number => v.is_number(),
             ValueType::Bool => v.is_boolean(),
@@ -221,8 +224,12 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Delay before attempt `attempt + 1` after `attempt` failed (1-based), doubling.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 

@@ -50,7 +50,12 @@ impl ScheduleSpec {
     }
 
     /// Slots in `(from, to]`, oldest first, at most `limit`.
-    pub fn slots_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, limit: usize) -> Vec<DateTime<Utc>> {
+    pub fn slots_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
         let mut out = Vec::new();
         let mut t = from;
         while out.len() < limit {
@@ -68,7 +73,11 @@ impl ScheduleSpec {
     /// (None on the very first start: only an on-time slot runs then).
     pub fn due(&self, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         let from = last.unwrap_or(now - ON_TIME_GRACE);
-        let limit = if self.catch_up == CatchUp::All { MAX_CATCH_UP } else { usize::MAX };
+        let limit = if self.catch_up == CatchUp::All {
+            MAX_CATCH_UP
+        } else {
+            usize::MAX
+        };
         let slots = if self.catch_up == CatchUp::All {
             self.slots_between(from, now, limit)
         } else {
@@ -78,7 +87,10 @@ impl ScheduleSpec {
         };
         match self.catch_up {
             CatchUp::All | CatchUp::Once => slots,
-            CatchUp::None => slots.into_iter().filter(|s| now - *s <= ON_TIME_GRACE).collect(),
+            CatchUp::None => slots
+                .into_iter()
+                .filter(|s| now - *s <= ON_TIME_GRACE)
+                .collect(),
         }
     }
 
@@ -120,9 +132,18 @@ mod tests {
     #[test]
     fn next_slot_is_in_shanghai_time() {
         let s = sched(CatchUp::Once);
-        assert_eq!(s.next_after(at("2026-12-01T04:59:00+08:00")), at("2026-12-01T05:00:00+08:00"));
-        assert_eq!(s.next_after(at("2026-12-01T05:00:00+08:00")), at("2026-12-01T10:00:00+08:00"));
-        assert_eq!(s.next_after(at("2026-12-01T15:00:00+08:00")), at("2026-12-02T05:00:00+08:00"));
+        assert_eq!(
+            s.next_after(at("2026-12-01T04:59:00+08:00")),
+            at("2026-12-01T05:00:00+08:00")
+        );
+        assert_eq!(
+            s.next_after(at("2026-12-01T05:00:00+08:00")),
+            at("2026-12-01T10:00:00+08:00")
+        );
+        assert_eq!(
+            s.next_after(at("2026-12-01T15:00:00+08:00")),
+            at("2026-12-02T05:00:00+08:00")
+        );
     }
 
     #[test]
@@ -131,16 +152,30 @@ mod tests {
         let last = Some(at("2026-12-01T05:00:00+08:00"));
         let due = s.due(last, at("2026-12-01T16:30:00+08:00"));
         assert_eq!(due, vec![at("2026-12-01T15:00:00+08:00")]);
-        assert_eq!(sched(CatchUp::All).due(last, at("2026-12-01T16:30:00+08:00")).len(), 2);
-        assert!(sched(CatchUp::None).due(last, at("2026-12-01T16:30:00+08:00")).is_empty());
-        assert_eq!(sched(CatchUp::None).due(last, at("2026-12-01T15:01:00+08:00")).len(), 1);
+        assert_eq!(
+            sched(CatchUp::All)
+                .due(last, at("2026-12-01T16:30:00+08:00"))
+                .len(),
+            2
+        );
+        assert!(sched(CatchUp::None)
+            .due(last, at("2026-12-01T16:30:00+08:00"))
+            .is_empty());
+        assert_eq!(
+            sched(CatchUp::None)
+                .due(last, at("2026-12-01T15:01:00+08:00"))
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn nothing_due_twice_and_first_start_runs_no_history() {
         let s = sched(CatchUp::Once);
         let slot = at("2026-12-01T10:00:00+08:00");
-        assert!(s.due(Some(slot), at("2026-12-01T10:00:30+08:00")).is_empty());
+        assert!(s
+            .due(Some(slot), at("2026-12-01T10:00:30+08:00"))
+            .is_empty());
         assert!(s.due(None, at("2026-12-01T12:00:00+08:00")).is_empty());
         assert_eq!(s.due(None, at("2026-12-01T10:00:30+08:00")), vec![slot]);
     }

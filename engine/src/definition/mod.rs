@@ -321,7 +321,9 @@ pub fn parse(text: &str, data_keys: &[&str]) -> Result<Option<File>, ParseError>
     let map = value.as_mapping().ok_or_else(|| ParseError {
         line: 1,
         col: 1,
-        message: "expected a mapping with `workflow:`, `form:`, `schedules:` or `activities:` at the top".into(),
+        message:
+            "expected a mapping with `workflow:`, `form:`, `schedules:` or `activities:` at the top"
+                .into(),
     })?;
     let has = |k: &str| map.contains_key(serde_yaml::Value::String(k.into()));
     // Deserialize from the text again (not from `value`) so errors keep positions.
@@ -330,11 +332,17 @@ pub fn parse(text: &str, data_keys: &[&str]) -> Result<Option<File>, ParseError>
             .map(|w| Some(File::Workflow(Box::new(w))))
             .map_err(yaml_error)
     } else if has("form") {
-        serde_yaml::from_str(text).map(|f| Some(File::Form(f))).map_err(yaml_error)
+        serde_yaml::from_str(text)
+            .map(|f| Some(File::Form(f)))
+            .map_err(yaml_error)
     } else if has("schedules") {
-        serde_yaml::from_str(text).map(|s| Some(File::Schedules(s))).map_err(yaml_error)
+        serde_yaml::from_str(text)
+            .map(|s| Some(File::Schedules(s)))
+            .map_err(yaml_error)
     } else if has("activities") {
-        serde_yaml::from_str(text).map(|a| Some(File::Activities(a))).map_err(yaml_error)
+        serde_yaml::from_str(text)
+            .map(|a| Some(File::Activities(a)))
+            .map_err(yaml_error)
     } else if data_keys.iter().any(|k| has(k)) {
         Ok(None)
     } else {
@@ -348,7 +356,10 @@ pub fn parse(text: &str, data_keys: &[&str]) -> Result<Option<File>, ParseError>
 }
 
 fn yaml_error(e: serde_yaml::Error) -> ParseError {
-    let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+    let (line, col) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
     let mut message = e.to_string();
     // serde_yaml appends " at line L column C"; the diagnostic prints the position itself.
     if let Some(i) = message.find(" at line ") {

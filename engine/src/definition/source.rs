@@ -62,7 +62,10 @@ impl SourceMap {
     /// Build the map; a text that does not parse yields an empty map (the
     /// serde_yaml error already carries the position then).
     pub fn build(text: &str) -> SourceMap {
-        let mut b = Builder { map: SourceMap::default(), stack: Vec::new() };
+        let mut b = Builder {
+            map: SourceMap::default(),
+            stack: Vec::new(),
+        };
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut b, false).is_err() {
             return SourceMap::default();
@@ -84,7 +87,11 @@ impl SourceMap {
         let mut p = path.as_str();
         loop {
             if let Some(e) = self.entries.get(p) {
-                return if key { e.key.unwrap_or(e.value) } else { e.value };
+                return if key {
+                    e.key.unwrap_or(e.value)
+                } else {
+                    e.value
+                };
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
@@ -96,8 +103,14 @@ impl SourceMap {
 
 enum Frame {
     /// A mapping: the next scalar is a key when `pending` is None.
-    Map { path: Path, pending: Option<(String, Pos)> },
-    Seq { path: Path, next: usize },
+    Map {
+        path: Path,
+        pending: Option<(String, Pos)>,
+    },
+    Seq {
+        path: Path,
+        next: usize,
+    },
 }
 
 struct Builder {
@@ -107,7 +120,10 @@ struct Builder {
 
 fn pos(m: Marker) -> Pos {
     // yaml-rust2 0.10 counts lines from 1 and columns from 0.
-    Pos { line: m.line(), col: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 impl Builder {
@@ -153,10 +169,17 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_map = matches!(ev, Event::MappingStart(..));
-                let (p, key) = self.place(false, "", at).unwrap_or((Path(String::from("?")), None));
-                self.map.entries.insert(p.0.clone(), Entry { key, value: at });
+                let (p, key) = self
+                    .place(false, "", at)
+                    .unwrap_or((Path(String::from("?")), None));
+                self.map
+                    .entries
+                    .insert(p.0.clone(), Entry { key, value: at });
                 self.stack.push(if is_map {
-                    Frame::Map { path: p, pending: None }
+                    Frame::Map {
+                        path: p,
+                        pending: None,
+                    }
                 } else {
                     Frame::Seq { path: p, next: 0 }
                 });
@@ -178,11 +201,23 @@ mod tests {
         let text = "a: 1\nstates:\n  s1:\n    on:\n      go:\n        - goto: x\n          if: y\nlist: [p, q]\n";
         let m = SourceMap::build(text);
         assert_eq!(m.value(&Path::root().key("a")), Pos { line: 1, col: 4 });
-        let goto = Path::root().key("states").key("s1").key("on").key("go").index(0).key("goto");
+        let goto = Path::root()
+            .key("states")
+            .key("s1")
+            .key("on")
+            .key("go")
+            .index(0)
+            .key("goto");
         assert_eq!(m.value(&goto), Pos { line: 6, col: 17 });
         assert_eq!(m.key(&goto), Pos { line: 6, col: 11 });
-        assert_eq!(m.key(&Path::root().key("states").key("s1")), Pos { line: 3, col: 3 });
-        assert_eq!(m.value(&Path::root().key("list").index(1)), Pos { line: 8, col: 11 });
+        assert_eq!(
+            m.key(&Path::root().key("states").key("s1")),
+            Pos { line: 3, col: 3 }
+        );
+        assert_eq!(
+            m.value(&Path::root().key("list").index(1)),
+            Pos { line: 8, col: 11 }
+        );
         // Unknown paths fall back to the nearest ancestor.
         assert_eq!(m.value(&goto.key("nope")), Pos { line: 6, col: 17 });
     }

@@ -31,12 +31,36 @@ pub struct Actor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Input {
-    Started { at: DateTime<Utc>, input: Value },
-    Signal { at: DateTime<Utc>, name: String, payload: Value, actor: Actor },
-    TimerFired { at: DateTime<Utc>, id: String },
-    ActivityCompleted { at: DateTime<Utc>, id: String, result: Value },
-    ActivityFailed { at: DateTime<Utc>, id: String, error: String },
-    ChildCompleted { at: DateTime<Utc>, id: String, status: Option<String>, output: Value },
+    Started {
+        at: DateTime<Utc>,
+        input: Value,
+    },
+    Signal {
+        at: DateTime<Utc>,
+        name: String,
+        payload: Value,
+        actor: Actor,
+    },
+    TimerFired {
+        at: DateTime<Utc>,
+        id: String,
+    },
+    ActivityCompleted {
+        at: DateTime<Utc>,
+        id: String,
+        result: Value,
+    },
+    ActivityFailed {
+        at: DateTime<Utc>,
+        id: String,
+        error: String,
+    },
+    ChildCompleted {
+        at: DateTime<Utc>,
+        id: String,
+        status: Option<String>,
+        output: Value,
+    },
 }
 
 impl Input {
@@ -56,13 +80,33 @@ impl Input {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
-    StartTimer { id: String, name: String, due_at: DateTime<Utc> },
-    CancelTimer { id: String },
+    StartTimer {
+        id: String,
+        name: String,
+        due_at: DateTime<Utc>,
+    },
+    CancelTimer {
+        id: String,
+    },
     /// The runtime derives the idempotency key from the instance id and `id`.
-    ScheduleActivity { id: String, name: String, args: Value, retry: RetryPolicy },
+    ScheduleActivity {
+        id: String,
+        name: String,
+        args: Value,
+        retry: RetryPolicy,
+    },
     /// `key`: the child's stable identity when the definition gives one.
-    StartChild { id: String, workflow: String, input: Value, key: Option<String> },
-    Complete { state: String, status: Option<String>, output: Value },
+    StartChild {
+        id: String,
+        workflow: String,
+        input: Value,
+        key: Option<String>,
+    },
+    Complete {
+        state: String,
+        status: Option<String>,
+        output: Value,
+    },
 }
 
 /// A rule decision taken during the step, kept in the history (R8.4).
@@ -148,7 +192,9 @@ impl std::fmt::Debug for DynamicCache {
 
 impl DynamicCache {
     fn get(&self, v: &Value) -> rhai::Dynamic {
-        self.0.get_or_init(|| rules::to_dynamic(v).into_shared()).clone()
+        self.0
+            .get_or_init(|| rules::to_dynamic(v).into_shared())
+            .clone()
     }
 
     fn get_with(&self, f: impl FnOnce() -> rhai::Dynamic) -> rhai::Dynamic {
@@ -190,7 +236,11 @@ pub enum Error {
 }
 
 /// Apply one input. `state` is None only for `Input::Started`.
-pub fn step(program: &Program, state: Option<&Instance>, input: &Input) -> Result<Transition, Error> {
+pub fn step(
+    program: &Program,
+    state: Option<&Instance>,
+    input: &Input,
+) -> Result<Transition, Error> {
     let mut s = match (state, input) {
         (None, Input::Started { at, input }) => return start(program, *at, input),
         (Some(_), Input::Started { .. }) => return Err(Error::AlreadyStarted),
@@ -198,12 +248,25 @@ pub fn step(program: &Program, state: Option<&Instance>, input: &Input) -> Resul
         (Some(s), _) => s.clone(),
     };
     if *s.hash != *program.hash {
-        return Err(Error::WrongProgram { instance: s.hash.to_string(), program: program.hash.clone() });
+        return Err(Error::WrongProgram {
+            instance: s.hash.to_string(),
+            program: program.hash.clone(),
+        });
     }
-    let mut run = Run { program, effects: Vec::new(), decisions: Vec::new(), at: input.at() };
+    let mut run = Run {
+        program,
+        effects: Vec::new(),
+        decisions: Vec::new(),
+        at: input.at(),
+    };
     let ignored = match input {
         Input::Started { .. } => unreachable!("handled above"),
-        Input::Signal { name, payload, actor, .. } => {
+        Input::Signal {
+            name,
+            payload,
+            actor,
+            ..
+        } => {
             if s.status == Status::Completed {
                 return Err(Error::Ended(s.state.clone()));
             }
@@ -213,19 +276,34 @@ pub fn step(program: &Program, state: Option<&Instance>, input: &Input) -> Resul
         Input::TimerFired { id, .. } => run.timer(&mut s, id)?,
         Input::ActivityCompleted { id, result, .. } => run.activity(&mut s, id, Ok(result))?,
         Input::ActivityFailed { id, error, .. } => run.activity(&mut s, id, Err(error))?,
-        Input::ChildCompleted { id, status, output, .. } => run.child(&mut s, id, status, output)?,
+        Input::ChildCompleted {
+            id, status, output, ..
+        } => run.child(&mut s, id, status, output)?,
     };
-    Ok(Transition { state: s, effects: run.effects, decisions: run.decisions, ignored })
+    Ok(Transition {
+        state: s,
+        effects: run.effects,
+        decisions: run.decisions,
+        ignored,
+    })
 }
 
 /// Replay a history from the beginning. Errors of refused signals are
 /// skipped the same way the runtime skipped them when they happened.
-pub fn replay<'a>(program: &Program, history: impl IntoIterator<Item = &'a Input>) -> Result<Option<Instance>, Error> {
+pub fn replay<'a>(
+    program: &Program,
+    history: impl IntoIterator<Item = &'a Input>,
+) -> Result<Option<Instance>, Error> {
     let mut state: Option<Instance> = None;
     for input in history {
         match step(program, state.as_ref(), input) {
             Ok(t) => state = Some(t.state),
-            Err(Error::NotAccepted { .. } | Error::InvalidPayload(_) | Error::ActorNotAllowed { .. } | Error::Ended(_)) => {}
+            Err(
+                Error::NotAccepted { .. }
+                | Error::InvalidPayload(_)
+                | Error::ActorNotAllowed { .. }
+                | Error::Ended(_),
+            ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -242,7 +320,13 @@ fn start(program: &Program, at: DateTime<Utc>, input: &Value) -> Result<Transiti
         state: program.states[program.initial].name.clone(),
         status_label: None,
         input: Arc::new(input),
-        vars: Arc::new(program.vars.iter().map(|v| (v.name.clone(), v.default.clone())).collect()),
+        vars: Arc::new(
+            program
+                .vars
+                .iter()
+                .map(|v| (v.name.clone(), v.default.clone()))
+                .collect(),
+        ),
         search: BTreeMap::new(),
         started_at: at,
         entered_at: at,
@@ -255,7 +339,12 @@ fn start(program: &Program, at: DateTime<Utc>, input: &Value) -> Result<Transiti
         input_dynamic: DynamicCache::default(),
         vars_dynamic: DynamicCache::default(),
     };
-    let mut run = Run { program, effects: Vec::new(), decisions: Vec::new(), at };
+    let mut run = Run {
+        program,
+        effects: Vec::new(),
+        decisions: Vec::new(),
+        at,
+    };
     let mut cx = Cx::default();
     for (k, t) in &program.search {
         let v = run.render(t, &mut cx, &s)?;
@@ -267,7 +356,12 @@ fn start(program: &Program, at: DateTime<Utc>, input: &Value) -> Result<Transiti
         s.search.insert(k.clone(), text);
     }
     run.enter(&mut s, program.initial)?;
-    Ok(Transition { state: s, effects: run.effects, decisions: run.decisions, ignored: None })
+    Ok(Transition {
+        state: s,
+        effects: run.effects,
+        decisions: run.decisions,
+        ignored: None,
+    })
 }
 
 fn check_input(program: &Program, input: &Value) -> Result<Value, Error> {
@@ -275,7 +369,12 @@ fn check_input(program: &Program, input: &Value) -> Result<Value, Error> {
     let obj = match input {
         Value::Object(m) => m,
         Value::Null => &empty,
-        _ => return Err(Error::InvalidInput(vec![FieldError { field: String::new(), message: "input must be a map".into() }])),
+        _ => {
+            return Err(Error::InvalidInput(vec![FieldError {
+                field: String::new(),
+                message: "input must be a map".into(),
+            }]))
+        }
     };
     let mut errors = Vec::new();
     let mut out = Map::new();
@@ -283,14 +382,18 @@ fn check_input(program: &Program, input: &Value) -> Result<Value, Error> {
         match obj.get(&v.name) {
             None | Some(Value::Null) => {
                 if v.required {
-                    errors.push(FieldError { field: v.name.clone(), message: format!("`{}` is required", v.name) });
+                    errors.push(FieldError {
+                        field: v.name.clone(),
+                        message: format!("`{}` is required", v.name),
+                    });
                 } else if !v.default.is_null() {
                     out.insert(v.name.clone(), v.default.clone());
                 }
             }
-            Some(x) if !v.ty.accepts(x) => {
-                errors.push(FieldError { field: v.name.clone(), message: format!("`{}` has the wrong type", v.name) })
-            }
+            Some(x) if !v.ty.accepts(x) => errors.push(FieldError {
+                field: v.name.clone(),
+                message: format!("`{}` has the wrong type", v.name),
+            }),
             Some(x) => {
                 out.insert(v.name.clone(), x.clone());
             }
@@ -298,7 +401,10 @@ fn check_input(program: &Program, input: &Value) -> Result<Value, Error> {
     }
     for k in obj.keys() {
         if !program.input.iter().any(|v| &v.name == k) {
-            errors.push(FieldError { field: k.clone(), message: format!("`{k}` is not an input of this workflow") });
+            errors.push(FieldError {
+                field: k.clone(),
+                message: format!("`{k}` is not an input of this workflow"),
+            });
         }
     }
     if errors.is_empty() {
@@ -341,7 +447,14 @@ impl<'a> Cx<'a> {
                 let mut a = rhai::Map::new();
                 a.insert("role".into(), actor.role.as_str().into());
                 a.insert("id".into(), actor.id.as_str().into());
-                a.insert("name".into(), actor.name.as_deref().map(Into::into).unwrap_or(rhai::Dynamic::UNIT));
+                a.insert(
+                    "name".into(),
+                    actor
+                        .name
+                        .as_deref()
+                        .map(Into::into)
+                        .unwrap_or(rhai::Dynamic::UNIT),
+                );
                 cx.set_dynamic("actor", a.into());
             }
             if let Some(r) = extra.result {
@@ -375,7 +488,11 @@ impl Run<'_> {
 
     fn guard(&mut self, e: &rules::Expr, cx: &mut Cx, s: &Instance) -> Result<bool, Error> {
         let result = self.program.rules.eval_bool(e, cx.get(self.at, s))?;
-        self.decisions.push(Decision { origin: e.origin.clone(), expr: e.source.clone(), result });
+        self.decisions.push(Decision {
+            origin: e.origin.clone(),
+            expr: e.source.clone(),
+            result,
+        });
         Ok(result)
     }
 
@@ -401,7 +518,12 @@ impl Run<'_> {
                 }
                 Value::String(out)
             }
-            Template::List(items) => Value::Array(items.iter().map(|i| self.render(i, cx, s)).collect::<Result<_, _>>()?),
+            Template::List(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render(i, cx, s))
+                    .collect::<Result<_, _>>()?,
+            ),
             Template::Map(entries) => {
                 let mut m = Map::new();
                 for (k, v) in entries {
@@ -417,22 +539,39 @@ impl Run<'_> {
         format!("{prefix}{}", s.next_id)
     }
 
-    fn signal(&mut self, s: &mut Instance, name: &str, payload: &Value, actor: &Actor) -> Result<(), Error> {
+    fn signal(
+        &mut self,
+        s: &mut Instance,
+        name: &str,
+        payload: &Value,
+        actor: &Actor,
+    ) -> Result<(), Error> {
         let p = self.program;
-        let spec = p.signals.get(name).ok_or_else(|| Error::UnknownSignal(name.to_string()))?;
-        let state = p.state(&s.state).expect("instance state exists in its program");
-        let handlers = state
-            .on
+        let spec = p
+            .signals
             .get(name)
-            .ok_or_else(|| Error::NotAccepted { signal: name.to_string(), state: s.state.clone() })?;
+            .ok_or_else(|| Error::UnknownSignal(name.to_string()))?;
+        let state = p
+            .state(&s.state)
+            .expect("instance state exists in its program");
+        let handlers = state.on.get(name).ok_or_else(|| Error::NotAccepted {
+            signal: name.to_string(),
+            state: s.state.clone(),
+        })?;
         if !spec.actors.is_empty() && !spec.actors.contains(&actor.role) {
-            return Err(Error::ActorNotAllowed { signal: name.to_string(), role: actor.role.clone() });
+            return Err(Error::ActorNotAllowed {
+                signal: name.to_string(),
+                role: actor.role.clone(),
+            });
         }
         let payload = match &spec.form {
             Some(form) => form.validate(payload).map_err(Error::InvalidPayload)?,
             None => payload.clone(),
         };
-        let mut cx = Cx::with(Extra { signal: Some((&payload, actor)), ..Default::default() });
+        let mut cx = Cx::with(Extra {
+            signal: Some((&payload, actor)),
+            ..Default::default()
+        });
         for h in handlers {
             if let Some(g) = &h.guard {
                 if !self.guard(g, &mut cx, s)? {
@@ -442,7 +581,10 @@ impl Run<'_> {
             let mut refused = Vec::new();
             for c in &h.checks {
                 if !self.guard(&c.expr, &mut cx, s)? {
-                    refused.push(FieldError { field: c.field.clone().unwrap_or_default(), message: c.message.clone() });
+                    refused.push(FieldError {
+                        field: c.field.clone().unwrap_or_default(),
+                        message: c.message.clone(),
+                    });
                 }
             }
             if !refused.is_empty() {
@@ -450,7 +592,10 @@ impl Run<'_> {
             }
             return self.handle(s, h, &mut cx);
         }
-        Err(Error::NotAccepted { signal: name.to_string(), state: s.state.clone() })
+        Err(Error::NotAccepted {
+            signal: name.to_string(),
+            state: s.state.clone(),
+        })
     }
 
     fn timer(&mut self, s: &mut Instance, id: &str) -> Result<Option<String>, Error> {
@@ -459,7 +604,10 @@ impl Run<'_> {
         };
         let state = self.program.state(&s.state).expect("state exists");
         let Some(spec) = state.timers.iter().find(|x| x.name == t.name) else {
-            return Ok(Some(format!("timer {id} belongs to no timer of `{}`", s.state)));
+            return Ok(Some(format!(
+                "timer {id} belongs to no timer of `{}`",
+                s.state
+            )));
         };
         let mut cx = Cx::default();
         if let Some(g) = &spec.guard {
@@ -474,12 +622,19 @@ impl Run<'_> {
         Ok(None)
     }
 
-    fn activity(&mut self, s: &mut Instance, id: &str, outcome: Result<&Value, &String>) -> Result<Option<String>, Error> {
+    fn activity(
+        &mut self,
+        s: &mut Instance,
+        id: &str,
+        outcome: Result<&Value, &String>,
+    ) -> Result<Option<String>, Error> {
         let Some(call) = s.activities.remove(id) else {
             return Ok(Some(format!("activity {id} is not pending")));
         };
         if s.status == Status::Completed || call.entry != s.entry {
-            return Ok(Some(format!("activity {id} finished after its state was left")));
+            return Ok(Some(format!(
+                "activity {id} finished after its state was left"
+            )));
         }
         let spec = &self.program.activities[call.spec];
         match outcome {
@@ -489,32 +644,52 @@ impl Run<'_> {
                     s.vars_dynamic = DynamicCache::default();
                 }
                 if let Some(h) = &spec.on_success {
-                    let mut cx = Cx::with(Extra { result: Some(result), ..Default::default() });
+                    let mut cx = Cx::with(Extra {
+                        result: Some(result),
+                        ..Default::default()
+                    });
                     self.handle_guarded(s, h, &mut cx)?;
                 }
                 Ok(None)
             }
             Err(error) => match &spec.on_failure {
                 Some(h) => {
-                    let mut cx = Cx::with(Extra { error: Some(error), ..Default::default() });
+                    let mut cx = Cx::with(Extra {
+                        error: Some(error),
+                        ..Default::default()
+                    });
                     self.handle_guarded(s, h, &mut cx)?;
                     Ok(None)
                 }
-                None => Ok(Some(format!("activity {} failed and has no on_failure: {error}", spec.name))),
+                None => Ok(Some(format!(
+                    "activity {} failed and has no on_failure: {error}",
+                    spec.name
+                ))),
             },
         }
     }
 
-    fn child(&mut self, s: &mut Instance, id: &str, status: &Option<String>, output: &Value) -> Result<Option<String>, Error> {
+    fn child(
+        &mut self,
+        s: &mut Instance,
+        id: &str,
+        status: &Option<String>,
+        output: &Value,
+    ) -> Result<Option<String>, Error> {
         let Some(call) = s.children.remove(id) else {
             return Ok(Some(format!("child {id} is not pending")));
         };
         if s.status == Status::Completed || call.entry != s.entry {
-            return Ok(Some(format!("child {id} finished after its state was left")));
+            return Ok(Some(format!(
+                "child {id} finished after its state was left"
+            )));
         }
         let result = serde_json::json!({ "status": status, "output": output });
         if let Some(h) = &self.program.children[call.spec].on_complete {
-            let mut cx = Cx::with(Extra { result: Some(&result), ..Default::default() });
+            let mut cx = Cx::with(Extra {
+                result: Some(&result),
+                ..Default::default()
+            });
             self.handle_guarded(s, h, &mut cx)?;
         }
         Ok(None)
@@ -537,7 +712,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn run_actions(&mut self, s: &mut Instance, actions: &[Action], cx: &mut Cx) -> Result<(), Error> {
+    fn run_actions(
+        &mut self,
+        s: &mut Instance,
+        actions: &[Action],
+        cx: &mut Cx,
+    ) -> Result<(), Error> {
         for a in actions {
             if let Some(g) = &a.guard {
                 if !self.guard(g, cx, s)? {
@@ -558,8 +738,19 @@ impl Run<'_> {
                     let spec = &self.program.activities[*i];
                     let args = self.render(&spec.args, cx, s)?;
                     let id = Self::next_id(s, 'a');
-                    s.activities.insert(id.clone(), PendingCall { spec: *i, entry: s.entry });
-                    self.effects.push(Effect::ScheduleActivity { id, name: spec.name.clone(), args, retry: spec.retry });
+                    s.activities.insert(
+                        id.clone(),
+                        PendingCall {
+                            spec: *i,
+                            entry: s.entry,
+                        },
+                    );
+                    self.effects.push(Effect::ScheduleActivity {
+                        id,
+                        name: spec.name.clone(),
+                        args,
+                        retry: spec.retry,
+                    });
                 }
                 ActionKind::StartChild(i) => {
                     let spec = &self.program.children[*i];
@@ -591,9 +782,20 @@ impl Run<'_> {
                         };
                         let id = Self::next_id(s, 'c');
                         if spec.on_complete.is_some() {
-                            s.children.insert(id.clone(), PendingCall { spec: *i, entry: s.entry });
+                            s.children.insert(
+                                id.clone(),
+                                PendingCall {
+                                    spec: *i,
+                                    entry: s.entry,
+                                },
+                            );
                         }
-                        self.effects.push(Effect::StartChild { id, workflow: spec.workflow.clone(), input, key });
+                        self.effects.push(Effect::StartChild {
+                            id,
+                            workflow: spec.workflow.clone(),
+                            input,
+                            key,
+                        });
                     }
                 }
             }
@@ -627,15 +829,35 @@ impl Run<'_> {
             s.status = Status::Completed;
             s.status_label = term.status.clone();
             s.output = output.clone();
-            self.effects.push(Effect::Complete { state: spec.name.clone(), status: term.status.clone(), output });
+            self.effects.push(Effect::Complete {
+                state: spec.name.clone(),
+                status: term.status.clone(),
+                output,
+            });
             return Ok(());
         }
         for t in &spec.timers {
-            let base = if t.from_start { s.started_at } else { s.entered_at };
-            let due_at = base + chrono::Duration::from_std(t.after).unwrap_or(chrono::Duration::MAX);
+            let base = if t.from_start {
+                s.started_at
+            } else {
+                s.entered_at
+            };
+            let due_at =
+                base + chrono::Duration::from_std(t.after).unwrap_or(chrono::Duration::MAX);
             let id = Self::next_id(s, 't');
-            s.timers.insert(id.clone(), PendingTimer { name: t.name.clone(), entry: s.entry, due_at });
-            self.effects.push(Effect::StartTimer { id, name: t.name.clone(), due_at });
+            s.timers.insert(
+                id.clone(),
+                PendingTimer {
+                    name: t.name.clone(),
+                    entry: s.entry,
+                    due_at,
+                },
+            );
+            self.effects.push(Effect::StartTimer {
+                id,
+                name: t.name.clone(),
+                due_at,
+            });
         }
         Ok(())
     }

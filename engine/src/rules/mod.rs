@@ -25,7 +25,11 @@ pub enum Error {
     #[error("rule {origin} failed: {message}")]
     Runtime { origin: String, message: String },
     #[error("rule {origin}: no function `{function}` with {arity} argument(s)")]
-    NoSuchFunction { origin: String, function: String, arity: usize },
+    NoSuchFunction {
+        origin: String,
+        function: String,
+        arity: usize,
+    },
     #[error("rule {origin} returned a value that cannot be used: {message}")]
     Conversion { origin: String, message: String },
 }
@@ -69,8 +73,9 @@ impl Default for Limits {
 /// The names every expression may read. Which ones hold a value depends on
 /// where the expression is evaluated (`signal` in signal handlers, `result`
 /// in activity handlers, `item` in `for_each`); unset ones are `()`.
-pub const CONTEXT_NAMES: &[&str] =
-    &["input", "vars", "signal", "actor", "result", "error", "item", "now"];
+pub const CONTEXT_NAMES: &[&str] = &[
+    "input", "vars", "signal", "actor", "result", "error", "item", "now",
+];
 
 /// One compiled script of `rules/`.
 #[derive(Debug)]
@@ -89,7 +94,9 @@ pub struct Rules {
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rules").field("scripts", &self.scripts.keys()).finish()
+        f.debug_struct("Rules")
+            .field("scripts", &self.scripts.keys())
+            .finish()
     }
 }
 
@@ -109,7 +116,9 @@ pub struct Context {
 
 impl Context {
     pub fn new() -> Self {
-        Context { scope: Scope::new() }
+        Context {
+            scope: Scope::new(),
+        }
     }
     /// Bind `name` to a JSON value.
     pub fn set(&mut self, name: &str, value: &Value) -> &mut Self {
@@ -210,9 +219,15 @@ fn eval_error(origin: &str, e: Box<rhai::EvalAltResult>) -> Error {
             rhai::EvalAltResult::ErrorStackOverflow(..) => "calls nested too deeply".to_string(),
             other => other.to_string(),
         };
-        return Error::Limit { origin: origin.to_string(), message };
+        return Error::Limit {
+            origin: origin.to_string(),
+            message,
+        };
     }
-    Error::Runtime { origin: origin.to_string(), message }
+    Error::Runtime {
+        origin: origin.to_string(),
+        message,
+    }
 }
 
 fn unwrap_fn_error(e: &rhai::EvalAltResult) -> &rhai::EvalAltResult {
@@ -237,11 +252,18 @@ impl Rules {
                 Ok(ast) => {
                     let mut functions: BTreeMap<String, Vec<usize>> = BTreeMap::new();
                     for f in ast.iter_functions() {
-                        functions.entry(f.name.to_string()).or_default().push(f.params.len());
+                        functions
+                            .entry(f.name.to_string())
+                            .or_default()
+                            .push(f.params.len());
                     }
                     compiled.insert(
                         name.clone(),
-                        Script { origin: origin.clone(), ast, functions },
+                        Script {
+                            origin: origin.clone(),
+                            ast,
+                            functions,
+                        },
                     );
                 }
                 Err(e) => errors.push((name.clone(), syntax(&e))),
@@ -269,7 +291,10 @@ impl Rules {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Rules { engine, scripts: compiled })
+        Ok(Rules {
+            engine,
+            scripts: compiled,
+        })
     }
 
     /// Does script `module` define `function` taking `arity` arguments?
@@ -287,8 +312,15 @@ impl Rules {
     /// Compile one expression of a definition. `origin` names it in errors.
     pub fn compile_expr(&self, source: &str, origin: String) -> Result<Expr, SyntaxError> {
         // No scope at compile time: the optimiser would fold the names into constants.
-        let ast = self.engine.compile_expression(source).map_err(|e| syntax(&e))?;
-        Ok(Expr { source: source.into(), origin: origin.into(), ast: Arc::new(ast) })
+        let ast = self
+            .engine
+            .compile_expression(source)
+            .map_err(|e| syntax(&e))?;
+        Ok(Expr {
+            source: source.into(),
+            origin: origin.into(),
+            ast: Arc::new(ast),
+        })
     }
 
     /// Evaluate an expression with the given context.
@@ -316,7 +348,11 @@ impl Rules {
     /// per-person rules). Arguments and result go through serde.
     pub fn call(&self, module: &str, function: &str, args: &[Value]) -> Result<Value, Error> {
         let d = self.call_dynamic(module, function, args.iter().map(to_dynamic).collect())?;
-        let origin = self.scripts.get(module).map(|s| s.origin.as_str()).unwrap_or(module);
+        let origin = self
+            .scripts
+            .get(module)
+            .map(|s| s.origin.as_str())
+            .unwrap_or(module);
         from_dynamic(origin, &d)
     }
 
@@ -327,11 +363,14 @@ impl Rules {
         function: &str,
         args: Vec<Dynamic>,
     ) -> Result<Dynamic, Error> {
-        let script = self.scripts.get(module).ok_or_else(|| Error::NoSuchFunction {
-            origin: module.to_string(),
-            function: function.to_string(),
-            arity: args.len(),
-        })?;
+        let script = self
+            .scripts
+            .get(module)
+            .ok_or_else(|| Error::NoSuchFunction {
+                origin: module.to_string(),
+                function: function.to_string(),
+                arity: args.len(),
+            })?;
         if !self.has_function(module, function, Some(args.len())) {
             return Err(Error::NoSuchFunction {
                 origin: script.origin.clone(),
@@ -340,7 +379,9 @@ impl Rules {
             });
         }
         let mut scope = Scope::new();
-        let opts = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let opts = rhai::CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(true);
         self.engine
             .call_fn_with_options::<Dynamic>(opts, &mut scope, &script.ast, function, args)
             .map_err(|e| eval_error(&script.origin, e))
@@ -348,8 +389,10 @@ impl Rules {
 }
 
 fn from_dynamic(origin: &str, d: &Dynamic) -> Result<Value, Error> {
-    rhai::serde::from_dynamic::<Value>(d)
-        .map_err(|e| Error::Conversion { origin: origin.to_string(), message: e.to_string() })
+    rhai::serde::from_dynamic::<Value>(d).map_err(|e| Error::Conversion {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -358,8 +401,11 @@ mod tests {
     use serde_json::json;
 
     fn rules(src: &str) -> Rules {
-        Rules::build(&[("r".into(), "rules/r.rhai".into(), src.into())], Limits::default())
-            .expect("compiles")
+        Rules::build(
+            &[("r".into(), "rules/r.rhai".into(), src.into())],
+            Limits::default(),
+        )
+        .expect("compiles")
     }
 
     #[test]
@@ -368,7 +414,10 @@ mod tests {
         let e = r.call("r", "spin", &[]).unwrap_err();
         assert!(matches!(e, Error::Limit { .. }), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("rules/r.rhai") && text.contains("too many operations"), "{text}");
+        assert!(
+            text.contains("rules/r.rhai") && text.contains("too many operations"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -390,13 +439,24 @@ mod tests {
     #[test]
     fn no_file_or_module_access() {
         let e = Rules::build(
-            &[("r".into(), "rules/r.rhai".into(), "import \"/etc/passwd\" as p;".into())],
+            &[(
+                "r".into(),
+                "rules/r.rhai".into(),
+                "import \"/etc/passwd\" as p;".into(),
+            )],
             Limits::default(),
         )
         .unwrap_err();
-        assert!(e[0].1.message.contains("passwd") || e[0].1.message.contains("module"), "{e:?}");
+        assert!(
+            e[0].1.message.contains("passwd") || e[0].1.message.contains("module"),
+            "{e:?}"
+        );
         let e = Rules::build(
-            &[("r".into(), "rules/r.rhai".into(), "fn f() { eval(\"1\") }".into())],
+            &[(
+                "r".into(),
+                "rules/r.rhai".into(),
+                "fn f() { eval(\"1\") }".into(),
+            )],
             Limits::default(),
         )
         .unwrap_err();
@@ -408,7 +468,9 @@ mod tests {
     #[test]
     fn expressions_call_rule_modules() {
         let r = rules("fn double(x) { x * 2 }");
-        let e = r.compile_expr("r::double(input.n) + 1", "test".into()).unwrap();
+        let e = r
+            .compile_expr("r::double(input.n) + 1", "test".into())
+            .unwrap();
         let mut ctx = Context::new();
         ctx.set("input", &json!({"n": 20}));
         assert_eq!(r.eval(&e, &mut ctx).unwrap(), json!(41));
@@ -428,7 +490,11 @@ mod tests {
     #[test]
     fn syntax_errors_carry_script_positions() {
         let e = Rules::build(
-            &[("r".into(), "rules/r.rhai".into(), "fn ok() { 1 }\nfn bad( { }".into())],
+            &[(
+                "r".into(),
+                "rules/r.rhai".into(),
+                "fn ok() { 1 }\nfn bad( { }".into(),
+            )],
             Limits::default(),
         )
         .unwrap_err();

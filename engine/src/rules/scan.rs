@@ -7,9 +7,18 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {
     /// `module::function(` with the number of top-level arguments.
-    Call { module: String, function: String, arity: usize, offset: usize },
+    Call {
+        module: String,
+        function: String,
+        arity: usize,
+        offset: usize,
+    },
     /// `root.field` where root is a plain identifier.
-    Field { root: String, field: String, offset: usize },
+    Field {
+        root: String,
+        field: String,
+        offset: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +111,9 @@ pub fn references(src: &str) -> Vec<Reference> {
             continue;
         }
         match (t.get(i + 1).map(|x| &x.0), t.get(i + 2).map(|x| &x.0)) {
-            (Some(Tok::Path), Some(Tok::Ident(f))) if matches!(t.get(i + 3).map(|x| &x.0), Some(Tok::Open)) => {
+            (Some(Tok::Path), Some(Tok::Ident(f)))
+                if matches!(t.get(i + 3).map(|x| &x.0), Some(Tok::Open)) =>
+            {
                 out.push(Reference::Call {
                     module: a.clone(),
                     function: f.clone(),
@@ -110,11 +121,15 @@ pub fn references(src: &str) -> Vec<Reference> {
                     offset: t[i].1,
                 });
             }
-            (Some(Tok::Dot), Some(Tok::Ident(f))) => {
-                // `x.len()` is a method call, not a field.
-                if !matches!(t.get(i + 3).map(|x| &x.0), Some(Tok::Open)) {
-                    out.push(Reference::Field { root: a.clone(), field: f.clone(), offset: t[i].1 });
-                }
+            // `x.len()` is a method call, not a field.
+            (Some(Tok::Dot), Some(Tok::Ident(f)))
+                if !matches!(t.get(i + 3).map(|x| &x.0), Some(Tok::Open)) =>
+            {
+                out.push(Reference::Field {
+                    root: a.clone(),
+                    field: f.clone(),
+                    offset: t[i].1,
+                });
             }
             _ => {}
         }
@@ -152,15 +167,38 @@ mod tests {
 
     #[test]
     fn finds_calls_and_fields() {
-        let r = references("anomaly::evaluate(input.p, [1, 2]) && vars.done != \"a::b(\" && x.len() > 0.5");
+        let r = references(
+            "anomaly::evaluate(input.p, [1, 2]) && vars.done != \"a::b(\" && x.len() > 0.5",
+        );
         assert_eq!(
             r,
             vec![
-                Reference::Call { module: "anomaly".into(), function: "evaluate".into(), arity: 2, offset: 0 },
-                Reference::Field { root: "input".into(), field: "p".into(), offset: 18 },
-                Reference::Field { root: "vars".into(), field: "done".into(), offset: 38 },
+                Reference::Call {
+                    module: "anomaly".into(),
+                    function: "evaluate".into(),
+                    arity: 2,
+                    offset: 0
+                },
+                Reference::Field {
+                    root: "input".into(),
+                    field: "p".into(),
+                    offset: 18
+                },
+                Reference::Field {
+                    root: "vars".into(),
+                    field: "done".into(),
+                    offset: 38
+                },
             ]
         );
-        assert_eq!(references("m::f()"), vec![Reference::Call { module: "m".into(), function: "f".into(), arity: 0, offset: 0 }]);
+        assert_eq!(
+            references("m::f()"),
+            vec![Reference::Call {
+                module: "m".into(),
+                function: "f".into(),
+                arity: 0,
+                offset: 0
+            }]
+        );
     }
 }
