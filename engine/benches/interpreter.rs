@@ -11,6 +11,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::interpreter::{step, Actor, Effect, Input, Instance};
 use serde_json::{json, Value};
 use std::hint::black_box;
+
+// The allocator the server binary uses; the interpreter allocates on every step.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::Path;
 
 fn program() -> std::sync::Arc<engine::Program> {
