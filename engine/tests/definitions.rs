@@ -21,3 +21,51 @@ fn every_definition_and_rule_compiles() {
     }
     assert_eq!(bundle.schedules.len(), 1);
 }
+
+#[test]
+fn anomaly_rule_flags_positive_nat_and_red_or_yellow_codes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+    let eval =
+        |person: serde_json::Value| bundle.rules.call("anomaly", "evaluate", &[person]).unwrap();
+    let negative = serde_json::json!({"result": "negative", "sampled_at": "2026-12-01T01:00:00Z"});
+    let positive = serde_json::json!({"result": "positive", "sampled_at": "2026-12-01T01:00:00Z"});
+    let person = |reports: Vec<serde_json::Value>, code: &str| serde_json::json!({"nat_reports": reports, "vaccination": {"doses": 3, "completed": true}, "health_code": code});
+    assert_eq!(
+        eval(person(vec![negative.clone()], "green")),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        eval(person(vec![], "green")),
+        serde_json::json!([]),
+        "no NAT is not flagged by default"
+    );
+    assert_eq!(
+        eval(person(vec![negative, positive.clone()], "green")),
+        serde_json::json!(["核酸阳性"])
+    );
+    assert_eq!(
+        eval(person(vec![positive], "red")),
+        serde_json::json!(["核酸阳性", "红码"])
+    );
+    assert_eq!(eval(person(vec![], "yellow")), serde_json::json!(["黄码"]));
+}
+
+#[test]
+fn a_stored_definition_recompiles_to_the_same_program() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+    for p in bundle.workflows.values() {
+        // The source travels as JSON with the instance's version.
+        let stored = serde_json::to_string(&p.source).unwrap();
+        let source = serde_json::from_str(&stored).unwrap();
+        let again = engine::compile_program(&source, &engine::Options::default()).unwrap();
+        assert_eq!(again.hash, p.hash, "{}", p.name);
+        assert_eq!(again.states.len(), p.states.len());
+    }
+    let warning = &bundle.workflows["warning"];
+    let forms: Vec<_> = warning.source.forms.iter().map(|f| f.path.rsplit('/').next().unwrap()).collect();
+    assert_eq!(forms, ["disposal.yaml"], "only the forms a workflow uses travel with it");
+}

@@ -958,22 +958,17 @@ impl WorkflowCx<'_> {
         let mut checks = Vec::new();
         for (i, c) in h.validate.iter().enumerate() {
             let cp = path.key("validate").index(i);
-            if let Some(expr) = self.expr(&c.check, &cp.key("check"), scope, "") {
-                if let (Some(field), Some(sig)) = (&c.field, scope.signal) {
-                    if let Some(form) = self
-                        .def
-                        .signals
-                        .get(sig)
-                        .and_then(|_| self.signal_form(sig))
-                    {
-                        if form.field(field).is_none() {
-                            self.cx.err_value(
-                                &cp.key("field"),
-                                format!("signal `{sig}` has no field `{field}`"),
-                            );
-                        }
+            if let (Some(field), Some(sig)) = (&c.field, scope.signal) {
+                if let Some(form) = self.signal_form(sig) {
+                    if form.field(field).is_none() {
+                        self.cx.err_value(
+                            &cp.key("field"),
+                            format!("signal `{sig}` has no field `{field}`"),
+                        );
                     }
                 }
+            }
+            if let Some(expr) = self.expr(&c.check, &cp.key("check"), scope, "") {
                 checks.push(Check {
                     expr,
                     message: c.message.clone(),
