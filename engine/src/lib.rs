@@ -12,6 +12,8 @@ pub mod compile;
 pub mod definition;
 pub mod interpreter;
 pub mod rules;
+pub mod runtime;
+pub mod store;
 pub mod testing;
 
 pub use compile::program::{Program, RetryPolicy};

@@ -1,0 +1,81 @@
+//! Activities: the host application's side effects (SMS, notices, the
+//! comparison run), called by the runtime's workers. Each call carries an
+//! idempotency key that stays the same across retries and crashes: the
+//! instance id and the activity id the interpreter assigned.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One call of an activity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityCall {
+    pub instance_id: String,
+    pub activity_id: String,
+    pub name: String,
+    pub args: Value,
+    /// `{instance_id}/{activity_id}`: the same for every attempt.
+    pub idempotency_key: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+impl ActivityCall {
+    pub fn key(instance_id: &str, activity_id: &str) -> String {
+        format!("{instance_id}/{activity_id}")
+    }
+}
+
+/// Why an attempt failed. `Permanent` errors are not retried.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActivityError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// An activity implementation.
+pub trait Activity: Send + Sync + 'static {
+    fn call(&self, call: ActivityCall) -> BoxFuture<Result<Value, ActivityError>>;
+}
+
+impl<F, Fut> Activity for F
+where
+    F: Fn(ActivityCall) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, ActivityError>> + Send + 'static,
+{
+    fn call(&self, call: ActivityCall) -> BoxFuture<Result<Value, ActivityError>> {
+        Box::pin(self(call))
+    }
+}
+
+/// The activities a runtime can run, by name.
+#[derive(Clone, Default)]
+pub struct Activities {
+    map: BTreeMap<String, Arc<dyn Activity>>,
+}
+
+impl Activities {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(mut self, name: &str, a: impl Activity) -> Self {
+        self.map.insert(name.to_string(), Arc::new(a));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Activity>> {
+        self.map.get(name)
+    }
+
+    /// Names declared in the catalog that have no implementation here.
+    pub fn missing<'a>(&self, catalog: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        catalog.into_iter().filter(|n| !self.map.contains_key(*n)).cloned().collect()
+    }
+}

@@ -1,0 +1,637 @@
+//! [`Store`] on SQLite or PostgreSQL through sqlx's `Any` driver. The SQL is
+//! shared (`$n` placeholders work on both); task claiming differs.
+
+use super::*;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const INSTANCE_COLUMNS: &str = "id, kind, definition_hash, definition_version, state, status, status_label, \
+     enterprise_id, district, person, parent_id, snapshot, revision, history_len, created_at, updated_at, closed_at";
+const TASK_COLUMNS: &str = "id, instance_id, activity_id, name, args, retry, attempt, max_attempts, status, \
+     next_run_at, lease_until, last_error, result, created_at, updated_at";
+
+impl SqlStore {
+    /// Open a SQLite file (created if absent), in WAL mode, and migrate it.
+    pub async fn open_sqlite(path: &std::path::Path) -> Result<Self> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect(&url).await
+    }
+
+    /// A private in-memory SQLite database, for tests.
+    pub async fn memory() -> Result<Self> {
+        Self::connect("sqlite::memory:").await
+    }
+
+    /// Connect by URL (`sqlite://…` or `postgres://…`) and migrate.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let opts = AnyConnectOptions::from_str(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                // One writer at a time is SQLite's rule; a single connection
+                // also keeps an in-memory database alive and shared.
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                                 PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            Backend::Postgres => AnyPoolOptions::new().max_connections(8).connect_with(opts).await?,
+        };
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(SqlStore { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(millis)
+}
+
+fn instance_row(r: &AnyRow) -> Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        definition_hash: r.try_get("definition_hash")?,
+        definition_version: r.try_get("definition_version")?,
+        state: r.try_get("state")?,
+        status: r.try_get("status")?,
+        status_label: r.try_get("status_label")?,
+        enterprise_id: r.try_get("enterprise_id")?,
+        district: r.try_get("district")?,
+        person: r.try_get("person")?,
+        parent_id: r.try_get("parent_id")?,
+        snapshot: r.try_get("snapshot")?,
+        revision: r.try_get("revision")?,
+        history_len: r.try_get("history_len")?,
+        created_at: from_millis(r.try_get("created_at")?),
+        updated_at: from_millis(r.try_get("updated_at")?),
+        closed_at: r.try_get::<Option<i64>, _>("closed_at")?.map(from_millis),
+    })
+}
+
+fn task_row(r: &AnyRow) -> Result<TaskRow> {
+    let status: String = r.try_get("status")?;
+    Ok(TaskRow {
+        id: r.try_get("id")?,
+        instance_id: r.try_get("instance_id")?,
+        activity_id: r.try_get("activity_id")?,
+        name: r.try_get("name")?,
+        args: r.try_get("args")?,
+        retry: r.try_get("retry")?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        status: TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt(format!("task status {status}")))?,
+        next_run_at: from_millis(r.try_get("next_run_at")?),
+        lease_until: r.try_get::<Option<i64>, _>("lease_until")?.map(from_millis),
+        last_error: r.try_get("last_error")?,
+        result: r.try_get("result")?,
+        created_at: from_millis(r.try_get("created_at")?),
+        updated_at: from_millis(r.try_get("updated_at")?),
+    })
+}
+
+fn timer_row(r: &AnyRow) -> Result<TimerRow> {
+    Ok(TimerRow {
+        due_at: from_millis(r.try_get("due_at")?),
+        instance_id: r.try_get("instance_id")?,
+        timer_id: r.try_get("timer_id")?,
+        name: r.try_get("name")?,
+    })
+}
+
+fn definition_row(r: &AnyRow) -> Result<DefinitionRow> {
+    Ok(DefinitionRow {
+        hash: r.try_get("hash")?,
+        kind: r.try_get("kind")?,
+        version: r.try_get("version")?,
+        source: r.try_get("source")?,
+        published_at: from_millis(r.try_get("published_at")?),
+    })
+}
+
+/// WHERE clause and its text arguments for an instance filter.
+fn filter_sql(f: &InstanceFilter) -> (String, Vec<String>, Vec<i64>) {
+    let mut clauses = Vec::new();
+    let mut texts = Vec::new();
+    let mut n = 0;
+    for (col, v) in [
+        ("kind", &f.kind),
+        ("state", &f.state),
+        ("status", &f.status),
+        ("enterprise_id", &f.enterprise_id),
+        ("district", &f.district),
+        ("person", &f.person),
+    ] {
+        if let Some(v) = v {
+            n += 1;
+            clauses.push(format!("{col} = ${n}"));
+            texts.push(v.clone());
+        }
+    }
+    let mut ints = Vec::new();
+    if let Some(t) = f.created_from {
+        n += 1;
+        clauses.push(format!("created_at >= ${n}"));
+        ints.push(millis(t));
+    }
+    if let Some(t) = f.created_to {
+        n += 1;
+        clauses.push(format!("created_at < ${n}"));
+        ints.push(millis(t));
+    }
+    let w = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+    (w, texts, ints)
+}
+
+impl Store for SqlStore {
+    async fn publish_definition(&self, d: &DefinitionRow) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO definitions (hash, kind, version, source, published_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(&d.hash)
+        .bind(&d.kind)
+        .bind(d.version)
+        .bind(&d.source)
+        .bind(millis(d.published_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn definition(&self, hash: &str) -> Result<Option<DefinitionRow>> {
+        let r = sqlx::query("SELECT hash, kind, version, source, published_at FROM definitions WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(definition_row).transpose()
+    }
+
+    async fn definitions(&self, kind: &str) -> Result<Vec<DefinitionRow>> {
+        let rows = sqlx::query(
+            "SELECT hash, kind, version, source, published_at FROM definitions WHERE kind = $1 \
+             ORDER BY version, published_at",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(definition_row).collect()
+    }
+
+    async fn commit(&self, batch: &[StepCommit]) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(batch.len());
+        for c in batch {
+            let mut apply = true;
+            if let Some(i) = &c.instance {
+                match c.expected_revision {
+                    None => {
+                        let sql = format!(
+                            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
+                             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                             ON CONFLICT (id) DO NOTHING"
+                        );
+                        let r = sqlx::query(&sql)
+                            .bind(&i.id)
+                            .bind(&i.kind)
+                            .bind(&i.definition_hash)
+                            .bind(i.definition_version)
+                            .bind(&i.state)
+                            .bind(&i.status)
+                            .bind(&i.status_label)
+                            .bind(&i.enterprise_id)
+                            .bind(&i.district)
+                            .bind(&i.person)
+                            .bind(&i.parent_id)
+                            .bind(&i.snapshot)
+                            .bind(i.revision)
+                            .bind(i.history_len)
+                            .bind(millis(i.created_at))
+                            .bind(millis(i.updated_at))
+                            .bind(opt_ms(i.closed_at))
+                            .execute(&mut *tx)
+                            .await?;
+                        if r.rows_affected() == 0 {
+                            if c.insert_if_absent {
+                                apply = false;
+                            } else {
+                                return Err(Error::Duplicate(i.id.clone()));
+                            }
+                        }
+                    }
+                    Some(expected) => {
+                        let r = sqlx::query(
+                            "UPDATE instances SET state = $1, status = $2, status_label = $3, snapshot = $4, \
+                             revision = $5, history_len = $6, updated_at = $7, closed_at = $8 \
+                             WHERE id = $9 AND revision = $10",
+                        )
+                        .bind(&i.state)
+                        .bind(&i.status)
+                        .bind(&i.status_label)
+                        .bind(&i.snapshot)
+                        .bind(i.revision)
+                        .bind(i.history_len)
+                        .bind(millis(i.updated_at))
+                        .bind(opt_ms(i.closed_at))
+                        .bind(&i.id)
+                        .bind(expected)
+                        .execute(&mut *tx)
+                        .await?;
+                        if r.rows_affected() == 0 {
+                            let found: Option<i64> = sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
+                                .bind(&i.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            return Err(match found {
+                                Some(found) => Error::Conflict { id: i.id.clone(), expected, found },
+                                None => Error::NotFound(format!("instance {}", i.id)),
+                            });
+                        }
+                    }
+                }
+            }
+            if apply {
+                for h in &c.history {
+                    sqlx::query("INSERT INTO history (instance_id, seq, at, kind, payload) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&h.instance_id)
+                        .bind(h.seq)
+                        .bind(millis(h.at))
+                        .bind(&h.kind)
+                        .bind(&h.payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let iid = c.instance.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
+                for t in &c.timers_delete {
+                    sqlx::query("DELETE FROM timers WHERE instance_id = $1 AND timer_id = $2")
+                        .bind(iid)
+                        .bind(t)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for t in &c.timers_insert {
+                    sqlx::query("INSERT INTO timers (instance_id, timer_id, name, due_at) VALUES ($1, $2, $3, $4)")
+                        .bind(&t.instance_id)
+                        .bind(&t.timer_id)
+                        .bind(&t.name)
+                        .bind(millis(t.due_at))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for t in &c.tasks_insert {
+                    let sql = format!(
+                        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (id) DO NOTHING"
+                    );
+                    sqlx::query(&sql)
+                        .bind(&t.id)
+                        .bind(&t.instance_id)
+                        .bind(&t.activity_id)
+                        .bind(&t.name)
+                        .bind(&t.args)
+                        .bind(&t.retry)
+                        .bind(t.attempt)
+                        .bind(t.max_attempts)
+                        .bind(t.status.as_str())
+                        .bind(millis(t.next_run_at))
+                        .bind(opt_ms(t.lease_until))
+                        .bind(&t.last_error)
+                        .bind(&t.result)
+                        .bind(millis(t.created_at))
+                        .bind(millis(t.updated_at))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(d) = &c.task_done {
+                    let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+                    sqlx::query(
+                        "UPDATE tasks SET status = $1, result = $2, last_error = COALESCE($3, last_error), \
+                         lease_until = NULL, updated_at = $4 WHERE id = $5",
+                    )
+                    .bind(d.status.as_str())
+                    .bind(&d.result)
+                    .bind(&d.error)
+                    .bind(now)
+                    .bind(&d.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for o in &c.outbox_insert {
+                    sqlx::query(
+                        "INSERT INTO outbox (id, instance_id, kind, payload, created_at, delivered_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&o.id)
+                    .bind(&o.instance_id)
+                    .bind(&o.kind)
+                    .bind(&o.payload)
+                    .bind(millis(o.created_at))
+                    .bind(opt_ms(o.delivered_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+            for id in &c.outbox_delivered {
+                sqlx::query("UPDATE outbox SET delivered_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(id) = c.signal_consumed {
+                sqlx::query("DELETE FROM signals WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            }
+            if let Some((name, at)) = &c.schedule_fired {
+                sqlx::query(
+                    "INSERT INTO schedules (name, last_fired_at) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET last_fired_at = excluded.last_fired_at",
+                )
+                .bind(name)
+                .bind(millis(*at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            applied.push(apply);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn instance(&self, id: &str) -> Result<Option<InstanceRow>> {
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1");
+        let r = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        r.as_ref().map(instance_row).transpose()
+    }
+
+    async fn instances(&self, filter: &InstanceFilter, page: Page) -> Result<Vec<InstanceRow>> {
+        let (w, texts, ints) = filter_sql(filter);
+        let n = texts.len() + ints.len();
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances {w} ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query(&sql);
+        for t in &texts {
+            q = q.bind(t);
+        }
+        for i in &ints {
+            q = q.bind(*i);
+        }
+        let rows = q.bind(page.limit).bind(page.offset).fetch_all(&self.pool).await?;
+        rows.iter().map(instance_row).collect()
+    }
+
+    async fn count_instances(&self, filter: &InstanceFilter) -> Result<i64> {
+        let (w, texts, ints) = filter_sql(filter);
+        let sql = format!("SELECT COUNT(*) FROM instances {w}");
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
+        for t in &texts {
+            q = q.bind(t);
+        }
+        for i in &ints {
+            q = q.bind(*i);
+        }
+        Ok(q.fetch_one(&self.pool).await?)
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT kind, state, COUNT(*) AS n FROM instances GROUP BY kind, state ORDER BY kind, state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?))).collect()
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<HistoryRow>> {
+        let rows = sqlx::query("SELECT instance_id, seq, at, kind, payload FROM history WHERE instance_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    instance_id: r.try_get("instance_id")?,
+                    seq: r.try_get("seq")?,
+                    at: from_millis(r.try_get("at")?),
+                    kind: r.try_get("kind")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn due_timers(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TimerRow>> {
+        let rows = sqlx::query(
+            "SELECT instance_id, timer_id, name, due_at FROM timers WHERE due_at <= $1 \
+             ORDER BY due_at, instance_id, timer_id LIMIT $2",
+        )
+        .bind(millis(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(timer_row).collect()
+    }
+
+    async fn next_timer(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM timers").fetch_one(&self.pool).await?;
+        Ok(t.map(from_millis))
+    }
+
+    async fn pending_timers(&self, instance_id: Option<&str>, page: Page) -> Result<Vec<TimerRow>> {
+        let rows = match instance_id {
+            Some(id) => {
+                sqlx::query(
+                    "SELECT instance_id, timer_id, name, due_at FROM timers WHERE instance_id = $1 \
+                     ORDER BY due_at, timer_id LIMIT $2 OFFSET $3",
+                )
+                .bind(id)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT instance_id, timer_id, name, due_at FROM timers \
+                     ORDER BY due_at, instance_id, timer_id LIMIT $1 OFFSET $2",
+                )
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(timer_row).collect()
+    }
+
+    async fn count_timers(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM timers").fetch_one(&self.pool).await?)
+    }
+
+    async fn claim_tasks(&self, now: DateTime<Utc>, limit: i64, lease_until: DateTime<Utc>) -> Result<Vec<TaskRow>> {
+        let pick = match self.backend {
+            Backend::Sqlite => "SELECT id FROM tasks WHERE (status = 'pending' AND next_run_at <= $3) \
+                 OR (status = 'running' AND lease_until <= $3) ORDER BY next_run_at LIMIT $4",
+            Backend::Postgres => "SELECT id FROM tasks WHERE (status = 'pending' AND next_run_at <= $3) \
+                 OR (status = 'running' AND lease_until <= $3) ORDER BY next_run_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE tasks SET status = 'running', lease_until = $1, attempt = attempt + 1, updated_at = $2 \
+             WHERE id IN ({pick}) RETURNING {TASK_COLUMNS}"
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&sql)
+            .bind(millis(lease_until))
+            .bind(millis(now))
+            .bind(millis(now))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut tasks: Vec<TaskRow> = rows.iter().map(task_row).collect::<Result<_>>()?;
+        tasks.sort_by(|a, b| a.next_run_at.cmp(&b.next_run_at).then(a.id.cmp(&b.id)));
+        Ok(tasks)
+    }
+
+    async fn retry_task(&self, id: &str, error: &str, next_run_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET status = 'pending', last_error = $1, next_run_at = $2, lease_until = NULL, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(error)
+        .bind(millis(next_run_at))
+        .bind(millis(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_task(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN status = 'pending' THEN next_run_at ELSE lease_until END) FROM tasks \
+             WHERE status IN ('pending', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(t.map(from_millis))
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRow>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        let r = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        r.as_ref().map(task_row).transpose()
+    }
+
+    async fn failed_tasks(&self, page: Page) -> Result<Vec<TaskRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL) \
+             ORDER BY updated_at DESC, id LIMIT $1 OFFSET $2"
+        );
+        let rows = sqlx::query(&sql).bind(page.limit).bind(page.offset).fetch_all(&self.pool).await?;
+        rows.iter().map(task_row).collect()
+    }
+
+    async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, instance_id, kind, payload, created_at, delivered_at FROM outbox \
+             WHERE delivered_at IS NULL ORDER BY created_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    instance_id: r.try_get("instance_id")?,
+                    kind: r.try_get("kind")?,
+                    payload: r.try_get("payload")?,
+                    created_at: from_millis(r.try_get("created_at")?),
+                    delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(from_millis),
+                })
+            })
+            .collect()
+    }
+
+    async fn enqueue_signal(&self, s: &SignalRow) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO signals (instance_id, name, payload, actor, received_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(&s.instance_id)
+        .bind(&s.name)
+        .bind(&s.payload)
+        .bind(&s.actor)
+        .bind(millis(s.received_at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn pending_signals(&self, limit: i64) -> Result<Vec<SignalRow>> {
+        let rows = sqlx::query("SELECT id, instance_id, name, payload, actor, received_at FROM signals ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SignalRow {
+                    id: r.try_get("id")?,
+                    instance_id: r.try_get("instance_id")?,
+                    name: r.try_get("name")?,
+                    payload: r.try_get("payload")?,
+                    actor: r.try_get("actor")?,
+                    received_at: from_millis(r.try_get("received_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn schedule_last_fired(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<i64> = sqlx::query_scalar("SELECT last_fired_at FROM schedules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(t.map(from_millis))
+    }
+}
