@@ -66,6 +66,15 @@ fn a_stored_definition_recompiles_to_the_same_program() {
         assert_eq!(again.states.len(), p.states.len());
     }
     let warning = &bundle.workflows["warning"];
-    let forms: Vec<_> = warning.source.forms.iter().map(|f| f.path.rsplit('/').next().unwrap()).collect();
-    assert_eq!(forms, ["disposal.yaml"], "only the forms a workflow uses travel with it");
+    let forms: Vec<_> = warning
+        .source
+        .forms
+        .iter()
+        .map(|f| f.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        forms,
+        ["disposal.yaml"],
+        "only the forms a workflow uses travel with it"
+    );
 }

@@ -31,11 +31,22 @@ fn instance(id: &str, revision: i64) -> InstanceRow {
 }
 
 fn history(id: &str, seq: i64) -> HistoryRow {
-    HistoryRow { instance_id: id.into(), seq, at: t(seq), kind: "signal".into(), payload: format!("{{\"n\":{seq}}}") }
+    HistoryRow {
+        instance_id: id.into(),
+        seq,
+        at: t(seq),
+        kind: "signal".into(),
+        payload: format!("{{\"n\":{seq}}}"),
+    }
 }
 
 fn timer(id: &str, timer_id: &str, due: i64) -> TimerRow {
-    TimerRow { due_at: t(due), instance_id: id.into(), timer_id: timer_id.into(), name: "remind".into() }
+    TimerRow {
+        due_at: t(due),
+        instance_id: id.into(),
+        timer_id: timer_id.into(),
+        name: "remind".into(),
+    }
 }
 
 fn task(id: &str, instance: &str) -> TaskRow {
@@ -59,9 +70,18 @@ fn task(id: &str, instance: &str) -> TaskRow {
 }
 
 async fn publish(s: &impl Store) {
-    let d = DefinitionRow { hash: "h1".into(), kind: "warning".into(), version: 1, source: "{}".into(), published_at: t(0) };
+    let d = DefinitionRow {
+        hash: "h1".into(),
+        kind: "warning".into(),
+        version: 1,
+        source: "{}".into(),
+        published_at: t(0),
+    };
     assert!(s.publish_definition(&d).await.unwrap());
-    assert!(!s.publish_definition(&d).await.unwrap(), "publishing the same hash twice is a no-op");
+    assert!(
+        !s.publish_definition(&d).await.unwrap(),
+        "publishing the same hash twice is a no-op"
+    );
 }
 
 fn start(id: &str) -> StepCommit {
@@ -80,7 +100,10 @@ async fn commit_is_atomic_and_checks_revisions(s: &impl Store) {
     let row = s.instance("i1").await.unwrap().unwrap();
     assert_eq!(row, instance("i1", 1));
     // A second insert of the same id fails and writes nothing.
-    assert!(matches!(s.commit(&[start("i1")]).await, Err(Error::Duplicate(_))));
+    assert!(matches!(
+        s.commit(&[start("i1")]).await,
+        Err(Error::Duplicate(_))
+    ));
     // A stale revision fails the whole batch: nothing of the good commit lands either.
     let good = StepCommit {
         instance: Some(instance("i2", 1)),
@@ -97,7 +120,11 @@ async fn commit_is_atomic_and_checks_revisions(s: &impl Store) {
         ..Default::default()
     };
     match s.commit(&[good, stale]).await {
-        Err(Error::Conflict { expected: 2, found: 1, .. }) => {}
+        Err(Error::Conflict {
+            expected: 2,
+            found: 1,
+            ..
+        }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert!(s.instance("i2").await.unwrap().is_none());
@@ -106,7 +133,10 @@ async fn commit_is_atomic_and_checks_revisions(s: &impl Store) {
     assert!(s.task("i1/a9").await.unwrap().is_none());
     // The right revision applies.
     let next = StepCommit {
-        instance: Some(InstanceRow { state: "review".into(), ..instance("i1", 2) }),
+        instance: Some(InstanceRow {
+            state: "review".into(),
+            ..instance("i1", 2)
+        }),
         expected_revision: Some(1),
         history: vec![history("i1", 1), history("i1", 2)],
         timers_delete: vec!["t1".into()],
@@ -129,20 +159,39 @@ async fn insert_if_absent_is_idempotent(s: &impl Store) {
     assert_eq!(s.commit(std::slice::from_ref(&c)).await.unwrap(), [true]);
     c.schedule_fired = Some(("comparison".into(), t(100)));
     assert_eq!(s.commit(&[c]).await.unwrap(), [false]);
-    assert_eq!(s.history("child").await.unwrap().len(), 1, "the second start wrote no history");
+    assert_eq!(
+        s.history("child").await.unwrap().len(),
+        1,
+        "the second start wrote no history"
+    );
     assert_eq!(s.count_timers().await.unwrap(), 1);
-    assert_eq!(s.schedule_last_fired("comparison").await.unwrap(), Some(t(100)), "bookkeeping still applies");
+    assert_eq!(
+        s.schedule_last_fired("comparison").await.unwrap(),
+        Some(t(100)),
+        "bookkeeping still applies"
+    );
 }
 
 async fn timers_come_due_in_order(s: &impl Store) {
     publish(s).await;
     let mut c = start("i1");
-    c.timers_insert = vec![timer("i1", "t3", 30), timer("i1", "t1", 10), timer("i1", "t2", 20)];
+    c.timers_insert = vec![
+        timer("i1", "t3", 30),
+        timer("i1", "t1", 10),
+        timer("i1", "t2", 20),
+    ];
     s.commit(&[c]).await.unwrap();
     assert!(s.due_timers(t(9), 10).await.unwrap().is_empty());
     let due = s.due_timers(t(25), 10).await.unwrap();
-    assert_eq!(due.iter().map(|x| x.timer_id.as_str()).collect::<Vec<_>>(), ["t1", "t2"]);
-    assert_eq!(s.due_timers(t(99), 1).await.unwrap().len(), 1, "limit holds");
+    assert_eq!(
+        due.iter().map(|x| x.timer_id.as_str()).collect::<Vec<_>>(),
+        ["t1", "t2"]
+    );
+    assert_eq!(
+        s.due_timers(t(99), 1).await.unwrap().len(),
+        1,
+        "limit holds"
+    );
     assert_eq!(s.next_timer().await.unwrap(), Some(t(10)));
     let pending = s.pending_timers(Some("i1"), Page::default()).await.unwrap();
     assert_eq!(pending.len(), 3);
@@ -153,28 +202,58 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: &impl Store) 
     s.commit(&[start("i1")]).await.unwrap();
     let claimed = s.claim_tasks(t(1), 10, t(31)).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!((claimed[0].id.as_str(), claimed[0].attempt, claimed[0].status), ("i1/a1", 1, TaskStatus::Running));
-    assert!(s.claim_tasks(t(2), 10, t(32)).await.unwrap().is_empty(), "leased tasks are not claimed twice");
+    assert_eq!(
+        (
+            claimed[0].id.as_str(),
+            claimed[0].attempt,
+            claimed[0].status
+        ),
+        ("i1/a1", 1, TaskStatus::Running)
+    );
+    assert!(
+        s.claim_tasks(t(2), 10, t(32)).await.unwrap().is_empty(),
+        "leased tasks are not claimed twice"
+    );
     // The worker died: after the lease, the same task (same key) is claimed again.
     let again = s.claim_tasks(t(31), 10, t(61)).await.unwrap();
     assert_eq!((again[0].id.as_str(), again[0].attempt), ("i1/a1", 2));
-    s.retry_task("i1/a1", "HTTP 503", t(40), t(32)).await.unwrap();
-    assert!(s.claim_tasks(t(39), 10, t(70)).await.unwrap().is_empty(), "backoff holds");
+    s.retry_task("i1/a1", "HTTP 503", t(40), t(32))
+        .await
+        .unwrap();
+    assert!(
+        s.claim_tasks(t(39), 10, t(70)).await.unwrap().is_empty(),
+        "backoff holds"
+    );
     assert_eq!(s.next_task().await.unwrap(), Some(t(40)));
     let third = s.claim_tasks(t(40), 10, t(70)).await.unwrap();
-    assert_eq!((third[0].attempt, third[0].last_error.as_deref()), (3, Some("HTTP 503")));
+    assert_eq!(
+        (third[0].attempt, third[0].last_error.as_deref()),
+        (3, Some("HTTP 503"))
+    );
     // The final failure is recorded with the step that reports it.
     let done = StepCommit {
         instance: Some(instance("i1", 2)),
         expected_revision: Some(1),
-        task_done: Some(TaskDone { id: "i1/a1".into(), status: TaskStatus::Failed, result: None, error: Some("gave up".into()) }),
+        task_done: Some(TaskDone {
+            id: "i1/a1".into(),
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some("gave up".into()),
+        }),
         ..Default::default()
     };
     s.commit(&[done]).await.unwrap();
     let failed = s.failed_tasks(Page::default()).await.unwrap();
     assert_eq!(failed.len(), 1);
-    assert_eq!((failed[0].status, failed[0].last_error.as_deref()), (TaskStatus::Failed, Some("gave up")));
-    assert!(s.claim_tasks(t(1000), 10, t(2000)).await.unwrap().is_empty());
+    assert_eq!(
+        (failed[0].status, failed[0].last_error.as_deref()),
+        (TaskStatus::Failed, Some("gave up"))
+    );
+    assert!(s
+        .claim_tasks(t(1000), 10, t(2000))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(s.next_task().await.unwrap(), None);
 }
 
@@ -191,30 +270,61 @@ async fn outbox_and_signals(s: &impl Store) {
     };
     c.outbox_insert = vec![row.clone(), row.clone()];
     s.commit(&[c]).await.unwrap();
-    assert_eq!(s.pending_outbox(10).await.unwrap(), vec![row], "an outbox id is kept once");
-    let delivered = StepCommit { outbox_delivered: vec!["i1/c1".into()], ..Default::default() };
+    assert_eq!(
+        s.pending_outbox(10).await.unwrap(),
+        vec![row],
+        "an outbox id is kept once"
+    );
+    let delivered = StepCommit {
+        outbox_delivered: vec!["i1/c1".into()],
+        ..Default::default()
+    };
     s.commit(&[delivered]).await.unwrap();
     assert!(s.pending_outbox(10).await.unwrap().is_empty());
 
-    let sig = |n: &str| SignalRow { id: 0, instance_id: "i1".into(), name: n.into(), payload: "{}".into(), actor: "{}".into(), received_at: t(1) };
+    let sig = |n: &str| SignalRow {
+        id: 0,
+        instance_id: "i1".into(),
+        name: n.into(),
+        payload: "{}".into(),
+        actor: "{}".into(),
+        received_at: t(1),
+    };
     let a = s.enqueue_signal(&sig("a")).await.unwrap();
     s.enqueue_signal(&sig("b")).await.unwrap();
     let pending = s.pending_signals(10).await.unwrap();
-    assert_eq!(pending.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    s.commit(&[StepCommit { signal_consumed: Some(a), ..Default::default() }]).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    s.commit(&[StepCommit {
+        signal_consumed: Some(a),
+        ..Default::default()
+    }])
+    .await
+    .unwrap();
     assert_eq!(s.pending_signals(10).await.unwrap().len(), 1);
 }
 
 async fn definitions_are_versioned(s: &impl Store) {
     publish(s).await;
-    let v2 = DefinitionRow { hash: "h2".into(), kind: "warning".into(), version: 2, source: "{\"v\":2}".into(), published_at: t(5) };
+    let v2 = DefinitionRow {
+        hash: "h2".into(),
+        kind: "warning".into(),
+        version: 2,
+        source: "{\"v\":2}".into(),
+        published_at: t(5),
+    };
     s.publish_definition(&v2).await.unwrap();
     let all = s.definitions("warning").await.unwrap();
     assert_eq!(all.iter().map(|d| d.version).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(s.definition("h2").await.unwrap().unwrap(), v2);
     // An instance of version 1 keeps its hash.
     s.commit(&[start("i1")]).await.unwrap();
-    assert_eq!(s.instance("i1").await.unwrap().unwrap().definition_hash, "h1");
+    assert_eq!(
+        s.instance("i1").await.unwrap().unwrap().definition_hash,
+        "h1"
+    );
 }
 
 async fn instances_are_listed_by_filter_with_pages(s: &impl Store) {
@@ -225,13 +335,37 @@ async fn instances_are_listed_by_filter_with_pages(s: &impl Store) {
         i.created_at = t(n);
         i.district = Some(if n % 2 == 0 { "jinjiang" } else { "qingyang" }.into());
         i.state = if n < 5 { "closed" } else { "awaiting" }.into();
-        batch.push(StepCommit { instance: Some(i), ..Default::default() });
+        batch.push(StepCommit {
+            instance: Some(i),
+            ..Default::default()
+        });
     }
     s.commit(&batch).await.unwrap();
-    let f = InstanceFilter { district: Some("jinjiang".into()), ..Default::default() };
+    let f = InstanceFilter {
+        district: Some("jinjiang".into()),
+        ..Default::default()
+    };
     assert_eq!(s.count_instances(&f).await.unwrap(), 13);
-    let p1 = s.instances(&f, Page { limit: 10, offset: 0 }).await.unwrap();
-    let p2 = s.instances(&f, Page { limit: 10, offset: 10 }).await.unwrap();
+    let p1 = s
+        .instances(
+            &f,
+            Page {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let p2 = s
+        .instances(
+            &f,
+            Page {
+                limit: 10,
+                offset: 10,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!((p1.len(), p2.len()), (10, 3));
     assert_eq!(p1[0].id, "w24", "newest first");
     let f = InstanceFilter {
@@ -240,10 +374,22 @@ async fn instances_are_listed_by_filter_with_pages(s: &impl Store) {
         created_to: Some(t(4)),
         ..Default::default()
     };
-    let ids: Vec<_> = s.instances(&f, Page::default()).await.unwrap().into_iter().map(|i| i.id).collect();
+    let ids: Vec<_> = s
+        .instances(&f, Page::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
     assert_eq!(ids, ["w03", "w02"]);
     let counts = s.count_by_state().await.unwrap();
-    assert_eq!(counts, [("warning".into(), "awaiting".into(), 20), ("warning".into(), "closed".into(), 5)]);
+    assert_eq!(
+        counts,
+        [
+            ("warning".into(), "awaiting".into(), 20),
+            ("warning".into(), "closed".into(), 5)
+        ]
+    );
     let _ = Duration::zero();
 }
 
@@ -279,9 +425,17 @@ macro_rules! contract {
 async fn fresh_pg(url: &str, db: &str) -> SqlStore {
     use sqlx::Executor;
     sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(url).await.expect("PostgreSQL reachable");
-    admin.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await.unwrap();
-    admin.execute(format!("CREATE DATABASE {db}").as_str()).await.unwrap();
+    let admin = sqlx::AnyPool::connect(url)
+        .await
+        .expect("PostgreSQL reachable");
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {db}").as_str())
+        .await
+        .unwrap();
     let base = url.rsplit_once('/').map(|x| x.0).unwrap_or(url);
     SqlStore::connect(&format!("{base}/{db}")).await.unwrap()
 }

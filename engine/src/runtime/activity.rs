@@ -76,6 +76,10 @@ impl Activities {
 
     /// Names declared in the catalog that have no implementation here.
     pub fn missing<'a>(&self, catalog: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-        catalog.into_iter().filter(|n| !self.map.contains_key(*n)).cloned().collect()
+        catalog
+            .into_iter()
+            .filter(|n| !self.map.contains_key(*n))
+            .cloned()
+            .collect()
     }
 }

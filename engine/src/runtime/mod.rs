@@ -1,2 +1,868 @@
-//! placeholder
+//! The durable runtime: runs the interpreter against a [`Store`].
+//!
+//! Every step loads an instance, applies one input with
+//! `interpreter::step`, and commits the new snapshot together with its
+//! history row and the timers, tasks and outbox rows its effects queue, in
+//! one transaction (batched with other steps, never split). After that
+//! the loops here carry the effects out: due timers fire, activity workers
+//! run tasks with their retry policy and an idempotency key that survives
+//! retries and crashes, the outbox starts child workflows and reports their
+//! completion to parents, and schedules start workflows at their wall-clock
+//! times with catch-up. Time comes from a [`Clock`]: with a manual clock,
+//! tests call [`Runtime::run_until_idle`] and nothing sleeps.
+//!
+//! The runtime is the only writer of workflow state.
+
 pub mod activity;
+mod metrics;
+
+pub use activity::{Activities, Activity, ActivityCall, ActivityError};
+pub use metrics::Metrics;
+
+use crate::clock::Clock;
+use crate::compile::program::{Program, RetryPolicy};
+use crate::compile::schedule::ScheduleSpec;
+use crate::compile::{self, Bundle};
+use crate::interpreter::{self, Actor, Effect, Input, Instance, Status, Transition};
+use crate::store::{
+    self, InstanceRow, OutboxRow, StepCommit, Store, TaskDone, TaskRow, TaskStatus, TimerRow,
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Step(#[from] interpreter::Error),
+    #[error("no workflow `{0}`")]
+    UnknownWorkflow(String),
+    #[error("no instance `{0}`")]
+    UnknownInstance(String),
+    #[error("activities declared in the catalog but not implemented: {}", .0.join(", "))]
+    MissingActivities(Vec<String>),
+    #[error("stored definition {hash} does not compile: {error}")]
+    Definition { hash: String, error: compile::Error },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Timers fired per transaction.
+    pub timer_batch: i64,
+    /// Tasks claimed per round.
+    pub task_batch: i64,
+    /// Activities running at once.
+    pub concurrency: usize,
+    /// How long a claimed task is reserved; after a crash it is retried then.
+    pub lease: Duration,
+    pub outbox_batch: i64,
+    /// Longest sleep of the background loop.
+    pub max_idle: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timer_batch: 512,
+            task_batch: 512,
+            concurrency: 256,
+            lease: Duration::from_secs(300),
+            outbox_batch: 512,
+            max_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub timers: usize,
+    pub tasks: usize,
+    pub outbox: usize,
+    pub schedules: usize,
+}
+
+impl Progress {
+    pub fn is_idle(&self) -> bool {
+        *self == Progress::default()
+    }
+    fn add(&mut self, o: Progress) {
+        self.timers += o.timers;
+        self.tasks += o.tasks;
+        self.outbox += o.outbox;
+        self.schedules += o.schedules;
+    }
+}
+
+pub struct Runtime<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> Clone for Runtime<S> {
+    fn clone(&self) -> Self {
+        Runtime {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    activities: Activities,
+    latest: BTreeMap<String, Arc<Program>>,
+    by_hash: RwLock<HashMap<String, Arc<Program>>>,
+    schedules: Vec<ScheduleSpec>,
+    compile: compile::Options,
+    opts: Options,
+    metrics: Metrics,
+    wake: tokio::sync::Notify,
+}
+
+/// An instance as loaded for a step.
+struct Loaded {
+    row: InstanceRow,
+    state: Instance,
+    program: Arc<Program>,
+}
+
+impl<S: Store> Runtime<S> {
+    /// Publish the bundle's definitions (running instances keep theirs) and
+    /// check that every catalogued activity has an implementation.
+    pub async fn new(
+        store: S,
+        clock: Arc<dyn Clock>,
+        bundle: &Bundle,
+        activities: Activities,
+        opts: Options,
+    ) -> Result<Self> {
+        let missing = activities.missing(bundle.activities.keys());
+        if !missing.is_empty() {
+            return Err(Error::MissingActivities(missing));
+        }
+        let now = clock.now();
+        let mut by_hash = HashMap::new();
+        for p in bundle.workflows.values() {
+            let row = store::DefinitionRow {
+                hash: p.hash.clone(),
+                kind: p.name.clone(),
+                version: p.version.into(),
+                source: serde_json::to_string(&p.source).expect("serialisable"),
+                published_at: now,
+            };
+            if store.publish_definition(&row).await? {
+                tracing::info!(workflow = %p.name, version = p.version, hash = %p.hash, "published definition");
+            }
+            by_hash.insert(p.hash.clone(), p.clone());
+        }
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                activities,
+                latest: bundle.workflows.clone(),
+                by_hash: RwLock::new(by_hash),
+                schedules: bundle.schedules.clone(),
+                compile: compile::Options::default(),
+                opts,
+                metrics: Metrics::new(),
+                wake: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Prometheus text exposition, with instance counts refreshed.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let counts = self.inner.store.count_by_state().await?;
+        self.inner.metrics.set_instances(&counts);
+        self.inner
+            .metrics
+            .set_pending_timers(self.inner.store.count_timers().await?);
+        Ok(self.inner.metrics.encode())
+    }
+
+    /// Wake the background loop (after the clock moved, or new work).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The program an instance runs: from this bundle or, for older
+    /// versions, recompiled from the stored source.
+    pub async fn program(&self, hash: &str) -> Result<Arc<Program>> {
+        if let Some(p) = self.inner.by_hash.read().expect("lock").get(hash) {
+            return Ok(p.clone());
+        }
+        let row = self
+            .inner
+            .store
+            .definition(hash)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("definition {hash} is not stored")))?;
+        let source =
+            serde_json::from_str(&row.source).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let p = compile::compile_program(&source, &self.inner.compile).map_err(|error| {
+            Error::Definition {
+                hash: hash.to_string(),
+                error,
+            }
+        })?;
+        self.inner
+            .by_hash
+            .write()
+            .expect("lock")
+            .insert(hash.to_string(), p.clone());
+        Ok(p)
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Loaded>> {
+        let Some(row) = self.inner.store.instance(id).await? else {
+            return Ok(None);
+        };
+        let program = self.program(&row.definition_hash).await?;
+        let state: Instance = serde_json::from_str(&row.snapshot)
+            .map_err(|e| Error::Corrupt(format!("{id}: {e}")))?;
+        Ok(Some(Loaded {
+            row,
+            state,
+            program,
+        }))
+    }
+
+    /// Start `workflow` as instance `id`. Returns false if `id` already
+    /// exists (starting is idempotent). Invalid input is refused.
+    pub async fn start(&self, workflow: &str, id: &str, input: Value) -> Result<bool> {
+        let program = self
+            .inner
+            .latest
+            .get(workflow)
+            .cloned()
+            .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
+        let now = self.now();
+        let ev = Input::Started { at: now, input };
+        let t = interpreter::step(&program, None, &ev)?;
+        let mut c = self.commit_for(id, None, None, &program, &t, &ev, now);
+        c.insert_if_absent = true;
+        let applied = self.inner.store.commit(&[c]).await?;
+        if applied[0] {
+            self.inner.metrics.step(&program.name, "started");
+            self.wake();
+        }
+        Ok(applied[0])
+    }
+
+    /// Deliver a signal. A refused signal returns its error and changes nothing.
+    pub async fn signal(&self, id: &str, name: &str, payload: Value, actor: Actor) -> Result<()> {
+        for _ in 0..5 {
+            let l = self
+                .load(id)
+                .await?
+                .ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
+            let now = self.now();
+            let ev = Input::Signal {
+                at: now,
+                name: name.to_string(),
+                payload: payload.clone(),
+                actor: actor.clone(),
+            };
+            let span = tracing::info_span!("step", instance = %id, workflow = %l.program.name, input = "signal", signal = %name);
+            let t = span.in_scope(|| interpreter::step(&l.program, Some(&l.state), &ev))?;
+            let c = self.commit_for(id, Some(&l.row), None, &l.program, &t, &ev, now);
+            match self.inner.store.commit(&[c]).await {
+                Ok(_) => {
+                    self.inner.metrics.step(&l.program.name, "signal");
+                    self.wake();
+                    return Ok(());
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Store(store::Error::Conflict {
+            id: id.to_string(),
+            expected: -1,
+            found: -1,
+        }))
+    }
+
+    /// Build the commit of one step.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_for(
+        &self,
+        id: &str,
+        prev: Option<&InstanceRow>,
+        parent: Option<String>,
+        program: &Program,
+        t: &Transition,
+        input: &Input,
+        now: DateTime<Utc>,
+    ) -> StepCommit {
+        let s = &t.state;
+        let seq = prev.map(|r| r.history_len).unwrap_or(0);
+        let kind = input_kind(input);
+        let payload = json!({
+            "input": input,
+            "state": s.state,
+            "decisions": t.decisions,
+            "effects": t.effects,
+            "ignored": t.ignored,
+        });
+        let completed = s.status == Status::Completed;
+        let row = InstanceRow {
+            id: id.to_string(),
+            kind: program.name.clone(),
+            definition_hash: program.hash.clone(),
+            definition_version: program.version.into(),
+            state: s.state.clone(),
+            status: if completed { "completed" } else { "running" }.into(),
+            status_label: s.status_label.clone(),
+            enterprise_id: s.search.get("enterprise_id").cloned(),
+            district: s.search.get("district").cloned(),
+            person: s.search.get("person").cloned(),
+            parent_id: prev.map(|p| p.parent_id.clone()).unwrap_or(parent),
+            snapshot: serde_json::to_string(s).expect("serialisable"),
+            revision: prev.map(|r| r.revision + 1).unwrap_or(1),
+            history_len: seq + 1,
+            created_at: prev.map(|r| r.created_at).unwrap_or(now),
+            updated_at: now,
+            closed_at: if completed {
+                Some(prev.and_then(|r| r.closed_at).unwrap_or(now))
+            } else {
+                None
+            },
+        };
+        let mut c = StepCommit {
+            expected_revision: prev.map(|r| r.revision),
+            history: vec![store::HistoryRow {
+                instance_id: id.to_string(),
+                seq,
+                at: now,
+                kind: kind.into(),
+                payload: payload.to_string(),
+            }],
+            ..Default::default()
+        };
+        for e in &t.effects {
+            match e {
+                Effect::StartTimer {
+                    id: tid,
+                    name,
+                    due_at,
+                } => c.timers_insert.push(TimerRow {
+                    due_at: *due_at,
+                    instance_id: id.to_string(),
+                    timer_id: tid.clone(),
+                    name: name.clone(),
+                }),
+                Effect::CancelTimer { id: tid } => c.timers_delete.push(tid.clone()),
+                Effect::ScheduleActivity {
+                    id: aid,
+                    name,
+                    args,
+                    retry,
+                } => c.tasks_insert.push(TaskRow {
+                    id: ActivityCall::key(id, aid),
+                    instance_id: id.to_string(),
+                    activity_id: aid.clone(),
+                    name: name.clone(),
+                    args: args.to_string(),
+                    retry: serde_json::to_string(retry).expect("serialisable"),
+                    attempt: 0,
+                    max_attempts: retry.max_attempts.into(),
+                    status: TaskStatus::Pending,
+                    next_run_at: now,
+                    lease_until: None,
+                    last_error: None,
+                    result: None,
+                    created_at: now,
+                    updated_at: now,
+                }),
+                Effect::StartChild {
+                    id: cid,
+                    workflow,
+                    input,
+                    key,
+                } => c.outbox_insert.push(OutboxRow {
+                    id: format!("{id}/{cid}"),
+                    instance_id: id.to_string(),
+                    kind: "start_child".into(),
+                    payload:
+                        json!({ "workflow": workflow, "input": input, "key": key, "call": cid })
+                            .to_string(),
+                    created_at: now,
+                    delivered_at: None,
+                }),
+                Effect::Complete { status, output, .. } => {
+                    if let Some((parent, call)) =
+                        row.parent_id.as_deref().and_then(|p| p.split_once('#'))
+                    {
+                        c.outbox_insert.push(OutboxRow {
+                            id: format!("{id}/completed"),
+                            instance_id: id.to_string(),
+                            kind: "child_completed".into(),
+                            payload: json!({ "parent": parent, "call": call, "status": status, "output": output }).to_string(),
+                            created_at: now,
+                            delivered_at: None,
+                        });
+                    }
+                }
+            }
+        }
+        c.instance = Some(row);
+        c
+    }
+
+    /// Apply inputs to instances, several per instance in order, and commit
+    /// them in one transaction. `extra(i)` adds bookkeeping to the commit of
+    /// input `i`. Inputs for missing instances are reported as such.
+    async fn apply_batch(&self, work: Vec<(String, Input, StepCommit)>) -> Result<()> {
+        if work.is_empty() {
+            return Ok(());
+        }
+        let mut loaded: BTreeMap<String, Option<Loaded>> = BTreeMap::new();
+        let mut commits: Vec<StepCommit> = Vec::with_capacity(work.len());
+        for (id, input, extra) in work {
+            if !loaded.contains_key(&id) {
+                let l = self.load(&id).await?;
+                loaded.insert(id.clone(), l);
+            }
+            let Some(Some(l)) = loaded.get_mut(&id) else {
+                // The instance is gone (or never was): keep only the bookkeeping.
+                commits.push(StepCommit {
+                    instance: None,
+                    ..extra
+                });
+                continue;
+            };
+            let now = input.at();
+            let span = tracing::info_span!("step", instance = %id, workflow = %l.program.name, input = input_kind(&input));
+            let t = match span.in_scope(|| interpreter::step(&l.program, Some(&l.state), &input)) {
+                Ok(t) => t,
+                Err(e) => {
+                    // A rule failed inside a timer or activity handler: record
+                    // it in the history; the instance waits for an operator.
+                    tracing::error!(instance = %id, error = %e, "step failed");
+                    self.inner.metrics.step_failed(&l.program.name);
+                    let mut c = extra;
+                    let mut row = l.row.clone();
+                    row.revision += 1;
+                    row.history_len += 1;
+                    row.status = "failed".into();
+                    row.updated_at = now;
+                    c.history.push(store::HistoryRow {
+                        instance_id: id.clone(),
+                        seq: l.row.history_len,
+                        at: now,
+                        kind: "step_failed".into(),
+                        payload: json!({ "input": input, "error": e.to_string() }).to_string(),
+                    });
+                    c.expected_revision = Some(l.row.revision);
+                    c.instance = Some(row.clone());
+                    l.row = row;
+                    commits.push(c);
+                    continue;
+                }
+            };
+            self.inner.metrics.step(&l.program.name, input_kind(&input));
+            let mut c = self.commit_for(&id, Some(&l.row), None, &l.program, &t, &input, now);
+            c.task_done = extra.task_done;
+            c.outbox_delivered = extra.outbox_delivered;
+            c.signal_consumed = extra.signal_consumed;
+            c.timers_delete.extend(extra.timers_delete);
+            // Later inputs of the same instance in this batch build on this step.
+            let row = c.instance.clone().expect("set");
+            // Each commit checks the revision it read; chain them.
+            l.row = row;
+            l.state = t.state;
+            commits.push(c);
+        }
+        match self.inner.store.commit(&commits).await {
+            Ok(_) => Ok(()),
+            Err(store::Error::Conflict { id, .. }) => {
+                // Another writer touched an instance; nothing was written.
+                // The work stays due and is picked up by the next round.
+                tracing::warn!(instance = %id, "concurrent update; batch retried later");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fire timers due now.
+    pub async fn fire_timers(&self) -> Result<usize> {
+        let now = self.now();
+        let due = self
+            .inner
+            .store
+            .due_timers(now, self.inner.opts.timer_batch)
+            .await?;
+        let n = due.len();
+        let work = due
+            .into_iter()
+            .map(|t| {
+                self.inner.metrics.timer_lag(now - t.due_at);
+                let input = Input::TimerFired {
+                    at: now,
+                    id: t.timer_id.clone(),
+                };
+                // The fired timer's row goes with the step, even if the
+                // interpreter finds it stale.
+                let extra = StepCommit {
+                    timers_delete: vec![t.timer_id],
+                    ..Default::default()
+                };
+                (t.instance_id, input, extra)
+            })
+            .collect();
+        self.apply_batch(work).await?;
+        Ok(n)
+    }
+
+    /// Claim and run due activity tasks, then record their outcomes.
+    pub async fn run_tasks(&self) -> Result<usize> {
+        let now = self.now();
+        let lease_until = now + chrono::Duration::from_std(self.inner.opts.lease).expect("lease");
+        let tasks = self
+            .inner
+            .store
+            .claim_tasks(now, self.inner.opts.task_batch, lease_until)
+            .await?;
+        let n = tasks.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let outcomes: Vec<(TaskRow, Result<Value, ActivityError>)> = futures::stream::iter(tasks)
+            .map(|task| async move {
+                let out = self.call(&task).await;
+                (task, out)
+            })
+            .buffer_unordered(self.inner.opts.concurrency)
+            .collect()
+            .await;
+        let now = self.now();
+        let mut work = Vec::new();
+        for (task, out) in outcomes {
+            let retry: RetryPolicy = serde_json::from_str(&task.retry).unwrap_or_default();
+            let input = match out {
+                Ok(result) => {
+                    let done = TaskDone {
+                        id: task.id.clone(),
+                        status: TaskStatus::Succeeded,
+                        result: Some(result.to_string()),
+                        error: None,
+                    };
+                    (
+                        Input::ActivityCompleted {
+                            at: now,
+                            id: task.activity_id.clone(),
+                            result,
+                        },
+                        done,
+                    )
+                }
+                Err(ActivityError::Retryable(e)) if task.attempt < task.max_attempts => {
+                    self.inner.metrics.task_retry(&task.name);
+                    let delay = retry.backoff(u32::try_from(task.attempt).unwrap_or(u32::MAX));
+                    let next =
+                        now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    tracing::warn!(task = %task.id, attempt = task.attempt, error = %e, "activity attempt failed; retrying");
+                    self.inner.store.retry_task(&task.id, &e, next, now).await?;
+                    continue;
+                }
+                Err(e) => {
+                    self.inner.metrics.task_failure(&task.name);
+                    let error = format!("{} (after {} attempt(s))", e, task.attempt);
+                    let done = TaskDone {
+                        id: task.id.clone(),
+                        status: TaskStatus::Failed,
+                        result: None,
+                        error: Some(error.clone()),
+                    };
+                    (
+                        Input::ActivityFailed {
+                            at: now,
+                            id: task.activity_id.clone(),
+                            error,
+                        },
+                        done,
+                    )
+                }
+            };
+            work.push((
+                task.instance_id.clone(),
+                input.0,
+                StepCommit {
+                    task_done: Some(input.1),
+                    ..Default::default()
+                },
+            ));
+        }
+        self.apply_batch(work).await?;
+        Ok(n)
+    }
+
+    async fn call(&self, task: &TaskRow) -> Result<Value, ActivityError> {
+        let Some(a) = self.inner.activities.get(&task.name) else {
+            return Err(ActivityError::Permanent(format!(
+                "no implementation of activity `{}`",
+                task.name
+            )));
+        };
+        let args: Value = serde_json::from_str(&task.args).unwrap_or(Value::Null);
+        let retry: RetryPolicy = serde_json::from_str(&task.retry).unwrap_or_default();
+        let call = ActivityCall {
+            instance_id: task.instance_id.clone(),
+            activity_id: task.activity_id.clone(),
+            name: task.name.clone(),
+            args,
+            idempotency_key: task.id.clone(),
+            attempt: u32::try_from(task.attempt).unwrap_or(u32::MAX),
+        };
+        let span = tracing::info_span!("activity", task = %task.id, name = %task.name, attempt = task.attempt);
+        match tokio::time::timeout(retry.timeout, a.call(call))
+            .instrument(span)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ActivityError::Retryable(format!(
+                "timed out after {:?}",
+                retry.timeout
+            ))),
+        }
+    }
+
+    /// Start children and report completions queued in the outbox.
+    pub async fn deliver_outbox(&self) -> Result<usize> {
+        let rows = self
+            .inner
+            .store
+            .pending_outbox(self.inner.opts.outbox_batch)
+            .await?;
+        let n = rows.len();
+        let now = self.now();
+        let mut starts = Vec::new();
+        let mut work = Vec::new();
+        for o in rows {
+            let p: Value =
+                serde_json::from_str(&o.payload).map_err(|e| Error::Corrupt(e.to_string()))?;
+            match o.kind.as_str() {
+                "start_child" => {
+                    let workflow = p["workflow"].as_str().unwrap_or_default();
+                    let child_id = match p["key"].as_str() {
+                        Some(k) => k.to_string(),
+                        None => o.id.clone(),
+                    };
+                    let parent = format!(
+                        "{}#{}",
+                        o.instance_id,
+                        p["call"].as_str().unwrap_or_default()
+                    );
+                    let mut c = match self.inner.latest.get(workflow) {
+                        Some(program) => {
+                            let ev = Input::Started {
+                                at: now,
+                                input: p["input"].clone(),
+                            };
+                            match interpreter::step(program, None, &ev) {
+                                Ok(t) => {
+                                    self.inner.metrics.step(&program.name, "started");
+                                    self.commit_for(
+                                        &child_id,
+                                        None,
+                                        Some(parent),
+                                        program,
+                                        &t,
+                                        &ev,
+                                        now,
+                                    )
+                                }
+                                Err(e) => {
+                                    tracing::error!(parent = %o.instance_id, child = %child_id, error = %e, "child refused its input");
+                                    StepCommit::default()
+                                }
+                            }
+                        }
+                        None => {
+                            tracing::error!(workflow, "child workflow is not defined");
+                            StepCommit::default()
+                        }
+                    };
+                    c.insert_if_absent = true;
+                    c.outbox_delivered = vec![o.id.clone()];
+                    starts.push(c);
+                }
+                "child_completed" => {
+                    let parent = p["parent"].as_str().unwrap_or_default().to_string();
+                    let input = Input::ChildCompleted {
+                        at: now,
+                        id: p["call"].as_str().unwrap_or_default().to_string(),
+                        status: p["status"].as_str().map(str::to_string),
+                        output: p["output"].clone(),
+                    };
+                    work.push((
+                        parent,
+                        input,
+                        StepCommit {
+                            outbox_delivered: vec![o.id.clone()],
+                            ..Default::default()
+                        },
+                    ));
+                }
+                other => {
+                    tracing::error!(kind = other, "unknown outbox row");
+                    starts.push(StepCommit {
+                        outbox_delivered: vec![o.id.clone()],
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        if !starts.is_empty() {
+            self.inner.store.commit(&starts).await?;
+        }
+        self.apply_batch(work).await?;
+        Ok(n)
+    }
+
+    /// Start scheduled workflows that are due, with catch-up per schedule.
+    pub async fn run_schedules(&self) -> Result<usize> {
+        let now = self.now();
+        let mut started = 0;
+        for s in &self.inner.schedules {
+            let last = self.inner.store.schedule_last_fired(&s.name).await?;
+            let due = s.due(last, now);
+            if due.is_empty() {
+                if last.is_none() {
+                    // First start ever: remember now, so downtime is measured from here.
+                    let c = StepCommit {
+                        schedule_fired: Some((s.name.clone(), now)),
+                        ..Default::default()
+                    };
+                    self.inner.store.commit(&[c]).await?;
+                }
+                continue;
+            }
+            let Some(program) = self.inner.latest.get(&s.workflow) else {
+                continue;
+            };
+            for slot in due {
+                let mut input = s.input.clone();
+                if program.input.iter().any(|v| v.name == "slot") {
+                    if let Value::Object(m) = &mut input {
+                        m.insert("slot".into(), Value::String(slot.to_rfc3339()));
+                    }
+                }
+                let id = format!(
+                    "{}@{}",
+                    s.name,
+                    slot.with_timezone(&s.tz).format("%Y-%m-%dT%H:%M%:z")
+                );
+                let ev = Input::Started { at: now, input };
+                let t = interpreter::step(program, None, &ev)?;
+                let mut c = self.commit_for(&id, None, None, program, &t, &ev, now);
+                c.insert_if_absent = true;
+                c.schedule_fired = Some((s.name.clone(), slot));
+                if self.inner.store.commit(&[c]).await?[0] {
+                    tracing::info!(schedule = %s.name, %slot, instance = %id, "schedule started a workflow");
+                    self.inner.metrics.step(&program.name, "started");
+                    started += 1;
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// One round of everything that is due.
+    pub async fn run_once(&self) -> Result<Progress> {
+        Ok(Progress {
+            schedules: self.run_schedules().await?,
+            timers: self.fire_timers().await?,
+            tasks: self.run_tasks().await?,
+            outbox: self.deliver_outbox().await?,
+        })
+    }
+
+    /// Rounds until nothing is due at the clock's current time. With a
+    /// manual clock this is how tests advance: set the clock, run until idle.
+    pub async fn run_until_idle(&self) -> Result<Progress> {
+        let mut total = Progress::default();
+        loop {
+            let p = self.run_once().await?;
+            if p.is_idle() {
+                return Ok(total);
+            }
+            total.add(p);
+        }
+    }
+
+    /// Run forever on the clock: rounds while there is work, otherwise sleep
+    /// until the next timer or task is due, a wake-up, or `max_idle`.
+    pub async fn run(self) -> Result<()> {
+        loop {
+            let p = self.run_once().await?;
+            if !p.is_idle() {
+                continue;
+            }
+            let now = self.now();
+            let next = [
+                self.inner.store.next_timer().await?,
+                self.inner.store.next_task().await?,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let mut wait = self.inner.opts.max_idle;
+            if let Some(next) = next {
+                wait = wait.min((next - now).to_std().unwrap_or(Duration::ZERO));
+            }
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.wake.notified() => {}
+            }
+        }
+    }
+}
+
+fn input_kind(i: &Input) -> &'static str {
+    match i {
+        Input::Started { .. } => "started",
+        Input::Signal { .. } => "signal",
+        Input::TimerFired { .. } => "timer_fired",
+        Input::ActivityCompleted { .. } => "activity_completed",
+        Input::ActivityFailed { .. } => "activity_failed",
+        Input::ChildCompleted { .. } => "child_completed",
+    }
+}
+
+/// The inputs of a stored history, in order, for replay and audits.
+pub fn inputs(history: &[store::HistoryRow]) -> Vec<Input> {
+    history
+        .iter()
+        .filter_map(|h| serde_json::from_str::<Value>(&h.payload).ok())
+        .filter_map(|v| serde_json::from_value(v["input"].clone()).ok())
+        .collect()
+}

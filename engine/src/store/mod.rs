@@ -26,7 +26,11 @@ use std::future::Future;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("instance {id} changed concurrently (expected revision {expected}, found {found})")]
-    Conflict { id: String, expected: i64, found: i64 },
+    Conflict {
+        id: String,
+        expected: i64,
+        found: i64,
+    },
     #[error("instance {0} already exists")]
     Duplicate(String),
     #[error("{0} not found")]
@@ -224,7 +228,10 @@ pub struct Page {
 
 impl Default for Page {
     fn default() -> Self {
-        Page { limit: 50, offset: 0 }
+        Page {
+            limit: 50,
+            offset: 0,
+        }
     }
 }
 
@@ -244,7 +251,11 @@ pub trait Store: Send + Sync + 'static {
 
     // Instances.
     fn instance(&self, id: &str) -> impl Future<Output = Result<Option<InstanceRow>>> + Send;
-    fn instances(&self, filter: &InstanceFilter, page: Page) -> impl Future<Output = Result<Vec<InstanceRow>>> + Send;
+    fn instances(
+        &self,
+        filter: &InstanceFilter,
+        page: Page,
+    ) -> impl Future<Output = Result<Vec<InstanceRow>>> + Send;
     fn count_instances(&self, filter: &InstanceFilter) -> impl Future<Output = Result<i64>> + Send;
     /// (kind, state, count) of running and ended instances, for metrics.
     fn count_by_state(&self) -> impl Future<Output = Result<Vec<(String, String, i64)>>> + Send;
@@ -252,17 +263,36 @@ pub trait Store: Send + Sync + 'static {
 
     // Timers.
     /// Timers due at or before `now`, oldest first.
-    fn due_timers(&self, now: DateTime<Utc>, limit: i64) -> impl Future<Output = Result<Vec<TimerRow>>> + Send;
+    fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<TimerRow>>> + Send;
     fn next_timer(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
-    fn pending_timers(&self, instance_id: Option<&str>, page: Page) -> impl Future<Output = Result<Vec<TimerRow>>> + Send;
+    fn pending_timers(
+        &self,
+        instance_id: Option<&str>,
+        page: Page,
+    ) -> impl Future<Output = Result<Vec<TimerRow>>> + Send;
     fn count_timers(&self) -> impl Future<Output = Result<i64>> + Send;
 
     // Activity tasks.
     /// Claim runnable tasks (pending and due, or running with an expired
     /// lease), marking them running until `lease_until` and counting the attempt.
-    fn claim_tasks(&self, now: DateTime<Utc>, limit: i64, lease_until: DateTime<Utc>) -> impl Future<Output = Result<Vec<TaskRow>>> + Send;
+    fn claim_tasks(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        lease_until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<TaskRow>>> + Send;
     /// An attempt failed and another will follow at `next_run_at`.
-    fn retry_task(&self, id: &str, error: &str, next_run_at: DateTime<Utc>, now: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    fn retry_task(
+        &self,
+        id: &str,
+        error: &str,
+        next_run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn next_task(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
     fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRow>>> + Send;
     fn failed_tasks(&self, page: Page) -> impl Future<Output = Result<Vec<TaskRow>>> + Send;
@@ -273,5 +303,8 @@ pub trait Store: Send + Sync + 'static {
     fn pending_signals(&self, limit: i64) -> impl Future<Output = Result<Vec<SignalRow>>> + Send;
 
     // Schedules.
-    fn schedule_last_fired(&self, name: &str) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+    fn schedule_last_fired(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
 }

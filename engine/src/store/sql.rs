@@ -20,7 +20,8 @@ pub struct SqlStore {
 
 const INSTANCE_COLUMNS: &str = "id, kind, definition_hash, definition_version, state, status, status_label, \
      enterprise_id, district, person, parent_id, snapshot, revision, history_len, created_at, updated_at, closed_at";
-const TASK_COLUMNS: &str = "id, instance_id, activity_id, name, args, retry, attempt, max_attempts, status, \
+const TASK_COLUMNS: &str =
+    "id, instance_id, activity_id, name, args, retry, attempt, max_attempts, status, \
      next_run_at, lease_until, last_error, result, created_at, updated_at";
 
 impl SqlStore {
@@ -38,7 +39,11 @@ impl SqlStore {
     /// Connect by URL (`sqlite://…` or `postgres://…`) and migrate.
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
         let opts = AnyConnectOptions::from_str(url)?;
         let pool = match backend {
             Backend::Sqlite => {
@@ -63,7 +68,12 @@ impl SqlStore {
                     .connect_with(opts)
                     .await?
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(8).connect_with(opts).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(opts)
+                    .await?
+            }
         };
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
@@ -118,7 +128,8 @@ fn task_row(r: &AnyRow) -> Result<TaskRow> {
         retry: r.try_get("retry")?,
         attempt: r.try_get("attempt")?,
         max_attempts: r.try_get("max_attempts")?,
-        status: TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt(format!("task status {status}")))?,
+        status: TaskStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("task status {status}")))?,
         next_run_at: from_millis(r.try_get("next_run_at")?),
         lease_until: r.try_get::<Option<i64>, _>("lease_until")?.map(from_millis),
         last_error: r.try_get("last_error")?,
@@ -177,7 +188,11 @@ fn filter_sql(f: &InstanceFilter) -> (String, Vec<String>, Vec<i64>) {
         clauses.push(format!("created_at < ${n}"));
         ints.push(millis(t));
     }
-    let w = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+    let w = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
     (w, texts, ints)
 }
 
@@ -198,10 +213,12 @@ impl Store for SqlStore {
     }
 
     async fn definition(&self, hash: &str) -> Result<Option<DefinitionRow>> {
-        let r = sqlx::query("SELECT hash, kind, version, source, published_at FROM definitions WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "SELECT hash, kind, version, source, published_at FROM definitions WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         r.as_ref().map(definition_row).transpose()
     }
 
@@ -276,12 +293,17 @@ impl Store for SqlStore {
                         .execute(&mut *tx)
                         .await?;
                         if r.rows_affected() == 0 {
-                            let found: Option<i64> = sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
-                                .bind(&i.id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
+                            let found: Option<i64> =
+                                sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
+                                    .bind(&i.id)
+                                    .fetch_optional(&mut *tx)
+                                    .await?;
                             return Err(match found {
-                                Some(found) => Error::Conflict { id: i.id.clone(), expected, found },
+                                Some(found) => Error::Conflict {
+                                    id: i.id.clone(),
+                                    expected,
+                                    found,
+                                },
                                 None => Error::NotFound(format!("instance {}", i.id)),
                             });
                         }
@@ -299,7 +321,11 @@ impl Store for SqlStore {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let iid = c.instance.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
+                let iid = c
+                    .instance
+                    .as_ref()
+                    .map(|i| i.id.as_str())
+                    .unwrap_or_default();
                 for t in &c.timers_delete {
                     sqlx::query("DELETE FROM timers WHERE instance_id = $1 AND timer_id = $2")
                         .bind(iid)
@@ -341,7 +367,11 @@ impl Store for SqlStore {
                         .await?;
                 }
                 if let Some(d) = &c.task_done {
-                    let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+                    let now = c
+                        .instance
+                        .as_ref()
+                        .map(|i| millis(i.updated_at))
+                        .unwrap_or_default();
                     sqlx::query(
                         "UPDATE tasks SET status = $1, result = $2, last_error = COALESCE($3, last_error), \
                          lease_until = NULL, updated_at = $4 WHERE id = $5",
@@ -369,7 +399,11 @@ impl Store for SqlStore {
                     .await?;
                 }
             }
-            let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+            let now = c
+                .instance
+                .as_ref()
+                .map(|i| millis(i.updated_at))
+                .unwrap_or_default();
             for id in &c.outbox_delivered {
                 sqlx::query("UPDATE outbox SET delivered_at = $1 WHERE id = $2")
                     .bind(now)
@@ -378,7 +412,10 @@ impl Store for SqlStore {
                     .await?;
             }
             if let Some(id) = c.signal_consumed {
-                sqlx::query("DELETE FROM signals WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM signals WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some((name, at)) = &c.schedule_fired {
                 sqlx::query(
@@ -398,7 +435,10 @@ impl Store for SqlStore {
 
     async fn instance(&self, id: &str) -> Result<Option<InstanceRow>> {
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1");
-        let r = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let r = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         r.as_ref().map(instance_row).transpose()
     }
 
@@ -417,7 +457,11 @@ impl Store for SqlStore {
         for i in &ints {
             q = q.bind(*i);
         }
-        let rows = q.bind(page.limit).bind(page.offset).fetch_all(&self.pool).await?;
+        let rows = q
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(instance_row).collect()
     }
 
@@ -438,7 +482,9 @@ impl Store for SqlStore {
         let rows = sqlx::query("SELECT kind, state, COUNT(*) AS n FROM instances GROUP BY kind, state ORDER BY kind, state")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?)))
+            .collect()
     }
 
     async fn history(&self, id: &str) -> Result<Vec<HistoryRow>> {
@@ -472,23 +518,23 @@ impl Store for SqlStore {
     }
 
     async fn next_timer(&self) -> Result<Option<DateTime<Utc>>> {
-        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM timers").fetch_one(&self.pool).await?;
+        let t: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM timers")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(t.map(from_millis))
     }
 
     async fn pending_timers(&self, instance_id: Option<&str>, page: Page) -> Result<Vec<TimerRow>> {
         let rows = match instance_id {
-            Some(id) => {
-                sqlx::query(
-                    "SELECT instance_id, timer_id, name, due_at FROM timers WHERE instance_id = $1 \
+            Some(id) => sqlx::query(
+                "SELECT instance_id, timer_id, name, due_at FROM timers WHERE instance_id = $1 \
                      ORDER BY due_at, timer_id LIMIT $2 OFFSET $3",
-                )
-                .bind(id)
-                .bind(page.limit)
-                .bind(page.offset)
-                .fetch_all(&self.pool)
-                .await?
-            }
+            )
+            .bind(id)
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?,
             None => {
                 sqlx::query(
                     "SELECT instance_id, timer_id, name, due_at FROM timers \
@@ -504,16 +550,27 @@ impl Store for SqlStore {
     }
 
     async fn count_timers(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM timers").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM timers")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
-    async fn claim_tasks(&self, now: DateTime<Utc>, limit: i64, lease_until: DateTime<Utc>) -> Result<Vec<TaskRow>> {
+    async fn claim_tasks(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<TaskRow>> {
         let pick = match self.backend {
-            Backend::Sqlite => "SELECT id FROM tasks WHERE (status = 'pending' AND next_run_at <= $3) \
-                 OR (status = 'running' AND lease_until <= $3) ORDER BY next_run_at LIMIT $4",
-            Backend::Postgres => "SELECT id FROM tasks WHERE (status = 'pending' AND next_run_at <= $3) \
+            Backend::Sqlite => {
+                "SELECT id FROM tasks WHERE (status = 'pending' AND next_run_at <= $3) \
+                 OR (status = 'running' AND lease_until <= $3) ORDER BY next_run_at LIMIT $4"
+            }
+            Backend::Postgres => {
+                "SELECT id FROM tasks WHERE (status = 'pending' AND next_run_at <= $3) \
                  OR (status = 'running' AND lease_until <= $3) ORDER BY next_run_at LIMIT $4 \
-                 FOR UPDATE SKIP LOCKED",
+                 FOR UPDATE SKIP LOCKED"
+            }
         };
         let sql = format!(
             "UPDATE tasks SET status = 'running', lease_until = $1, attempt = attempt + 1, updated_at = $2 \
@@ -533,7 +590,13 @@ impl Store for SqlStore {
         Ok(tasks)
     }
 
-    async fn retry_task(&self, id: &str, error: &str, next_run_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+    async fn retry_task(
+        &self,
+        id: &str,
+        error: &str,
+        next_run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE tasks SET status = 'pending', last_error = $1, next_run_at = $2, lease_until = NULL, \
              updated_at = $3 WHERE id = $4",
@@ -559,7 +622,10 @@ impl Store for SqlStore {
 
     async fn task(&self, id: &str) -> Result<Option<TaskRow>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-        let r = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let r = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         r.as_ref().map(task_row).transpose()
     }
 
@@ -568,7 +634,11 @@ impl Store for SqlStore {
             "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'failed' OR (status = 'pending' AND last_error IS NOT NULL) \
              ORDER BY updated_at DESC, id LIMIT $1 OFFSET $2"
         );
-        let rows = sqlx::query(&sql).bind(page.limit).bind(page.offset).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(task_row).collect()
     }
 
@@ -588,7 +658,9 @@ impl Store for SqlStore {
                     kind: r.try_get("kind")?,
                     payload: r.try_get("payload")?,
                     created_at: from_millis(r.try_get("created_at")?),
-                    delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(from_millis),
+                    delivered_at: r
+                        .try_get::<Option<i64>, _>("delivered_at")?
+                        .map(from_millis),
                 })
             })
             .collect()
@@ -628,10 +700,11 @@ impl Store for SqlStore {
     }
 
     async fn schedule_last_fired(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
-        let t: Option<i64> = sqlx::query_scalar("SELECT last_fired_at FROM schedules WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let t: Option<i64> =
+            sqlx::query_scalar("SELECT last_fired_at FROM schedules WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(t.map(from_millis))
     }
 }

@@ -1,0 +1,541 @@
+//! The durable runtime on SQLite with a manual clock: warning lifecycles,
+//! retries with stable idempotency keys, restarts, definition versions,
+//! schedules with catch-up, child workflows and the query API.
+
+use chrono::{DateTime, Utc};
+use engine::clock::{Clock, ManualClock};
+use engine::runtime::{Activities, ActivityCall, ActivityError, Options, Runtime};
+use engine::store::{InstanceFilter, Page, SqlStore, Store};
+use engine::Actor;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Calls = Arc<Mutex<Vec<ActivityCall>>>;
+
+fn bundle() -> engine::Bundle {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+    engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap()
+}
+
+/// Every catalogued activity records its call; `run_comparison` answers `comparison`.
+fn activities(calls: &Calls, comparison: Value) -> Activities {
+    let mut a = Activities::new();
+    for name in bundle().activities.keys() {
+        let calls = calls.clone();
+        let answer = if name == "run_comparison" {
+            comparison.clone()
+        } else {
+            Value::Null
+        };
+        a = a.register(name, move |call: ActivityCall| {
+            calls.lock().unwrap().push(call);
+            let answer = answer.clone();
+            async move { Ok(answer) }
+        });
+    }
+    a
+}
+
+fn t0() -> DateTime<Utc> {
+    "2026-12-01T02:00:00Z".parse().unwrap() // 10:00 in Chengdu
+}
+
+async fn runtime(store: SqlStore, clock: &Arc<ManualClock>, calls: &Calls) -> Runtime<SqlStore> {
+    Runtime::new(
+        store,
+        clock.clone() as Arc<dyn Clock>,
+        &bundle(),
+        activities(calls, json!({})),
+        Options::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn warning_input(id: &str) -> Value {
+    json!({
+        "warning_id": id, "enterprise_id": "e1", "enterprise_name": "成都示例建设有限公司",
+        "district": "jinjiang", "district_name": "锦江区住建交局", "person_id": "510104********1234",
+        "person_name": "张三", "reason": "核酸阳性",
+    })
+}
+
+fn reminders(calls: &Calls, instance: &str) -> Vec<ActivityCall> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c.instance_id == instance
+                && c.name == "notify_enterprise"
+                && c.args["template"] == "warning_reminder"
+        })
+        .cloned()
+        .collect()
+}
+
+async fn advance(rt: &Runtime<SqlStore>, clock: &ManualClock, d: Duration) {
+    // Move in steps so timers fire at their due times, as a live clock would.
+    let end = clock.now() + chrono::Duration::from_std(d).unwrap();
+    loop {
+        rt.run_until_idle().await.unwrap();
+        let next = rt.store().next_timer().await.unwrap();
+        match next {
+            Some(n) if n <= end => clock.set(n.max(clock.now())),
+            _ => break,
+        }
+    }
+    clock.set(end);
+    rt.run_until_idle().await.unwrap();
+}
+
+fn ent() -> Actor {
+    Actor {
+        role: "enterprise".into(),
+        id: "e1".into(),
+        name: None,
+    }
+}
+fn dis() -> Actor {
+    Actor {
+        role: "district".into(),
+        id: "jinjiang".into(),
+        name: None,
+    }
+}
+fn disposal() -> Value {
+    json!({"reported_to_community": true, "community": "书院街社区", "person_situation": "集中隔离"})
+}
+
+#[tokio::test]
+async fn never_disposed_warning_sends_three_reminders_then_overdue() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let calls = Calls::default();
+    let rt = runtime(SqlStore::memory().await.unwrap(), &clock, &calls).await;
+    assert!(rt
+        .start("warning", "w1", warning_input("w1"))
+        .await
+        .unwrap());
+    assert!(
+        !rt.start("warning", "w1", warning_input("w1"))
+            .await
+            .unwrap(),
+        "starting is idempotent"
+    );
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(reminders(&calls, "w1").len(), 1);
+    advance(&rt, &clock, Duration::from_secs(8 * 3600)).await;
+    let r = reminders(&calls, "w1");
+    assert_eq!(r.len(), 3);
+    let keys: Vec<_> = r.iter().map(|c| c.idempotency_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["w1/a1", "w1/a5", "w1/a7"],
+        "keys are instance/activity ids"
+    );
+    let row = rt.store().instance("w1").await.unwrap().unwrap();
+    let snap: engine::Instance = serde_json::from_str(&row.snapshot).unwrap();
+    assert_eq!(snap.vars["disposal_overdue"], true);
+    assert_eq!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.name == "notify_district")
+            .count(),
+        1
+    );
+    // The full history replays to the stored snapshot.
+    let history = rt.store().history("w1").await.unwrap();
+    let program = rt.program(&row.definition_hash).await.unwrap();
+    let replayed = engine::interpreter::replay(&program, &engine::runtime::inputs(&history))
+        .unwrap()
+        .unwrap();
+    assert_eq!(replayed, snap);
+}
+
+#[tokio::test]
+async fn refused_signal_changes_nothing_and_the_loop_closes_with_xiaohao_banjie() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let calls = Calls::default();
+    let rt = runtime(SqlStore::memory().await.unwrap(), &clock, &calls).await;
+    rt.start("warning", "w1", warning_input("w1"))
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    rt.signal("w1", "dispose", disposal(), ent()).await.unwrap();
+    let before = rt.store().instance("w1").await.unwrap().unwrap();
+    let history = rt.store().history("w1").await.unwrap().len();
+    let err = rt
+        .signal("w1", "return", json!({}), dis())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(rt.store().instance("w1").await.unwrap().unwrap(), before);
+    assert_eq!(rt.store().history("w1").await.unwrap().len(), history);
+    rt.signal("w1", "return", json!({"comment": "请补充"}), dis())
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    rt.signal("w1", "dispose", disposal(), ent()).await.unwrap();
+    rt.signal("w1", "approve", Value::Null, dis())
+        .await
+        .unwrap();
+    let row = rt.store().instance("w1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.state.as_str(),
+            row.status.as_str(),
+            row.status_label.as_deref()
+        ),
+        ("closed", "completed", Some("销号办结"))
+    );
+    assert!(row.closed_at.is_some());
+    assert!(rt
+        .store()
+        .pending_timers(Some("w1"), Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn activity_retries_keep_the_idempotency_key_and_back_off() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let seen: Calls = Calls::default();
+    let mut acts = activities(&Calls::default(), json!({}));
+    let s2 = seen.clone();
+    acts = acts.register("notify_enterprise", move |call: ActivityCall| {
+        s2.lock().unwrap().push(call.clone());
+        async move {
+            if call.attempt < 3 {
+                Err(ActivityError::Retryable(format!(
+                    "HTTP 503 on attempt {}",
+                    call.attempt
+                )))
+            } else {
+                Ok(json!({"accepted": true}))
+            }
+        }
+    });
+    let rt = Runtime::new(
+        SqlStore::memory().await.unwrap(),
+        clock.clone() as Arc<dyn Clock>,
+        &bundle(),
+        acts,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    rt.start("warning", "w1", warning_input("w1"))
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let task = rt.store().task("w1/a1").await.unwrap().unwrap();
+    assert_eq!(task.last_error.as_deref(), Some("HTTP 503 on attempt 1"));
+    // notify_enterprise backs off 30 s, then 60 s.
+    clock.set(t0() + chrono::Duration::seconds(29));
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1, "not before the backoff");
+    clock.set(t0() + chrono::Duration::seconds(30));
+    rt.run_until_idle().await.unwrap();
+    clock.set(t0() + chrono::Duration::seconds(90));
+    rt.run_until_idle().await.unwrap();
+    let attempts: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.idempotency_key.clone(), c.attempt))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("w1/a1".to_string(), 1),
+            ("w1/a1".to_string(), 2),
+            ("w1/a1".to_string(), 3)
+        ]
+    );
+    let task = rt.store().task("w1/a1").await.unwrap().unwrap();
+    assert_eq!(task.status, engine::store::TaskStatus::Succeeded);
+    assert!(rt
+        .metrics_text()
+        .await
+        .unwrap()
+        .contains("workflow_task_retries_total{activity=\"notify_enterprise\"} 2"));
+}
+
+#[tokio::test]
+async fn timers_survive_a_restart_on_the_same_database() {
+    let dir = std::env::temp_dir().join(format!("engine-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("state.db");
+    let _ = std::fs::remove_file(&db);
+    let clock = Arc::new(ManualClock::new(t0()));
+    let calls = Calls::default();
+    {
+        let rt = runtime(SqlStore::open_sqlite(&db).await.unwrap(), &clock, &calls).await;
+        rt.start("warning", "w1", warning_input("w1"))
+            .await
+            .unwrap();
+        rt.run_until_idle().await.unwrap();
+    } // "crash": the runtime and its pool are dropped.
+    clock.set(t0() + chrono::Duration::hours(9));
+    let rt = runtime(SqlStore::open_sqlite(&db).await.unwrap(), &clock, &calls).await;
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(
+        reminders(&calls, "w1").len(),
+        3,
+        "the +6h and +8h reminders fired after the restart"
+    );
+    let row = rt.store().instance("w1").await.unwrap().unwrap();
+    assert!(row.snapshot.contains("\"disposal_overdue\":true"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn running_instances_finish_on_the_version_they_started_with() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let calls = Calls::default();
+    let store = SqlStore::memory().await.unwrap();
+    let rt1 = runtime(store.clone(), &clock, &calls).await;
+    rt1.start("warning", "old", warning_input("old"))
+        .await
+        .unwrap();
+    rt1.run_until_idle().await.unwrap();
+    // Policy staff publish version 2: the review deadline becomes 2 h.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (mut w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+    let f = w
+        .iter_mut()
+        .find(|f| f.path.ends_with("warning.yaml"))
+        .unwrap();
+    f.text = f
+        .text
+        .replace("version: 1", "version: 2")
+        .replace("after: 12h", "after: 2h");
+    let v2 = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+    let rt2 = Runtime::new(
+        store,
+        clock.clone() as Arc<dyn Clock>,
+        &v2,
+        activities(&calls, json!({})),
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    rt2.start("warning", "new", warning_input("new"))
+        .await
+        .unwrap();
+    rt2.run_until_idle().await.unwrap();
+    let versions = rt2.store().definitions("warning").await.unwrap();
+    assert_eq!(
+        versions.iter().map(|d| d.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    rt2.signal("old", "dispose", disposal(), ent())
+        .await
+        .unwrap();
+    rt2.signal("new", "dispose", disposal(), ent())
+        .await
+        .unwrap();
+    advance(&rt2, &clock, Duration::from_secs(3 * 3600)).await;
+    let escalated = |id: &str| {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.instance_id == id && c.name == "notify_city")
+    };
+    assert!(escalated("new"), "version 2 escalates after 2 h");
+    assert!(!escalated("old"), "version 1 still waits 12 h");
+    assert_eq!(
+        rt2.store()
+            .instance("old")
+            .await
+            .unwrap()
+            .unwrap()
+            .definition_version,
+        1
+    );
+    advance(&rt2, &clock, Duration::from_secs(10 * 3600)).await;
+    assert!(escalated("old"));
+}
+
+#[tokio::test]
+async fn schedules_run_at_their_times_and_catch_up_once() {
+    let start: DateTime<Utc> = "2026-12-01T04:59:00+08:00".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let calls = Calls::default();
+    let comparison =
+        json!({"run_id": "r", "as_of": "x", "new_warnings": [], "per_district": {}, "summary": {}});
+    let rt = Runtime::new(
+        SqlStore::memory().await.unwrap(),
+        clock.clone() as Arc<dyn Clock>,
+        &bundle(),
+        activities(&calls, comparison),
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    rt.run_until_idle().await.unwrap();
+    let runs = |rt: &Runtime<SqlStore>| {
+        let rt = rt.clone();
+        async move {
+            let f = InstanceFilter {
+                kind: Some("comparison".into()),
+                ..Default::default()
+            };
+            let mut ids: Vec<String> = rt
+                .store()
+                .instances(&f, Page::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert!(
+        runs(&rt).await.is_empty(),
+        "first start at 04:59: nothing due"
+    );
+    clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(runs(&rt).await, ["comparison@2026-12-01T05:00+08:00"]);
+    // Down from 09:00 to 16:30: 10:00 and 15:00 missed, one catch-up run.
+    clock.set("2026-12-01T16:30:00+08:00".parse().unwrap());
+    rt.run_until_idle().await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(
+        runs(&rt).await,
+        [
+            "comparison@2026-12-01T05:00+08:00",
+            "comparison@2026-12-01T15:00+08:00"
+        ]
+    );
+    let slot = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.name == "run_comparison")
+        .last()
+        .unwrap()
+        .args["slot"]
+        .clone();
+    assert_eq!(slot, "2026-12-01T07:00:00+00:00");
+}
+
+#[tokio::test]
+async fn a_comparison_run_starts_each_warning_once() {
+    // 11:00 in Chengdu: no scheduled run is due.
+    let clock = Arc::new(ManualClock::new(t0() + chrono::Duration::hours(1)));
+    let calls = Calls::default();
+    let w = |id: &str| json!({"warning_id": id, "enterprise_id": "e1", "enterprise_name": "企业", "district": "jinjiang", "district_name": "锦江区", "person_id": id, "person_name": "某人", "reason": "红码"});
+    let comparison = json!({"run_id": "r1", "as_of": "2026-12-01T10:00:00+08:00", "new_warnings": [w("w1"), w("w2")], "per_district": {"jinjiang": 2}, "summary": {"persons": 2}});
+    let rt = Runtime::new(
+        SqlStore::memory().await.unwrap(),
+        clock.clone() as Arc<dyn Clock>,
+        &bundle(),
+        activities(&calls, comparison),
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    rt.start("comparison", "run-1", json!({})).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    // A second run finding the same anomalies keys its children the same way.
+    rt.start("comparison", "run-2", json!({})).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    let f = InstanceFilter {
+        kind: Some("warning".into()),
+        district: Some("jinjiang".into()),
+        ..Default::default()
+    };
+    assert_eq!(rt.store().count_instances(&f).await.unwrap(), 2);
+    let w1 = rt.store().instance("w1").await.unwrap().unwrap();
+    assert_eq!(w1.parent_id.as_deref(), Some("run-1#c2"));
+    assert_eq!(
+        rt.store()
+            .instance("run-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .status_label
+            .as_deref(),
+        Some("比对完成")
+    );
+    assert_eq!(reminders(&calls, "w1").len(), 1);
+    assert_eq!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.name == "notify_district_digest")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn query_api_lists_histories_timers_and_failed_tasks() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut acts = activities(&Calls::default(), json!({}));
+    acts = acts.register("notify_enterprise", |_c: ActivityCall| async {
+        Err(ActivityError::Permanent("号码无效".into()))
+    });
+    let rt = Runtime::new(
+        SqlStore::memory().await.unwrap(),
+        clock.clone() as Arc<dyn Clock>,
+        &bundle(),
+        acts,
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        rt.start("warning", &format!("w{i}"), warning_input(&format!("w{i}")))
+            .await
+            .unwrap();
+    }
+    rt.run_until_idle().await.unwrap();
+    let failed = rt.store().failed_tasks(Page::default()).await.unwrap();
+    assert_eq!(failed.len(), 3);
+    assert!(failed[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("号码无效"));
+    let timers = rt
+        .store()
+        .pending_timers(
+            None,
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(timers.len(), 9, "three timers per open warning");
+    let h = rt.store().history("w0").await.unwrap();
+    let kinds: Vec<_> = h.iter().map(|h| h.kind.as_str()).collect();
+    assert_eq!(kinds, ["started", "activity_failed"]);
+    assert!(h[1].payload.contains("号码无效"));
+    let f = InstanceFilter {
+        person: Some("510104********1234".into()),
+        ..Default::default()
+    };
+    assert_eq!(rt.store().count_instances(&f).await.unwrap(), 3);
+    let text = rt.metrics_text().await.unwrap();
+    assert!(
+        text.contains("workflow_instances{state=\"awaiting_disposal\",workflow=\"warning\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("workflow_pending_timers 9"));
+}
