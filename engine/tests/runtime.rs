@@ -423,8 +423,7 @@ async fn schedules_run_at_their_times_and_catch_up_once() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|c| c.name == "run_comparison")
-        .last()
+        .rfind(|c| c.name == "run_comparison")
         .unwrap()
         .args["slot"]
         .clone();
