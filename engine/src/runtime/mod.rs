@@ -272,6 +272,25 @@ impl<S: Store> Runtime<S> {
         Ok(applied[0])
     }
 
+    /// Start many instances in one transaction; ids that exist are skipped.
+    /// Returns how many were created. Any invalid input refuses the batch.
+    pub async fn start_many(&self, items: &[(&str, String, Value)]) -> Result<usize> {
+        let now = self.now();
+        let mut commits = Vec::with_capacity(items.len());
+        for (workflow, id, input) in items {
+            let program = self.inner.latest.get(*workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
+            let ev = Input::Started { at: now, input: input.clone() };
+            let t = interpreter::step(program, None, &ev)?;
+            let mut c = self.commit_for(id, None, None, program, &t, &ev, now);
+            c.insert_if_absent = true;
+            commits.push(c);
+        }
+        let applied = self.inner.store.commit(&commits).await?;
+        let n = applied.iter().filter(|a| **a).count();
+        self.wake();
+        Ok(n)
+    }
+
     /// Deliver a signal. A refused signal returns its error and changes nothing.
     pub async fn signal(&self, id: &str, name: &str, payload: Value, actor: Actor) -> Result<()> {
         for _ in 0..5 {
@@ -440,14 +459,19 @@ impl<S: Store> Runtime<S> {
         if work.is_empty() {
             return Ok(());
         }
-        let mut loaded: BTreeMap<String, Option<Loaded>> = BTreeMap::new();
+        let mut ids: Vec<String> = work.iter().map(|w| w.0.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut loaded: HashMap<String, Loaded> = HashMap::with_capacity(ids.len());
+        for row in self.inner.store.instances_by_id(&ids).await? {
+            let program = self.program(&row.definition_hash).await?;
+            let state: Instance =
+                serde_json::from_str(&row.snapshot).map_err(|e| Error::Corrupt(format!("{}: {e}", row.id)))?;
+            loaded.insert(row.id.clone(), Loaded { row, state, program });
+        }
         let mut commits: Vec<StepCommit> = Vec::with_capacity(work.len());
         for (id, input, extra) in work {
-            if !loaded.contains_key(&id) {
-                let l = self.load(&id).await?;
-                loaded.insert(id.clone(), l);
-            }
-            let Some(Some(l)) = loaded.get_mut(&id) else {
+            let Some(l) = loaded.get_mut(&id) else {
                 // The instance is gone (or never was): keep only the bookkeeping.
                 commits.push(StepCommit {
                     instance: None,

@@ -91,6 +91,121 @@ impl SqlStore {
     }
 }
 
+/// Rows per multi-row statement (SQLite allows 32,766 parameters).
+const ROWS: usize = 400;
+
+/// A bound value of a multi-row statement.
+#[derive(Clone)]
+enum Arg {
+    T(Option<String>),
+    I(Option<i64>),
+}
+
+/// `($1, $2), ($3, $4)` for `rows` on PostgreSQL; `(?, ?), (?, ?)` on
+/// SQLite, whose lookup of numbered parameters is linear per parameter and
+/// makes large statements quadratic.
+fn placeholders(rows: &[Vec<Arg>], backend: Backend) -> String {
+    let mut n = 0;
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for j in 0..r.len() {
+            n += 1;
+            if j > 0 {
+                out.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => {
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                }
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    rows: Vec<Vec<Arg>>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for r in rows {
+        for a in r {
+            q = match a {
+                Arg::T(v) => q.bind(v),
+                Arg::I(v) => q.bind(v),
+            };
+        }
+    }
+    q
+}
+
+async fn execute(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sql: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
+    bind_all(sqlx::query(sql), rows).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn fetch_ids(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sql: &str, rows: Vec<Vec<Arg>>) -> Result<Vec<String>> {
+    let found = bind_all(sqlx::query(sql), rows).fetch_all(&mut **tx).await?;
+    found.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+}
+
+fn instance_args(i: &InstanceRow) -> Vec<Arg> {
+    vec![
+        Arg::T(Some(i.id.clone())),
+        Arg::T(Some(i.kind.clone())),
+        Arg::T(Some(i.definition_hash.clone())),
+        Arg::I(Some(i.definition_version)),
+        Arg::T(Some(i.state.clone())),
+        Arg::T(Some(i.status.clone())),
+        Arg::T(i.status_label.clone()),
+        Arg::T(i.enterprise_id.clone()),
+        Arg::T(i.district.clone()),
+        Arg::T(i.person.clone()),
+        Arg::T(i.parent_id.clone()),
+        Arg::T(Some(i.snapshot.clone())),
+        Arg::I(Some(i.revision)),
+        Arg::I(Some(i.history_len)),
+        Arg::I(Some(millis(i.created_at))),
+        Arg::I(Some(millis(i.updated_at))),
+        Arg::I(opt_ms(i.closed_at)),
+    ]
+}
+
+/// Which commits insert and which update, with updates of the same
+/// instance split into rounds so each statement touches an id once.
+struct Plan {
+    inserts: Vec<usize>,
+    update_rounds: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    fn new(batch: &[StepCommit]) -> Plan {
+        let mut inserts = Vec::new();
+        let mut update_rounds: Vec<Vec<usize>> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (k, c) in batch.iter().enumerate() {
+            let Some(i) = &c.instance else { continue };
+            if c.expected_revision.is_none() {
+                inserts.push(k);
+                continue;
+            }
+            let round = seen.entry(i.id.as_str()).or_insert(0);
+            if update_rounds.len() <= *round {
+                update_rounds.push(Vec::new());
+            }
+            update_rounds[*round].push(k);
+            *round += 1;
+        }
+        Plan { inserts, update_rounds }
+    }
+}
+
 fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(millis)
 }
@@ -235,187 +350,206 @@ impl Store for SqlStore {
 
     async fn commit(&self, batch: &[StepCommit]) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
-        let mut applied = Vec::with_capacity(batch.len());
-        for c in batch {
-            let mut apply = true;
-            if let Some(i) = &c.instance {
-                match c.expected_revision {
-                    None => {
-                        let sql = format!(
-                            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
-                             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                             ON CONFLICT (id) DO NOTHING"
-                        );
-                        let r = sqlx::query(&sql)
+        let plan = Plan::new(batch);
+
+        // 1. New instances; `RETURNING` tells which ids were free.
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in plan.inserts.chunks(ROWS) {
+            let rows: Vec<Vec<Arg>> = chunk.iter().map(|&k| instance_args(batch[k].instance.as_ref().expect("insert"))).collect();
+            let sql = format!(
+                "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                placeholders(&rows, self.backend)
+            );
+            for id in fetch_ids(&mut tx, &sql, rows).await? {
+                inserted.insert(id);
+            }
+        }
+        let mut applied = vec![true; batch.len()];
+        for &k in &plan.inserts {
+            let id = &batch[k].instance.as_ref().expect("insert").id;
+            if !inserted.contains(id) {
+                if batch[k].insert_if_absent {
+                    applied[k] = false;
+                } else {
+                    return Err(Error::Duplicate(id.clone()));
+                }
+            } else {
+                // An id inserted twice in one batch: only the first counts.
+                inserted.remove(id);
+            }
+        }
+
+        // 2. Updates, one round per position in a chain of steps of the same instance.
+        for round in &plan.update_rounds {
+            for chunk in round.chunks(ROWS) {
+                let rows: Vec<Vec<Arg>> = chunk
+                    .iter()
+                    .map(|&k| {
+                        let c = &batch[k];
+                        let i = c.instance.as_ref().expect("update");
+                        vec![
+                            Arg::T(Some(i.id.clone())),
+                            Arg::T(Some(i.state.clone())),
+                            Arg::T(Some(i.status.clone())),
+                            Arg::T(i.status_label.clone()),
+                            Arg::T(Some(i.snapshot.clone())),
+                            Arg::I(Some(i.revision)),
+                            Arg::I(Some(i.history_len)),
+                            Arg::I(Some(millis(i.updated_at))),
+                            Arg::I(opt_ms(i.closed_at)),
+                            Arg::I(c.expected_revision),
+                        ]
+                    })
+                    .collect();
+                let sql = format!(
+                    "WITH v (id, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, expected) \
+                     AS (VALUES {}) \
+                     UPDATE instances SET state = v.state, status = v.status, status_label = v.status_label, \
+                     snapshot = v.snapshot, revision = v.revision, history_len = v.history_len, \
+                     updated_at = v.updated_at, closed_at = v.closed_at \
+                     FROM v WHERE instances.id = v.id AND instances.revision = v.expected RETURNING instances.id",
+                    placeholders(&rows, self.backend)
+                );
+                let done: std::collections::HashSet<String> = fetch_ids(&mut tx, &sql, rows).await?.into_iter().collect();
+                for &k in chunk {
+                    let c = &batch[k];
+                    let i = c.instance.as_ref().expect("update");
+                    if !done.contains(&i.id) {
+                        let expected = c.expected_revision.unwrap_or_default();
+                        let found: Option<i64> = sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
                             .bind(&i.id)
-                            .bind(&i.kind)
-                            .bind(&i.definition_hash)
-                            .bind(i.definition_version)
-                            .bind(&i.state)
-                            .bind(&i.status)
-                            .bind(&i.status_label)
-                            .bind(&i.enterprise_id)
-                            .bind(&i.district)
-                            .bind(&i.person)
-                            .bind(&i.parent_id)
-                            .bind(&i.snapshot)
-                            .bind(i.revision)
-                            .bind(i.history_len)
-                            .bind(millis(i.created_at))
-                            .bind(millis(i.updated_at))
-                            .bind(opt_ms(i.closed_at))
-                            .execute(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await?;
-                        if r.rows_affected() == 0 {
-                            if c.insert_if_absent {
-                                apply = false;
-                            } else {
-                                return Err(Error::Duplicate(i.id.clone()));
-                            }
-                        }
-                    }
-                    Some(expected) => {
-                        let r = sqlx::query(
-                            "UPDATE instances SET state = $1, status = $2, status_label = $3, snapshot = $4, \
-                             revision = $5, history_len = $6, updated_at = $7, closed_at = $8 \
-                             WHERE id = $9 AND revision = $10",
-                        )
-                        .bind(&i.state)
-                        .bind(&i.status)
-                        .bind(&i.status_label)
-                        .bind(&i.snapshot)
-                        .bind(i.revision)
-                        .bind(i.history_len)
-                        .bind(millis(i.updated_at))
-                        .bind(opt_ms(i.closed_at))
-                        .bind(&i.id)
-                        .bind(expected)
-                        .execute(&mut *tx)
-                        .await?;
-                        if r.rows_affected() == 0 {
-                            let found: Option<i64> =
-                                sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
-                                    .bind(&i.id)
-                                    .fetch_optional(&mut *tx)
-                                    .await?;
-                            return Err(match found {
-                                Some(found) => Error::Conflict {
-                                    id: i.id.clone(),
-                                    expected,
-                                    found,
-                                },
-                                None => Error::NotFound(format!("instance {}", i.id)),
-                            });
-                        }
+                        return Err(match found {
+                            Some(found) => Error::Conflict { id: i.id.clone(), expected, found },
+                            None => Error::NotFound(format!("instance {}", i.id)),
+                        });
                     }
                 }
             }
-            if apply {
-                for h in &c.history {
-                    sqlx::query("INSERT INTO history (instance_id, seq, at, kind, payload) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(&h.instance_id)
-                        .bind(h.seq)
-                        .bind(millis(h.at))
-                        .bind(&h.kind)
-                        .bind(&h.payload)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let iid = c
-                    .instance
-                    .as_ref()
-                    .map(|i| i.id.as_str())
-                    .unwrap_or_default();
-                for t in &c.timers_delete {
-                    sqlx::query("DELETE FROM timers WHERE instance_id = $1 AND timer_id = $2")
-                        .bind(iid)
-                        .bind(t)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for t in &c.timers_insert {
-                    sqlx::query("INSERT INTO timers (instance_id, timer_id, name, due_at) VALUES ($1, $2, $3, $4)")
-                        .bind(&t.instance_id)
-                        .bind(&t.timer_id)
-                        .bind(&t.name)
-                        .bind(millis(t.due_at))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for t in &c.tasks_insert {
-                    let sql = format!(
-                        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (id) DO NOTHING"
-                    );
-                    sqlx::query(&sql)
-                        .bind(&t.id)
-                        .bind(&t.instance_id)
-                        .bind(&t.activity_id)
-                        .bind(&t.name)
-                        .bind(&t.args)
-                        .bind(&t.retry)
-                        .bind(t.attempt)
-                        .bind(t.max_attempts)
-                        .bind(t.status.as_str())
-                        .bind(millis(t.next_run_at))
-                        .bind(opt_ms(t.lease_until))
-                        .bind(&t.last_error)
-                        .bind(&t.result)
-                        .bind(millis(t.created_at))
-                        .bind(millis(t.updated_at))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(d) = &c.task_done {
-                    let now = c
-                        .instance
-                        .as_ref()
-                        .map(|i| millis(i.updated_at))
-                        .unwrap_or_default();
-                    sqlx::query(
-                        "UPDATE tasks SET status = $1, result = $2, last_error = COALESCE($3, last_error), \
-                         lease_until = NULL, updated_at = $4 WHERE id = $5",
-                    )
-                    .bind(d.status.as_str())
-                    .bind(&d.result)
-                    .bind(&d.error)
-                    .bind(now)
-                    .bind(&d.id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for o in &c.outbox_insert {
-                    sqlx::query(
-                        "INSERT INTO outbox (id, instance_id, kind, payload, created_at, delivered_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(&o.id)
-                    .bind(&o.instance_id)
-                    .bind(&o.kind)
-                    .bind(&o.payload)
-                    .bind(millis(o.created_at))
-                    .bind(opt_ms(o.delivered_at))
-                    .execute(&mut *tx)
-                    .await?;
+        }
+
+        // 3. Rows that go with applied steps.
+        let live = |k: usize| applied[k];
+        let mut history = Vec::new();
+        let mut tasks = Vec::new();
+        let mut outbox = Vec::new();
+        let mut done_tasks = Vec::new();
+        // Net effect on timers, in order: a timer started and cancelled within the batch never lands.
+        let mut timer_inserts: Vec<(usize, &TimerRow)> = Vec::new();
+        let mut timer_deletes: Vec<(String, String)> = Vec::new();
+        for (k, c) in batch.iter().enumerate() {
+            if !live(k) {
+                continue;
+            }
+            history.extend(c.history.iter().map(|h| {
+                vec![Arg::T(Some(h.instance_id.clone())), Arg::I(Some(h.seq)), Arg::I(Some(millis(h.at))), Arg::T(Some(h.kind.clone())), Arg::T(Some(h.payload.clone()))]
+            }));
+            let iid = c.instance.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
+            for t in &c.timers_delete {
+                if let Some(pos) = timer_inserts.iter().position(|(_, x)| x.instance_id == iid && &x.timer_id == t) {
+                    timer_inserts.remove(pos);
+                } else {
+                    timer_deletes.push((iid.to_string(), t.clone()));
                 }
             }
-            let now = c
-                .instance
-                .as_ref()
-                .map(|i| millis(i.updated_at))
-                .unwrap_or_default();
-            for id in &c.outbox_delivered {
-                sqlx::query("UPDATE outbox SET delivered_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+            timer_inserts.extend(c.timers_insert.iter().map(|t| (k, t)));
+            tasks.extend(c.tasks_insert.iter().map(|t| {
+                vec![
+                    Arg::T(Some(t.id.clone())),
+                    Arg::T(Some(t.instance_id.clone())),
+                    Arg::T(Some(t.activity_id.clone())),
+                    Arg::T(Some(t.name.clone())),
+                    Arg::T(Some(t.args.clone())),
+                    Arg::T(Some(t.retry.clone())),
+                    Arg::I(Some(t.attempt)),
+                    Arg::I(Some(t.max_attempts)),
+                    Arg::T(Some(t.status.as_str().to_string())),
+                    Arg::I(Some(millis(t.next_run_at))),
+                    Arg::I(opt_ms(t.lease_until)),
+                    Arg::T(t.last_error.clone()),
+                    Arg::T(t.result.clone()),
+                    Arg::I(Some(millis(t.created_at))),
+                    Arg::I(Some(millis(t.updated_at))),
+                ]
+            }));
+            if let Some(d) = &c.task_done {
+                let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+                done_tasks.push(vec![
+                    Arg::T(Some(d.id.clone())),
+                    Arg::T(Some(d.status.as_str().to_string())),
+                    Arg::T(d.result.clone()),
+                    Arg::T(d.error.clone()),
+                    Arg::I(Some(now)),
+                ]);
             }
+            outbox.extend(c.outbox_insert.iter().map(|o| {
+                vec![
+                    Arg::T(Some(o.id.clone())),
+                    Arg::T(Some(o.instance_id.clone())),
+                    Arg::T(Some(o.kind.clone())),
+                    Arg::T(Some(o.payload.clone())),
+                    Arg::I(Some(millis(o.created_at))),
+                    Arg::I(opt_ms(o.delivered_at)),
+                ]
+            }));
+        }
+        for chunk in history.chunks(ROWS) {
+            let sql = format!("INSERT INTO history (instance_id, seq, at, kind, payload) VALUES {}", placeholders(chunk, self.backend));
+            execute(&mut tx, &sql, chunk.to_vec()).await?;
+        }
+        for chunk in timer_deletes.chunks(ROWS) {
+            let rows: Vec<Vec<Arg>> = chunk.iter().map(|(i, t)| vec![Arg::T(Some(i.clone())), Arg::T(Some(t.clone()))]).collect();
+            let sql = format!("DELETE FROM timers WHERE (instance_id, timer_id) IN (VALUES {})", placeholders(&rows, self.backend));
+            execute(&mut tx, &sql, rows).await?;
+        }
+        let timer_rows: Vec<Vec<Arg>> = timer_inserts
+            .iter()
+            .map(|(_, t)| vec![Arg::T(Some(t.instance_id.clone())), Arg::T(Some(t.timer_id.clone())), Arg::T(Some(t.name.clone())), Arg::I(Some(millis(t.due_at)))])
+            .collect();
+        for chunk in timer_rows.chunks(ROWS) {
+            let sql = format!("INSERT INTO timers (instance_id, timer_id, name, due_at) VALUES {}", placeholders(chunk, self.backend));
+            execute(&mut tx, &sql, chunk.to_vec()).await?;
+        }
+        for chunk in tasks.chunks(ROWS) {
+            let sql = format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING", placeholders(chunk, self.backend));
+            execute(&mut tx, &sql, chunk.to_vec()).await?;
+        }
+        for chunk in done_tasks.chunks(ROWS) {
+            let sql = format!(
+                "WITH v (id, status, result, error, now) AS (VALUES {}) \
+                 UPDATE tasks SET status = v.status, result = v.result, last_error = COALESCE(v.error, tasks.last_error), \
+                 lease_until = NULL, updated_at = v.now FROM v WHERE tasks.id = v.id",
+                placeholders(chunk, self.backend)
+            );
+            execute(&mut tx, &sql, chunk.to_vec()).await?;
+        }
+        for chunk in outbox.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO outbox (id, instance_id, kind, payload, created_at, delivered_at) VALUES {} ON CONFLICT (id) DO NOTHING",
+                placeholders(chunk, self.backend)
+            );
+            execute(&mut tx, &sql, chunk.to_vec()).await?;
+        }
+
+        // 4. Bookkeeping, applied whether or not the instance part was.
+        let delivered: Vec<Vec<Arg>> = batch
+            .iter()
+            .flat_map(|c| {
+                let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+                c.outbox_delivered.iter().map(move |id| vec![Arg::T(Some(id.clone())), Arg::I(Some(now))])
+            })
+            .collect();
+        for chunk in delivered.chunks(ROWS) {
+            let sql = format!(
+                "WITH v (id, now) AS (VALUES {}) UPDATE outbox SET delivered_at = v.now FROM v WHERE outbox.id = v.id",
+                placeholders(chunk, self.backend)
+            );
+            execute(&mut tx, &sql, chunk.to_vec()).await?;
+        }
+        for c in batch {
             if let Some(id) = c.signal_consumed {
-                sqlx::query("DELETE FROM signals WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query("DELETE FROM signals WHERE id = $1").bind(id).execute(&mut *tx).await?;
             }
             if let Some((name, at)) = &c.schedule_fired {
                 sqlx::query(
@@ -427,10 +561,26 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            applied.push(apply);
         }
         tx.commit().await?;
         Ok(applied)
+    }
+
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<InstanceRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS) {
+            let rows: Vec<Vec<Arg>> = chunk.iter().map(|id| vec![Arg::T(Some(id.clone()))]).collect();
+            let list = placeholders(&rows, self.backend).replace(['(', ')'], "");
+            let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id IN ({list})");
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(instance_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn instance(&self, id: &str) -> Result<Option<InstanceRow>> {
