@@ -73,11 +73,11 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            timer_batch: 512,
-            task_batch: 512,
-            concurrency: 256,
+            timer_batch: 2048,
+            task_batch: 2048,
+            concurrency: 512,
             lease: Duration::from_secs(300),
-            outbox_batch: 512,
+            outbox_batch: 2048,
             max_idle: Duration::from_secs(1),
         }
     }
