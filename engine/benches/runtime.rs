@@ -81,7 +81,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn completed(store: &SqlStore, kind: &str) -> i64 {
-    let f = InstanceFilter { kind: Some(kind.into()), status: Some("completed".into()), ..Default::default() };
+    let f = InstanceFilter {
+        kind: Some(kind.into()),
+        status: Some("completed".into()),
+        ..Default::default()
+    };
     store.count_instances(&f).await.unwrap()
 }
 
@@ -102,27 +106,52 @@ async fn lags(store: &SqlStore, ids: &[String]) -> Vec<f64> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let pending: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
 
     let dir = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = SqlStore::open_sqlite(&dir.join("bench.db")).await.unwrap();
-    let files = [("bench.yaml", WORKFLOW), ("sleeper.yaml", SLEEPER), ("activities.yaml", CATALOG)]
-        .map(|(p, t)| SourceFile { path: p.into(), text: t.into() });
+    let files = [
+        ("bench.yaml", WORKFLOW),
+        ("sleeper.yaml", SLEEPER),
+        ("activities.yaml", CATALOG),
+    ]
+    .map(|(p, t)| SourceFile {
+        path: p.into(),
+        text: t.into(),
+    });
     let bundle = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
-    let activities = Activities::new().register("notify", |_c: ActivityCall| async { Ok(Value::Null) });
+    let activities =
+        Activities::new().register("notify", |_c: ActivityCall| async { Ok(Value::Null) });
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let rt = Runtime::new(store.clone(), clock, &bundle, activities, Options::default()).await.unwrap();
+    let rt = Runtime::new(
+        store.clone(),
+        clock,
+        &bundle,
+        activities,
+        Options::default(),
+    )
+    .await
+    .unwrap();
 
     // P timers pending far in the future.
     let t = Instant::now();
     for chunk in (0..pending).collect::<Vec<_>>().chunks(5_000) {
-        let items: Vec<_> = chunk.iter().map(|i| ("sleeper", format!("s{i}"), json!({}))).collect();
+        let items: Vec<_> = chunk
+            .iter()
+            .map(|i| ("sleeper", format!("s{i}"), json!({})))
+            .collect();
         rt.start_many(&items).await.unwrap();
     }
-    println!("setup: {pending} timers pending ({:.1} s)", t.elapsed().as_secs_f64());
+    println!(
+        "setup: {pending} timers pending ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
     assert_eq!(store.count_timers().await.unwrap() as usize, pending);
 
     // Phase 1: throughput. Start all N, run until all have completed.
@@ -130,7 +159,11 @@ async fn main() {
     let runner = tokio::spawn(rt.clone().run());
     let t = Instant::now();
     for chunk in ids.chunks(1_000) {
-        let items: Vec<_> = chunk.iter().enumerate().map(|(i, id)| ("bench", id.clone(), json!({"n": i}))).collect();
+        let items: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ("bench", id.clone(), json!({"n": i})))
+            .collect();
         rt.start_many(&items).await.unwrap();
         tokio::task::yield_now().await;
     }
@@ -157,7 +190,10 @@ async fn main() {
     let per_tick = (rate / 100.0).ceil() as usize; // every 10 ms
     let t = Instant::now();
     for (k, chunk) in steady.chunks(per_tick).enumerate() {
-        let items: Vec<_> = chunk.iter().map(|id| ("bench", id.clone(), json!({"n": 0}))).collect();
+        let items: Vec<_> = chunk
+            .iter()
+            .map(|id| ("bench", id.clone(), json!({"n": 0})))
+            .collect();
         rt.start_many(&items).await.unwrap();
         let next = Duration::from_millis(10 * (k as u64 + 1));
         if let Some(wait) = next.checked_sub(t.elapsed()) {

@@ -278,8 +278,15 @@ impl<S: Store> Runtime<S> {
         let now = self.now();
         let mut commits = Vec::with_capacity(items.len());
         for (workflow, id, input) in items {
-            let program = self.inner.latest.get(*workflow).ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
-            let ev = Input::Started { at: now, input: input.clone() };
+            let program = self
+                .inner
+                .latest
+                .get(*workflow)
+                .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
+            let ev = Input::Started {
+                at: now,
+                input: input.clone(),
+            };
             let t = interpreter::step(program, None, &ev)?;
             let mut c = self.commit_for(id, None, None, program, &t, &ev, now);
             c.insert_if_absent = true;
@@ -465,9 +472,16 @@ impl<S: Store> Runtime<S> {
         let mut loaded: HashMap<String, Loaded> = HashMap::with_capacity(ids.len());
         for row in self.inner.store.instances_by_id(&ids).await? {
             let program = self.program(&row.definition_hash).await?;
-            let state: Instance =
-                serde_json::from_str(&row.snapshot).map_err(|e| Error::Corrupt(format!("{}: {e}", row.id)))?;
-            loaded.insert(row.id.clone(), Loaded { row, state, program });
+            let state: Instance = serde_json::from_str(&row.snapshot)
+                .map_err(|e| Error::Corrupt(format!("{}: {e}", row.id)))?;
+            loaded.insert(
+                row.id.clone(),
+                Loaded {
+                    row,
+                    state,
+                    program,
+                },
+            );
         }
         let mut commits: Vec<StepCommit> = Vec::with_capacity(work.len());
         for (id, input, extra) in work {

@@ -252,7 +252,10 @@ pub trait Store: Send + Sync + 'static {
     // Instances.
     fn instance(&self, id: &str) -> impl Future<Output = Result<Option<InstanceRow>>> + Send;
     /// The instances with these ids that exist, in no particular order.
-    fn instances_by_id(&self, ids: &[String]) -> impl Future<Output = Result<Vec<InstanceRow>>> + Send;
+    fn instances_by_id(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<InstanceRow>>> + Send;
     fn instances(
         &self,
         filter: &InstanceFilter,

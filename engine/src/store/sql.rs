@@ -145,14 +145,27 @@ fn bind_all<'q>(
     q
 }
 
-async fn execute(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sql: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
+async fn execute(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
+    rows: Vec<Vec<Arg>>,
+) -> Result<()> {
     bind_all(sqlx::query(sql), rows).execute(&mut **tx).await?;
     Ok(())
 }
 
-async fn fetch_ids(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sql: &str, rows: Vec<Vec<Arg>>) -> Result<Vec<String>> {
-    let found = bind_all(sqlx::query(sql), rows).fetch_all(&mut **tx).await?;
-    found.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+async fn fetch_ids(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
+    rows: Vec<Vec<Arg>>,
+) -> Result<Vec<String>> {
+    let found = bind_all(sqlx::query(sql), rows)
+        .fetch_all(&mut **tx)
+        .await?;
+    found
+        .iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
 }
 
 fn instance_args(i: &InstanceRow) -> Vec<Arg> {
@@ -202,7 +215,10 @@ impl Plan {
             update_rounds[*round].push(k);
             *round += 1;
         }
-        Plan { inserts, update_rounds }
+        Plan {
+            inserts,
+            update_rounds,
+        }
     }
 }
 
@@ -355,7 +371,10 @@ impl Store for SqlStore {
         // 1. New instances; `RETURNING` tells which ids were free.
         let mut inserted = std::collections::HashSet::new();
         for chunk in plan.inserts.chunks(ROWS) {
-            let rows: Vec<Vec<Arg>> = chunk.iter().map(|&k| instance_args(batch[k].instance.as_ref().expect("insert"))).collect();
+            let rows: Vec<Vec<Arg>> = chunk
+                .iter()
+                .map(|&k| instance_args(batch[k].instance.as_ref().expect("insert")))
+                .collect();
             let sql = format!(
                 "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
                 placeholders(&rows, self.backend)
@@ -410,18 +429,24 @@ impl Store for SqlStore {
                      FROM v WHERE instances.id = v.id AND instances.revision = v.expected RETURNING instances.id",
                     placeholders(&rows, self.backend)
                 );
-                let done: std::collections::HashSet<String> = fetch_ids(&mut tx, &sql, rows).await?.into_iter().collect();
+                let done: std::collections::HashSet<String> =
+                    fetch_ids(&mut tx, &sql, rows).await?.into_iter().collect();
                 for &k in chunk {
                     let c = &batch[k];
                     let i = c.instance.as_ref().expect("update");
                     if !done.contains(&i.id) {
                         let expected = c.expected_revision.unwrap_or_default();
-                        let found: Option<i64> = sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
-                            .bind(&i.id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                        let found: Option<i64> =
+                            sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
+                                .bind(&i.id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
                         return Err(match found {
-                            Some(found) => Error::Conflict { id: i.id.clone(), expected, found },
+                            Some(found) => Error::Conflict {
+                                id: i.id.clone(),
+                                expected,
+                                found,
+                            },
                             None => Error::NotFound(format!("instance {}", i.id)),
                         });
                     }
@@ -443,11 +468,24 @@ impl Store for SqlStore {
                 continue;
             }
             history.extend(c.history.iter().map(|h| {
-                vec![Arg::T(Some(h.instance_id.clone())), Arg::I(Some(h.seq)), Arg::I(Some(millis(h.at))), Arg::T(Some(h.kind.clone())), Arg::T(Some(h.payload.clone()))]
+                vec![
+                    Arg::T(Some(h.instance_id.clone())),
+                    Arg::I(Some(h.seq)),
+                    Arg::I(Some(millis(h.at))),
+                    Arg::T(Some(h.kind.clone())),
+                    Arg::T(Some(h.payload.clone())),
+                ]
             }));
-            let iid = c.instance.as_ref().map(|i| i.id.as_str()).unwrap_or_default();
+            let iid = c
+                .instance
+                .as_ref()
+                .map(|i| i.id.as_str())
+                .unwrap_or_default();
             for t in &c.timers_delete {
-                if let Some(pos) = timer_inserts.iter().position(|(_, x)| x.instance_id == iid && &x.timer_id == t) {
+                if let Some(pos) = timer_inserts
+                    .iter()
+                    .position(|(_, x)| x.instance_id == iid && &x.timer_id == t)
+                {
                     timer_inserts.remove(pos);
                 } else {
                     timer_deletes.push((iid.to_string(), t.clone()));
@@ -474,7 +512,11 @@ impl Store for SqlStore {
                 ]
             }));
             if let Some(d) = &c.task_done {
-                let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
+                let now = c
+                    .instance
+                    .as_ref()
+                    .map(|i| millis(i.updated_at))
+                    .unwrap_or_default();
                 done_tasks.push(vec![
                     Arg::T(Some(d.id.clone())),
                     Arg::T(Some(d.status.as_str().to_string())),
@@ -495,24 +537,46 @@ impl Store for SqlStore {
             }));
         }
         for chunk in history.chunks(ROWS) {
-            let sql = format!("INSERT INTO history (instance_id, seq, at, kind, payload) VALUES {}", placeholders(chunk, self.backend));
+            let sql = format!(
+                "INSERT INTO history (instance_id, seq, at, kind, payload) VALUES {}",
+                placeholders(chunk, self.backend)
+            );
             execute(&mut tx, &sql, chunk.to_vec()).await?;
         }
         for chunk in timer_deletes.chunks(ROWS) {
-            let rows: Vec<Vec<Arg>> = chunk.iter().map(|(i, t)| vec![Arg::T(Some(i.clone())), Arg::T(Some(t.clone()))]).collect();
-            let sql = format!("DELETE FROM timers WHERE (instance_id, timer_id) IN (VALUES {})", placeholders(&rows, self.backend));
+            let rows: Vec<Vec<Arg>> = chunk
+                .iter()
+                .map(|(i, t)| vec![Arg::T(Some(i.clone())), Arg::T(Some(t.clone()))])
+                .collect();
+            let sql = format!(
+                "DELETE FROM timers WHERE (instance_id, timer_id) IN (VALUES {})",
+                placeholders(&rows, self.backend)
+            );
             execute(&mut tx, &sql, rows).await?;
         }
         let timer_rows: Vec<Vec<Arg>> = timer_inserts
             .iter()
-            .map(|(_, t)| vec![Arg::T(Some(t.instance_id.clone())), Arg::T(Some(t.timer_id.clone())), Arg::T(Some(t.name.clone())), Arg::I(Some(millis(t.due_at)))])
+            .map(|(_, t)| {
+                vec![
+                    Arg::T(Some(t.instance_id.clone())),
+                    Arg::T(Some(t.timer_id.clone())),
+                    Arg::T(Some(t.name.clone())),
+                    Arg::I(Some(millis(t.due_at))),
+                ]
+            })
             .collect();
         for chunk in timer_rows.chunks(ROWS) {
-            let sql = format!("INSERT INTO timers (instance_id, timer_id, name, due_at) VALUES {}", placeholders(chunk, self.backend));
+            let sql = format!(
+                "INSERT INTO timers (instance_id, timer_id, name, due_at) VALUES {}",
+                placeholders(chunk, self.backend)
+            );
             execute(&mut tx, &sql, chunk.to_vec()).await?;
         }
         for chunk in tasks.chunks(ROWS) {
-            let sql = format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING", placeholders(chunk, self.backend));
+            let sql = format!(
+                "INSERT INTO tasks ({TASK_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
+                placeholders(chunk, self.backend)
+            );
             execute(&mut tx, &sql, chunk.to_vec()).await?;
         }
         for chunk in done_tasks.chunks(ROWS) {
@@ -536,8 +600,14 @@ impl Store for SqlStore {
         let delivered: Vec<Vec<Arg>> = batch
             .iter()
             .flat_map(|c| {
-                let now = c.instance.as_ref().map(|i| millis(i.updated_at)).unwrap_or_default();
-                c.outbox_delivered.iter().map(move |id| vec![Arg::T(Some(id.clone())), Arg::I(Some(now))])
+                let now = c
+                    .instance
+                    .as_ref()
+                    .map(|i| millis(i.updated_at))
+                    .unwrap_or_default();
+                c.outbox_delivered
+                    .iter()
+                    .map(move |id| vec![Arg::T(Some(id.clone())), Arg::I(Some(now))])
             })
             .collect();
         for chunk in delivered.chunks(ROWS) {
@@ -549,7 +619,10 @@ impl Store for SqlStore {
         }
         for c in batch {
             if let Some(id) = c.signal_consumed {
-                sqlx::query("DELETE FROM signals WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM signals WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some((name, at)) = &c.schedule_fired {
                 sqlx::query(
@@ -569,7 +642,10 @@ impl Store for SqlStore {
     async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<InstanceRow>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS) {
-            let rows: Vec<Vec<Arg>> = chunk.iter().map(|id| vec![Arg::T(Some(id.clone()))]).collect();
+            let rows: Vec<Vec<Arg>> = chunk
+                .iter()
+                .map(|id| vec![Arg::T(Some(id.clone()))])
+                .collect();
             let list = placeholders(&rows, self.backend).replace(['(', ')'], "");
             let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id IN ({list})");
             let mut q = sqlx::query(&sql);
