@@ -300,6 +300,81 @@ impl<S: Store> Runtime<S> {
 
     /// Deliver a signal. A refused signal returns its error and changes nothing.
     pub async fn signal(&self, id: &str, name: &str, payload: Value, actor: Actor) -> Result<()> {
+        self.signal_inner(id, name, payload, actor, None).await
+    }
+
+    /// Queue a signal in the durable inbox; the loop delivers it. For
+    /// senders that must not wait (another workflow, an import job).
+    pub async fn signal_later(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        actor: Actor,
+    ) -> Result<i64> {
+        let row = store::SignalRow {
+            id: 0,
+            instance_id: id.to_string(),
+            name: name.to_string(),
+            payload: payload.to_string(),
+            actor: serde_json::to_string(&actor).expect("serialisable"),
+            received_at: self.now(),
+        };
+        let n = self.inner.store.enqueue_signal(&row).await?;
+        self.wake();
+        Ok(n)
+    }
+
+    /// Deliver queued signals in order. A refused one is consumed and logged.
+    pub async fn deliver_signals(&self) -> Result<usize> {
+        let rows = self
+            .inner
+            .store
+            .pending_signals(self.inner.opts.outbox_batch)
+            .await?;
+        for r in &rows {
+            let payload = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
+            let actor: Actor =
+                serde_json::from_str(&r.actor).map_err(|e| Error::Corrupt(e.to_string()))?;
+            match self
+                .signal_inner(&r.instance_id, &r.name, payload, actor, Some(r.id))
+                .await
+            {
+                Ok(()) => {}
+                Err(Error::Step(e)) => {
+                    tracing::warn!(instance = %r.instance_id, signal = %r.name, error = %e, "queued signal refused");
+                    self.inner
+                        .store
+                        .commit(&[StepCommit {
+                            signal_consumed: Some(r.id),
+                            ..Default::default()
+                        }])
+                        .await?;
+                }
+                Err(Error::UnknownInstance(id)) => {
+                    tracing::warn!(instance = %id, signal = %r.name, "queued signal for a missing instance");
+                    self.inner
+                        .store
+                        .commit(&[StepCommit {
+                            signal_consumed: Some(r.id),
+                            ..Default::default()
+                        }])
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(rows.len())
+    }
+
+    async fn signal_inner(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        actor: Actor,
+        consumed: Option<i64>,
+    ) -> Result<()> {
         for _ in 0..5 {
             let l = self
                 .load(id)
@@ -314,7 +389,8 @@ impl<S: Store> Runtime<S> {
             };
             let span = tracing::info_span!("step", instance = %id, workflow = %l.program.name, input = "signal", signal = %name);
             let t = span.in_scope(|| interpreter::step(&l.program, Some(&l.state), &ev))?;
-            let c = self.commit_for(id, Some(&l.row), None, &l.program, &t, &ev, now);
+            let mut c = self.commit_for(id, Some(&l.row), None, &l.program, &t, &ev, now);
+            c.signal_consumed = consumed;
             match self.inner.store.commit(&[c]).await {
                 Ok(_) => {
                     self.inner.metrics.step(&l.program.name, "signal");
@@ -837,7 +913,7 @@ impl<S: Store> Runtime<S> {
             schedules: self.run_schedules().await?,
             timers: self.fire_timers().await?,
             tasks: self.run_tasks().await?,
-            outbox: self.deliver_outbox().await?,
+            outbox: self.deliver_outbox().await? + self.deliver_signals().await?,
         })
     }
 
