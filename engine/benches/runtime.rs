@@ -106,12 +106,20 @@ async fn lags(store: &SqlStore, ids: &[String]) -> Vec<f64> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a smoke test.
+    let full = std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(20_000);
-    let pending: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if full { 20_000 } else { 200 });
+    let pending: usize =
+        args.get(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(if full { 100_000 } else { 1_000 });
 
     let dir = std::env::temp_dir().join(format!("engine-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
