@@ -193,7 +193,7 @@ async fn main() {
 
     // Phase 2: steady load at a quarter of the measured rate, lag measured there.
     let rate = ((n as f64 / secs) / 4.0).max(100.0);
-    let steady_n = (rate * 5.0) as usize;
+    let steady_n = (rate * if full { 5.0 } else { 1.0 }) as usize;
     let steady: Vec<String> = (0..steady_n).map(|i| format!("q{i}")).collect();
     let per_tick = (rate / 100.0).ceil() as usize; // every 10 ms
     let t = Instant::now();
