@@ -43,6 +43,23 @@ fn t0() -> DateTime<Utc> {
     "2026-12-01T02:00:00Z".parse().unwrap() // 10:00 in Chengdu
 }
 
+async fn runtime_with(
+    store: SqlStore,
+    clock: &Arc<ManualClock>,
+    bundle: &engine::Bundle,
+    acts: Activities,
+) -> Runtime<SqlStore> {
+    Runtime::new(
+        store,
+        clock.clone() as Arc<dyn Clock>,
+        bundle,
+        acts,
+        Options::default(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn runtime(store: SqlStore, clock: &Arc<ManualClock>, calls: &Calls) -> Runtime<SqlStore> {
     Runtime::new(
         store,
@@ -221,15 +238,7 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off() {
             }
         }
     });
-    let rt = Runtime::new(
-        SqlStore::memory().await.unwrap(),
-        clock.clone() as Arc<dyn Clock>,
-        &bundle(),
-        acts,
-        Options::default(),
-    )
-    .await
-    .unwrap();
+    let rt = runtime_with(SqlStore::memory().await.unwrap(), &clock, &bundle(), acts).await;
     rt.start("warning", "w1", warning_input("w1"))
         .await
         .unwrap();
@@ -488,15 +497,7 @@ async fn query_api_lists_histories_timers_and_failed_tasks() {
     acts = acts.register("notify_enterprise", |_c: ActivityCall| async {
         Err(ActivityError::Permanent("号码无效".into()))
     });
-    let rt = Runtime::new(
-        SqlStore::memory().await.unwrap(),
-        clock.clone() as Arc<dyn Clock>,
-        &bundle(),
-        acts,
-        Options::default(),
-    )
-    .await
-    .unwrap();
+    let rt = runtime_with(SqlStore::memory().await.unwrap(), &clock, &bundle(), acts).await;
     for i in 0..3 {
         rt.start("warning", &format!("w{i}"), warning_input(&format!("w{i}")))
             .await

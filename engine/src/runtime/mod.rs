@@ -341,25 +341,13 @@ impl<S: Store> Runtime<S> {
                 .await
             {
                 Ok(()) => {}
-                Err(Error::Step(e)) => {
+                Err(e @ (Error::Step(_) | Error::UnknownInstance(_))) => {
                     tracing::warn!(instance = %r.instance_id, signal = %r.name, error = %e, "queued signal refused");
-                    self.inner
-                        .store
-                        .commit(&[StepCommit {
-                            signal_consumed: Some(r.id),
-                            ..Default::default()
-                        }])
-                        .await?;
-                }
-                Err(Error::UnknownInstance(id)) => {
-                    tracing::warn!(instance = %id, signal = %r.name, "queued signal for a missing instance");
-                    self.inner
-                        .store
-                        .commit(&[StepCommit {
-                            signal_consumed: Some(r.id),
-                            ..Default::default()
-                        }])
-                        .await?;
+                    let consumed = StepCommit {
+                        signal_consumed: Some(r.id),
+                        ..Default::default()
+                    };
+                    self.inner.store.commit(&[consumed]).await?;
                 }
                 Err(e) => return Err(e),
             }
