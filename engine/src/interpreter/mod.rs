@@ -422,53 +422,111 @@ struct Extra<'a> {
     error: Option<&'a str>,
 }
 
+const VARS_BIT: u16 = 1 << 1;
+const ITEM_BIT: u16 = 1 << 6;
+
 /// The expression context of one handler, built on first use (most steps
 /// evaluate nothing) and kept up to date as actions set variables.
 #[derive(Default)]
 struct Cx<'a> {
     built: Option<Context>,
+    /// Which context names are bound in `built` (bits as in `rules::CONTEXT_NAMES`).
+    bound: u16,
     extra: Extra<'a>,
+    /// The current `for_each` item.
+    item: Option<Value>,
 }
 
 impl<'a> Cx<'a> {
     fn with(extra: Extra<'a>) -> Self {
-        Cx { built: None, extra }
+        Cx {
+            built: None,
+            bound: 0,
+            extra,
+            item: None,
+        }
     }
 
-    fn get(&mut self, at: DateTime<Utc>, s: &Instance) -> &mut Context {
-        let extra = self.extra;
-        self.built.get_or_insert_with(|| {
-            let mut cx = Context::new();
-            cx.set_dynamic("input", s.input_dynamic.get(&s.input));
-            cx.set_dynamic("vars", s.vars_dynamic.get_with(|| vars_dynamic(&s.vars)));
-            cx.set_dynamic("now", at.to_rfc3339().into());
-            if let Some((payload, actor)) = extra.signal {
-                cx.set("signal", payload);
-                let mut a = rhai::Map::new();
-                a.insert("role".into(), actor.role.as_str().into());
-                a.insert("id".into(), actor.id.as_str().into());
-                a.insert(
-                    "name".into(),
-                    actor
+    /// Read a plain path (`input.x`, `vars.y.z`, `signal`) from the JSON.
+    /// None: not readable that way (the caller asks rhai, which also gives
+    /// the error for a path through something that is not a map).
+    fn read(&self, s: &Instance, path: &[String]) -> Option<Value> {
+        let (root, rest) = path.split_first()?;
+        let (mut v, rest): (&Value, &[String]) = match root.as_str() {
+            "input" => (&*s.input, rest),
+            "vars" => {
+                let (first, more) = rest.split_first()?;
+                (s.vars.get(first).unwrap_or(&Value::Null), more)
+            }
+            "signal" => (self.extra.signal?.0, rest),
+            "result" => (self.extra.result?, rest),
+            "item" => (self.item.as_ref()?, rest),
+            _ => return None,
+        };
+        for field in rest {
+            match v {
+                Value::Object(m) => v = m.get(field).unwrap_or(&Value::Null),
+                Value::Null => return Some(Value::Null),
+                _ => return None,
+            }
+        }
+        Some(v.clone())
+    }
+
+    /// The rhai context with at least the names in `need` bound.
+    fn get(&mut self, at: DateTime<Utc>, s: &Instance, need: u16) -> &mut Context {
+        let cx = self.built.get_or_insert_with(Context::new);
+        let missing = need & !self.bound;
+        if missing != 0 {
+            let has = |name: &str| {
+                let i = rules::CONTEXT_NAMES
+                    .iter()
+                    .position(|n| *n == name)
+                    .expect("context name");
+                missing & (1 << i) != 0
+            };
+            if has("input") {
+                cx.set_dynamic("input", s.input_dynamic.get(&s.input));
+            }
+            if has("vars") {
+                cx.set_dynamic("vars", s.vars_dynamic.get_with(|| vars_dynamic(&s.vars)));
+            }
+            if has("now") {
+                cx.set_dynamic("now", at.to_rfc3339().into());
+            }
+            if let Some((payload, actor)) = self.extra.signal {
+                if has("signal") {
+                    cx.set("signal", payload);
+                }
+                if has("actor") {
+                    let mut a = rhai::Map::new();
+                    a.insert("role".into(), actor.role.as_str().into());
+                    a.insert("id".into(), actor.id.as_str().into());
+                    let name = actor
                         .name
                         .as_deref()
                         .map(Into::into)
-                        .unwrap_or(rhai::Dynamic::UNIT),
-                );
-                cx.set_dynamic("actor", a.into());
+                        .unwrap_or(rhai::Dynamic::UNIT);
+                    a.insert("name".into(), name);
+                    cx.set_dynamic("actor", a.into());
+                }
             }
-            if let Some(r) = extra.result {
+            if let (Some(r), true) = (self.extra.result, has("result")) {
                 cx.set("result", r);
             }
-            if let Some(e) = extra.error {
+            if let (Some(e), true) = (self.extra.error, has("error")) {
                 cx.set_dynamic("error", e.into());
             }
-            cx
-        })
+            if let (Some(item), true) = (&self.item, has("item")) {
+                cx.set("item", item);
+            }
+            self.bound |= missing;
+        }
+        cx
     }
 
     fn var_changed(&mut self, name: &str, value: &Value) {
-        if let Some(c) = &mut self.built {
+        if let (Some(c), true) = (&mut self.built, self.bound & VARS_BIT != 0) {
             c.set_field("vars", name, value);
         }
     }
@@ -487,7 +545,18 @@ impl Run<'_> {
     }
 
     fn guard(&mut self, e: &rules::Expr, cx: &mut Cx, s: &Instance) -> Result<bool, Error> {
-        let result = self.program.rules.eval_bool(e, cx.get(self.at, s))?;
+        let fast = e
+            .path
+            .as_deref()
+            .and_then(|p| cx.read(s, p))
+            .and_then(|v| v.as_bool());
+        let result = match fast {
+            Some(b) => b,
+            None => self
+                .program
+                .rules
+                .eval_bool(e, cx.get(self.at, s, e.roots))?,
+        };
         self.decisions.push(Decision {
             origin: e.origin.clone(),
             expr: e.source.clone(),
@@ -497,7 +566,10 @@ impl Run<'_> {
     }
 
     fn eval(&self, e: &rules::Expr, cx: &mut Cx, s: &Instance) -> Result<Value, Error> {
-        Ok(self.rules().eval(e, cx.get(self.at, s))?)
+        if let Some(v) = e.path.as_deref().and_then(|p| cx.read(s, p)) {
+            return Ok(v);
+        }
+        Ok(self.rules().eval(e, cx.get(self.at, s, e.roots))?)
     }
 
     fn render(&self, t: &Template, cx: &mut Cx, s: &Instance) -> Result<Value, Error> {
@@ -768,9 +840,9 @@ impl Run<'_> {
                         },
                     };
                     for item in items {
-                        if let Some(item) = &item {
-                            cx.get(self.at, s).set("item", item);
-                        }
+                        cx.item = item;
+                        // A new item: rebind it on next use.
+                        cx.bound &= !ITEM_BIT;
                         let input = self.render(&spec.input, cx, s)?;
                         let key = match &spec.key {
                             Some(k) => match self.eval(k, cx, s)? {

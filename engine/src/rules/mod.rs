@@ -10,7 +10,7 @@
 
 mod scan;
 
-pub use scan::{references, Reference};
+pub use scan::{references, roots, Reference};
 
 use rhai::{Dynamic, Engine, Module, OptimizationLevel, Scope, AST};
 use serde_json::Value;
@@ -106,6 +106,24 @@ pub struct Expr {
     pub source: Arc<str>,
     pub origin: Arc<str>,
     ast: Arc<AST>,
+    /// Set when the expression is a plain path such as `input.warning_id`
+    /// or `signal`: the interpreter reads it from the JSON directly, which
+    /// costs a fraction of a rhai evaluation.
+    pub path: Option<Arc<[String]>>,
+    /// Which [`CONTEXT_NAMES`] it reads (bit i for name i): only those are bound.
+    pub roots: u16,
+}
+
+/// `root(.field)*` with identifier segments, `root` a context name.
+fn plain_path(source: &str) -> Option<Arc<[String]>> {
+    let parts: Vec<String> = source.trim().split('.').map(str::to_string).collect();
+    let ident = |p: &String| {
+        let mut c = p.chars();
+        c.next()
+            .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+    };
+    (CONTEXT_NAMES.contains(&parts[0].as_str()) && parts.iter().all(ident)).then(|| parts.into())
 }
 
 /// Values an expression can read, by [`CONTEXT_NAMES`] name.
@@ -320,6 +338,8 @@ impl Rules {
             source: source.into(),
             origin: origin.into(),
             ast: Arc::new(ast),
+            path: plain_path(source),
+            roots: roots(source, CONTEXT_NAMES),
         })
     }
 
@@ -485,6 +505,22 @@ mod tests {
         let mut ctx = Context::new();
         ctx.set("signal", &json!({"a": 1}));
         assert_eq!(r.eval(&e, &mut ctx).unwrap(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn context_name_positions_are_fixed() {
+        // The interpreter's VARS_BIT and ITEM_BIT rely on these positions.
+        assert_eq!((CONTEXT_NAMES[1], CONTEXT_NAMES[6]), ("vars", "item"));
+    }
+
+    #[test]
+    fn plain_paths_are_recognised() {
+        let p = |s: &str| plain_path(s).map(|p| p.join("."));
+        assert_eq!(p("input.warning_id").as_deref(), Some("input.warning_id"));
+        assert_eq!(p(" signal ").as_deref(), Some("signal"));
+        assert!(p("vars.n + 1").is_none());
+        assert!(p("other.x").is_none());
+        assert!(p("vars.x.len()").is_none());
     }
 
     #[test]

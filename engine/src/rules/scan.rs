@@ -137,6 +137,26 @@ pub fn references(src: &str) -> Vec<Reference> {
     out
 }
 
+/// Bit `i` set when the expression reads `names[i]` as a variable (not as a
+/// field, method or module name).
+pub fn roots(src: &str, names: &[&str]) -> u16 {
+    let t = lex(src);
+    let mut bits = 0;
+    for i in 0..t.len() {
+        let Tok::Ident(a) = &t[i].0 else { continue };
+        if i > 0 && matches!(t[i - 1].0, Tok::Dot | Tok::Path) {
+            continue;
+        }
+        if matches!(t.get(i + 1).map(|x| &x.0), Some(Tok::Path)) {
+            continue;
+        }
+        if let Some(k) = names.iter().position(|n| n == a) {
+            bits |= 1 << k;
+        }
+    }
+    bits
+}
+
 /// Count top-level arguments of a call whose `(` was just consumed.
 fn arity(rest: &[(Tok, usize)]) -> usize {
     let mut depth = 0;
@@ -164,6 +184,13 @@ fn arity(rest: &[(Tok, usize)]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_roots() {
+        let names = ["input", "vars", "now"];
+        assert_eq!(roots("input.a + vars.b", &names), 0b011);
+        assert_eq!(roots("x.input + m::vars(now)", &names), 0b100);
+    }
 
     #[test]
     fn finds_calls_and_fields() {
