@@ -162,6 +162,10 @@ impl<S: Store> Runtime<S> {
             };
             if store.publish_definition(&row).await? {
                 tracing::info!(workflow = %p.name, version = p.version, hash = %p.hash, "published definition");
+                let versions = store.definitions(&p.name).await?;
+                if versions.iter().filter(|d| d.version == row.version).count() > 1 {
+                    tracing::warn!(workflow = %p.name, version = p.version, "definition changed without a new version number");
+                }
             }
             by_hash.insert(p.hash.clone(), p.clone());
         }
@@ -919,24 +923,23 @@ impl<S: Store> Runtime<S> {
     }
 
     /// Run forever on the clock: rounds while there is work, otherwise sleep
-    /// until the next timer or task is due, a wake-up, or `max_idle`.
+    /// until the next timer or task is due, a wake-up, or `max_idle`. A
+    /// failing round (the database unreachable, say) is logged and retried
+    /// after `max_idle`; nothing is lost, the work stays due.
     pub async fn run(self) -> Result<()> {
         loop {
-            let p = self.run_once().await?;
-            if !p.is_idle() {
-                continue;
-            }
-            let now = self.now();
-            let next = [
-                self.inner.store.next_timer().await?,
-                self.inner.store.next_task().await?,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next = match self.round_and_next().await {
+                Ok(None) => continue,
+                Ok(Some(next)) => next,
+                Err(e) => {
+                    tracing::error!(error = %e, "runtime round failed; retrying");
+                    tokio::time::sleep(self.inner.opts.max_idle).await;
+                    continue;
+                }
+            };
             let mut wait = self.inner.opts.max_idle;
             if let Some(next) = next {
-                wait = wait.min((next - now).to_std().unwrap_or(Duration::ZERO));
+                wait = wait.min((next - self.now()).to_std().unwrap_or(Duration::ZERO));
             }
             if wait.is_zero() {
                 continue;
@@ -946,6 +949,17 @@ impl<S: Store> Runtime<S> {
                 _ = self.inner.wake.notified() => {}
             }
         }
+    }
+
+    /// One round; None if it did work (go again at once), else when the
+    /// next timer or task falls due.
+    async fn round_and_next(&self) -> Result<Option<Option<DateTime<Utc>>>> {
+        if !self.run_once().await?.is_idle() {
+            return Ok(None);
+        }
+        let timer = self.inner.store.next_timer().await?;
+        let task = self.inner.store.next_task().await?;
+        Ok(Some(timer.into_iter().chain(task).min()))
     }
 }
 
