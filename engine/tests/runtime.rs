@@ -127,11 +127,10 @@ fn disposal() -> Value {
     json!({"reported_to_community": true, "community": "书院街社区", "person_situation": "集中隔离"})
 }
 
-#[tokio::test]
-async fn never_disposed_warning_sends_three_reminders_then_overdue() {
+async fn never_disposed_warning_sends_three_reminders_then_overdue(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let calls = Calls::default();
-    let rt = runtime(SqlStore::memory().await.unwrap(), &clock, &calls).await;
+    let rt = runtime(store, &clock, &calls).await;
     assert!(rt
         .start("warning", "w1", warning_input("w1"))
         .await
@@ -174,11 +173,10 @@ async fn never_disposed_warning_sends_three_reminders_then_overdue() {
     assert_eq!(replayed, snap);
 }
 
-#[tokio::test]
-async fn refused_signal_changes_nothing_and_the_loop_closes_with_xiaohao_banjie() {
+async fn refused_signal_changes_nothing_and_the_loop_closes_with_xiaohao_banjie(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let calls = Calls::default();
-    let rt = runtime(SqlStore::memory().await.unwrap(), &clock, &calls).await;
+    let rt = runtime(store, &clock, &calls).await;
     rt.start("warning", "w1", warning_input("w1"))
         .await
         .unwrap();
@@ -219,8 +217,7 @@ async fn refused_signal_changes_nothing_and_the_loop_closes_with_xiaohao_banjie(
         .is_empty());
 }
 
-#[tokio::test]
-async fn activity_retries_keep_the_idempotency_key_and_back_off() {
+async fn activity_retries_keep_the_idempotency_key_and_back_off(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let seen: Calls = Calls::default();
     let mut acts = activities(&Calls::default(), json!({}));
@@ -238,7 +235,7 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off() {
             }
         }
     });
-    let rt = runtime_with(SqlStore::memory().await.unwrap(), &clock, &bundle(), acts).await;
+    let rt = runtime_with(store, &clock, &bundle(), acts).await;
     rt.start("warning", "w1", warning_input("w1"))
         .await
         .unwrap();
@@ -305,11 +302,9 @@ async fn timers_survive_a_restart_on_the_same_database() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn running_instances_finish_on_the_version_they_started_with() {
+async fn running_instances_finish_on_the_version_they_started_with(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let calls = Calls::default();
-    let store = SqlStore::memory().await.unwrap();
     let rt1 = runtime(store.clone(), &clock, &calls).await;
     rt1.start("warning", "old", warning_input("old"))
         .await
@@ -374,15 +369,14 @@ async fn running_instances_finish_on_the_version_they_started_with() {
     assert!(escalated("old"));
 }
 
-#[tokio::test]
-async fn schedules_run_at_their_times_and_catch_up_once() {
+async fn schedules_run_at_their_times_and_catch_up_once(store: SqlStore) {
     let start: DateTime<Utc> = "2026-12-01T04:59:00+08:00".parse().unwrap();
     let clock = Arc::new(ManualClock::new(start));
     let calls = Calls::default();
     let comparison =
         json!({"run_id": "r", "as_of": "x", "new_warnings": [], "per_district": {}, "summary": {}});
     let rt = Runtime::new(
-        SqlStore::memory().await.unwrap(),
+        store,
         clock.clone() as Arc<dyn Clock>,
         &bundle(),
         activities(&calls, comparison),
@@ -439,15 +433,14 @@ async fn schedules_run_at_their_times_and_catch_up_once() {
     assert_eq!(slot, "2026-12-01T07:00:00+00:00");
 }
 
-#[tokio::test]
-async fn a_comparison_run_starts_each_warning_once() {
+async fn a_comparison_run_starts_each_warning_once(store: SqlStore) {
     // 11:00 in Chengdu: no scheduled run is due.
     let clock = Arc::new(ManualClock::new(t0() + chrono::Duration::hours(1)));
     let calls = Calls::default();
     let w = |id: &str| json!({"warning_id": id, "enterprise_id": "e1", "enterprise_name": "企业", "district": "jinjiang", "district_name": "锦江区", "person_id": id, "person_name": "某人", "reason": "红码"});
     let comparison = json!({"run_id": "r1", "as_of": "2026-12-01T10:00:00+08:00", "new_warnings": [w("w1"), w("w2")], "per_district": {"jinjiang": 2}, "summary": {"persons": 2}});
     let rt = Runtime::new(
-        SqlStore::memory().await.unwrap(),
+        store,
         clock.clone() as Arc<dyn Clock>,
         &bundle(),
         activities(&calls, comparison),
@@ -490,14 +483,13 @@ async fn a_comparison_run_starts_each_warning_once() {
     );
 }
 
-#[tokio::test]
-async fn query_api_lists_histories_timers_and_failed_tasks() {
+async fn query_api_lists_histories_timers_and_failed_tasks(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let mut acts = activities(&Calls::default(), json!({}));
     acts = acts.register("notify_enterprise", |_c: ActivityCall| async {
         Err(ActivityError::Permanent("号码无效".into()))
     });
-    let rt = runtime_with(SqlStore::memory().await.unwrap(), &clock, &bundle(), acts).await;
+    let rt = runtime_with(store, &clock, &bundle(), acts).await;
     for i in 0..3 {
         rt.start("warning", &format!("w{i}"), warning_input(&format!("w{i}")))
             .await
@@ -539,3 +531,15 @@ async fn query_api_lists_histories_timers_and_failed_tasks() {
     );
     assert!(text.contains("workflow_pending_timers 9"));
 }
+
+mod support;
+
+on_every_store!("runtime":
+    never_disposed_warning_sends_three_reminders_then_overdue,
+    refused_signal_changes_nothing_and_the_loop_closes_with_xiaohao_banjie,
+    activity_retries_keep_the_idempotency_key_and_back_off,
+    running_instances_finish_on_the_version_they_started_with,
+    schedules_run_at_their_times_and_catch_up_once,
+    a_comparison_run_starts_each_warning_once,
+    query_api_lists_histories_timers_and_failed_tasks,
+);

@@ -94,8 +94,8 @@ fn start(id: &str) -> StepCommit {
     }
 }
 
-async fn commit_is_atomic_and_checks_revisions(s: &impl Store) {
-    publish(s).await;
+async fn commit_is_atomic_and_checks_revisions(s: SqlStore) {
+    publish(&s).await;
     s.commit(&[start("i1")]).await.unwrap();
     let row = s.instance("i1").await.unwrap().unwrap();
     assert_eq!(row, instance("i1", 1));
@@ -151,8 +151,8 @@ async fn commit_is_atomic_and_checks_revisions(s: &impl Store) {
     assert_eq!(s.count_timers().await.unwrap(), 0);
 }
 
-async fn insert_if_absent_is_idempotent(s: &impl Store) {
-    publish(s).await;
+async fn insert_if_absent_is_idempotent(s: SqlStore) {
+    publish(&s).await;
     let mut c = start("child");
     c.insert_if_absent = true;
     c.outbox_delivered = vec![];
@@ -172,8 +172,8 @@ async fn insert_if_absent_is_idempotent(s: &impl Store) {
     );
 }
 
-async fn timers_come_due_in_order(s: &impl Store) {
-    publish(s).await;
+async fn timers_come_due_in_order(s: SqlStore) {
+    publish(&s).await;
     let mut c = start("i1");
     c.timers_insert = vec![
         timer("i1", "t3", 30),
@@ -197,8 +197,8 @@ async fn timers_come_due_in_order(s: &impl Store) {
     assert_eq!(pending.len(), 3);
 }
 
-async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: &impl Store) {
-    publish(s).await;
+async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
+    publish(&s).await;
     s.commit(&[start("i1")]).await.unwrap();
     let claimed = s.claim_tasks(t(1), 10, t(31)).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -257,8 +257,8 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: &impl Store) 
     assert_eq!(s.next_task().await.unwrap(), None);
 }
 
-async fn outbox_and_signals(s: &impl Store) {
-    publish(s).await;
+async fn outbox_and_signals(s: SqlStore) {
+    publish(&s).await;
     let mut c = start("i1");
     let row = OutboxRow {
         id: "i1/c1".into(),
@@ -306,8 +306,8 @@ async fn outbox_and_signals(s: &impl Store) {
     assert_eq!(s.pending_signals(10).await.unwrap().len(), 1);
 }
 
-async fn definitions_are_versioned(s: &impl Store) {
-    publish(s).await;
+async fn definitions_are_versioned(s: SqlStore) {
+    publish(&s).await;
     let v2 = DefinitionRow {
         hash: "h2".into(),
         kind: "warning".into(),
@@ -327,8 +327,8 @@ async fn definitions_are_versioned(s: &impl Store) {
     );
 }
 
-async fn instances_are_listed_by_filter_with_pages(s: &impl Store) {
-    publish(s).await;
+async fn instances_are_listed_by_filter_with_pages(s: SqlStore) {
+    publish(&s).await;
     let mut batch = Vec::new();
     for n in 0..25 {
         let mut i = instance(&format!("w{n:02}"), 1);
@@ -393,54 +393,9 @@ async fn instances_are_listed_by_filter_with_pages(s: &impl Store) {
     let _ = Duration::zero();
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let s = engine::store::SqlStore::memory().await.unwrap();
-                    super::$name(&s).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Ok(url) = std::env::var("DATABASE_URL_PG") else {
-                        eprintln!("DATABASE_URL_PG not set: PostgreSQL contract test skipped");
-                        return;
-                    };
-                    // Each test gets its own schema-free database by name.
-                    let db = concat!("contract_", stringify!($name));
-                    let s = super::fresh_pg(&url, db).await;
-                    super::$name(&s).await;
-                }
-            )*
-        }
-    };
-}
+mod support;
 
-async fn fresh_pg(url: &str, db: &str) -> SqlStore {
-    use sqlx::Executor;
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(url)
-        .await
-        .expect("PostgreSQL reachable");
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {db}").as_str())
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map(|x| x.0).unwrap_or(url);
-    SqlStore::connect(&format!("{base}/{db}")).await.unwrap()
-}
-
-contract!(
+on_every_store!("contract":
     commit_is_atomic_and_checks_revisions,
     insert_if_absent_is_idempotent,
     timers_come_due_in_order,
