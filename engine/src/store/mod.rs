@@ -16,7 +16,7 @@
 //! milliseconds, JSON as text), so the SQL is shared; only task claiming
 //! differs (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
 
-mod sql;
+pub mod sql;
 
 pub use sql::SqlStore;
 

@@ -75,10 +75,14 @@ impl SqlStore {
                     .await?
             }
         };
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
-        }
+        let mut migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        // The application keeps its own tables in the same database with its
+        // own migrations (versions 1001 and up).
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(SqlStore { pool, backend })
     }
 

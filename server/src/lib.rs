@@ -1,0 +1,4 @@
+//! The application crate: the Chengdu epidemic-prevention module on the
+//! engine. Domain data and its database, adapters to outside services,
+//! configuration.
+pub mod db;
