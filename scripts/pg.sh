@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PG_PORT:-55432}"
-DIR="$(pwd)/target/pgdata"
-LOG="$(pwd)/target/pg.log"
+# Outside the clone: when running as root the server runs as `postgres`,
+# which may not be able to enter the clone's directory.
+DIR="${TMPDIR:-/tmp}/epi-pgdata-$PORT"
+LOG="${TMPDIR:-/tmp}/epi-pg-$PORT.log"
 
 find_bin() {
     if command -v initdb >/dev/null 2>&1; then
@@ -39,7 +41,6 @@ as_pg() {
 
 case "${1:-}" in
 start)
-    mkdir -p target
     if [ ! -f "$DIR/PG_VERSION" ]; then
         rm -rf "$DIR"
         mkdir -p "$DIR"
