@@ -267,6 +267,33 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off(store: SqlStore)
     );
     let task = rt.store().task("w1/a1").await.unwrap().unwrap();
     assert_eq!(task.status, engine::store::TaskStatus::Succeeded);
+    // Each failed attempt is in the history (R8.4), then the completion.
+    let kinds: Vec<_> = rt
+        .store()
+        .history("w1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "started",
+            "activity_attempt_failed",
+            "activity_attempt_failed",
+            "activity_completed"
+        ]
+    );
+    // Replay ignores the notes: they are not inputs.
+    let row = rt.store().instance("w1").await.unwrap().unwrap();
+    let program = rt.program(&row.definition_hash).await.unwrap();
+    let inputs = engine::runtime::inputs(&rt.store().history("w1").await.unwrap());
+    assert_eq!(inputs.len(), 2);
+    let replayed = engine::interpreter::replay(&program, &inputs)
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_json::to_string(&replayed).unwrap(), row.snapshot);
     assert!(rt
         .metrics_text()
         .await

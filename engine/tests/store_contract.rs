@@ -239,6 +239,7 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
             status: TaskStatus::Failed,
             result: None,
             error: Some("gave up".into()),
+            next_run_at: None,
         }),
         ..Default::default()
     };

@@ -668,6 +668,7 @@ impl<S: Store> Runtime<S> {
             .await;
         let now = self.now();
         let mut work = Vec::new();
+        let mut retries = Vec::new();
         for (task, out) in outcomes {
             let retry: RetryPolicy = serde_json::from_str(&task.retry).unwrap_or_default();
             let input = match out {
@@ -677,6 +678,7 @@ impl<S: Store> Runtime<S> {
                         status: TaskStatus::Succeeded,
                         result: Some(result.to_string()),
                         error: None,
+                        next_run_at: None,
                     };
                     (
                         Input::ActivityCompleted {
@@ -693,7 +695,7 @@ impl<S: Store> Runtime<S> {
                     let next =
                         now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                     tracing::warn!(task = %task.id, attempt = task.attempt, error = %e, "activity attempt failed; retrying");
-                    self.inner.store.retry_task(&task.id, &e, next, now).await?;
+                    retries.push((task, e, next));
                     continue;
                 }
                 Err(e) => {
@@ -704,6 +706,7 @@ impl<S: Store> Runtime<S> {
                         status: TaskStatus::Failed,
                         result: None,
                         error: Some(error.clone()),
+                        next_run_at: None,
                     };
                     (
                         Input::ActivityFailed {
@@ -725,7 +728,77 @@ impl<S: Store> Runtime<S> {
             ));
         }
         self.apply_batch(work).await?;
+        self.record_attempts(retries).await?;
         Ok(n)
+    }
+
+    /// Failed attempts that will be retried: each goes into its instance's
+    /// history (R8.4) with the task's new schedule, in one transaction.
+    async fn record_attempts(&self, failed: Vec<(TaskRow, String, DateTime<Utc>)>) -> Result<()> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut ids: Vec<String> = failed.iter().map(|f| f.0.instance_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut rows: HashMap<String, InstanceRow> = self
+            .inner
+            .store
+            .instances_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut commits = Vec::with_capacity(failed.len());
+        for (task, error, next) in &failed {
+            let done = TaskDone {
+                id: task.id.clone(),
+                status: TaskStatus::Pending,
+                result: None,
+                error: Some(error.clone()),
+                next_run_at: Some(*next),
+            };
+            let mut c = StepCommit {
+                task_done: Some(done),
+                ..Default::default()
+            };
+            if let Some(row) = rows.get_mut(&task.instance_id) {
+                let mut new = row.clone();
+                new.revision += 1;
+                new.history_len += 1;
+                new.updated_at = now;
+                let payload = json!({
+                    "activity_id": task.activity_id, "name": task.name, "attempt": task.attempt,
+                    "error": error, "next_attempt_at": next,
+                });
+                c.history.push(store::HistoryRow {
+                    instance_id: row.id.clone(),
+                    seq: row.history_len,
+                    at: now,
+                    kind: "activity_attempt_failed".into(),
+                    payload: payload.to_string(),
+                });
+                c.expected_revision = Some(row.revision);
+                c.instance = Some(new.clone());
+                *row = new;
+            }
+            commits.push(c);
+        }
+        match self.inner.store.commit(&commits).await {
+            Ok(_) => Ok(()),
+            Err(store::Error::Conflict { .. }) => {
+                // The instance moved meanwhile: keep the retry, skip the history note.
+                for (task, error, next) in &failed {
+                    self.inner
+                        .store
+                        .retry_task(&task.id, error, *next, now)
+                        .await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn call(&self, task: &TaskRow) -> Result<Value, ActivityError> {

@@ -183,6 +183,8 @@ pub struct TaskDone {
     pub status: TaskStatus,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// With status `Pending`: the attempt failed and the next one runs then.
+    pub next_run_at: Option<DateTime<Utc>>,
 }
 
 /// Everything one step writes. Applied atomically with the others of its batch.

@@ -527,6 +527,7 @@ impl Store for SqlStore {
                     Arg::T(d.result.clone()),
                     Arg::T(d.error.clone()),
                     Arg::I(Some(now)),
+                    Arg::I(opt_ms(d.next_run_at)),
                 ]);
             }
             outbox.extend(c.outbox_insert.iter().map(|o| {
@@ -585,9 +586,9 @@ impl Store for SqlStore {
         }
         for chunk in done_tasks.chunks(ROWS) {
             let sql = format!(
-                "WITH v (id, status, result, error, now) AS (VALUES {}) \
+                "WITH v (id, status, result, error, now, next) AS (VALUES {}) \
                  UPDATE tasks SET status = v.status, result = v.result, last_error = COALESCE(v.error, tasks.last_error), \
-                 lease_until = NULL, updated_at = v.now FROM v WHERE tasks.id = v.id",
+                 lease_until = NULL, updated_at = v.now, next_run_at = COALESCE(v.next, tasks.next_run_at) FROM v WHERE tasks.id = v.id",
                 placeholders(chunk, self.backend)
             );
             execute(&mut tx, &sql, chunk.to_vec()).await?;
