@@ -2,3 +2,4 @@
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
 pub mod db;
+pub mod domain;

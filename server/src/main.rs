@@ -53,8 +53,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (w, r) = engine::load_dirs(&workflows, &rules).with_context(|| {
                 format!("reading {} and {}", workflows.display(), rules.display())
             })?;
+            // Reference data the engine leaves to the application.
+            let districts = workflows.join("districts.yaml");
+            let districts_error = match server::domain::Districts::load(&districts) {
+                Ok(_) => None,
+                Err(e) => Some(format!("{}: {e}", districts.display())),
+            };
             match engine::compile_bundle(&w, &r, &engine::Options::default()) {
-                Ok(b) => {
+                Ok(b) if districts_error.is_none() => {
                     println!(
                         "ok: {} workflows, {} forms, {} schedules, {} activities, {} rule scripts",
                         b.workflows.len(),
@@ -65,11 +71,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => {
-                    for d in &e.0 {
-                        println!("{d}");
+                result => {
+                    let mut problems: Vec<String> = match result {
+                        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+                        Ok(_) => Vec::new(),
+                    };
+                    problems.extend(districts_error);
+                    for p in &problems {
+                        println!("{p}");
                     }
-                    println!("{} problem(s) found", e.0.len());
+                    println!("{} problem(s) found", problems.len());
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -39,5 +39,5 @@ fn validate_lists_every_problem_and_fails() {
         out.contains("engine/tests/fixtures/broken/rules/helpers.rhai:6:13:"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("23 problem(s) found"), "{out}");
+    assert!(out.trim_end().ends_with("24 problem(s) found"), "{out}");
 }
