@@ -1,5 +1,6 @@
 //! The application crate: the Chengdu epidemic-prevention module on the
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
+pub mod comparison;
 pub mod db;
 pub mod domain;
