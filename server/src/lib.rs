@@ -1,6 +1,8 @@
 //! The application crate: the Chengdu epidemic-prevention module on the
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
+pub mod adapters;
 pub mod comparison;
+pub mod config;
 pub mod db;
 pub mod domain;

@@ -1,0 +1,205 @@
+//! The health-commission (卫健委) adapter, per the contract in DOMAIN.md:
+//! `POST {base}/v1/health/query` with a bearer token, at most 1000 id
+//! numbers a request. Batches run with bounded concurrency; 429, 5xx,
+//! timeouts and connection errors are retried with exponential backoff
+//! (honouring `Retry-After`); ids absent from the answer are counted as
+//! unknown, never flagged. A run that cannot get its data gets an error
+//! naming the batch — never invented numbers.
+//!
+//! Must not interpret the data (that is `comparison`) or store anything.
+
+use super::BoxFuture;
+use crate::comparison::HealthRecord;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The contract's limit on ids per request.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("卫健委接口第{batch}批（共{of}批）失败，已尝试{attempts}次：{reason}")]
+    Batch {
+        batch: usize,
+        of: usize,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("卫健委接口第{batch}批返回的数据无法解析：{reason}")]
+    Malformed { batch: usize, reason: String },
+}
+
+/// What a query returns: records by id number, and how many were unknown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    pub records: HashMap<String, HealthRecord>,
+    pub unknown: usize,
+}
+
+/// Anything that answers the contract: the HTTP client or the simulator.
+pub trait HealthCommission: Send + Sync + 'static {
+    fn query(
+        &self,
+        as_of: DateTime<Utc>,
+        window_hours: u32,
+        ids: Vec<String>,
+    ) -> BoxFuture<Result<Answer, Error>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub base_url: String,
+    pub token: crate::config::Secret,
+    pub timeout: Duration,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    as_of: DateTime<Utc>,
+    window_hours: u32,
+    id_numbers: &'a [String],
+}
+
+#[derive(Deserialize)]
+struct Response {
+    results: Vec<HealthRecord>,
+}
+
+/// The HTTP client of the contract.
+#[derive(Clone)]
+pub struct HttpHealth {
+    http: reqwest::Client,
+    opts: HttpOptions,
+}
+
+impl HttpHealth {
+    pub fn new(opts: HttpOptions) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder().timeout(opts.timeout).build()?;
+        Ok(HttpHealth { http, opts })
+    }
+
+    async fn batch(
+        &self,
+        n: usize,
+        of: usize,
+        as_of: DateTime<Utc>,
+        window_hours: u32,
+        ids: &[String],
+    ) -> Result<Vec<HealthRecord>, Error> {
+        let url = format!(
+            "{}/v1/health/query",
+            self.opts.base_url.trim_end_matches('/')
+        );
+        let body = Request {
+            as_of,
+            window_hours,
+            id_numbers: ids,
+        };
+        let mut delay = self.opts.backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(self.opts.token.expose())
+                .json(&body)
+                .send()
+                .await;
+            let (reason, retry_after) = match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    let text = resp.text().await.map_err(|e| Error::Malformed {
+                        batch: n,
+                        reason: e.to_string(),
+                    })?;
+                    let parsed: Response =
+                        serde_json::from_str(&text).map_err(|e| Error::Malformed {
+                            batch: n,
+                            reason: e.to_string(),
+                        })?;
+                    return Ok(parsed.results);
+                }
+                Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
+                    let after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    (format!("HTTP {}", resp.status().as_u16()), after)
+                }
+                Ok(resp) => {
+                    // 4xx other than 429: our request is wrong; retrying will not help.
+                    return Err(Error::Batch {
+                        batch: n,
+                        of,
+                        attempts: attempt,
+                        reason: format!("HTTP {}", resp.status().as_u16()),
+                    });
+                }
+                Err(e) if e.is_timeout() => ("超时".to_string(), None),
+                Err(e) => (format!("连接失败：{e}"), None),
+            };
+            if attempt >= self.opts.attempts {
+                return Err(Error::Batch {
+                    batch: n,
+                    of,
+                    attempts: attempt,
+                    reason,
+                });
+            }
+            tracing::warn!(batch = n, attempt, %reason, "health commission batch failed; retrying");
+            tokio::time::sleep(retry_after.unwrap_or(delay).min(self.opts.max_backoff)).await;
+            delay = (delay * 2).min(self.opts.max_backoff);
+        }
+    }
+}
+
+impl HealthCommission for HttpHealth {
+    fn query(
+        &self,
+        as_of: DateTime<Utc>,
+        window_hours: u32,
+        ids: Vec<String>,
+    ) -> BoxFuture<Result<Answer, Error>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let size = this.opts.batch_size.clamp(1, MAX_BATCH);
+            let batches: Vec<Vec<String>> = ids.chunks(size).map(<[String]>::to_vec).collect();
+            let of = batches.len();
+            let concurrency = this.opts.concurrency.max(1);
+            let results: Vec<Result<Vec<HealthRecord>, Error>> =
+                futures::stream::iter(batches.into_iter().enumerate())
+                    .map(|(i, b)| {
+                        let this = this.clone();
+                        async move { this.batch(i + 1, of, as_of, window_hours, &b).await }
+                    })
+                    .buffered(concurrency)
+                    .collect()
+                    .await;
+            let asked: std::collections::HashSet<&String> = ids.iter().collect();
+            let mut answer = Answer::default();
+            for r in results {
+                for rec in r? {
+                    // Ids we did not ask for are ignored.
+                    if asked.contains(&rec.id_number) {
+                        answer.records.insert(rec.id_number.clone(), rec);
+                    }
+                }
+            }
+            answer.unknown = ids
+                .iter()
+                .filter(|i| !answer.records.contains_key(*i))
+                .count();
+            Ok(answer)
+        })
+    }
+}

@@ -1,0 +1,338 @@
+//! Configuration: defaults < YAML file < environment variables, then
+//! `validate()` before anything starts. Chooses and configures the adapters
+//! (simulated or real health commission, SMS to the log or to a gateway) so
+//! a deployment points them at real gateways without rebuilding. Secrets
+//! never print. See deploy/config.example.yaml.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A secret (token): Debug and Display print `***`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthMode {
+    Sim,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsMode {
+    Log,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    pub mode: HealthMode,
+    pub base_url: String,
+    pub token: Secret,
+    pub timeout_ms: u64,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub attempts: u32,
+    pub backoff_ms: u64,
+    pub sim_seed: u64,
+    pub sim_rates: crate::adapters::health_sim::SimRates,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            mode: HealthMode::Sim,
+            base_url: String::new(),
+            token: Secret::default(),
+            timeout_ms: 10_000,
+            batch_size: 1000,
+            concurrency: 4,
+            attempts: 5,
+            backoff_ms: 500,
+            sim_seed: 2022,
+            sim_rates: Default::default(),
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn http_options(&self) -> crate::adapters::health::HttpOptions {
+        crate::adapters::health::HttpOptions {
+            base_url: self.base_url.clone(),
+            token: self.token.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+            batch_size: self.batch_size,
+            concurrency: self.concurrency,
+            attempts: self.attempts,
+            backoff: Duration::from_millis(self.backoff_ms),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    pub mode: SmsMode,
+    pub base_url: String,
+    pub token: Secret,
+    pub timeout_ms: u64,
+    pub attempts: u32,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            mode: SmsMode::Log,
+            base_url: String::new(),
+            token: Secret::default(),
+            timeout_ms: 10_000,
+            attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite://data/epi.db?mode=rwc` (default) or `postgres://…`.
+    pub database_url: String,
+    pub health: HealthConfig,
+    pub sms: SmsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://data/epi.db?mode=rwc".into(),
+            health: Default::default(),
+            sms: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment (`env` looks a name up).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Error> {
+        let mut c = match file {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                serde_yaml::from_str(&text).map_err(|source| Error::Parse {
+                    path: p.display().to_string(),
+                    source,
+                })?
+            }
+        };
+        fn parse<T: std::str::FromStr>(name: &str, v: String) -> Result<T, Error> {
+            v.trim().parse().map_err(|_| Error::Env {
+                name: name.into(),
+                message: format!("`{v}` is not a valid value"),
+            })
+        }
+        let mode = |name: &str, v: String| -> Result<String, Error> {
+            let v = v.trim().to_lowercase();
+            Ok(v).and_then(|v| {
+                if v.is_empty() {
+                    Err(Error::Env {
+                        name: name.into(),
+                        message: "empty".into(),
+                    })
+                } else {
+                    Ok(v)
+                }
+            })
+        };
+        if let Some(v) = env("EPI_DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(v) = env("EPI_HEALTH_MODE") {
+            c.health.mode = match mode("EPI_HEALTH_MODE", v)?.as_str() {
+                "sim" => HealthMode::Sim,
+                "http" => HealthMode::Http,
+                other => {
+                    return Err(Error::Env {
+                        name: "EPI_HEALTH_MODE".into(),
+                        message: format!("`{other}`: use sim or http"),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("EPI_HEALTH_BASE_URL") {
+            c.health.base_url = v;
+        }
+        if let Some(v) = env("EPI_HEALTH_TOKEN") {
+            c.health.token = Secret(v);
+        }
+        if let Some(v) = env("EPI_HEALTH_TIMEOUT_MS") {
+            c.health.timeout_ms = parse("EPI_HEALTH_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = env("EPI_HEALTH_BATCH_SIZE") {
+            c.health.batch_size = parse("EPI_HEALTH_BATCH_SIZE", v)?;
+        }
+        if let Some(v) = env("EPI_HEALTH_CONCURRENCY") {
+            c.health.concurrency = parse("EPI_HEALTH_CONCURRENCY", v)?;
+        }
+        if let Some(v) = env("EPI_SMS_MODE") {
+            c.sms.mode = match mode("EPI_SMS_MODE", v)?.as_str() {
+                "log" => SmsMode::Log,
+                "http" => SmsMode::Http,
+                other => {
+                    return Err(Error::Env {
+                        name: "EPI_SMS_MODE".into(),
+                        message: format!("`{other}`: use log or http"),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env("EPI_SMS_BASE_URL") {
+            c.sms.base_url = v;
+        }
+        if let Some(v) = env("EPI_SMS_TOKEN") {
+            c.sms.token = Secret(v);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Every problem at once.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut p = Vec::new();
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            p.push("database_url must start with sqlite: or postgres://".to_string());
+        }
+        let h = &self.health;
+        if h.mode == HealthMode::Http {
+            if !(h.base_url.starts_with("http://") || h.base_url.starts_with("https://")) {
+                p.push("health.base_url must be an http(s) URL when health.mode is http".into());
+            }
+            if h.token.is_empty() {
+                p.push("health.token is required when health.mode is http".into());
+            }
+        }
+        if h.batch_size == 0 || h.batch_size > crate::adapters::health::MAX_BATCH {
+            p.push(format!(
+                "health.batch_size must be 1..={}",
+                crate::adapters::health::MAX_BATCH
+            ));
+        }
+        if h.concurrency == 0 || h.concurrency > 64 {
+            p.push("health.concurrency must be 1..=64".into());
+        }
+        if h.attempts == 0 {
+            p.push("health.attempts must be at least 1".into());
+        }
+        if h.timeout_ms == 0 {
+            p.push("health.timeout_ms must be more than 0".into());
+        }
+        let s = &self.sms;
+        if s.mode == SmsMode::Http {
+            if !(s.base_url.starts_with("http://") || s.base_url.starts_with("https://")) {
+                p.push("sms.base_url must be an http(s) URL when sms.mode is http".into());
+            }
+            if s.token.is_empty() {
+                p.push("sms.token is required when sms.mode is http".into());
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(p))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults_and_secrets_never_print() {
+        let dir = std::env::temp_dir().join(format!("epi-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.yaml");
+        std::fs::write(&file, "health:\n  mode: http\n  base_url: http://gw.example\n  token: from-file\n  batch_size: 500\n").unwrap();
+        let env = |k: &str| match k {
+            "EPI_HEALTH_TOKEN" => Some("from-env".to_string()),
+            "EPI_SMS_MODE" => Some("log".to_string()),
+            _ => None,
+        };
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(
+            (c.health.mode, c.health.batch_size, c.health.token.expose()),
+            (HealthMode::Http, 500, "from-env")
+        );
+        assert!(!format!("{c:?}").contains("from-env"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn invalid_configuration_lists_every_problem() {
+        let env = |k: &str| match k {
+            "EPI_HEALTH_MODE" => Some("http".to_string()),
+            "EPI_SMS_MODE" => Some("http".to_string()),
+            "EPI_HEALTH_BATCH_SIZE" => Some("5000".to_string()),
+            _ => None,
+        };
+        let Err(Error::Invalid(p)) = Config::load(None, env) else {
+            panic!("refused")
+        };
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(matches!(
+            Config::load(None, |k| (k == "EPI_HEALTH_MODE").then(|| "ftp".into())),
+            Err(Error::Env { .. })
+        ));
+    }
+}
