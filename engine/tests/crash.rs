@@ -39,15 +39,25 @@ async fn sms(State(log): State<Log>, Json(body): Json<Value>) -> StatusCode {
     StatusCode::from_u16(status).unwrap()
 }
 
+/// The worker binary: `cargo test` builds the example as
+/// `target/<profile>/examples/crash_worker-<hash>`, `cargo build --example`
+/// as `…/examples/crash_worker`.
 fn worker_exe() -> std::path::PathBuf {
-    // target/<profile>/deps/crash-… -> target/<profile>/examples/crash_worker
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("crash_worker")
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let plain = dir.join("crash_worker");
+    let mut built: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("crash_worker-") && p.extension().is_none()
+        })
+        .collect();
+    built.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    built.pop().unwrap_or(plain)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
