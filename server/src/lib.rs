@@ -1,6 +1,7 @@
 //! The application crate: the Chengdu epidemic-prevention module on the
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
+pub mod activities;
 pub mod adapters;
 pub mod comparison;
 pub mod config;

@@ -100,7 +100,9 @@ CREATE TABLE comparison_runs (
     unknown BIGINT NOT NULL,
     anomalies BIGINT NOT NULL,
     new_warnings BIGINT NOT NULL,
-    error TEXT
+    error TEXT,
+    -- What the run returned to its workflow: a retried run returns it again.
+    result TEXT
 );
 CREATE TABLE comparison_persons (
     run_id TEXT NOT NULL REFERENCES comparison_runs (id),
