@@ -32,3 +32,27 @@ pub async fn open(url: &str) -> Result<SqlStore, Error> {
     store.next_timer().await?;
     Ok(store)
 }
+
+/// Write the district directory (R7.2) into the database: new districts are
+/// added, changed names, liaison officers and phones are updated.
+pub async fn seed_districts(
+    pool: &sqlx::AnyPool,
+    districts: &crate::domain::Districts,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for d in districts.all() {
+        sqlx::query(
+            "INSERT INTO districts (code, number, name, liaison_name, phone) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (code) DO UPDATE SET number = excluded.number, name = excluded.name, \
+             liaison_name = excluded.liaison_name, phone = excluded.phone",
+        )
+        .bind(d.code.as_str())
+        .bind(i64::from(d.number))
+        .bind(d.name.as_str())
+        .bind(d.liaison.as_str())
+        .bind(d.phone.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}

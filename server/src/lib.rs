@@ -7,3 +7,4 @@ pub mod comparison;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod records;

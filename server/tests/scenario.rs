@@ -22,14 +22,10 @@ fn id_number(n: u32) -> String {
 }
 
 async fn seed(pool: &sqlx::AnyPool) {
-    for (code, n, name) in [
-        ("jinjiang", 1, "锦江区住建交局"),
-        ("qingyang", 2, "青羊区住建交局"),
-    ] {
-        pool.execute(format!("INSERT INTO districts (code, number, name, liaison_name, phone) VALUES ('{code}', {n}, '{name}', '某人', '84527022')").as_str())
-            .await
-            .unwrap();
-    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let districts = server::domain::Districts::load(root.join("workflows/districts.yaml")).unwrap();
+    server::db::seed_districts(pool, &districts).await.unwrap();
+    assert_eq!(count(pool, "SELECT COUNT(*) FROM districts").await, 23);
     for (e, district) in [("e1", "jinjiang"), ("e2", "qingyang")] {
         pool.execute(
             format!(
@@ -101,8 +97,53 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
     .await
     .unwrap();
     rt.run_until_idle().await.unwrap();
+    // Before the first run, e1 files its record for one address (R3.4).
+    let form = bundle.forms["daily_record"].clone();
+    let fields = serde_json::json!({"on_duty": "12", "visitors_registered": 3, "disinfection_done": "on", "temperature_checked": true});
+    let now = clock.now().timestamp_millis();
+    let filed = server::records::create(&pool, &form, "e1", "e1-a0", "2026-12-01", &fields, now)
+        .await
+        .unwrap();
+    match server::records::create(&pool, &form, "e1", "e1-a0", "2026-12-01", &fields, now).await {
+        Err(e @ server::records::Error::AlreadyFiled { .. }) => {
+            assert_eq!(e.to_string(), "同一个企业每天只能填报一次信息")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(
+            server::records::create(&pool, &form, "e2", "e1-a0", "2026-12-02", &fields, now).await,
+            Err(server::records::Error::NotFound)
+        ),
+        "another enterprise cannot file for e1's address"
+    );
+    match server::records::create(
+        &pool,
+        &form,
+        "e1",
+        "e1-a1",
+        "2026-12-01",
+        &serde_json::json!({"on_duty": -1}),
+        now,
+    )
+    .await
+    {
+        Err(server::records::Error::Invalid(errors)) => assert_eq!(errors.len(), 4, "{errors:?}"),
+        other => panic!("{other:?}"),
+    }
     clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
     rt.run_until_idle().await.unwrap();
+    let (by, computed): (String, Option<String>) =
+        sqlx::query_as("SELECT created_by, computed FROM daily_records WHERE id = $1")
+            .bind(&filed)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        by, "enterprise",
+        "the run filled the enterprise's own record, no second one"
+    );
+    assert!(computed.unwrap().contains("\"persons\":20"));
 
     // The run fills one record per address for the day (R3.4, R4.3).
     assert_eq!(
@@ -158,12 +199,44 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
     // The first reminder went out by SMS (logged) and as a notice.
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM sms_log").await, warnings);
 
+    // A person with an open warning leaves (R2.5): the warning stays, later runs skip them.
+    let (gone,): (String,) = sqlx::query_as("SELECT staff_id FROM warnings ORDER BY id LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let owner: String = sqlx::query_scalar("SELECT enterprise_id FROM staff WHERE id = $1")
+        .bind(&gone)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        server::records::delete_person(&pool, "nobody", &gone, 0).await,
+        Err(server::records::Error::NotFound)
+    ));
+    server::records::delete_person(&pool, &owner, &gone, 0)
+        .await
+        .unwrap();
     // 10:00: the same anomalies are still there; no second warning (R5.1), no digest.
     clock.set("2026-12-01T10:00:00+08:00".parse().unwrap());
     rt.run_until_idle().await.unwrap();
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM comparison_runs").await,
         2
+    );
+    assert_eq!(
+        count(&pool, "SELECT MIN(persons) FROM comparison_runs").await,
+        79,
+        "the deleted person is not compared"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            &format!(
+                "SELECT COUNT(*) FROM warnings WHERE staff_id = '{gone}' AND closed_at IS NULL"
+            )
+        )
+        .await,
+        1
     );
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM warnings").await,
