@@ -149,7 +149,7 @@ async fn never_disposed_warning_sends_three_reminders_then_overdue(store: SqlSto
     let keys: Vec<_> = r.iter().map(|c| c.idempotency_key.as_str()).collect();
     assert_eq!(
         keys,
-        ["w1/a1", "w1/a5", "w1/a7"],
+        ["w1/a2", "w1/a6", "w1/a9"],
         "keys are instance/activity ids"
     );
     let row = rt.store().instance("w1").await.unwrap().unwrap();
@@ -241,7 +241,7 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off(store: SqlStore)
         .unwrap();
     rt.run_until_idle().await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), 1);
-    let task = rt.store().task("w1/a1").await.unwrap().unwrap();
+    let task = rt.store().task("w1/a2").await.unwrap().unwrap();
     assert_eq!(task.last_error.as_deref(), Some("HTTP 503 on attempt 1"));
     // notify_enterprise backs off 30 s, then 60 s.
     clock.set(t0() + chrono::Duration::seconds(29));
@@ -260,12 +260,12 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off(store: SqlStore)
     assert_eq!(
         attempts,
         [
-            ("w1/a1".to_string(), 1),
-            ("w1/a1".to_string(), 2),
-            ("w1/a1".to_string(), 3)
+            ("w1/a2".to_string(), 1),
+            ("w1/a2".to_string(), 2),
+            ("w1/a2".to_string(), 3)
         ]
     );
-    let task = rt.store().task("w1/a1").await.unwrap().unwrap();
+    let task = rt.store().task("w1/a2").await.unwrap().unwrap();
     assert_eq!(task.status, engine::store::TaskStatus::Succeeded);
     // Each failed attempt is in the history (R8.4), then the completion.
     let kinds: Vec<_> = rt
@@ -280,6 +280,7 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off(store: SqlStore)
         kinds,
         [
             "started",
+            "activity_completed",
             "activity_attempt_failed",
             "activity_attempt_failed",
             "activity_completed"
@@ -289,7 +290,7 @@ async fn activity_retries_keep_the_idempotency_key_and_back_off(store: SqlStore)
     let row = rt.store().instance("w1").await.unwrap().unwrap();
     let program = rt.program(&row.definition_hash).await.unwrap();
     let inputs = engine::runtime::inputs(&rt.store().history("w1").await.unwrap());
-    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs.len(), 3);
     let replayed = engine::interpreter::replay(&program, &inputs)
         .unwrap()
         .unwrap();
@@ -544,8 +545,8 @@ async fn query_api_lists_histories_timers_and_failed_tasks(store: SqlStore) {
     assert_eq!(timers.len(), 9, "three timers per open warning");
     let h = rt.store().history("w0").await.unwrap();
     let kinds: Vec<_> = h.iter().map(|h| h.kind.as_str()).collect();
-    assert_eq!(kinds, ["started", "activity_failed"]);
-    assert!(h[1].payload.contains("号码无效"));
+    assert_eq!(kinds, ["started", "activity_completed", "activity_failed"]);
+    assert!(h[2].payload.contains("号码无效"));
     let f = InstanceFilter {
         person: Some("510104********1234".into()),
         ..Default::default()

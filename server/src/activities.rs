@@ -42,7 +42,8 @@ pub fn registry(s: Arc<Services>) -> Activities {
     let b = s.clone();
     let c = s.clone();
     let d = s.clone();
-    let e = s;
+    let e = s.clone();
+    let f = s;
     Activities::new()
         .register("notify_enterprise", move |call| {
             notify_enterprise(a.clone(), call)
@@ -57,8 +58,8 @@ pub fn registry(s: Arc<Services>) -> Activities {
         .register("run_comparison", move |call| {
             run_comparison(e.clone(), call)
         })
-        .register("record_warning_event", |_call: ActivityCall| async {
-            Ok(Value::Null)
+        .register("record_warning_event", move |call| {
+            project_warning(f.clone(), call)
         })
 }
 
@@ -183,6 +184,43 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
         )
         .await?;
     }
+    Ok(Value::Null)
+}
+
+/// Bring a warning's row in the `warnings` projection up to its workflow's
+/// committed state. Reads the instance rather than trusting arguments, so
+/// calls that run late or out of order still converge on the latest state.
+async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
+    let id = arg(&call, "warning_id");
+    let Some(row) = sqlx::query(
+        "SELECT state, status_label, snapshot, closed_at, updated_at FROM instances WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(db)?
+    else {
+        return Err(ActivityError::Permanent(format!(
+            "no workflow for warning {id}"
+        )));
+    };
+    let snapshot: Value = serde_json::from_str(&row.try_get::<String, _>("snapshot").map_err(db)?)
+        .map_err(|e| ActivityError::Permanent(e.to_string()))?;
+    let flag = |name: &str| i64::from(snapshot["vars"][name].as_bool().unwrap_or(false));
+    sqlx::query(
+        "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
+         closed_at = $5, updated_at = $6 WHERE id = $7",
+    )
+    .bind(row.try_get::<String, _>("state").map_err(db)?)
+    .bind(row.try_get::<Option<String>, _>("status_label").map_err(db)?)
+    .bind(flag("disposal_overdue"))
+    .bind(flag("review_overdue"))
+    .bind(row.try_get::<Option<i64>, _>("closed_at").map_err(db)?)
+    .bind(row.try_get::<i64, _>("updated_at").map_err(db)?)
+    .bind(id)
+    .execute(&s.pool)
+    .await
+    .map_err(db)?;
     Ok(Value::Null)
 }
 

@@ -259,4 +259,6 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
         "three SMS per never-disposed warning"
     );
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM notices WHERE recipient_kind = 'district' AND title = '预警超时未处置'").await, warnings);
+    // The projection follows the workflows: every warning is overdue now.
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM warnings WHERE disposal_overdue = 1 AND state = 'awaiting_disposal'").await, warnings);
 }
