@@ -8,3 +8,4 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod records;
+pub mod staff;

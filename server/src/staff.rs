@@ -1,0 +1,176 @@
+//! Staff import from CSV (R2.3): every row is checked (name, ID number with
+//! its check digit, mobile, office address of this enterprise, a person in
+//! one enterprise at a time) and every problem is reported with its line;
+//! if there is any, nothing is saved.
+//!
+//! Columns, with a header row: 姓名,身份证号,手机号,办公地址 — the address is
+//! the text of one of the enterprise's 在蓉办公地址.
+
+use crate::domain::{IdNumber, Mobile, PersonName};
+use sqlx::{AnyPool, Row};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("导入失败，共{}处问题，未导入任何人员", .0.len())]
+    Rows(Vec<RowError>),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A problem on one line of the file (line 1 is the header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: u64,
+    pub message: String,
+}
+
+struct Checked {
+    name: PersonName,
+    id_number: IdNumber,
+    mobile: Option<Mobile>,
+    address_id: String,
+}
+
+/// Import `csv` for `enterprise_id`. Persons already in this enterprise are
+/// updated (name, mobile, address); new ones are added. Returns the count.
+pub async fn import_csv(
+    pool: &AnyPool,
+    enterprise_id: &str,
+    csv: &str,
+    now_ms: i64,
+) -> Result<usize, Error> {
+    let addresses: HashMap<String, String> = sqlx::query(
+        "SELECT id, address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(enterprise_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get::<String, _>("address")?,
+            r.try_get::<String, _>("id")?,
+        ))
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    let mut errors = Vec::new();
+    let mut rows = Vec::new();
+    let mut seen = HashSet::new();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(csv.as_bytes());
+    for (i, record) in reader.records().enumerate() {
+        let line = i as u64 + 2;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(RowError {
+                    line,
+                    message: format!("无法读取：{e}"),
+                });
+                continue;
+            }
+        };
+        let field = |k: usize| record.get(k).unwrap_or("").to_string();
+        let mut row_errors = Vec::new();
+        let name = PersonName::parse(&field(0))
+            .map_err(|e| row_errors.push(format!("姓名：{e}")))
+            .ok();
+        let id_number = IdNumber::parse(&field(1))
+            .map_err(|e| row_errors.push(format!("身份证号：{e}")))
+            .ok();
+        let mobile = match field(2).as_str() {
+            "" => None,
+            m => Mobile::parse(m)
+                .map_err(|e| row_errors.push(format!("手机号：{e}")))
+                .ok(),
+        };
+        let address_id = addresses.get(&field(3)).cloned();
+        if address_id.is_none() {
+            row_errors.push(format!("办公地址“{}”不是本企业的在蓉办公地址", field(3)));
+        }
+        if let Some(n) = &id_number {
+            if !seen.insert(n.as_str().to_string()) {
+                row_errors.push("身份证号在文件中重复".to_string());
+            }
+        }
+        match (name, id_number, address_id, row_errors.is_empty()) {
+            (Some(name), Some(id_number), Some(address_id), true) => rows.push((
+                line,
+                Checked {
+                    name,
+                    id_number,
+                    mobile,
+                    address_id,
+                },
+            )),
+            _ => errors.extend(
+                row_errors
+                    .into_iter()
+                    .map(|message| RowError { line, message }),
+            ),
+        }
+    }
+    let mut tx = pool.begin().await?;
+    let mut existing = HashMap::new();
+    for (line, r) in &rows {
+        let other = sqlx::query(
+            "SELECT id, enterprise_id FROM staff WHERE id_number = $1 AND deleted_at IS NULL",
+        )
+        .bind(r.id_number.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(o) = other {
+            let owner: String = o.try_get("enterprise_id")?;
+            if owner != enterprise_id {
+                errors.push(RowError {
+                    line: *line,
+                    message: "该人员已在其他企业登记，需由原企业删除后再导入".into(),
+                });
+            } else {
+                existing.insert(
+                    r.id_number.as_str().to_string(),
+                    o.try_get::<String, _>("id")?,
+                );
+            }
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(Error::Rows(errors));
+    }
+    for (_, r) in &rows {
+        let mobile = r.mobile.as_ref().map(|m| m.as_str().to_string());
+        match existing.get(r.id_number.as_str()) {
+            Some(id) => {
+                sqlx::query("UPDATE staff SET name = $1, mobile = $2, address_id = $3, updated_at = $4 WHERE id = $5")
+                    .bind(r.name.as_str())
+                    .bind(mobile)
+                    .bind(&r.address_id)
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(format!("{enterprise_id}:{}:{now_ms}", r.id_number.as_str()))
+                .bind(enterprise_id)
+                .bind(&r.address_id)
+                .bind(r.name.as_str())
+                .bind(r.id_number.as_str())
+                .bind(mobile)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
