@@ -336,6 +336,45 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .await
         .map_err(db)?;
     }
+    // The run row first: the per-person data below refers to it.
+    sqlx::query(
+        "INSERT INTO comparison_runs (id, slot, as_of, started_at, status, persons, unknown, anomalies, new_warnings) \
+         VALUES ($1, NULL, $2, $3, 'running', $4, $5, $6, 0)",
+    )
+    .bind(&run_id)
+    .bind(as_of.timestamp_millis())
+    .bind(now)
+    .bind(persons.len() as i64)
+    .bind(answer.unknown as i64)
+    .bind(outcome.anomalies.len() as i64)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    // The data each person was judged on, for audits and dry runs of changed rules (R8.2).
+    let mut reasons: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+    for a in &outcome.anomalies {
+        reasons
+            .entry(a.staff_id.as_str())
+            .or_default()
+            .push(a.reason.as_str());
+    }
+    for p in &persons {
+        let data = answer
+            .records
+            .get(&p.id_number)
+            .map(|r| serde_json::to_string(r).expect("serialisable"));
+        let why = serde_json::to_string(reasons.get(p.staff_id.as_str()).unwrap_or(&Vec::new()))
+            .expect("serialisable");
+        sqlx::query("INSERT INTO comparison_persons (run_id, staff_id, address_id, data, reasons) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&run_id)
+            .bind(&p.staff_id)
+            .bind(&p.address_id)
+            .bind(data)
+            .bind(why)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
     let open: HashSet<String> =
         sqlx::query_scalar::<_, String>("SELECT dedupe_key FROM warnings WHERE closed_at IS NULL")
             .fetch_all(&mut *tx)
@@ -395,21 +434,14 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         "run_id": run_id, "as_of": as_of.to_rfc3339(), "new_warnings": new_warnings,
         "per_district": per_district, "summary": summary,
     });
-    sqlx::query(
-        "INSERT INTO comparison_runs (id, slot, as_of, started_at, finished_at, status, persons, unknown, anomalies, new_warnings, result) \
-         VALUES ($1, NULL, $2, $3, $3, 'done', $4, $5, $6, $7, $8)",
-    )
-    .bind(&run_id)
-    .bind(as_of.timestamp_millis())
-    .bind(now)
-    .bind(persons.len() as i64)
-    .bind(answer.unknown as i64)
-    .bind(outcome.anomalies.len() as i64)
-    .bind(summary["new_warnings"].as_i64().unwrap_or_default())
-    .bind(result.to_string())
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    sqlx::query("UPDATE comparison_runs SET finished_at = $1, status = 'done', new_warnings = $2, result = $3 WHERE id = $4")
+        .bind(now)
+        .bind(summary["new_warnings"].as_i64().unwrap_or_default())
+        .bind(result.to_string())
+        .bind(&run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(result)
 }

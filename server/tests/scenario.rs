@@ -261,4 +261,123 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM notices WHERE recipient_kind = 'district' AND title = '预警超时未处置'").await, warnings);
     // The projection follows the workflows: every warning is overdue now.
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM warnings WHERE disposal_overdue = 1 AND state = 'awaiting_disposal'").await, warnings);
+
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM comparison_persons").await,
+        80 + 79,
+        "each run keeps the data every person was judged on"
+    );
+
+    // One warning through the review loop (R6.2): return needs a comment,
+    // the enterprise disposes again, the district closes it: 销号办结.
+    let (wid, ent, dis): (String, String, String) =
+        sqlx::query_as("SELECT id, enterprise_id, district FROM warnings ORDER BY id LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let enterprise = engine::Actor {
+        role: "enterprise".into(),
+        id: ent,
+        name: None,
+    };
+    let district = engine::Actor {
+        role: "district".into(),
+        id: dis.clone(),
+        name: None,
+    };
+    let disposal = serde_json::json!({"reported_to_community": true, "community": "书院街社区", "person_situation": "人员已离职"});
+    rt.signal(&wid, "dispose", disposal.clone(), enterprise.clone())
+        .await
+        .unwrap();
+    assert!(rt
+        .signal(&wid, "return", serde_json::json!({}), district.clone())
+        .await
+        .is_err());
+    rt.signal(
+        &wid,
+        "return",
+        serde_json::json!({"comment": "请补充社区回执"}),
+        district.clone(),
+    )
+    .await
+    .unwrap();
+    rt.run_until_idle().await.unwrap();
+    let returned: String =
+        sqlx::query_scalar("SELECT body FROM notices WHERE title = '预警处置被退回整改'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(returned.contains("请补充社区回执"));
+    rt.signal(&wid, "dispose", disposal, enterprise)
+        .await
+        .unwrap();
+    rt.signal(&wid, "approve", serde_json::Value::Null, district)
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    let (state, label): (String, Option<String>) =
+        sqlx::query_as("SELECT state, status_label FROM warnings WHERE id = $1")
+            .bind(&wid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), label.as_deref()),
+        ("closed", Some("销号办结"))
+    );
+
+    // A second warning is disposed and never reviewed: 12 h later the city is told (R6.3).
+    let (w2, ent2): (String, String) = sqlx::query_as(
+        "SELECT id, enterprise_id FROM warnings WHERE closed_at IS NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let disposal = serde_json::json!({"reported_to_community": true, "community": "社区", "person_situation": "居家隔离"});
+    rt.signal(
+        &w2,
+        "dispose",
+        disposal,
+        engine::Actor {
+            role: "enterprise".into(),
+            id: ent2,
+            name: None,
+        },
+    )
+    .await
+    .unwrap();
+    clock.set("2026-12-02T01:00:00+08:00".parse().unwrap());
+    rt.run_until_idle().await.unwrap();
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM notices WHERE recipient_kind = 'city' AND title = '预警审核超时上报'").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT review_overdue FROM warnings WHERE id = '{w2}'")
+        )
+        .await,
+        1
+    );
+
+    // The rest of the week: three runs a day, no new anomalies among the same persons.
+    let runs_before = count(&pool, "SELECT COUNT(*) FROM comparison_runs").await;
+    for day in 2..=7 {
+        for hour in ["05:00", "10:00", "15:00"] {
+            clock.set(format!("2026-12-0{day}T{hour}:00+08:00").parse().unwrap());
+            rt.run_until_idle().await.unwrap();
+        }
+    }
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM comparison_runs").await,
+        runs_before + 18
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM daily_records").await,
+        4 * 7,
+        "one record per address per day"
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM warnings").await,
+        warnings,
+        "the same persons open no new warnings"
+    );
 }
