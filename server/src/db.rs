@@ -21,10 +21,7 @@ pub enum Error {
 /// or `postgres://…`.
 pub async fn open(url: &str) -> Result<SqlStore, Error> {
     let store = SqlStore::connect(url).await?;
-    let mut migrator = match store.backend() {
-        engine::store::sql::Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-        engine::store::sql::Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-    };
+    let mut migrator = sqlx::migrate!("./migrations");
     // The engine's migrations (0001…) share the bookkeeping table.
     migrator.set_ignore_missing(true);
     migrator.run(store.pool()).await?;

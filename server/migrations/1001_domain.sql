@@ -1,7 +1,7 @@
--- Domain data of the epidemic-prevention module (DOMAIN.md R1–R7), in the
--- same database as the engine's tables. Times are unix milliseconds, JSON is
--- text, as in engine/migrations. Versions start at 1001 so they never meet
--- the engine's.
+-- Domain data of the epidemic-prevention module (DOMAIN.md R1–R7), kept in
+-- the same database as the engine's tables. One migration set serves SQLite
+-- and PostgreSQL: times are unix milliseconds and JSON is text, as in
+-- engine/migrations. Versions start at 1001 so they never meet the engine's.
 
 CREATE TABLE districts (
     code TEXT PRIMARY KEY,
