@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use engine::clock::Clock;
 use engine::rules::Rules;
 use engine::runtime::{Activities, ActivityCall, ActivityError};
+use engine::store::sql::{insert_many, Arg};
 use serde_json::{json, Value};
 use sqlx::{AnyPool, Row};
 use std::collections::{BTreeMap, HashSet};
@@ -22,6 +23,7 @@ use std::sync::Arc;
 /// What the activities work with.
 pub struct Services {
     pub pool: AnyPool,
+    pub backend: engine::store::sql::Backend,
     pub clock: Arc<dyn Clock>,
     pub health: Arc<dyn HealthCommission>,
     pub sms: Arc<dyn SmsGateway>,
@@ -30,6 +32,10 @@ pub struct Services {
 
 fn db(e: sqlx::Error) -> ActivityError {
     ActivityError::Retryable(format!("database: {e}"))
+}
+
+fn store_err(e: engine::store::Error) -> ActivityError {
+    ActivityError::Retryable(e.to_string())
 }
 
 fn arg<'a>(call: &'a ActivityCall, name: &str) -> &'a str {
@@ -313,29 +319,37 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .iter()
         .map(|p| (p.address_id.as_str(), who[&p.staff_id].enterprise.as_str()))
         .collect();
+    let mut records = Vec::with_capacity(outcome.per_address.len());
     for (address, counts) in &outcome.per_address {
         let mut computed = serde_json::to_value(counts).expect("serialisable");
         computed["vaccination_permille"] = json!(counts.vaccination_permille());
-        // R3.4: the first run of the day creates the record; if the
-        // enterprise created it earlier, the same record gets the numbers.
-        sqlx::query(
-            "INSERT INTO daily_records (id, enterprise_id, address_id, day, fields, computed, computed_at, run_id, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, '{}', $5, $6, $7, 'comparison', $8, $8) \
-             ON CONFLICT (address_id, day) DO UPDATE SET computed = excluded.computed, computed_at = excluded.computed_at, \
-             run_id = excluded.run_id, updated_at = excluded.updated_at",
-        )
-        .bind(format!("{address}/{day}"))
-        .bind(enterprise_of[address.as_str()])
-        .bind(address)
-        .bind(&day)
-        .bind(computed.to_string())
-        .bind(as_of.timestamp_millis())
-        .bind(&run_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        records.push(vec![
+            Arg::T(Some(format!("{address}/{day}"))),
+            Arg::T(Some(enterprise_of[address.as_str()].to_string())),
+            Arg::T(Some(address.clone())),
+            Arg::T(Some(day.clone())),
+            Arg::T(Some("{}".into())),
+            Arg::T(Some(computed.to_string())),
+            Arg::I(Some(as_of.timestamp_millis())),
+            Arg::T(Some(run_id.clone())),
+            Arg::T(Some("comparison".into())),
+            Arg::I(Some(now)),
+            Arg::I(Some(now)),
+        ]);
     }
+    // R3.4: the first run of the day creates the record; if the enterprise
+    // created it earlier, the same record gets the numbers.
+    insert_many(
+        &mut tx,
+        s.backend,
+        "daily_records",
+        "id, enterprise_id, address_id, day, fields, computed, computed_at, run_id, created_by, created_at, updated_at",
+        records,
+        "ON CONFLICT (address_id, day) DO UPDATE SET computed = excluded.computed, computed_at = excluded.computed_at, \
+         run_id = excluded.run_id, updated_at = excluded.updated_at",
+    )
+    .await
+    .map_err(store_err)?;
     // The run row first: the per-person data below refers to it.
     sqlx::query(
         "INSERT INTO comparison_runs (id, slot, as_of, started_at, status, persons, unknown, anomalies, new_warnings) \
@@ -358,23 +372,35 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .or_default()
             .push(a.reason.as_str());
     }
-    for p in &persons {
-        let data = answer
-            .records
-            .get(&p.id_number)
-            .map(|r| serde_json::to_string(r).expect("serialisable"));
-        let why = serde_json::to_string(reasons.get(p.staff_id.as_str()).unwrap_or(&Vec::new()))
-            .expect("serialisable");
-        sqlx::query("INSERT INTO comparison_persons (run_id, staff_id, address_id, data, reasons) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&run_id)
-            .bind(&p.staff_id)
-            .bind(&p.address_id)
-            .bind(data)
-            .bind(why)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-    }
+    let rows = persons
+        .iter()
+        .map(|p| {
+            let data = answer
+                .records
+                .get(&p.id_number)
+                .map(|r| serde_json::to_string(r).expect("serialisable"));
+            let why =
+                serde_json::to_string(reasons.get(p.staff_id.as_str()).unwrap_or(&Vec::new()))
+                    .expect("serialisable");
+            vec![
+                Arg::T(Some(run_id.clone())),
+                Arg::T(Some(p.staff_id.clone())),
+                Arg::T(Some(p.address_id.clone())),
+                Arg::T(data),
+                Arg::T(Some(why)),
+            ]
+        })
+        .collect();
+    insert_many(
+        &mut tx,
+        s.backend,
+        "comparison_persons",
+        "run_id, staff_id, address_id, data, reasons",
+        rows,
+        "",
+    )
+    .await
+    .map_err(store_err)?;
     let open: HashSet<String> =
         sqlx::query_scalar::<_, String>("SELECT dedupe_key FROM warnings WHERE closed_at IS NULL")
             .fetch_all(&mut *tx)
@@ -383,6 +409,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .into_iter()
             .collect();
     let mut new_warnings = Vec::new();
+    let mut warning_rows = Vec::new();
     let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen = HashSet::new();
     for (n, a) in outcome.anomalies.iter().enumerate() {
@@ -400,25 +427,23 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         }
         let w = &who[&a.staff_id];
         let warning_id = format!("{}-{}", short_hash(&run_id), n + 1);
-        sqlx::query(
-            "INSERT INTO warnings (id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, run_id, \
-             state, disposal_overdue, review_overdue, opened_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'awaiting_disposal', 0, 0, $11, $11)",
-        )
-        .bind(&warning_id)
-        .bind(&w.enterprise)
-        .bind(&w.district)
-        .bind(&a.address_id)
-        .bind(&a.staff_id)
-        .bind(&w.name)
-        .bind(&w.masked)
-        .bind(&a.reason)
-        .bind(&key)
-        .bind(&run_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        warning_rows.push(vec![
+            Arg::T(Some(warning_id.clone())),
+            Arg::T(Some(w.enterprise.clone())),
+            Arg::T(Some(w.district.clone())),
+            Arg::T(Some(a.address_id.clone())),
+            Arg::T(Some(a.staff_id.clone())),
+            Arg::T(Some(w.name.clone())),
+            Arg::T(Some(w.masked.clone())),
+            Arg::T(Some(a.reason.clone())),
+            Arg::T(Some(key.clone())),
+            Arg::T(Some(run_id.clone())),
+            Arg::T(Some("awaiting_disposal".into())),
+            Arg::I(Some(0)),
+            Arg::I(Some(0)),
+            Arg::I(Some(now)),
+            Arg::I(Some(now)),
+        ]);
         *per_district.entry(w.district.clone()).or_default() += 1;
         new_warnings.push(json!({
             "warning_id": warning_id, "enterprise_id": w.enterprise, "enterprise_name": w.enterprise_name,
@@ -426,6 +451,17 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             "person_name": w.name, "reason": a.reason,
         }));
     }
+    insert_many(
+        &mut tx,
+        s.backend,
+        "warnings",
+        "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, run_id, \
+         state, disposal_overdue, review_overdue, opened_at, updated_at",
+        warning_rows,
+        "",
+    )
+    .await
+    .map_err(store_err)?;
     let summary = json!({
         "persons": persons.len(), "unknown": answer.unknown, "anomalies": outcome.anomalies.len(),
         "new_warnings": new_warnings.len(), "addresses": outcome.per_address.len(),

@@ -99,8 +99,8 @@ impl SqlStore {
 const ROWS: usize = 400;
 
 /// A bound value of a multi-row statement.
-#[derive(Clone)]
-enum Arg {
+#[derive(Clone, Debug)]
+pub enum Arg {
     T(Option<String>),
     I(Option<i64>),
 }
@@ -108,7 +108,7 @@ enum Arg {
 /// `($1, $2), ($3, $4)` for `rows` on PostgreSQL; `(?, ?), (?, ?)` on
 /// SQLite, whose lookup of numbered parameters is linear per parameter and
 /// makes large statements quadratic.
-fn placeholders(rows: &[Vec<Arg>], backend: Backend) -> String {
+pub fn placeholders(rows: &[Vec<Arg>], backend: Backend) -> String {
     let mut n = 0;
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
@@ -149,12 +149,35 @@ fn bind_all<'q>(
     q
 }
 
-async fn execute(
+pub async fn execute(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     sql: &str,
     rows: Vec<Vec<Arg>>,
 ) -> Result<()> {
     bind_all(sqlx::query(sql), rows).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// `INSERT INTO {table} ({columns}) VALUES (…), (…) {suffix}` in chunks, for
+/// the application's bulk writes (a comparison run writes a row per person).
+pub async fn insert_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    table: &str,
+    columns: &str,
+    rows: Vec<Vec<Arg>>,
+    suffix: &str,
+) -> Result<()> {
+    let mut rows = rows;
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(ROWS));
+        let sql = format!(
+            "INSERT INTO {table} ({columns}) VALUES {} {suffix}",
+            placeholders(&rows, backend)
+        );
+        execute(tx, &sql, rows).await?;
+        rows = rest;
+    }
     Ok(())
 }
 
