@@ -1,0 +1,248 @@
+//! One comparison run over N persons in N/40 addresses on SQLite, with the
+//! health-commission simulator served over loopback HTTP and the real HTTP
+//! client, rules in rhai, records upserted, per-person data kept, warnings
+//! opened. Prints the time of each phase, persons/s and peak memory.
+//!
+//!   cargo bench -p server --bench comparison -- [N]     (default 1,000,000)
+//!
+//! Target (issue 4): the whole run under 20 s and under 2 GiB.
+
+use chrono::{DateTime, Utc};
+use engine::clock::{Clock, ManualClock};
+use engine::runtime::ActivityCall;
+use engine::store::sql::{insert_many, Arg};
+use server::activities::{registry, Services};
+use server::adapters::health::{HealthCommission, HttpHealth, HttpOptions};
+use server::adapters::health_sim::{SimRates, Simulator};
+use server::adapters::sms::LogSms;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn id_number(n: u64) -> String {
+    // 17 digits: region 510104, birth 1990-01-01 + n mod 10000 days, sequence n / 10000.
+    let birth = chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap()
+        + chrono::Duration::days((n % 15_000) as i64);
+    let first17 = format!("510104{}{:03}", birth.format("%Y%m%d"), n / 15_000 % 1000);
+    format!(
+        "{first17}{}",
+        server::domain::id_number::check_digit(&first17).unwrap()
+    )
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 2_000 });
+    let addresses = (n / 40).max(1);
+    let dir = std::env::temp_dir().join(format!("epi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = server::db::open(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("bench.db").display()
+    ))
+    .await
+    .unwrap();
+    let pool = store.pool().clone();
+    let backend = store.backend();
+
+    let t = Instant::now();
+    let mut tx = pool.begin().await.unwrap();
+    insert_many(
+        &mut tx,
+        backend,
+        "districts",
+        "code, number, name, liaison_name, phone",
+        vec![vec![
+            Arg::T(Some("jinjiang".into())),
+            Arg::I(Some(1)),
+            Arg::T(Some("锦江区住建交局".into())),
+            Arg::T(Some("黄波".into())),
+            Arg::T(Some("84527022".into())),
+        ]],
+        "",
+    )
+    .await
+    .unwrap();
+    let enterprises = (addresses / 5).max(1);
+    let rows = (0..enterprises)
+        .map(|e| {
+            vec![
+                Arg::T(Some(format!("e{e}"))),
+                Arg::T(Some(format!("code{e}"))),
+                Arg::T(Some(format!("企业{e}"))),
+                Arg::T(Some("construction".into())),
+                Arg::T(Some("jinjiang".into())),
+                Arg::T(Some("地址".into())),
+                Arg::T(Some("联系人".into())),
+                Arg::T(Some("13800000000".into())),
+                Arg::I(Some(0)),
+                Arg::I(Some(0)),
+            ]
+        })
+        .collect();
+    insert_many(&mut tx, backend, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
+    let rows = (0..addresses)
+        .map(|a| {
+            vec![
+                Arg::T(Some(format!("a{a}"))),
+                Arg::T(Some(format!("e{}", a % enterprises))),
+                Arg::T(Some(format!("地址{a}"))),
+                Arg::T(Some("jinjiang".into())),
+                Arg::I(Some(0)),
+            ]
+        })
+        .collect();
+    insert_many(
+        &mut tx,
+        backend,
+        "addresses",
+        "id, enterprise_id, address, district, created_at",
+        rows,
+        "",
+    )
+    .await
+    .unwrap();
+    let rows = (0..n)
+        .map(|p| {
+            vec![
+                Arg::T(Some(format!("s{p}"))),
+                Arg::T(Some(format!("e{}", (p % addresses) % enterprises))),
+                Arg::T(Some(format!("a{}", p % addresses))),
+                Arg::T(Some("某人".into())),
+                Arg::T(Some(id_number(p))),
+                Arg::I(Some(0)),
+                Arg::I(Some(0)),
+            ]
+        })
+        .collect();
+    insert_many(
+        &mut tx,
+        backend,
+        "staff",
+        "id, enterprise_id, address_id, name, id_number, created_at, updated_at",
+        rows,
+        "",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    println!(
+        "setup: {n} persons in {addresses} addresses of {enterprises} enterprises ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sim = Simulator::new(2022, SimRates::default());
+    tokio::spawn(server::adapters::health_sim::serve(
+        listener,
+        sim,
+        "bench".into(),
+    ));
+    let health = HttpHealth::new(HttpOptions {
+        base_url: url,
+        token: server::config::Secret::new("bench"),
+        timeout: Duration::from_secs(30),
+        batch_size: 1000,
+        concurrency: 4,
+        attempts: 3,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+    })
+    .unwrap();
+    let as_of: DateTime<Utc> = "2026-12-01T02:00:00Z".parse().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+
+    // Phases measured on their own (the run below does all of them again).
+    let ids: Vec<String> = (0..n).map(id_number).collect();
+    let t = Instant::now();
+    let answer = health.query(as_of, 24, ids).await.unwrap();
+    println!(
+        "phase fetch over loopback HTTP: {:.2} s ({} known, {} unknown)",
+        t.elapsed().as_secs_f64(),
+        answer.records.len(),
+        answer.unknown
+    );
+    let persons: Vec<server::comparison::Person> = (0..n)
+        .map(|p| server::comparison::Person {
+            staff_id: format!("s{p}"),
+            address_id: format!("a{}", p % addresses),
+            id_number: id_number(p),
+        })
+        .collect();
+    let t = Instant::now();
+    let outcome = server::comparison::compare(
+        &bundle.rules,
+        &persons,
+        &answer.records,
+        as_of,
+        chrono::Duration::hours(24),
+    )
+    .unwrap();
+    println!(
+        "phase counts + rhai anomaly rule: {:.2} s ({} anomalies)",
+        t.elapsed().as_secs_f64(),
+        outcome.anomalies.len()
+    );
+    drop((answer, persons, outcome));
+
+    let clock = Arc::new(ManualClock::new(as_of));
+    let services = Arc::new(Services {
+        pool: pool.clone(),
+        backend,
+        clock: clock.clone() as Arc<dyn Clock>,
+        health: Arc::new(health),
+        sms: Arc::new(LogSms::new(pool.clone(), clock as Arc<dyn Clock>)),
+        rules: bundle.rules.clone(),
+    });
+    let acts = registry(services);
+    let call = ActivityCall {
+        instance_id: "bench".into(),
+        activity_id: "a1".into(),
+        name: "run_comparison".into(),
+        args: serde_json::json!({"as_of": as_of.to_rfc3339()}),
+        idempotency_key: "bench/a1".into(),
+        attempt: 1,
+    };
+    let t = Instant::now();
+    let result = acts
+        .get("run_comparison")
+        .unwrap()
+        .call(call)
+        .await
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "whole run (load staff, fetch, count, rules, upsert {} records, keep {n} persons' data, open {} warnings): {secs:.2} s = {:.0} persons/s",
+        addresses,
+        result["new_warnings"].as_array().map(Vec::len).unwrap_or(0),
+        n as f64 / secs
+    );
+    println!("peak memory (VmHWM): {:.0} MiB", peak_rss_mib());
+    let _ = std::fs::remove_dir_all(&dir);
+}
