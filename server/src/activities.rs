@@ -372,35 +372,38 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .or_default()
             .push(a.reason.as_str());
     }
-    let rows = persons
-        .iter()
-        .map(|p| {
-            let data = answer
-                .records
-                .get(&p.id_number)
-                .map(|r| serde_json::to_string(r).expect("serialisable"));
-            let why =
-                serde_json::to_string(reasons.get(p.staff_id.as_str()).unwrap_or(&Vec::new()))
-                    .expect("serialisable");
-            vec![
-                Arg::T(Some(run_id.clone())),
-                Arg::T(Some(p.staff_id.clone())),
-                Arg::T(Some(p.address_id.clone())),
-                Arg::T(data),
-                Arg::T(Some(why)),
-            ]
-        })
-        .collect();
-    insert_many(
-        &mut tx,
-        s.backend,
-        "comparison_persons",
-        "run_id, staff_id, address_id, data, reasons",
-        rows,
-        "",
-    )
-    .await
-    .map_err(store_err)?;
+    // In slices, so a million persons never sit in memory twice.
+    for slice in persons.chunks(10_000) {
+        let rows = slice
+            .iter()
+            .map(|p| {
+                let data = answer
+                    .records
+                    .get(&p.id_number)
+                    .map(|r| serde_json::to_string(r).expect("serialisable"));
+                let why =
+                    serde_json::to_string(reasons.get(p.staff_id.as_str()).unwrap_or(&Vec::new()))
+                        .expect("serialisable");
+                vec![
+                    Arg::T(Some(run_id.clone())),
+                    Arg::T(Some(p.staff_id.clone())),
+                    Arg::T(Some(p.address_id.clone())),
+                    Arg::T(data),
+                    Arg::T(Some(why)),
+                ]
+            })
+            .collect();
+        insert_many(
+            &mut tx,
+            s.backend,
+            "comparison_persons",
+            "run_id, staff_id, address_id, data, reasons",
+            rows,
+            "",
+        )
+        .await
+        .map_err(store_err)?;
+    }
     let open: HashSet<String> =
         sqlx::query_scalar::<_, String>("SELECT dedupe_key FROM warnings WHERE closed_at IS NULL")
             .fetch_all(&mut *tx)

@@ -10,6 +10,8 @@
 
 mod scan;
 
+/// The rhai types hosts use with [`Rules::call_dynamic`] in hot loops.
+pub use rhai;
 pub use scan::{references, roots, Reference};
 
 use rhai::{Dynamic, Engine, Module, OptimizationLevel, Scope, AST};
