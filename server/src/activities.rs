@@ -265,6 +265,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     .fetch_all(&s.pool)
     .await
     .map_err(db)?;
+    // Who each person is, read from their row only for the few anomalous ones.
     struct Who {
         name: String,
         masked: String,
@@ -272,28 +273,31 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         enterprise_name: String,
         district: String,
     }
-    let mut persons = Vec::with_capacity(rows.len());
-    let mut who = std::collections::HashMap::new();
-    for r in &rows {
-        let id: String = r.try_get("id").map_err(db)?;
+    let who_of = |k: usize| -> Result<Who, ActivityError> {
+        let r = &rows[k];
         let id_number: String = r.try_get("id_number").map_err(db)?;
-        let masked = crate::domain::IdNumber::parse(&id_number)
-            .map(|n| n.masked())
-            .unwrap_or_else(|_| "***".into());
-        who.insert(
-            id.clone(),
-            Who {
-                name: r.try_get("name").map_err(db)?,
-                masked,
-                enterprise: r.try_get("enterprise_id").map_err(db)?,
-                enterprise_name: r.try_get("enterprise_name").map_err(db)?,
-                district: r.try_get("district").map_err(db)?,
-            },
-        );
+        Ok(Who {
+            name: r.try_get("name").map_err(db)?,
+            masked: crate::domain::IdNumber::parse(&id_number)
+                .map(|n| n.masked())
+                .unwrap_or_else(|_| "***".into()),
+            enterprise: r.try_get("enterprise_id").map_err(db)?,
+            enterprise_name: r.try_get("enterprise_name").map_err(db)?,
+            district: r.try_get("district").map_err(db)?,
+        })
+    };
+    let mut persons = Vec::with_capacity(rows.len());
+    let mut enterprise_of: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        let address_id: String = r.try_get("address_id").map_err(db)?;
+        if !enterprise_of.contains_key(&address_id) {
+            enterprise_of.insert(address_id.clone(), r.try_get("enterprise_id").map_err(db)?);
+        }
         persons.push(Person {
-            staff_id: id,
-            address_id: r.try_get("address_id").map_err(db)?,
-            id_number,
+            staff_id: r.try_get("id").map_err(db)?,
+            address_id,
+            id_number: r.try_get("id_number").map_err(db)?,
         });
     }
     let ids: Vec<String> = persons.iter().map(|p| p.id_number.clone()).collect();
@@ -315,17 +319,13 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     let now = s.clock.now().timestamp_millis();
     let day = day_of(as_of);
     let mut tx = s.pool.begin().await.map_err(db)?;
-    let enterprise_of: std::collections::HashMap<&str, &str> = persons
-        .iter()
-        .map(|p| (p.address_id.as_str(), who[&p.staff_id].enterprise.as_str()))
-        .collect();
     let mut records = Vec::with_capacity(outcome.per_address.len());
     for (address, counts) in &outcome.per_address {
         let mut computed = serde_json::to_value(counts).expect("serialisable");
         computed["vaccination_permille"] = json!(counts.vaccination_permille());
         records.push(vec![
             Arg::T(Some(format!("{address}/{day}"))),
-            Arg::T(Some(enterprise_of[address.as_str()].to_string())),
+            Arg::T(Some(enterprise_of[address.as_str()].clone())),
             Arg::T(Some(address.clone())),
             Arg::T(Some(day.clone())),
             Arg::T(Some("{}".into())),
@@ -411,6 +411,15 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .map_err(db)?
             .into_iter()
             .collect();
+    let index: std::collections::HashMap<&str, usize> = if outcome.anomalies.is_empty() {
+        Default::default()
+    } else {
+        persons
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (p.staff_id.as_str(), k))
+            .collect()
+    };
     let mut new_warnings = Vec::new();
     let mut warning_rows = Vec::new();
     let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
@@ -428,7 +437,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         if open.contains(&key) || !seen.insert(key.clone()) {
             continue;
         }
-        let w = &who[&a.staff_id];
+        let w = &who_of(index[a.staff_id.as_str()])?;
         let warning_id = format!("{}-{}", short_hash(&run_id), n + 1);
         warning_rows.push(vec![
             Arg::T(Some(warning_id.clone())),
