@@ -124,6 +124,10 @@ impl Default for SmsConfig {
 pub struct Config {
     /// `sqlite://data/epi.db?mode=rwc` (default) or `postgres://…`.
     pub database_url: String,
+    /// Where the web server listens (loopback by default).
+    pub listen: String,
+    /// Mark cookies `Secure` (set it when served over HTTPS, as in production).
+    pub cookie_secure: bool,
     pub health: HealthConfig,
     pub sms: SmsConfig,
 }
@@ -132,6 +136,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: "sqlite://data/epi.db?mode=rwc".into(),
+            listen: "127.0.0.1:8080".into(),
+            cookie_secure: false,
             health: Default::default(),
             sms: Default::default(),
         }
@@ -197,6 +203,12 @@ impl Config {
         if let Some(v) = env("EPI_DATABASE_URL") {
             c.database_url = v;
         }
+        if let Some(v) = env("EPI_LISTEN") {
+            c.listen = v;
+        }
+        if let Some(v) = env("EPI_COOKIE_SECURE") {
+            c.cookie_secure = parse("EPI_COOKIE_SECURE", v)?;
+        }
         if let Some(v) = env("EPI_HEALTH_MODE") {
             c.health.mode = match mode("EPI_HEALTH_MODE", v)?.as_str() {
                 "sim" => HealthMode::Sim,
@@ -246,12 +258,26 @@ impl Config {
         Ok(c)
     }
 
+    /// Real gateways or a shared database: a deployment, not a demo or
+    /// rehearsal (which refuse to run on one).
+    pub fn is_production(&self) -> bool {
+        self.health.mode == HealthMode::Http
+            || self.sms.mode == SmsMode::Http
+            || self.database_url.starts_with("postgres")
+    }
+
     /// Every problem at once.
     pub fn validate(&self) -> Result<(), Error> {
         let mut p = Vec::new();
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
             p.push("database_url must start with sqlite: or postgres://".to_string());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!(
+                "listen `{}` must be an address:port such as 127.0.0.1:8080",
+                self.listen
+            ));
         }
         let h = &self.health;
         if h.mode == HealthMode::Http {

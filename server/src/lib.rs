@@ -1,11 +1,17 @@
 //! The application crate: the Chengdu epidemic-prevention module on the
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
+pub mod accounts;
 pub mod activities;
 pub mod adapters;
 pub mod comparison;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod records;
+pub mod sites;
 pub mod staff;
+pub mod system;
+pub mod warnings;
+pub mod web;

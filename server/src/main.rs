@@ -17,12 +17,17 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "成都市建筑业企业疫情防控模块 — workflow engine and application"
 )]
 struct Cli {
+    /// Without a command: `serve --demo` (the embedded system with demo data).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole system: web server, schedules, timers and activities.
+    /// Embedded default: SQLite under ./data, simulated health commission,
+    /// SMS written to a log.
+    Serve(ServeArgs),
     /// Check every workflow definition, form, schedule and rule; print each
     /// problem as file:line:col and exit non-zero if there is any.
     Validate {
@@ -31,6 +36,33 @@ enum Command {
         #[arg(default_value = "rules")]
         rules: PathBuf,
     },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Configuration file (YAML); EPI_* environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed demo data and print the demo accounts with fresh passwords.
+    /// Refused on a production configuration.
+    #[arg(long)]
+    demo: bool,
+    /// Rehearsal: run on a simulated clock starting at this instant (e.g.
+    /// 2026-12-01T04:55+08:00) that an operator moves forward from /ops.
+    /// Refused on a production configuration.
+    #[arg(long, value_parser = parse_instant)]
+    simulated_clock: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long, default_value = "workflows")]
+    workflows: PathBuf,
+    #[arg(long, default_value = "rules")]
+    rules: PathBuf,
+}
+
+fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M%:z"))
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("`{s}`: use a time with its offset, e.g. 2026-12-01T04:55+08:00"))
 }
 
 fn main() -> ExitCode {
@@ -48,7 +80,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
+        demo: true,
+        workflows: "workflows".into(),
+        rules: "rules".into(),
+        ..Default::default()
+    }));
+    match command {
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            rt.block_on(serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { workflows, rules } => {
             let (w, r) = engine::load_dirs(&workflows, &rules).with_context(|| {
                 format!("reading {} and {}", workflows.display(), rules.display())
@@ -86,4 +129,83 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use server::system::{ClockChoice, Paths, System};
+    let config = server::config::Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    if (args.demo || args.simulated_clock.is_some()) && config.is_production() {
+        anyhow::bail!(
+            "--demo and --simulated-clock are refused on a production configuration \
+             (real health-commission or SMS gateway, or PostgreSQL)"
+        );
+    }
+    // Paths relative to the checkout when run through cargo from elsewhere.
+    let paths = if args.workflows.exists() {
+        Paths {
+            workflows: args.workflows,
+            rules: args.rules,
+        }
+    } else {
+        Paths::repository()
+    };
+    let clock = match args.simulated_clock {
+        Some(t) => ClockChoice::Adjustable(std::sync::Arc::new(
+            engine::clock::RehearsalClock::starting_at(t),
+        )),
+        None => ClockChoice::System,
+    };
+    let mut config = config;
+    if args.demo && config.health.sim_rates == Default::default() {
+        // Enough anomalies among the demo's 60 staff to see warnings at once.
+        config.health.sim_rates.positive = 0.03;
+        config.health.sim_rates.red = 0.02;
+        config.health.sim_rates.yellow = 0.03;
+    }
+    let sys = System::open(&config, &paths, clock, engine::runtime::Options::default())
+        .await
+        .context("starting the system")?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    if args.demo {
+        let now = sys.clock.now().timestamp_millis();
+        let creds = server::demo::seed(&sys.pool, &sys.districts, now).await?;
+        println!("\n演示账号（密码每次启动重新生成）:");
+        for c in creds
+            .iter()
+            .filter(|c| c.role != "district" || c.username == server::demo::DISTRICT)
+        {
+            println!(
+                "  {:<28} 账号 {:<12} 密码 {}",
+                c.label, c.username, c.password
+            );
+        }
+        println!("  其余22个区（市）县账号为其代码（如 qingyang），密码:");
+        for c in creds
+            .iter()
+            .filter(|c| c.role == "district" && c.username != server::demo::DISTRICT)
+        {
+            println!("    {:<12} {}", c.username, c.password);
+        }
+    }
+    println!(
+        "\n已启动: {url}  （系统时间 {}）",
+        sys.clock
+            .now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .format("%Y-%m-%d %H:%M")
+    );
+    if args.demo {
+        println!("以 operator 登录后在“运行管理”点击“立即比对”，即可生成预警；企业账号在“预警处置”中处置。");
+    }
+    let runtime = sys.runtime.clone();
+    let app = server::web::app(sys, config.cookie_secure);
+    tokio::select! {
+        r = runtime.run() => r.context("runtime")?,
+        r = server::web::serve(listener, app) => r.context("web server")?,
+        _ = tokio::signal::ctrl_c() => println!("stopping"),
+    }
+    Ok(())
 }

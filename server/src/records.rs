@@ -90,3 +90,118 @@ pub async fn delete_person(
     }
     Ok(())
 }
+
+/// A daily record as the pages show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Record {
+    pub id: String,
+    pub address_id: String,
+    pub address: String,
+    pub day: String,
+    pub fields: Value,
+    /// R3.2's numbers, None until a comparison run has filled them.
+    pub computed: Option<Value>,
+    /// The run's instant the numbers are as of (R4.5).
+    pub computed_at: Option<i64>,
+    pub created_by: String,
+}
+
+fn record(r: &sqlx::any::AnyRow) -> Result<Record, sqlx::Error> {
+    use sqlx::Row;
+    let fields: String = r.try_get("fields")?;
+    let computed: Option<String> = r.try_get("computed")?;
+    Ok(Record {
+        id: r.try_get("id")?,
+        address_id: r.try_get("address_id")?,
+        address: r.try_get("address")?,
+        day: r.try_get("day")?,
+        fields: serde_json::from_str(&fields).unwrap_or(Value::Null),
+        computed: computed.and_then(|c| serde_json::from_str(&c).ok()),
+        computed_at: r.try_get("computed_at")?,
+        created_by: r.try_get("created_by")?,
+    })
+}
+
+const RECORD_COLUMNS: &str =
+    "r.id, r.address_id, a.address, r.day, r.fields, r.computed, r.computed_at, r.created_by";
+
+/// The enterprise's records of one day, one per address that has one.
+pub async fn of_day(pool: &AnyPool, enterprise_id: &str, day: &str) -> Result<Vec<Record>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {RECORD_COLUMNS} FROM daily_records r JOIN addresses a ON a.id = r.address_id \
+         WHERE r.enterprise_id = $1 AND r.day = $2 ORDER BY a.created_at, a.id"
+    ))
+    .bind(enterprise_id)
+    .bind(day)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(record).collect::<Result<_, _>>()?)
+}
+
+/// One page of the enterprise's past records, newest first, and the total.
+pub async fn history(
+    pool: &AnyPool,
+    enterprise_id: &str,
+    before_day: &str,
+    page: i64,
+) -> Result<(Vec<Record>, i64), Error> {
+    let size = crate::sites::PAGE_SIZE;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM daily_records r WHERE r.enterprise_id = $1 AND r.day < $2",
+    )
+    .bind(enterprise_id)
+    .bind(before_day)
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {RECORD_COLUMNS} FROM daily_records r JOIN addresses a ON a.id = r.address_id \
+         WHERE r.enterprise_id = $1 AND r.day < $2 ORDER BY r.day DESC, a.created_at LIMIT $3 OFFSET $4"
+    ))
+    .bind(enterprise_id)
+    .bind(before_day)
+    .bind(size)
+    .bind((page.max(1) - 1) * size)
+    .fetch_all(pool)
+    .await?;
+    Ok((rows.iter().map(record).collect::<Result<_, _>>()?, total))
+}
+
+/// One of the enterprise's records.
+pub async fn get(pool: &AnyPool, enterprise_id: &str, id: &str) -> Result<Record, Error> {
+    let r = sqlx::query(&format!(
+        "SELECT {RECORD_COLUMNS} FROM daily_records r JOIN addresses a ON a.id = r.address_id \
+         WHERE r.enterprise_id = $1 AND r.id = $2"
+    ))
+    .bind(enterprise_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(record(&r)?)
+}
+
+/// Fill in or correct the enterprise's fields of today's record (the run
+/// may have created it, R3.4). Past days are read-only.
+pub async fn update(
+    pool: &AnyPool,
+    form: &FormSpec,
+    enterprise_id: &str,
+    id: &str,
+    today: &str,
+    fields: &Value,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let existing = get(pool, enterprise_id, id).await?;
+    if existing.day != today {
+        return Err(Error::NotFound);
+    }
+    let fields = form.validate(fields).map_err(Error::Invalid)?;
+    sqlx::query("UPDATE daily_records SET fields = $1, updated_at = $2 WHERE id = $3 AND enterprise_id = $4")
+        .bind(fields.to_string())
+        .bind(now_ms)
+        .bind(id)
+        .bind(enterprise_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

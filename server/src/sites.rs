@@ -1,0 +1,449 @@
+//! 维护站点及人员信息 (DOMAIN.md R2): an enterprise's office addresses, its
+//! health liaison officer and its staff — list, search, add, edit, move,
+//! delete — and whether the base data is complete enough for daily records
+//! (R2.4).
+//!
+//! Every function takes the calling enterprise's id and touches only that
+//! enterprise's rows: an id from a URL or form that belongs to another
+//! enterprise is "not found". Must not know about HTTP.
+
+use crate::accounts::new_id;
+use crate::domain::{Address, IdNumber, Mobile, PersonName};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyPool, Row};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("填写内容有误")]
+    Invalid(BTreeMap<String, String>),
+    #[error("未找到该记录或无权操作")]
+    NotFound,
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn one(field: &str, message: impl Into<String>) -> Error {
+    Error::Invalid(BTreeMap::from([(field.to_string(), message.into())]))
+}
+
+/// Rows per page in every list.
+pub const PAGE_SIZE: i64 = 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AddressRow {
+    pub id: String,
+    pub address: String,
+    pub district: String,
+    pub district_name: String,
+    pub staff: i64,
+}
+
+pub async fn addresses(pool: &AnyPool, enterprise: &str) -> Result<Vec<AddressRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT a.id, a.address, a.district, d.name AS district_name, \
+         (SELECT COUNT(*) FROM staff s WHERE s.address_id = a.id AND s.deleted_at IS NULL) AS staff \
+         FROM addresses a JOIN districts d ON d.code = a.district \
+         WHERE a.enterprise_id = $1 AND a.deleted_at IS NULL ORDER BY a.created_at, a.id",
+    )
+    .bind(enterprise)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AddressRow {
+                id: r.try_get("id")?,
+                address: r.try_get("address")?,
+                district: r.try_get("district")?,
+                district_name: r.try_get("district_name")?,
+                staff: r.try_get("staff")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::from)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AddressForm {
+    pub address: String,
+    pub district: String,
+}
+
+/// Add an office address in one of the 23 districts (R2.1).
+pub async fn add_address(
+    pool: &AnyPool,
+    districts: &crate::domain::Districts,
+    enterprise: &str,
+    form: &AddressForm,
+    now_ms: i64,
+) -> Result<String, Error> {
+    let mut errors = BTreeMap::new();
+    let address = Address::parse(&form.address)
+        .map_err(|e| errors.insert("address".into(), format!("办公地址{e}")))
+        .ok();
+    if districts.find(form.district.trim()).is_none() {
+        errors.insert("district".into(), "请选择所在区（市）县".into());
+    }
+    let Some(address) = address.filter(|_| errors.is_empty()) else {
+        return Err(Error::Invalid(errors));
+    };
+    let mut tx = pool.begin().await?;
+    let dup: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM addresses WHERE enterprise_id = $1 AND address = $2 AND deleted_at IS NULL",
+    )
+    .bind(enterprise)
+    .bind(address.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if dup.is_some() {
+        return Err(one("address", "该办公地址已存在"));
+    }
+    let id = new_id();
+    sqlx::query("INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&id)
+        .bind(enterprise)
+        .bind(address.as_str())
+        .bind(form.district.trim())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Remove an office address that no current staff member works at.
+pub async fn delete_address(
+    pool: &AnyPool,
+    enterprise: &str,
+    address_id: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    let staff: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM staff WHERE address_id = $1 AND enterprise_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(address_id)
+    .bind(enterprise)
+    .fetch_one(&mut *tx)
+    .await?;
+    if staff > 0 {
+        return Err(Error::Refused(format!(
+            "该地址还有{staff}名人员，请先将人员调整到其他地址"
+        )));
+    }
+    let r = sqlx::query("UPDATE addresses SET deleted_at = $1 WHERE id = $2 AND enterprise_id = $3 AND deleted_at IS NULL")
+        .bind(now_ms)
+        .bind(address_id)
+        .bind(enterprise)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() != 1 {
+        return Err(Error::NotFound);
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LiaisonForm {
+    pub liaison_name: String,
+    pub liaison_mobile: String,
+}
+
+/// The enterprise's profile as the pages show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub id: String,
+    pub name: String,
+    pub credit_code: String,
+    pub kind: String,
+    pub district: String,
+    pub district_name: String,
+    pub contact_name: String,
+    pub contact_mobile: String,
+    pub liaison_name: Option<String>,
+    pub liaison_mobile: Option<String>,
+}
+
+pub async fn profile(pool: &AnyPool, enterprise: &str) -> Result<Profile, Error> {
+    let r = sqlx::query(
+        "SELECT e.id, e.name, e.credit_code, e.kind, e.district, d.name AS district_name, e.contact_name, \
+         e.contact_mobile, e.liaison_name, e.liaison_mobile FROM enterprises e \
+         JOIN districts d ON d.code = e.district WHERE e.id = $1",
+    )
+    .bind(enterprise)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let kind: String = r.try_get("kind")?;
+    Ok(Profile {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        credit_code: r.try_get("credit_code")?,
+        kind: crate::domain::EnterpriseType::parse(&kind)
+            .map(|k| k.label().to_string())
+            .unwrap_or(kind),
+        district: r.try_get("district")?,
+        district_name: r.try_get("district_name")?,
+        contact_name: r.try_get("contact_name")?,
+        contact_mobile: r.try_get("contact_mobile")?,
+        liaison_name: r.try_get("liaison_name")?,
+        liaison_mobile: r.try_get("liaison_mobile")?,
+    })
+}
+
+/// Set the 卫生联络官 (R2.2).
+pub async fn set_liaison(
+    pool: &AnyPool,
+    enterprise: &str,
+    form: &LiaisonForm,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let mut errors = BTreeMap::new();
+    let name = PersonName::parse(&form.liaison_name)
+        .map_err(|e| errors.insert("liaison_name".into(), e.to_string()))
+        .ok();
+    let mobile = Mobile::parse(&form.liaison_mobile)
+        .map_err(|e| errors.insert("liaison_mobile".into(), e.to_string()))
+        .ok();
+    let (Some(name), Some(mobile)) = (name, mobile) else {
+        return Err(Error::Invalid(errors));
+    };
+    sqlx::query("UPDATE enterprises SET liaison_name = $1, liaison_mobile = $2, updated_at = $3 WHERE id = $4")
+        .bind(name.as_str())
+        .bind(mobile.as_str())
+        .bind(now_ms)
+        .bind(enterprise)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Person {
+    pub id: String,
+    pub name: String,
+    pub id_masked: String,
+    pub mobile: Option<String>,
+    pub address_id: String,
+    pub address: String,
+}
+
+fn person(r: &sqlx::any::AnyRow) -> Result<Person, sqlx::Error> {
+    let id_number: String = r.try_get("id_number")?;
+    Ok(Person {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        id_masked: IdNumber::parse(&id_number)
+            .map(|n| n.masked())
+            .unwrap_or_else(|_| "****".into()),
+        mobile: r.try_get("mobile")?,
+        address_id: r.try_get("address_id")?,
+        address: r.try_get("address")?,
+    })
+}
+
+/// One page of staff, searchable by name or ID number (exact or the last
+/// digits) and filterable by address. Returns the rows and the total.
+pub async fn staff_page(
+    pool: &AnyPool,
+    enterprise: &str,
+    q: &str,
+    address: &str,
+    page: i64,
+) -> Result<(Vec<Person>, i64), Error> {
+    let q = q.trim();
+    let like = format!("%{}%", q.replace(['%', '_'], ""));
+    let tail = format!("%{}", q.replace(['%', '_'], ""));
+    let filter = "s.enterprise_id = $1 AND s.deleted_at IS NULL \
+                  AND ($2 = '' OR s.name LIKE $3 OR s.id_number LIKE $4) AND ($5 = '' OR s.address_id = $5)";
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM staff s WHERE {filter}"))
+        .bind(enterprise)
+        .bind(q)
+        .bind(&like)
+        .bind(&tail)
+        .bind(address)
+        .fetch_one(pool)
+        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT s.id, s.name, s.id_number, s.mobile, s.address_id, a.address FROM staff s \
+         JOIN addresses a ON a.id = s.address_id WHERE {filter} ORDER BY s.name, s.id LIMIT $6 OFFSET $7"
+    ))
+    .bind(enterprise)
+    .bind(q)
+    .bind(&like)
+    .bind(&tail)
+    .bind(address)
+    .bind(PAGE_SIZE)
+    .bind((page.max(1) - 1) * PAGE_SIZE)
+    .fetch_all(pool)
+    .await?;
+    Ok((rows.iter().map(person).collect::<Result<_, _>>()?, total))
+}
+
+pub async fn get_person(pool: &AnyPool, enterprise: &str, id: &str) -> Result<Person, Error> {
+    let r = sqlx::query(
+        "SELECT s.id, s.name, s.id_number, s.mobile, s.address_id, a.address FROM staff s \
+         JOIN addresses a ON a.id = s.address_id WHERE s.id = $1 AND s.enterprise_id = $2 AND s.deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(enterprise)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(person(&r)?)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PersonForm {
+    pub name: String,
+    pub id_number: String,
+    pub mobile: String,
+    pub address_id: String,
+}
+
+struct CheckedPerson {
+    name: PersonName,
+    id_number: Option<IdNumber>,
+    mobile: Option<Mobile>,
+}
+
+async fn check_person(
+    pool: &AnyPool,
+    enterprise: &str,
+    form: &PersonForm,
+    with_id: bool,
+) -> Result<CheckedPerson, Error> {
+    let mut errors = BTreeMap::new();
+    let name = PersonName::parse(&form.name)
+        .map_err(|e| errors.insert("name".into(), e.to_string()))
+        .ok();
+    let id_number = if with_id {
+        IdNumber::parse(&form.id_number)
+            .map_err(|e| errors.insert("id_number".into(), e.to_string()))
+            .ok()
+    } else {
+        None
+    };
+    let mobile = match form.mobile.trim() {
+        "" => None,
+        m => Mobile::parse(m)
+            .map_err(|e| errors.insert("mobile".into(), e.to_string()))
+            .ok(),
+    };
+    // The address must be one of this enterprise's own (R2.3).
+    let owned: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM addresses WHERE id = $1 AND enterprise_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(form.address_id.trim())
+    .bind(enterprise)
+    .fetch_optional(pool)
+    .await?;
+    if owned.is_none() {
+        errors.insert("address_id".into(), "请选择本企业的办公地址".into());
+    }
+    match name {
+        Some(name) if errors.is_empty() => Ok(CheckedPerson {
+            name,
+            id_number,
+            mobile,
+        }),
+        _ => Err(Error::Invalid(errors)),
+    }
+}
+
+/// Add a person (R2.3). A person belongs to one enterprise at a time.
+pub async fn add_person(
+    pool: &AnyPool,
+    enterprise: &str,
+    form: &PersonForm,
+    now_ms: i64,
+) -> Result<String, Error> {
+    let p = check_person(pool, enterprise, form, true).await?;
+    let id_number = p.id_number.expect("checked with id");
+    let mut tx = pool.begin().await?;
+    let other: Option<String> = sqlx::query_scalar(
+        "SELECT enterprise_id FROM staff WHERE id_number = $1 AND deleted_at IS NULL",
+    )
+    .bind(id_number.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    match other {
+        Some(e) if e == enterprise => return Err(one("id_number", "该人员已在本企业登记")),
+        Some(_) => {
+            return Err(one(
+                "id_number",
+                "该人员已在其他企业登记，需由原企业删除后再添加",
+            ))
+        }
+        None => {}
+    }
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&id)
+    .bind(enterprise)
+    .bind(form.address_id.trim())
+    .bind(p.name.as_str())
+    .bind(id_number.as_str())
+    .bind(p.mobile.as_ref().map(|m| m.as_str().to_string()))
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Edit a person's name and mobile, or move them to another of the
+/// enterprise's addresses. The ID number identifies the person and is not
+/// edited: a wrong one is deleted and added again.
+pub async fn update_person(
+    pool: &AnyPool,
+    enterprise: &str,
+    id: &str,
+    form: &PersonForm,
+    now_ms: i64,
+) -> Result<(), Error> {
+    get_person(pool, enterprise, id).await?;
+    let p = check_person(pool, enterprise, form, false).await?;
+    let r = sqlx::query(
+        "UPDATE staff SET name = $1, mobile = $2, address_id = $3, updated_at = $4 \
+         WHERE id = $5 AND enterprise_id = $6 AND deleted_at IS NULL",
+    )
+    .bind(p.name.as_str())
+    .bind(p.mobile.as_ref().map(|m| m.as_str().to_string()))
+    .bind(form.address_id.trim())
+    .bind(now_ms)
+    .bind(id)
+    .bind(enterprise)
+    .execute(pool)
+    .await?;
+    if r.rows_affected() != 1 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// R2.4: what is still missing before the first daily record.
+pub async fn missing_base_data(pool: &AnyPool, enterprise: &str) -> Result<Vec<String>, Error> {
+    let p = profile(pool, enterprise).await?;
+    let addresses = addresses(pool, enterprise).await?;
+    let mut missing = Vec::new();
+    if addresses.is_empty() {
+        missing.push("至少一个在蓉办公地址".to_string());
+    }
+    if p.liaison_name.is_none() {
+        missing.push("卫生联络官".to_string());
+    }
+    if addresses.iter().all(|a| a.staff == 0) {
+        missing.push("企业人员（已分配到办公地址）".to_string());
+    }
+    Ok(missing)
+}

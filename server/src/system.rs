@@ -1,0 +1,190 @@
+//! The whole system wired together: database (migrated, districts seeded),
+//! compiled definitions and rules, adapters chosen by the configuration,
+//! activities and the durable runtime. `serve`, the demo, the web tests and
+//! the end-to-end tests all build it here, so they run the same thing.
+//!
+//! Must not hold business rules or HTTP: it only assembles.
+
+use crate::activities::{registry, Services};
+use crate::adapters::health::{HealthCommission, HttpHealth};
+use crate::adapters::health_sim::Simulator;
+use crate::adapters::sms::{HttpSms, LogSms, SmsGateway};
+use crate::config::{Config, HealthMode, SmsMode};
+use crate::domain::Districts;
+use engine::clock::{AdjustableClock, Clock};
+use engine::compile::form::FormSpec;
+use engine::runtime::{Options, Runtime};
+use engine::store::SqlStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading definitions: {0}")]
+    Load(String),
+    #[error("the definitions do not compile:\n{0}")]
+    Compile(String),
+    #[error("workflows/districts.yaml: {0}")]
+    Districts(String),
+    #[error("the definitions lack the form `{0}` the pages need")]
+    MissingForm(&'static str),
+    #[error(transparent)]
+    Db(#[from] crate::db::Error),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Runtime(#[from] engine::runtime::Error),
+    #[error("adapter: {0}")]
+    Adapter(String),
+}
+
+/// Where definitions are read from.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub workflows: PathBuf,
+    pub rules: PathBuf,
+}
+
+impl Paths {
+    /// `workflows/` and `rules/` of this repository (for tests and
+    /// `cargo run` from anywhere in the checkout).
+    pub fn repository() -> Paths {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        Paths {
+            workflows: root.join("workflows"),
+            rules: root.join("rules"),
+        }
+    }
+}
+
+/// Everything running.
+#[derive(Clone)]
+pub struct System {
+    pub store: SqlStore,
+    pub pool: sqlx::AnyPool,
+    pub runtime: Runtime<SqlStore>,
+    pub clock: Arc<dyn Clock>,
+    /// Set in rehearsals and tests: the clock an operator may move.
+    pub adjustable: Option<Arc<dyn AdjustableClock>>,
+    pub sms: Arc<dyn SmsGateway>,
+    pub districts: Arc<Districts>,
+    pub daily_record: Arc<FormSpec>,
+    pub disposal: Arc<FormSpec>,
+    pub bundle: Arc<engine::Bundle>,
+}
+
+/// The clock to run on.
+pub enum ClockChoice {
+    System,
+    Adjustable(Arc<dyn AdjustableClock>),
+}
+
+impl System {
+    pub async fn open(
+        config: &Config,
+        paths: &Paths,
+        clock: ClockChoice,
+        opts: Options,
+    ) -> Result<System, Error> {
+        let (w, r) = engine::load_dirs(&paths.workflows, &paths.rules)
+            .map_err(|e| Error::Load(e.to_string()))?;
+        let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).map_err(|e| {
+            Error::Compile(
+                e.0.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+        let districts = Districts::load(paths.workflows.join("districts.yaml"))
+            .map_err(|e| Error::Districts(e.to_string()))?;
+        if let Some(dir) = config
+            .database_url
+            .strip_prefix("sqlite://")
+            .and_then(|p| Path::new(p.split('?').next().unwrap_or(p)).parent())
+        {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Adapter(e.to_string()))?;
+            }
+        }
+        let store = crate::db::open(&config.database_url).await?;
+        let pool = store.pool().clone();
+        crate::db::seed_districts(&pool, &districts).await?;
+        let (clock, adjustable): (Arc<dyn Clock>, _) = match clock {
+            ClockChoice::System => (Arc::new(engine::clock::SystemClock), None),
+            ClockChoice::Adjustable(c) => (c.clone() as Arc<dyn Clock>, Some(c)),
+        };
+        let health: Arc<dyn HealthCommission> = match config.health.mode {
+            HealthMode::Sim => Arc::new(Simulator::new(
+                config.health.sim_seed,
+                config.health.sim_rates,
+            )),
+            HealthMode::Http => Arc::new(
+                HttpHealth::new(config.health.http_options())
+                    .map_err(|e| Error::Adapter(e.to_string()))?,
+            ),
+        };
+        let sms: Arc<dyn SmsGateway> = match config.sms.mode {
+            SmsMode::Log => Arc::new(LogSms::new(pool.clone(), clock.clone())),
+            SmsMode::Http => Arc::new(
+                HttpSms::new(
+                    config.sms.base_url.clone(),
+                    config.sms.token.clone(),
+                    std::time::Duration::from_millis(config.sms.timeout_ms),
+                    config.sms.attempts,
+                    std::time::Duration::from_millis(500),
+                )
+                .map_err(|e| Error::Adapter(e.to_string()))?,
+            ),
+        };
+        let services = Arc::new(Services {
+            pool: pool.clone(),
+            backend: store.backend(),
+            clock: clock.clone(),
+            health,
+            sms: sms.clone(),
+            rules: bundle.rules.clone(),
+        });
+        let runtime = Runtime::new(
+            store.clone(),
+            clock.clone(),
+            &bundle,
+            registry(services),
+            opts,
+        )
+        .await?;
+        let form = |name: &'static str| {
+            bundle
+                .forms
+                .get(name)
+                .cloned()
+                .ok_or(Error::MissingForm(name))
+        };
+        Ok(System {
+            daily_record: form("daily_record")?,
+            disposal: form("disposal")?,
+            store,
+            pool,
+            runtime,
+            clock,
+            adjustable,
+            sms,
+            districts: Arc::new(districts),
+            bundle: Arc::new(bundle),
+        })
+    }
+
+    /// Start a comparison run now (the operator's "立即比对"). Returns its id.
+    pub async fn run_comparison_now(&self) -> Result<String, Error> {
+        let now = self.clock.now();
+        let id = format!("comparison/manual/{}", now.timestamp_millis());
+        self.runtime
+            .start(
+                "comparison",
+                &id,
+                serde_json::json!({ "slot": format!("手动 {}", now.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M")) }),
+            )
+            .await?;
+        Ok(id)
+    }
+}

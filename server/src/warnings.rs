@@ -1,0 +1,457 @@
+//! 预警处置 and 审核 as the pages see them (DOMAIN.md R5, R6): lists of the
+//! warnings projection scoped to one enterprise or one district, counts per
+//! state, one warning with its timeline read from its workflow's history,
+//! and the enterprise's disposal and the district's review, which are
+//! signals to the warning's workflow.
+//!
+//! Every read and write takes a `Scope`; a warning outside it is "not
+//! found", whatever id is asked for. Must not change a warning's state
+//! itself: only the workflow does, through the runtime.
+
+use crate::sites::PAGE_SIZE;
+use engine::interpreter::Actor;
+use engine::runtime::Runtime;
+use engine::store::{SqlStore, Store};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("未找到该预警或无权操作")]
+    NotFound,
+    #[error("填写内容有误")]
+    Invalid(Vec<engine::compile::form::FieldError>),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Runtime(#[from] engine::runtime::Error),
+    #[error(transparent)]
+    Store(#[from] engine::store::Error),
+}
+
+/// Whose warnings.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    Enterprise(String),
+    District(String),
+    /// Policy staff and operators: every district.
+    City,
+}
+
+impl Scope {
+    fn clause(&self) -> (&'static str, &str) {
+        match self {
+            Scope::Enterprise(id) => ("w.enterprise_id = $1", id),
+            Scope::District(code) => ("w.district = $1", code),
+            Scope::City => ("$1 = ''", ""),
+        }
+    }
+}
+
+/// Filters of the lists (all optional; empty means any).
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+#[serde(default)]
+pub struct Filter {
+    /// A workflow state (`awaiting_disposal`, …) or `open` for all not closed.
+    pub state: String,
+    /// `disposal`, `review` or empty.
+    pub overdue: String,
+    /// Part of the enterprise's name.
+    pub enterprise: String,
+    pub page: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WarningRow {
+    pub id: String,
+    pub enterprise_id: String,
+    pub enterprise_name: String,
+    pub district: String,
+    pub district_name: String,
+    pub person_name: String,
+    pub person_masked: String,
+    pub reason: String,
+    pub state: String,
+    pub state_label: String,
+    pub disposal_overdue: bool,
+    pub review_overdue: bool,
+    pub opened_at: i64,
+    /// R5.3: disposal due 8 h after the first notification.
+    pub disposal_due: i64,
+    pub closed_at: Option<i64>,
+}
+
+/// The Chinese label of a warning state (as in workflows/warning.yaml).
+pub fn state_label(state: &str) -> &'static str {
+    match state {
+        "awaiting_disposal" => "待处置",
+        "under_review" => "待审核",
+        "rectifying" => "退回整改",
+        "closed" => "销号办结",
+        _ => "处理中",
+    }
+}
+
+pub const STATES: [&str; 4] = ["awaiting_disposal", "under_review", "rectifying", "closed"];
+
+const DISPOSAL_WINDOW_MS: i64 = 8 * 3600 * 1000;
+
+fn row(r: &sqlx::any::AnyRow) -> Result<WarningRow, sqlx::Error> {
+    let state: String = r.try_get("state")?;
+    let opened_at: i64 = r.try_get("opened_at")?;
+    Ok(WarningRow {
+        id: r.try_get("id")?,
+        enterprise_id: r.try_get("enterprise_id")?,
+        enterprise_name: r.try_get("enterprise_name")?,
+        district: r.try_get("district")?,
+        district_name: r.try_get("district_name")?,
+        person_name: r.try_get("person_name")?,
+        person_masked: r.try_get("person_masked")?,
+        reason: r.try_get("reason")?,
+        state_label: state_label(&state).to_string(),
+        state,
+        disposal_overdue: r.try_get::<i64, _>("disposal_overdue")? != 0,
+        review_overdue: r.try_get::<i64, _>("review_overdue")? != 0,
+        opened_at,
+        disposal_due: opened_at + DISPOSAL_WINDOW_MS,
+        closed_at: r.try_get("closed_at")?,
+    })
+}
+
+const COLUMNS: &str = "w.id, w.enterprise_id, e.name AS enterprise_name, w.district, d.name AS district_name, \
+    w.person_name, w.person_masked, w.reason, w.state, w.disposal_overdue, w.review_overdue, w.opened_at, w.closed_at";
+const FROM: &str = "FROM warnings w JOIN enterprises e ON e.id = w.enterprise_id JOIN districts d ON d.code = w.district";
+
+/// One page of warnings in scope, newest first, and the total.
+pub async fn list(
+    pool: &AnyPool,
+    scope: &Scope,
+    f: &Filter,
+) -> Result<(Vec<WarningRow>, i64), Error> {
+    let (clause, who) = scope.clause();
+    let state = f.state.trim();
+    let where_ = format!(
+        "{clause} AND ($2 = '' OR ($2 = 'open' AND w.closed_at IS NULL) OR w.state = $2) \
+         AND ($3 = '' OR ($3 = 'disposal' AND w.disposal_overdue = 1) OR ($3 = 'review' AND w.review_overdue = 1)) \
+         AND ($4 = '' OR e.name LIKE $5)"
+    );
+    let ent = f.enterprise.trim();
+    let like = format!("%{}%", ent.replace(['%', '_'], ""));
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {FROM} WHERE {where_}"))
+        .bind(who)
+        .bind(state)
+        .bind(f.overdue.trim())
+        .bind(ent)
+        .bind(&like)
+        .fetch_one(pool)
+        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE {where_} ORDER BY w.opened_at DESC, w.id LIMIT $6 OFFSET $7"
+    ))
+    .bind(who)
+    .bind(state)
+    .bind(f.overdue.trim())
+    .bind(ent)
+    .bind(&like)
+    .bind(PAGE_SIZE)
+    .bind((f.page.max(1) - 1) * PAGE_SIZE)
+    .fetch_all(pool)
+    .await?;
+    Ok((rows.iter().map(row).collect::<Result<_, _>>()?, total))
+}
+
+/// Counts per state in scope, and of overdue ones.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub awaiting_disposal: i64,
+    pub under_review: i64,
+    pub rectifying: i64,
+    pub closed: i64,
+    pub disposal_overdue: i64,
+    pub review_overdue: i64,
+}
+
+pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
+    let (clause, who) = scope.clause();
+    let rows = sqlx::query(&format!(
+        "SELECT w.state, COUNT(*) AS n, SUM(CASE WHEN w.closed_at IS NULL THEN w.disposal_overdue ELSE 0 END) AS d, \
+         SUM(CASE WHEN w.closed_at IS NULL THEN w.review_overdue ELSE 0 END) AS r \
+         FROM warnings w WHERE {clause} GROUP BY w.state"
+    ))
+    .bind(who)
+    .fetch_all(pool)
+    .await?;
+    let mut c = Counts::default();
+    for r in rows {
+        let n: i64 = r.try_get("n")?;
+        match r.try_get::<String, _>("state")?.as_str() {
+            "awaiting_disposal" => c.awaiting_disposal = n,
+            "under_review" => c.under_review = n,
+            "rectifying" => c.rectifying = n,
+            "closed" => c.closed = n,
+            _ => {}
+        }
+        c.disposal_overdue += r.try_get::<Option<i64>, _>("d")?.unwrap_or(0);
+        c.review_overdue += r.try_get::<Option<i64>, _>("r")?.unwrap_or(0);
+    }
+    Ok(c)
+}
+
+pub async fn get(pool: &AnyPool, scope: &Scope, id: &str) -> Result<WarningRow, Error> {
+    let (clause, who) = scope.clause();
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} {FROM} WHERE {clause} AND w.id = $2"
+    ))
+    .bind(who)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(row(&r)?)
+}
+
+/// One entry of a warning's timeline (R6.3: who, when, what).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: i64,
+    pub what: String,
+    pub who: Option<String>,
+    pub detail: Vec<(String, String)>,
+}
+
+/// The warning's history, in words: opening, reminders, submissions with
+/// what was submitted, returns with the comment, deadlines passed, closing.
+pub async fn timeline(
+    store: &SqlStore,
+    disposal_form: &engine::compile::form::FormSpec,
+    id: &str,
+) -> Result<(Vec<Event>, Option<i64>), Error> {
+    let history = store.history(id).await?;
+    let mut events = Vec::new();
+    for h in &history {
+        let p: Value = serde_json::from_str(&h.payload).unwrap_or(Value::Null);
+        let at = h.at.timestamp_millis();
+        let input = &p["input"];
+        let ev = |what: &str| Event {
+            at,
+            what: what.to_string(),
+            who: None,
+            detail: Vec::new(),
+        };
+        match h.kind.as_str() {
+            "started" => events.push(ev("预警生成")),
+            "signal" => {
+                let actor = &input["actor"];
+                let who = actor["name"]
+                    .as_str()
+                    .or(actor["id"].as_str())
+                    .map(|s| s.to_string());
+                let payload = &input["payload"];
+                let (what, detail) = match input["name"].as_str() {
+                    Some("dispose") => ("企业提交处置情况", describe(disposal_form, payload)),
+                    Some("approve") => ("区（市）县审核：已处置完毕，销号办结", Vec::new()),
+                    Some("return") => (
+                        "区（市）县审核：退回整改",
+                        vec![(
+                            "处理意见".to_string(),
+                            payload["comment"].as_str().unwrap_or("").to_string(),
+                        )],
+                    ),
+                    _ => ("信号", Vec::new()),
+                };
+                events.push(Event {
+                    at,
+                    what: what.to_string(),
+                    who,
+                    detail,
+                });
+            }
+            "timer_fired" => {
+                let what = match input["id"].as_str() {
+                    Some(t) if t.contains("second_reminder") => "第2次提醒（6小时）",
+                    Some(t) if t.contains("third_reminder") => "第3次提醒（8小时）",
+                    Some(t) if t.contains("disposal_deadline") => {
+                        "超时未处置（8小时），已通知区（市）县"
+                    }
+                    Some(t) if t.contains("review_deadline") => {
+                        "审核超时（12小时），已上报市住建局"
+                    }
+                    Some(t) if t.contains("resubmit_deadline") => {
+                        "整改超时未重新提交，已通知区（市）县"
+                    }
+                    _ => continue,
+                };
+                events.push(ev(what));
+            }
+            _ => {}
+        }
+    }
+    let pending = store
+        .pending_timers(Some(id), engine::store::Page::default())
+        .await?;
+    let next_deadline = pending
+        .iter()
+        .filter(|t| t.name.contains("deadline"))
+        .map(|t| t.due_at.timestamp_millis())
+        .min();
+    Ok((events, next_deadline))
+}
+
+fn describe(form: &engine::compile::form::FormSpec, payload: &Value) -> Vec<(String, String)> {
+    form.fields
+        .iter()
+        .filter_map(|f| {
+            let v = payload.get(&f.name)?;
+            let text = match v {
+                Value::Bool(true) => "是".to_string(),
+                Value::Bool(false) => "否".to_string(),
+                Value::String(s) => s.clone(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join("、"),
+                Value::Null => return None,
+                other => other.to_string(),
+            };
+            Some((f.label.clone(), text))
+        })
+        .collect()
+}
+
+fn map_signal_error(e: engine::runtime::Error) -> Error {
+    use engine::interpreter::Error as S;
+    match e {
+        engine::runtime::Error::Step(S::InvalidPayload(errors)) => Error::Invalid(errors),
+        engine::runtime::Error::Step(S::NotAccepted { .. } | S::Ended(_)) => {
+            Error::Refused("该预警当前状态不能进行此操作，请刷新页面".into())
+        }
+        engine::runtime::Error::Step(S::ActorNotAllowed { .. }) => Error::NotFound,
+        other => Error::Runtime(other),
+    }
+}
+
+/// The enterprise submits its disposal (R5.3), validated by the disposal form.
+pub async fn dispose(
+    rt: &Runtime<SqlStore>,
+    pool: &AnyPool,
+    enterprise: &str,
+    actor_name: &str,
+    id: &str,
+    payload: Value,
+) -> Result<(), Error> {
+    get(pool, &Scope::Enterprise(enterprise.to_string()), id).await?;
+    let actor = Actor {
+        role: "enterprise".into(),
+        id: enterprise.to_string(),
+        name: Some(actor_name.to_string()),
+    };
+    rt.signal(id, "dispose", payload, actor)
+        .await
+        .map_err(map_signal_error)
+}
+
+/// The district's review (R6.2): `approve` closes, `return` needs a comment.
+pub async fn review(
+    rt: &Runtime<SqlStore>,
+    pool: &AnyPool,
+    district: &str,
+    actor_name: &str,
+    id: &str,
+    approve: bool,
+    comment: &str,
+) -> Result<(), Error> {
+    get(pool, &Scope::District(district.to_string()), id).await?;
+    let actor = Actor {
+        role: "district".into(),
+        id: district.to_string(),
+        name: Some(actor_name.to_string()),
+    };
+    let (name, payload) = if approve {
+        ("approve", serde_json::json!({}))
+    } else {
+        ("return", serde_json::json!({ "comment": comment }))
+    };
+    rt.signal(id, name, payload, actor)
+        .await
+        .map_err(map_signal_error)
+}
+
+/// A notice of an inbox (R5.2, R6.1, R6.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub link: Option<String>,
+    pub created_at: i64,
+    pub read: bool,
+}
+
+/// One page of an inbox, newest first, and the number unread.
+pub async fn notices(
+    pool: &AnyPool,
+    kind: &str,
+    recipient: &str,
+    page: i64,
+) -> Result<(Vec<Notice>, i64, i64), Error> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM notices WHERE recipient_kind = $1 AND recipient_id = $2",
+    )
+    .bind(kind)
+    .bind(recipient)
+    .fetch_one(pool)
+    .await?;
+    let unread: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM notices WHERE recipient_kind = $1 AND recipient_id = $2 AND read_at IS NULL",
+    )
+    .bind(kind)
+    .bind(recipient)
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT id, title, body, link, created_at, read_at FROM notices WHERE recipient_kind = $1 AND recipient_id = $2 \
+         ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
+    )
+    .bind(kind)
+    .bind(recipient)
+    .bind(PAGE_SIZE)
+    .bind((page.max(1) - 1) * PAGE_SIZE)
+    .fetch_all(pool)
+    .await?;
+    let list = rows
+        .iter()
+        .map(|r| {
+            Ok(Notice {
+                id: r.try_get("id")?,
+                title: r.try_get("title")?,
+                body: r.try_get("body")?,
+                link: r.try_get("link")?,
+                created_at: r.try_get("created_at")?,
+                read: r.try_get::<Option<i64>, _>("read_at")?.is_some(),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((list, total, unread))
+}
+
+/// Mark every notice of an inbox read.
+pub async fn mark_read(
+    pool: &AnyPool,
+    kind: &str,
+    recipient: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE notices SET read_at = $1 WHERE recipient_kind = $2 AND recipient_id = $3 AND read_at IS NULL",
+    )
+    .bind(now_ms)
+    .bind(kind)
+    .bind(recipient)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

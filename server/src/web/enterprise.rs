@@ -1,0 +1,541 @@
+//! The enterprise's pages: home with its two modules, 维护站点及人员信息
+//! (addresses, liaison officer, staff with search, paging, edit, move,
+//! delete and CSV import) and 登记疫情防控信息 (today's records with the
+//! computed numbers and the run time they are as of, past days).
+
+use super::render::pages;
+use super::{Ctx, Shared, WebError};
+use crate::activities::day_of;
+use crate::sites;
+use axum::extract::{Form, Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use engine::compile::form::{FieldKind, FormSpec};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+fn now_ms(app: &Shared) -> i64 {
+    app.sys.clock.now().timestamp_millis()
+}
+
+fn status_of(errors: &BTreeMap<String, String>) -> StatusCode {
+    if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// The values of a YAML-defined form (R3.3, R5.3) from an HTML form body:
+/// multi-choice fields collect every value, others take the last.
+pub fn form_values(spec: &FormSpec, pairs: &[(String, String)]) -> Value {
+    let mut m = Map::new();
+    for f in &spec.fields {
+        let values: Vec<&String> = pairs
+            .iter()
+            .filter(|(k, _)| k == &f.name)
+            .map(|(_, v)| v)
+            .collect();
+        let v = match f.kind {
+            FieldKind::MultiChoice => {
+                Value::from(values.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            }
+            _ => match values.last() {
+                Some(s) => Value::String((*s).clone()),
+                None => Value::Null,
+            },
+        };
+        m.insert(f.name.clone(), v);
+    }
+    Value::Object(m)
+}
+
+pub fn field_errors(errors: &[engine::compile::form::FieldError]) -> BTreeMap<String, String> {
+    errors
+        .iter()
+        .map(|e| (e.field.clone(), e.message.clone()))
+        .collect()
+}
+
+pub async fn home(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let profile = sites::profile(&app.sys.pool, id).await?;
+    let missing = sites::missing_base_data(&app.sys.pool, id).await?;
+    let counts = crate::warnings::counts(&app.sys.pool, &ctx.warning_scope()?).await?;
+    let today = day_of(app.sys.clock.now());
+    let records = crate::records::of_day(&app.sys.pool, id, &today).await?;
+    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let (_, _, unread) = crate::warnings::notices(&app.sys.pool, "enterprise", id, 1).await?;
+    Ok(app
+        .templates
+        .page(
+            &app,
+            &ctx,
+            "home.html",
+            context! { profile, missing, counts, today, records_today => records.len(),
+            addresses => addresses.len(), unread },
+        )?
+        .into_response())
+}
+
+async fn sites_page(
+    app: &Shared,
+    ctx: &Ctx,
+    address_form: &sites::AddressForm,
+    liaison_form: Option<&sites::LiaisonForm>,
+    errors: &BTreeMap<String, String>,
+    message: Option<String>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let profile = sites::profile(&app.sys.pool, id).await?;
+    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let liaison = match liaison_form {
+        Some(f) => f.clone(),
+        None => sites::LiaisonForm {
+            liaison_name: profile.liaison_name.clone().unwrap_or_default(),
+            liaison_mobile: profile.liaison_mobile.clone().unwrap_or_default(),
+        },
+    };
+    let districts: Vec<_> = app
+        .sys
+        .districts
+        .all()
+        .iter()
+        .map(|d| context! { code => d.code.as_str(), label => d.area.as_str() })
+        .collect();
+    let html = app.templates.page(
+        app,
+        ctx,
+        "sites.html",
+        context! { profile, addresses, address_form, liaison, errors, districts, message },
+    )?;
+    Ok((status_of(errors), html).into_response())
+}
+
+pub async fn sites(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
+    let (_, district) = ctx.enterprise()?;
+    let form = sites::AddressForm {
+        address: String::new(),
+        district: district.to_string(),
+    };
+    sites_page(&app, &ctx, &form, None, &BTreeMap::new(), None).await
+}
+
+pub async fn add_address(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Form(f): Form<sites::AddressForm>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    match sites::add_address(&app.sys.pool, &app.sys.districts, id, &f, now_ms(&app)).await {
+        Ok(_) => Ok(Redirect::to("/sites").into_response()),
+        Err(sites::Error::Invalid(errors)) => sites_page(&app, &ctx, &f, None, &errors, None).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete_address(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(address): Path<String>,
+) -> Result<Response, WebError> {
+    let (id, district) = ctx.enterprise()?;
+    match sites::delete_address(&app.sys.pool, id, &address, now_ms(&app)).await {
+        Ok(()) => Ok(Redirect::to("/sites").into_response()),
+        Err(sites::Error::Refused(m)) => {
+            let form = sites::AddressForm {
+                address: String::new(),
+                district: district.to_string(),
+            };
+            let mut errors = BTreeMap::new();
+            errors.insert("delete".to_string(), m);
+            sites_page(&app, &ctx, &form, None, &errors, None).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn set_liaison(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Form(f): Form<sites::LiaisonForm>,
+) -> Result<Response, WebError> {
+    let (id, district) = ctx.enterprise()?;
+    let address_form = sites::AddressForm {
+        address: String::new(),
+        district: district.to_string(),
+    };
+    match sites::set_liaison(&app.sys.pool, id, &f, now_ms(&app)).await {
+        Ok(()) => {
+            sites_page(
+                &app,
+                &ctx,
+                &address_form,
+                None,
+                &BTreeMap::new(),
+                Some("卫生联络官已保存".into()),
+            )
+            .await
+        }
+        Err(sites::Error::Invalid(errors)) => {
+            sites_page(&app, &ctx, &address_form, Some(&f), &errors, None).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ListQuery {
+    q: String,
+    address: String,
+    page: i64,
+}
+
+async fn staff_list(
+    app: &Shared,
+    ctx: &Ctx,
+    query: &ListQuery,
+    form: &sites::PersonForm,
+    errors: &BTreeMap<String, String>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let (staff, total) =
+        sites::staff_page(&app.sys.pool, id, &query.q, &query.address, query.page).await?;
+    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let html = app.templates.page(
+        app,
+        ctx,
+        "staff.html",
+        context! { staff, addresses, q => query.q, address => query.address,
+        pages => pages(total, query.page), form, errors },
+    )?;
+    Ok((status_of(errors), html).into_response())
+}
+
+pub async fn staff(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, WebError> {
+    staff_list(
+        &app,
+        &ctx,
+        &q,
+        &sites::PersonForm::default(),
+        &BTreeMap::new(),
+    )
+    .await
+}
+
+pub async fn add_person(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Form(f): Form<sites::PersonForm>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    match sites::add_person(&app.sys.pool, id, &f, now_ms(&app)).await {
+        Ok(_) => Ok(Redirect::to("/staff").into_response()),
+        Err(sites::Error::Invalid(errors)) => {
+            staff_list(&app, &ctx, &ListQuery::default(), &f, &errors).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn person_form(
+    app: &Shared,
+    ctx: &Ctx,
+    person: &sites::Person,
+    form: &sites::PersonForm,
+    errors: &BTreeMap<String, String>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let html = app.templates.page(
+        app,
+        ctx,
+        "person.html",
+        context! { person, form, errors, addresses },
+    )?;
+    Ok((status_of(errors), html).into_response())
+}
+
+pub async fn person_page(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(person): Path<String>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let p = sites::get_person(&app.sys.pool, id, &person).await?;
+    let form = sites::PersonForm {
+        name: p.name.clone(),
+        id_number: String::new(),
+        mobile: p.mobile.clone().unwrap_or_default(),
+        address_id: p.address_id.clone(),
+    };
+    person_form(&app, &ctx, &p, &form, &BTreeMap::new()).await
+}
+
+pub async fn update_person(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(person): Path<String>,
+    Form(f): Form<sites::PersonForm>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    match sites::update_person(&app.sys.pool, id, &person, &f, now_ms(&app)).await {
+        Ok(()) => Ok(Redirect::to("/staff").into_response()),
+        Err(sites::Error::Invalid(errors)) => {
+            let p = sites::get_person(&app.sys.pool, id, &person).await?;
+            person_form(&app, &ctx, &p, &f, &errors).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete_person(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(person): Path<String>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    crate::records::delete_person(&app.sys.pool, id, &person, now_ms(&app)).await?;
+    Ok(Redirect::to("/staff").into_response())
+}
+
+pub async fn import_page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
+    ctx.enterprise()?;
+    Ok(app
+        .templates
+        .page(
+            &app,
+            &ctx,
+            "import.html",
+            context! { errors => Vec::<()>::new() },
+        )?
+        .into_response())
+}
+
+pub async fn import(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    mut multipart: Multipart,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let mut text = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| WebError::BadRequest(format!("上传失败：{e}")))?
+    {
+        if field.name() == Some("file") {
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| WebError::BadRequest(format!("上传失败：{e}")))?;
+            // Spreadsheet programs in China often save CSV as GBK; say so.
+            let s = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                WebError::BadRequest("文件须为UTF-8编码的CSV（另存为“CSV UTF-8”）".into())
+            })?;
+            text = Some(s.trim_start_matches('\u{feff}').to_string());
+        }
+    }
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Err(WebError::BadRequest("请选择要导入的CSV文件".into()));
+    };
+    let (errors, imported) =
+        match crate::staff::import_csv(&app.sys.pool, id, &text, now_ms(&app)).await {
+            Ok(n) => (Vec::new(), Some(n)),
+            Err(crate::staff::Error::Rows(rows)) => (
+                rows.into_iter()
+                    .map(|r| context! { line => r.line, message => r.message })
+                    .collect(),
+                None,
+            ),
+            Err(crate::staff::Error::Database(e)) => return Err(e.into()),
+        };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let html = app
+        .templates
+        .page(&app, &ctx, "import.html", context! { errors, imported })?;
+    Ok((status, html).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RecordsQuery {
+    page: i64,
+    address: String,
+}
+
+async fn records_page(
+    app: &Shared,
+    ctx: &Ctx,
+    q: &RecordsQuery,
+    values: &Value,
+    errors: &BTreeMap<String, String>,
+    existing: Option<String>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let today = day_of(app.sys.clock.now());
+    let records = crate::records::of_day(&app.sys.pool, id, &today).await?;
+    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let missing = sites::missing_base_data(&app.sys.pool, id).await?;
+    let (history, total) = crate::records::history(&app.sys.pool, id, &today, q.page).await?;
+    let unfiled: Vec<_> = addresses
+        .iter()
+        .filter(|a| !records.iter().any(|r| r.address_id == a.id))
+        .collect();
+    let html = app.templates.page(
+        app,
+        ctx,
+        "records.html",
+        context! { today, records, unfiled, missing, history, pages => pages(total, q.page),
+        form => &*app.sys.daily_record, values, errors, existing, selected => q.address },
+    )?;
+    Ok((status_of(errors), html).into_response())
+}
+
+pub async fn records(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Query(q): Query<RecordsQuery>,
+) -> Result<Response, WebError> {
+    records_page(&app, &ctx, &q, &Value::Null, &BTreeMap::new(), None).await
+}
+
+pub async fn create_record(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let address = pairs
+        .iter()
+        .find(|(k, _)| k == "address_id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let values = form_values(&app.sys.daily_record, &pairs);
+    let q = RecordsQuery {
+        page: 1,
+        address: address.clone(),
+    };
+    let missing = sites::missing_base_data(&app.sys.pool, id).await?;
+    if !missing.is_empty() {
+        let mut errors = BTreeMap::new();
+        errors.insert(
+            "address_id".into(),
+            format!("请先完善基础信息：{}", missing.join("、")),
+        );
+        return records_page(&app, &ctx, &q, &values, &errors, None).await;
+    }
+    let today = day_of(app.sys.clock.now());
+    match crate::records::create(
+        &app.sys.pool,
+        &app.sys.daily_record,
+        id,
+        &address,
+        &today,
+        &values,
+        now_ms(&app),
+    )
+    .await
+    {
+        Ok(r) => Ok(Redirect::to(&format!("/records/{}", urlencoding::encode(&r))).into_response()),
+        Err(crate::records::Error::Invalid(e)) => {
+            records_page(&app, &ctx, &q, &values, &field_errors(&e), None).await
+        }
+        Err(e @ crate::records::Error::AlreadyFiled { .. }) => {
+            let existing = match &e {
+                crate::records::Error::AlreadyFiled { existing } => Some(existing.clone()),
+                _ => None,
+            };
+            let mut errors = BTreeMap::new();
+            errors.insert("address_id".into(), e.to_string());
+            records_page(&app, &ctx, &q, &values, &errors, existing).await
+        }
+        Err(crate::records::Error::NotFound) => {
+            let mut errors = BTreeMap::new();
+            errors.insert("address_id".into(), "请选择本企业的办公地址".into());
+            records_page(&app, &ctx, &q, &values, &errors, None).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn record_form(
+    app: &Shared,
+    ctx: &Ctx,
+    record: &crate::records::Record,
+    values: &Value,
+    errors: &BTreeMap<String, String>,
+    saved: bool,
+) -> Result<Response, WebError> {
+    let today = day_of(app.sys.clock.now());
+    let html = app.templates.page(
+        app,
+        ctx,
+        "record.html",
+        context! { record, values, errors, saved, editable => record.day == today,
+        form => &*app.sys.daily_record },
+    )?;
+    Ok((status_of(errors), html).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SavedQuery {
+    saved: Option<u8>,
+}
+
+pub async fn record_page(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(record): Path<String>,
+    Query(q): Query<SavedQuery>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let r = crate::records::get(&app.sys.pool, id, &record).await?;
+    let values = r.fields.clone();
+    record_form(&app, &ctx, &r, &values, &BTreeMap::new(), q.saved.is_some()).await
+}
+
+pub async fn update_record(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(record): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, WebError> {
+    let (id, _) = ctx.enterprise()?;
+    let values = form_values(&app.sys.daily_record, &pairs);
+    let today = day_of(app.sys.clock.now());
+    match crate::records::update(
+        &app.sys.pool,
+        &app.sys.daily_record,
+        id,
+        &record,
+        &today,
+        &values,
+        now_ms(&app),
+    )
+    .await
+    {
+        Ok(()) => Ok(Redirect::to(&format!(
+            "/records/{}?saved=1",
+            urlencoding::encode(&record)
+        ))
+        .into_response()),
+        Err(crate::records::Error::Invalid(e)) => {
+            let r = crate::records::get(&app.sys.pool, id, &record).await?;
+            record_form(&app, &ctx, &r, &values, &field_errors(&e), false).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

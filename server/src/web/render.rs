@@ -1,0 +1,119 @@
+//! Templates (minijinja, embedded in the binary, HTML auto-escaped) and the
+//! context every page gets: the caller, the CSRF token, the system time
+//! (the rehearsal clock's when rehearsing).
+
+use super::{AppState, Ctx, WebError};
+use crate::accounts::Role;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use minijinja::{context, Environment, Value};
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, include_str!(concat!("../../templates/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = &templates![
+    "base.html",
+    "macros.html",
+    "login.html",
+    "register.html",
+    "registered.html",
+    "password.html",
+    "home.html",
+    "sites.html",
+    "staff.html",
+    "person.html",
+    "import.html",
+    "records.html",
+    "record.html",
+    "warnings.html",
+    "warning.html",
+    "district.html",
+    "notices.html",
+    "directory.html",
+    "ops.html",
+];
+
+/// Local time in Chengdu of unix milliseconds, as the pages show it.
+pub fn local(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono_tz::Asia::Shanghai)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+impl Templates {
+    pub fn new() -> Templates {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("template {name}: {e}"));
+        }
+        env.add_filter("dt", |ms: Option<i64>| ms.map(local).unwrap_or_default());
+        Templates { env }
+    }
+
+    /// Render `name` with the page context and `extra`.
+    pub fn page(
+        &self,
+        app: &AppState,
+        ctx: &Ctx,
+        name: &str,
+        extra: Value,
+    ) -> Result<Html<String>, WebError> {
+        let me = ctx.account.as_ref().map(|a| {
+            let (role, label) = match &a.role {
+                Role::Enterprise { .. } => ("enterprise", "企业用户"),
+                Role::District { .. } => ("district", "区（市）县住建主管部门"),
+                Role::City => ("city", "市住建局"),
+                Role::Operator => ("operator", "运维"),
+            };
+            context! { username => a.username, role => role, role_label => label }
+        });
+        let now = app.sys.clock.now();
+        let base = context! {
+            me => me,
+            csrf => ctx.csrf,
+            now => local(now.timestamp_millis()),
+            rehearsal => app.sys.adjustable.is_some(),
+        };
+        let t = self.env.get_template(name).map_err(WebError::internal)?;
+        t.render(context! { ..extra, ..base })
+            .map(Html)
+            .map_err(|e| WebError::internal(format!("{e:#}")))
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/app.css"),
+    )
+}
+
+/// Pages of a list: numbers to link to.
+pub fn pages(total: i64, page: i64) -> Value {
+    let size = crate::sites::PAGE_SIZE;
+    let last = ((total + size - 1) / size).max(1);
+    let page = page.clamp(1, last);
+    context! { page => page, last => last, total => total,
+    prev => (page > 1).then_some(page - 1), next => (page < last).then_some(page + 1) }
+}

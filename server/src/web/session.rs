@@ -1,0 +1,214 @@
+//! Sessions, CSRF and the authorization layer.
+//!
+//! The middleware reads the session cookie once per request and puts a
+//! `Ctx` in the request: who is calling (or nobody), their CSRF token and
+//! the client's address. Every state-changing request (anything but GET and
+//! HEAD) must carry that token (form field `_csrf`, or the query string for
+//! file uploads, or the `x-csrf-token` header); logged-in callers' token is
+//! the session's, anonymous callers' is a random cookie. Handlers ask `Ctx`
+//! for the scope they need (`enterprise()`, `district()`, …), which refuses
+//! every other role: there is no other way to get an enterprise id or a
+//! district code to query with.
+
+use super::{Shared, WebError};
+use crate::accounts::{self, Account, Role};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::CookieJar;
+
+pub const SESSION_COOKIE: &str = "epi_session";
+pub const CSRF_COOKIE: &str = "epi_csrf";
+
+/// The caller of one request.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub account: Option<Account>,
+    /// The session cookie's token (to end or keep the session).
+    pub token: Option<String>,
+    pub csrf: String,
+    /// The client's address, for throttling.
+    pub client: String,
+}
+
+impl Ctx {
+    pub fn account(&self) -> Result<&Account, WebError> {
+        self.account.as_ref().ok_or(WebError::Login)
+    }
+
+    /// (enterprise id, its district) for enterprise accounts only.
+    pub fn enterprise(&self) -> Result<(&str, &str), WebError> {
+        match &self.account()?.role {
+            Role::Enterprise { id, district } => Ok((id, district)),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
+    /// The district code for district accounts only.
+    pub fn district(&self) -> Result<&str, WebError> {
+        match &self.account()?.role {
+            Role::District { code } => Ok(code),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
+    pub fn operator(&self) -> Result<(), WebError> {
+        match &self.account()?.role {
+            Role::Operator | Role::City => Ok(()),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
+    /// The warnings this caller may see.
+    pub fn warning_scope(&self) -> Result<crate::warnings::Scope, WebError> {
+        use crate::warnings::Scope;
+        Ok(match &self.account()?.role {
+            Role::Enterprise { id, .. } => Scope::Enterprise(id.clone()),
+            Role::District { code } => Scope::District(code.clone()),
+            Role::City | Role::Operator => Scope::City,
+        })
+    }
+
+    /// (kind, id) of the caller's notice inbox.
+    pub fn inbox(&self) -> Result<(&'static str, String), WebError> {
+        Ok(match &self.account()?.role {
+            Role::Enterprise { id, .. } => ("enterprise", id.clone()),
+            Role::District { code } => ("district", code.clone()),
+            Role::City | Role::Operator => ("city", "city".to_string()),
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .ok_or_else(|| WebError::internal("session layer missing"))
+    }
+}
+
+/// The token a state-changing request carries, from wherever it was put.
+async fn provided_token(req: Request) -> Result<(Request, Option<String>), WebError> {
+    if let Some(v) = req.headers().get("x-csrf-token") {
+        let v = v.to_str().ok().map(str::to_string);
+        return Ok((req, v));
+    }
+    if let Some(q) = req.uri().query() {
+        if let Some(v) = form_urlencoded_value(q.as_bytes(), "_csrf") {
+            return Ok((req, Some(v)));
+        }
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Ok((req, None));
+    }
+    // Read the form body, take the token, and hand the same bytes on.
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, super::MAX_BODY)
+        .await
+        .map_err(|_| WebError::BadRequest("提交的内容过大".into()))?;
+    let token = form_urlencoded_value(&bytes, "_csrf");
+    Ok((Request::from_parts(parts, Body::from(bytes)), token))
+}
+
+fn form_urlencoded_value(input: &[u8], key: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(input).ok()?;
+    pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Constant-time comparison of two tokens.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, whole site, `Secure` on
+/// HTTPS deployments. Values are hex tokens, so nothing needs escaping.
+pub fn cookie(name: &'static str, value: String, secure: bool, max_age_s: i64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}"
+    ))
+    .expect("cookie is a valid header")
+}
+
+/// The middleware: load the session, check CSRF on state-changing
+/// requests, send a password-change-pending account to /password, and set
+/// the anonymous CSRF cookie when it is new.
+pub async fn layer(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    match run(app, req, next).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError> {
+    let jar = CookieJar::from_headers(req.headers());
+    let now = app.sys.clock.now().timestamp_millis();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "local".to_string());
+    let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
+    let session = match &token {
+        Some(t) if t.len() == 64 => accounts::session(&app.sys.pool, t, now).await?,
+        _ => None,
+    };
+    let anon = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
+    let mut new_anon = None;
+    let csrf = match (&session, &anon) {
+        (Some(s), _) => s.csrf.clone(),
+        (None, Some(a)) if a.len() == 64 => a.clone(),
+        (None, _) => {
+            let t = accounts::new_token();
+            new_anon = Some(t.clone());
+            t
+        }
+    };
+    let mut req = req;
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let (r, provided) = provided_token(req).await?;
+        req = r;
+        match provided {
+            Some(p) if new_anon.is_none() && same(&p, &csrf) => {}
+            _ => return Err(WebError::Csrf),
+        }
+    }
+    let account = session.map(|s| s.account);
+    if let Some(a) = &account {
+        let path = req.uri().path();
+        if a.must_change_password && !matches!(path, "/password" | "/logout" | "/static/app.css") {
+            return Ok(Redirect::to("/password").into_response());
+        }
+    }
+    let ctx = Ctx {
+        account,
+        token,
+        csrf,
+        client,
+    };
+    req.extensions_mut().insert(ctx);
+    let mut response = next.run(req).await;
+    if let Some(t) = new_anon {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            cookie(CSRF_COOKIE, t, app.cookie_secure, 24 * 3600),
+        );
+    }
+    Ok(response)
+}
