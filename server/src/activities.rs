@@ -198,36 +198,44 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
 /// calls that run late or out of order still converge on the latest state.
 async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let id = arg(&call, "warning_id");
+    match refresh_warning(&s.pool, id).await.map_err(db)? {
+        true => Ok(Value::Null),
+        false => Err(ActivityError::Permanent(format!(
+            "no workflow for warning {id}"
+        ))),
+    }
+}
+
+/// Bring one warning's projection row up to its workflow's committed
+/// state. Idempotent; also called by the web layer right after a signal so
+/// the next page shows the new state. False if there is no such workflow.
+pub async fn refresh_warning(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
     let Some(row) = sqlx::query(
         "SELECT state, status_label, snapshot, closed_at, updated_at FROM instances WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(&s.pool)
-    .await
-    .map_err(db)?
+    .fetch_optional(pool)
+    .await?
     else {
-        return Err(ActivityError::Permanent(format!(
-            "no workflow for warning {id}"
-        )));
+        return Ok(false);
     };
-    let snapshot: Value = serde_json::from_str(&row.try_get::<String, _>("snapshot").map_err(db)?)
-        .map_err(|e| ActivityError::Permanent(e.to_string()))?;
+    let snapshot: Value =
+        serde_json::from_str(&row.try_get::<String, _>("snapshot")?).unwrap_or(Value::Null);
     let flag = |name: &str| i64::from(snapshot["vars"][name].as_bool().unwrap_or(false));
     sqlx::query(
         "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
          closed_at = $5, updated_at = $6 WHERE id = $7",
     )
-    .bind(row.try_get::<String, _>("state").map_err(db)?)
-    .bind(row.try_get::<Option<String>, _>("status_label").map_err(db)?)
+    .bind(row.try_get::<String, _>("state")?)
+    .bind(row.try_get::<Option<String>, _>("status_label")?)
     .bind(flag("disposal_overdue"))
     .bind(flag("review_overdue"))
-    .bind(row.try_get::<Option<i64>, _>("closed_at").map_err(db)?)
-    .bind(row.try_get::<i64, _>("updated_at").map_err(db)?)
+    .bind(row.try_get::<Option<i64>, _>("closed_at")?)
+    .bind(row.try_get::<i64, _>("updated_at")?)
     .bind(id)
-    .execute(&s.pool)
-    .await
-    .map_err(db)?;
-    Ok(Value::Null)
+    .execute(pool)
+    .await?;
+    Ok(true)
 }
 
 /// Local day in Chengdu of an instant.

@@ -308,6 +308,7 @@ fn describe(form: &engine::compile::form::FormSpec, payload: &Value) -> Vec<(Str
             let text = match v {
                 Value::Bool(true) => "是".to_string(),
                 Value::Bool(false) => "否".to_string(),
+                Value::String(s) if s.is_empty() => return None,
                 Value::String(s) => s.clone(),
                 Value::Array(a) => a
                     .iter()
@@ -351,7 +352,9 @@ pub async fn dispose(
     };
     rt.signal(id, "dispose", payload, actor)
         .await
-        .map_err(map_signal_error)
+        .map_err(map_signal_error)?;
+    crate::activities::refresh_warning(pool, id).await?;
+    Ok(())
 }
 
 /// The district's review (R6.2): `approve` closes, `return` needs a comment.
@@ -377,7 +380,9 @@ pub async fn review(
     };
     rt.signal(id, name, payload, actor)
         .await
-        .map_err(map_signal_error)
+        .map_err(map_signal_error)?;
+    crate::activities::refresh_warning(pool, id).await?;
+    Ok(())
 }
 
 /// A notice of an inbox (R5.2, R6.1, R6.3).

@@ -198,10 +198,7 @@ pub async fn review(
         }
         Err(warnings::Error::Invalid(e)) => {
             let values = serde_json::json!({ "comment": f.comment });
-            let mut errors = field_errors(&e);
-            if let Some(m) = errors.remove("comment") {
-                errors.insert("comment".into(), format!("退回整改须填写处理意见：{m}"));
-            }
+            let errors = field_errors(&e);
             warning_view(&app, &ctx, &id, &values, &errors, None).await
         }
         Err(warnings::Error::Refused(m)) => {

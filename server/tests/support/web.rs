@@ -162,6 +162,7 @@ pub struct World {
     pub app: Router,
     /// username → password of the demo accounts.
     pub passwords: BTreeMap<String, String>,
+    pub sim_rates: server::adapters::health_sim::SimRates,
 }
 
 impl World {
@@ -204,6 +205,7 @@ impl World {
             clock,
             app,
             passwords,
+            sim_rates: config.health.sim_rates,
         }
     }
 

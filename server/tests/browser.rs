@@ -1,0 +1,385 @@
+//! End to end in headless Chromium (Debian `chromium` + `chromium-driver`,
+//! driven over WebDriver with fantoccini): register, log in and change the
+//! first password, maintain addresses and staff, fill the daily record, run
+//! a comparison as the operator, dispose the warning, the district returns
+//! it with a comment, the enterprise disposes again, the district closes it:
+//! 销号办结. A screenshot of each step goes to target/e2e-screenshots/.
+//!
+//! `scripts/test` installs Chromium and sets EPI_BROWSER_TESTS=1, which makes
+//! a missing browser a failure; a plain `cargo test` without Chromium skips.
+
+#[path = "support/web.rs"]
+mod web;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use server::adapters::health_sim::Simulator;
+use server::comparison::HealthCode;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use web::World;
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.exists())
+    })
+}
+
+fn screenshots_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("e2e-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Browser {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+    step: u32,
+}
+
+impl Browser {
+    async fn go(&self, path: &str) {
+        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+    }
+    async fn fill(&self, id: &str, text: &str) {
+        let e = self.c.find(Locator::Id(id)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+    async fn select(&self, id: &str, value: &str) {
+        self.c
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .select_by_value(value)
+            .await
+            .unwrap();
+    }
+    async fn click(&self, id: &str) {
+        self.c
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    /// Click something that submits a form, and wait for the next page.
+    async fn submit(&self, css: &str) {
+        self.c
+            .execute("document.documentElement.dataset.stale = '1'", vec![])
+            .await
+            .unwrap();
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            let done = self
+                .c
+                .execute(
+                    "return document.documentElement.dataset.stale === undefined && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+                .map(|v| v.as_bool() == Some(true))
+                .unwrap_or(false);
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no new page after clicking {css}");
+    }
+    async fn text(&self, css: &str) -> String {
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+    async fn path(&self) -> String {
+        self.c.current_url().await.unwrap().path().to_string()
+    }
+    async fn shot(&mut self, name: &str) {
+        self.step += 1;
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.step)), png).unwrap();
+    }
+    async fn login(&self, user: &str, password: &str) {
+        self.go("/login").await;
+        self.fill("username", user).await;
+        self.fill("password", password).await;
+        self.submit("#login-submit").await;
+    }
+    async fn logout(&self) {
+        self.submit("form.logout button").await;
+        assert_eq!(self.path().await, "/login");
+    }
+}
+
+/// An ID number the simulator reports with a red health code.
+fn red_code_person(w: &World) -> String {
+    let sim = Simulator::new(
+        server::config::HealthConfig::default().sim_seed,
+        w.sim_rates,
+    );
+    let now = chrono::Utc::now();
+    (2000..3000)
+        .map(server::demo::id_number)
+        .find(|id| {
+            sim.record(id, now, 24)
+                .is_some_and(|r| r.health_code == HealthCode::Red)
+        })
+        .expect("a red-code person among 1000")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
+    let (Some(chromedriver), Some(chromium)) = (which("chromedriver"), which("chromium")) else {
+        if std::env::var("EPI_BROWSER_TESTS").as_deref() == Ok("1") {
+            panic!("chromium and chromedriver are required (Debian packages chromium, chromium-driver; scripts/test installs them)");
+        }
+        eprintln!("skipped: chromium/chromedriver not installed (scripts/test installs them)");
+        return;
+    };
+    let w = World::new("2026-12-01T09:00:00+08:00").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server::web::serve(listener, w.app.clone()));
+    tokio::spawn(w.sys.runtime.clone().run());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Driver(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let profile = std::env::temp_dir().join(format!("epi-chromium-{}", std::process::id()));
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--window-size=1280,1000",
+                     format!("--user-data-dir={}", profile.display())]
+        }),
+    );
+    let mut client = None;
+    for _ in 0..100 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            // chromedriver is still starting.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut b = Browser {
+        c: client.expect("chromedriver did not start within 10 s"),
+        base,
+        shots: screenshots_dir(),
+        step: 0,
+    };
+
+    // Register as 疫情防控用户.
+    b.go("/register").await;
+    b.shot("register-form").await;
+    b.fill("name", "成都浏览器测试建设有限公司").await;
+    b.fill("credit_code", &server::demo::credit_code(4242))
+        .await;
+    b.select("kind", "construction").await;
+    b.select("district", "jinjiang").await;
+    b.fill("registered_address", "成都市锦江区浏览器路1号")
+        .await;
+    b.fill("contact_name", "测试员").await;
+    b.fill("contact_mobile", "13812340000").await;
+    b.submit("#register-submit").await;
+    b.shot("registered").await;
+    let username = b.text("#new-username").await;
+    let params: String =
+        sqlx::query_scalar("SELECT params FROM sms_log WHERE template = 'account_created'")
+            .fetch_one(&w.sys.pool)
+            .await
+            .unwrap();
+    let password = serde_json::from_str::<serde_json::Value>(&params).unwrap()["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // First login: change the password.
+    b.login(&username, &password).await;
+    assert_eq!(b.path().await, "/password");
+    b.shot("first-login-change-password").await;
+    b.fill("current_password", &password).await;
+    b.fill("new_password", "Browser2026").await;
+    b.fill("confirm", "Browser2026").await;
+    b.submit("#password-submit").await;
+    assert_eq!(b.path().await, "/home");
+    b.shot("home").await;
+
+    // Sites: a second address and the liaison officer.
+    b.go("/sites").await;
+    b.fill("address", "成都市锦江区浏览器路2号").await;
+    b.submit("#add-address").await;
+    b.fill("liaison_name", "联络官").await;
+    b.fill("liaison_mobile", "13912340000").await;
+    b.submit("#save-liaison").await;
+    let page = b.c.source().await.unwrap();
+    assert!(page.contains("成都市锦江区浏览器路2号") && page.contains("卫生联络官已保存"));
+    b.shot("sites").await;
+
+    // Staff: one bad ID number refused at the field, then two persons.
+    b.go("/staff").await;
+    b.fill("name", "错号人").await;
+    b.fill("id_number", "510104198501010000").await;
+    b.submit("#add-person").await;
+    assert!(b
+        .text(".field.invalid .field-error")
+        .await
+        .contains("身份证"));
+    b.shot("staff-invalid-id").await;
+    let red = red_code_person(&w);
+    for (name, id) in [
+        ("红码人", red.as_str()),
+        ("正常人", &server::demo::id_number(3001)),
+    ] {
+        b.go("/staff").await;
+        b.fill("name", name).await;
+        b.fill("id_number", id).await;
+        let address: String = sqlx::query_scalar(
+            "SELECT a.id FROM addresses a JOIN enterprises e ON e.id = a.enterprise_id WHERE e.name = '成都浏览器测试建设有限公司' ORDER BY a.created_at LIMIT 1",
+        )
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+        b.select("address_id", &address).await;
+        b.submit("#add-person").await;
+        assert_eq!(b.path().await, "/staff");
+    }
+    assert!(b.c.source().await.unwrap().contains("红码人"));
+    b.shot("staff").await;
+
+    // Daily record.
+    b.go("/records").await;
+    b.fill("f-on_duty", "2").await;
+    b.fill("f-visitors_registered", "0").await;
+    b.select("f-disinfection_done", "是").await;
+    b.select("f-temperature_checked", "是").await;
+    b.submit("#record-submit").await;
+    assert!(b.path().await.starts_with("/records/"));
+    b.shot("daily-record").await;
+    b.logout().await;
+
+    // The operator runs a comparison now.
+    b.login("operator", &w.passwords["operator"]).await;
+    b.submit("#run-comparison").await;
+    b.shot("operator-run-comparison").await;
+    let mut warning = None;
+    for _ in 0..200 {
+        warning = sqlx::query_scalar::<_, String>(
+            "SELECT w.id FROM warnings w JOIN enterprises e ON e.id = w.enterprise_id \
+             WHERE e.name = '成都浏览器测试建设有限公司' AND w.reason = '红码'",
+        )
+        .fetch_optional(&w.sys.pool)
+        .await
+        .unwrap();
+        if warning.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warning = warning.expect("the run opened a warning for the red-code person");
+    b.logout().await;
+
+    // The enterprise disposes.
+    b.login(&username, "Browser2026").await;
+    b.go("/warnings").await;
+    b.shot("warnings-list").await;
+    b.go(&format!("/warnings/{warning}")).await;
+    assert!(b.text("#attachment-1").await.contains("处置要求及防疫措施"));
+    b.select("f-reported_to_community", "是").await;
+    b.fill("f-community", "红星路社区").await;
+    b.select("f-person_situation", "居家隔离").await;
+    b.click("f-measures-1").await;
+    b.shot("disposal-form").await;
+    b.submit("#dispose-submit").await;
+    assert!(b.text("#warning-state").await.contains("待审核"));
+    b.shot("disposed").await;
+    b.logout().await;
+
+    // The district returns it with a comment.
+    b.login("jinjiang", &w.passwords["jinjiang"]).await;
+    assert_eq!(b.path().await, "/district");
+    b.shot("district-list").await;
+    b.go(&format!("/warnings/{warning}")).await;
+    b.click("decision-return").await;
+    b.submit("#review-submit").await;
+    assert!(b
+        .text(".field.invalid .field-error")
+        .await
+        .contains("处理意见"));
+    b.click("decision-return").await;
+    b.fill("comment", "请补充居家隔离地址").await;
+    b.shot("district-return").await;
+    b.submit("#review-submit").await;
+    assert!(b.text("#warning-state").await.contains("退回整改"));
+    b.logout().await;
+
+    // The enterprise reads the comment and disposes again.
+    b.login(&username, "Browser2026").await;
+    b.go(&format!("/warnings/{warning}")).await;
+    assert!(b.text("#timeline").await.contains("请补充居家隔离地址"));
+    b.select("f-reported_to_community", "是").await;
+    b.fill("f-community", "红星路社区").await;
+    b.select("f-person_situation", "居家隔离").await;
+    b.fill("f-remarks", "隔离地址：锦江区某小区").await;
+    b.shot("dispose-again").await;
+    b.submit("#dispose-submit").await;
+    assert!(b.text("#warning-state").await.contains("待审核"));
+    b.logout().await;
+
+    // The district closes it.
+    b.login("jinjiang", &w.passwords["jinjiang"]).await;
+    b.go(&format!("/warnings/{warning}")).await;
+    b.click("decision-approve").await;
+    b.submit("#review-submit").await;
+    assert!(b.text("#warning-state").await.contains("销号办结"));
+    b.shot("closed").await;
+    b.c.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(profile);
+}
