@@ -159,7 +159,7 @@ pub async fn import_csv(
                     "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
                 )
-                .bind(format!("{enterprise_id}:{}:{now_ms}", r.id_number.as_str()))
+                .bind(crate::accounts::new_id())
                 .bind(enterprise_id)
                 .bind(&r.address_id)
                 .bind(r.name.as_str())
