@@ -65,6 +65,18 @@ fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|_| format!("`{s}`: use a time with its offset, e.g. 2026-12-01T04:55+08:00"))
 }
 
+/// The demo's rehearsal starts at 04:55 today in Chengdu: the 05:00
+/// comparison is five minutes away (or one click on the operator's page).
+fn rehearsal_default_start() -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone as _;
+    let tz = chrono_tz::Asia::Shanghai;
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    tz.from_local_datetime(&today.and_hms_opt(4, 55, 0).expect("valid time"))
+        .single()
+        .expect("Shanghai has no DST")
+        .with_timezone(&chrono::Utc)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -82,6 +94,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
         demo: true,
+        simulated_clock: Some(rehearsal_default_start()),
         workflows: "workflows".into(),
         rules: "rules".into(),
         ..Default::default()
@@ -149,10 +162,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Paths::repository()
     };
-    let clock = match args.simulated_clock {
-        Some(t) => ClockChoice::Adjustable(std::sync::Arc::new(
-            engine::clock::RehearsalClock::starting_at(t),
-        )),
+    let rehearsal = args
+        .simulated_clock
+        .map(|t| std::sync::Arc::new(engine::clock::RehearsalClock::starting_at(t)));
+    let clock = match &rehearsal {
+        Some(c) => ClockChoice::Adjustable(c.clone()),
         None => ClockChoice::System,
     };
     let mut config = config;
@@ -165,6 +179,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sys = System::open(&config, &paths, clock, engine::runtime::Options::default())
         .await
         .context("starting the system")?;
+    if let (Some(c), Some(latest)) = (&rehearsal, sys.latest_recorded().await?) {
+        use engine::clock::{AdjustableClock as _, Clock as _};
+        if latest > c.now() {
+            let ahead = (latest - c.now()).to_std().unwrap_or_default();
+            c.advance_by(ahead + std::time::Duration::from_secs(60));
+            println!(
+                "演练时钟从数据库中最后记录的时间继续（时间不能倒退）: {}",
+                c.now()
+                    .with_timezone(&chrono_tz::Asia::Shanghai)
+                    .format("%Y-%m-%d %H:%M")
+            );
+        }
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -174,6 +174,18 @@ impl System {
         })
     }
 
+    /// The latest instant recorded by workflows or schedules: a rehearsal
+    /// clock must not start before it (time never goes back in a history).
+    pub async fn latest_recorded(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
+        let a: Option<i64> = sqlx::query_scalar("SELECT MAX(updated_at) FROM instances")
+            .fetch_one(&self.pool)
+            .await?;
+        let b: Option<i64> = sqlx::query_scalar("SELECT MAX(last_fired_at) FROM schedules")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(a.max(b).and_then(chrono::DateTime::from_timestamp_millis))
+    }
+
     /// Start a comparison run now (the operator's "立即比对"). Returns its id.
     pub async fn run_comparison_now(&self) -> Result<String, Error> {
         let now = self.clock.now();

@@ -1,4 +1,5 @@
-//! The `validate` subcommand: exit status and file:line:col output.
+//! The command line: `validate` (exit status and file:line:col output) and
+//! `serve` (the embedded demo starts; demo and rehearsal refuse production).
 
 use std::process::Command;
 
@@ -40,4 +41,122 @@ fn validate_lists_every_problem_and_fails() {
         "{out}"
     );
     assert!(out.trim_end().ends_with("24 problem(s) found"), "{out}");
+}
+
+#[test]
+fn demo_and_rehearsal_are_refused_on_a_production_configuration() {
+    for args in [
+        vec!["serve", "--demo"],
+        vec!["serve", "--simulated-clock", "2026-12-01T04:55+08:00"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(&args)
+            .env("EPI_HEALTH_MODE", "http")
+            .env("EPI_HEALTH_BASE_URL", "https://health.example.cn")
+            .env("EPI_HEALTH_TOKEN", "t")
+            .env("EPI_LISTEN", "127.0.0.1:0")
+            .env("EPI_DATABASE_URL", "sqlite::memory:")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("refused on a production configuration"),
+            "{err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["serve", "--simulated-clock", "tomorrow"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-12-01T04:55+08:00"));
+}
+
+/// The embedded default as a newcomer starts it (the README's run command
+/// runs the same binary without arguments): it prints the demo accounts and
+/// its address, serves the login page, and the operator can log in.
+#[test]
+fn the_embedded_demo_starts_prints_credentials_and_serves() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("epi-cli-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(&dir)
+        .env("EPI_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut operator_password = None;
+    let mut url = None;
+    while url.is_none() {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the server printed its address within two minutes");
+        if line.contains("账号 operator") {
+            operator_password = line.split_whitespace().last().map(str::to_string);
+        }
+        if let Some(rest) = line.split("已启动: ").nth(1) {
+            url = rest.split_whitespace().next().map(str::to_string);
+        }
+    }
+    let url = url.unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let login = http.get(format!("{url}/login")).send().await.unwrap();
+            assert_eq!(login.status(), 200);
+            let cookie = login.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let page = login.text().await.unwrap();
+            assert!(page.contains("演练模式"), "rehearsal clock by default");
+            let token = cookie.split('=').nth(1).unwrap().to_string();
+            let r = http
+                .post(format!("{url}/login"))
+                .header("cookie", &cookie)
+                .form(&[
+                    ("_csrf", token.as_str()),
+                    ("username", "operator"),
+                    ("password", operator_password.as_deref().unwrap()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                303,
+                "operator logs in with the printed password"
+            );
+            assert_eq!(r.headers()["location"], "/ops");
+        });
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(dir.join("data/epi.db").exists(), "SQLite file under ./data");
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
