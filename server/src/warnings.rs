@@ -177,8 +177,9 @@ pub struct Counts {
 pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
     let (clause, who) = scope.clause();
     let rows = sqlx::query(&format!(
-        "SELECT w.state, COUNT(*) AS n, SUM(CASE WHEN w.closed_at IS NULL THEN w.disposal_overdue ELSE 0 END) AS d, \
-         SUM(CASE WHEN w.closed_at IS NULL THEN w.review_overdue ELSE 0 END) AS r \
+        "SELECT w.state, COUNT(*) AS n, \
+         CAST(SUM(CASE WHEN w.closed_at IS NULL THEN w.disposal_overdue ELSE 0 END) AS BIGINT) AS d, \
+         CAST(SUM(CASE WHEN w.closed_at IS NULL THEN w.review_overdue ELSE 0 END) AS BIGINT) AS r \
          FROM warnings w WHERE {clause} GROUP BY w.state"
     ))
     .bind(who)

@@ -12,6 +12,45 @@ use web::{NowMs, World};
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
+/// Each test on in-memory SQLite and, when DATABASE_URL_PG is set, on a
+/// fresh PostgreSQL database.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::World::new(super::START).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(w) = super::World::postgres(concat!("web_", stringify!($name)), super::START).await {
+                        super::$name(w).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    every_page_renders_for_its_role_with_labels_and_security_headers,
+    registration_refuses_bad_input_at_the_field_and_saves_nothing,
+    state_changing_requests_without_the_right_csrf_token_are_refused,
+    enterprise_a_cannot_read_or_change_enterprise_b_by_changing_ids,
+    district_x_cannot_see_or_review_district_y_warnings,
+    staff_and_site_forms_reject_bad_input_and_save_nothing,
+    daily_record_form_validates_and_refuses_a_second_record,
+    the_warning_loop_through_the_pages_ends_in_closure,
+    sessions_expire_and_logout_ends_them,
+    failed_logins_and_code_requests_are_throttled_and_sms_codes_log_in_once,
+    rehearsal_clock_moves_forward_from_the_operator_page_only
+);
+
 async fn comparison_now(w: &World) {
     let mut op = w.logged_in("operator", "/ops").await;
     op.post("/ops/run-comparison", &[])
@@ -30,9 +69,7 @@ async fn first_open_warning(w: &World, enterprise: &str) -> String {
     .unwrap()
 }
 
-#[tokio::test]
-async fn every_page_renders_for_its_role_with_labels_and_security_headers() {
-    let w = World::new(START).await;
+async fn every_page_renders_for_its_role_with_labels_and_security_headers(w: World) {
     comparison_now(&w).await;
     let warning = first_open_warning(&w, server::demo::ENTERPRISE_ID).await;
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
@@ -103,9 +140,7 @@ async fn every_page_renders_for_its_role_with_labels_and_security_headers() {
     }
 }
 
-#[tokio::test]
-async fn registration_refuses_bad_input_at_the_field_and_saves_nothing() {
-    let w = World::new(START).await;
+async fn registration_refuses_bad_input_at_the_field_and_saves_nothing(w: World) {
     let mut c = w.client();
     c.get("/register").await.assert_ok();
     let before = w.count("SELECT COUNT(*) FROM enterprises").await;
@@ -210,9 +245,7 @@ async fn registration_refuses_bad_input_at_the_field_and_saves_nothing() {
     assert!(c.get("/sites").await.contains("武侯区测试路8号"));
 }
 
-#[tokio::test]
-async fn state_changing_requests_without_the_right_csrf_token_are_refused() {
-    let w = World::new(START).await;
+async fn state_changing_requests_without_the_right_csrf_token_are_refused(w: World) {
     let mut c = w.client();
     c.get("/login").await;
     // Login form without a token, and with a wrong one.
@@ -264,9 +297,7 @@ async fn state_changing_requests_without_the_right_csrf_token_are_refused() {
     assert_eq!(w.count("SELECT COUNT(*) FROM addresses").await, before + 1);
 }
 
-#[tokio::test]
-async fn enterprise_a_cannot_read_or_change_enterprise_b_by_changing_ids() {
-    let w = World::new(START).await;
+async fn enterprise_a_cannot_read_or_change_enterprise_b_by_changing_ids(w: World) {
     let (b, b_addr, b_staff, b_user, b_pw) = w.other_enterprise().await;
     comparison_now(&w).await;
     let now = w.clock.now_ms();
@@ -401,9 +432,7 @@ async fn enterprise_a_cannot_read_or_change_enterprise_b_by_changing_ids() {
     );
 }
 
-#[tokio::test]
-async fn district_x_cannot_see_or_review_district_y_warnings() {
-    let w = World::new(START).await;
+async fn district_x_cannot_see_or_review_district_y_warnings(w: World) {
     comparison_now(&w).await;
     let warning = first_open_warning(&w, server::demo::ENTERPRISE_ID).await;
     // The enterprise (锦江) disposes so the warning awaits review.
@@ -458,9 +487,7 @@ async fn district_x_cannot_see_or_review_district_y_warnings() {
         .contains(&warning));
 }
 
-#[tokio::test]
-async fn staff_and_site_forms_reject_bad_input_and_save_nothing() {
-    let w = World::new(START).await;
+async fn staff_and_site_forms_reject_bad_input_and_save_nothing(w: World) {
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     e.get("/staff").await.assert_ok();
     let before = w.count("SELECT COUNT(*) FROM staff").await;
@@ -617,9 +644,7 @@ async fn staff_and_site_forms_reject_bad_input_and_save_nothing() {
     assert!(r.contains("已导入 1 人"));
 }
 
-#[tokio::test]
-async fn daily_record_form_validates_and_refuses_a_second_record() {
-    let w = World::new(START).await;
+async fn daily_record_form_validates_and_refuses_a_second_record(w: World) {
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     e.get("/records").await.assert_ok();
     let r = e
@@ -705,9 +730,7 @@ async fn daily_record_form_validates_and_refuses_a_second_record() {
     assert!(!page.contains("record-save"));
 }
 
-#[tokio::test]
-async fn the_warning_loop_through_the_pages_ends_in_closure() {
-    let w = World::new(START).await;
+async fn the_warning_loop_through_the_pages_ends_in_closure(w: World) {
     comparison_now(&w).await;
     let warning = first_open_warning(&w, server::demo::ENTERPRISE_ID).await;
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
@@ -799,9 +822,7 @@ async fn the_warning_loop_through_the_pages_ends_in_closure() {
     assert!(r.contains("当前状态不能进行此操作"));
 }
 
-#[tokio::test]
-async fn sessions_expire_and_logout_ends_them() {
-    let w = World::new(START).await;
+async fn sessions_expire_and_logout_ends_them(w: World) {
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     w.clock.advance(std::time::Duration::from_secs(29 * 60));
     e.get("/home").await.assert_ok();
@@ -818,9 +839,7 @@ async fn sessions_expire_and_logout_ends_them() {
     );
 }
 
-#[tokio::test]
-async fn failed_logins_and_code_requests_are_throttled_and_sms_codes_log_in_once() {
-    let w = World::new(START).await;
+async fn failed_logins_and_code_requests_are_throttled_and_sms_codes_log_in_once(w: World) {
     let mut c = w.client();
     c.get("/login").await;
     for _ in 0..5 {
@@ -901,9 +920,7 @@ async fn failed_logins_and_code_requests_are_throttled_and_sms_codes_log_in_once
     assert!(r.contains("验证码错误或已过期"));
 }
 
-#[tokio::test]
-async fn rehearsal_clock_moves_forward_from_the_operator_page_only() {
-    let w = World::new(START).await;
+async fn rehearsal_clock_moves_forward_from_the_operator_page_only(w: World) {
     let mut op = w.logged_in("operator", "/ops").await;
     let before = w.sys.clock.now();
     let r = op.post("/ops/clock", &[("minutes", "0")]).await;

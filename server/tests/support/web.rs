@@ -169,13 +169,41 @@ impl World {
     /// The system at `start` (Chengdu time, e.g. "2026-12-01T04:59:00+08:00")
     /// with the demo data, on an in-memory database.
     pub async fn new(start: &str) -> World {
+        World::open("sqlite::memory:", start).await
+    }
+
+    /// The same on a fresh PostgreSQL database named `db` on the server of
+    /// `DATABASE_URL_PG`; None (skipped) when that is not set.
+    pub async fn postgres(db: &str, start: &str) -> Option<World> {
+        use sqlx::Executor;
+        let Ok(url) = std::env::var("DATABASE_URL_PG") else {
+            eprintln!("DATABASE_URL_PG not set: PostgreSQL variant of {db} skipped");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(&url)
+            .await
+            .expect("PostgreSQL reachable");
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+        let base = url.rsplit_once('/').map(|x| x.0).unwrap_or(&url);
+        Some(World::open(&format!("{base}/{db}"), start).await)
+    }
+
+    async fn open(database_url: &str, start: &str) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
             .with_test_writer()
             .try_init();
         let clock = Arc::new(ManualClock::new(start.parse().unwrap()));
         let mut config = server::config::Config {
-            database_url: "sqlite::memory:".into(),
+            database_url: database_url.into(),
             ..Default::default()
         };
         config.health.sim_rates.positive = 0.05;
