@@ -48,8 +48,18 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
+/// Reset the peak (VmHWM) to the current RSS, so the run's peak is not the setup's.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The run logs its phases (load, fetch + judge, write).
+    tracing_subscriber::fmt()
+        .with_env_filter("server::comparison=info")
+        .with_target(false)
+        .init();
     let full = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::args()
         .skip(1)
@@ -196,6 +206,11 @@ async fn main() {
         idempotency_key: "bench/a1".into(),
         attempt: 1,
     };
+    println!(
+        "peak memory of the setup (VmHWM): {:.0} MiB",
+        peak_rss_mib()
+    );
+    let reset = reset_peak();
     let t = Instant::now();
     let result = acts
         .get("run_comparison")
@@ -210,7 +225,15 @@ async fn main() {
         result["new_warnings"].as_array().map(Vec::len).unwrap_or(0),
         n as f64 / secs
     );
-    println!("peak memory of the run (VmHWM): {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak memory of the run (VmHWM{}): {:.0} MiB",
+        if reset {
+            ", reset after the setup"
+        } else {
+            ", including the setup: reset not permitted"
+        },
+        peak_rss_mib()
+    );
 
     // Phases measured on their own, after the run (so they do not raise its peak).
     let ids: Vec<String> = (0..n).map(id_number).collect();
