@@ -175,12 +175,12 @@ impl HttpHealth {
                 .await;
             let (reason, retry_after) = match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    let text = resp.text().await.map_err(|e| Error::Malformed {
+                    let body = resp.bytes().await.map_err(|e| Error::Malformed {
                         batch: n,
                         reason: e.to_string(),
                     })?;
                     let parsed: Response =
-                        serde_json::from_str(&text).map_err(|e| Error::Malformed {
+                        serde_json::from_slice(&body).map_err(|e| Error::Malformed {
                             batch: n,
                             reason: e.to_string(),
                         })?;
