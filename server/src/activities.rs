@@ -411,6 +411,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         let text: String = r.try_get("result").map_err(db)?;
         return serde_json::from_str(&text).map_err(|e| ActivityError::Permanent(e.to_string()));
     }
+    comparison::check_rules(&s.rules).map_err(ActivityError::Permanent)?;
     let as_of: DateTime<Utc> = call.args["as_of"]
         .as_str()
         .and_then(|t| t.parse().ok())

@@ -376,6 +376,30 @@ impl<'r> Judge<'r> {
     }
 }
 
+/// The rule functions a comparison run calls: (module, function, arguments).
+pub const RULES_USED: &[(&str, &str, usize)] = &[
+    ("anomaly", "evaluate", 1),
+    ("statistics", "classify", 1),
+    ("statistics", "vaccination_permille", 1),
+    ("dedupe", "warning_key", 2),
+];
+
+/// Every function of [`RULES_USED`] is defined; otherwise what is missing,
+/// e.g. `rules/statistics.rhai: fn classify(1 argument)`. A run checks this
+/// before it fetches anything; start-up and `validate` can too.
+pub fn check_rules(rules: &Rules) -> Result<(), String> {
+    let missing: Vec<String> = RULES_USED
+        .iter()
+        .filter(|(m, f, n)| !rules.has_function(m, f, Some(*n)))
+        .map(|(m, f, n)| format!("rules/{m}.rhai: fn {f}({n} argument(s))"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("比对所需的规则缺失：{}", missing.join("; ")))
+    }
+}
+
 /// Count and evaluate everyone (the whole run's judging in one call; the
 /// run itself feeds a [`Judge`] part by part).
 pub fn compare(
@@ -749,6 +773,17 @@ mod tests {
             .vaccination_permille(&Counts::default())
             .unwrap_err();
         assert!(e.to_string().contains("vaccination_permille"), "{e}");
+    }
+
+    #[test]
+    fn the_rules_a_run_calls_are_checked() {
+        assert_eq!(check_rules(&rules()), Ok(()));
+        let e = check_rules(&rules_with(Some("fn classify(a, b) { #{} }"))).unwrap_err();
+        assert!(
+            e.contains("rules/statistics.rhai: fn classify(1 argument(s))")
+                && e.contains("fn vaccination_permille"),
+            "{e}"
+        );
     }
 
     #[test]
