@@ -49,17 +49,24 @@ pub struct Part {
 
 impl Part {
     /// Line `records` up with `ids` (those of this part); records for ids
-    /// not asked are dropped.
+    /// not asked are dropped, an id asked twice gets its record twice.
     pub fn align(start: usize, ids: &[String], records: Vec<HealthRecord>) -> Part {
-        let at: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(k, id)| (id.as_str(), k))
-            .collect();
+        let mut at: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+        for (k, id) in ids.iter().enumerate() {
+            at.entry(id.as_str()).or_insert(k);
+        }
         let mut out = vec![None; ids.len()];
         for r in records {
             if let Some(&k) = at.get(r.id_number.as_str()) {
                 out[k] = Some(r);
+            }
+        }
+        if at.len() < ids.len() {
+            for (k, id) in ids.iter().enumerate() {
+                let first = at[id.as_str()];
+                if first != k {
+                    out[k] = out[first].clone();
+                }
             }
         }
         Part {
@@ -284,5 +291,36 @@ impl HealthCommission for HttpHealth {
                 })
                 .buffered(concurrency),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comparison::{HealthCode, Vaccination};
+
+    fn rec(id: &str) -> HealthRecord {
+        HealthRecord {
+            id_number: id.into(),
+            nat_reports: vec![],
+            vaccination: Vaccination {
+                doses: 3,
+                completed: true,
+            },
+            health_code: HealthCode::Green,
+        }
+    }
+
+    #[test]
+    fn parts_line_records_up_with_the_ids_asked() {
+        let ids: Vec<String> = ["a", "b", "c", "a"].map(String::from).into();
+        let part = Part::align(1000, &ids, vec![rec("c"), rec("stranger"), rec("a")]);
+        assert_eq!(part.start, 1000);
+        let got: Vec<Option<&str>> = part
+            .records
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.id_number.as_str()))
+            .collect();
+        assert_eq!(got, [Some("a"), None, Some("c"), Some("a")]);
     }
 }
