@@ -1,7 +1,8 @@
 //! One comparison run over N persons in N/40 addresses on SQLite, with the
 //! health-commission simulator served over loopback HTTP and the real HTTP
 //! client, rules in rhai, records upserted, per-person data kept, warnings
-//! opened. Prints the time of each phase, persons/s and peak memory.
+//! opened. Prints the time of each phase (the run logs its own: load,
+//! fetch + judge, write), persons/s and the run's peak memory.
 //!
 //!   cargo bench -p server --bench comparison -- [N]     (default 1,000,000)
 //!
@@ -59,6 +60,8 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter("server::comparison=info")
         .with_target(false)
+        .with_ansi(false)
+        .without_time()
         .init();
     let full = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::args()
@@ -262,7 +265,7 @@ async fn main() {
     )
     .unwrap();
     println!(
-        "phase counts + rhai anomaly rule: {:.2} s ({} anomalies)",
+        "phase counts (statistics rule) + rhai anomaly rule: {:.2} s ({} anomalies)",
         t.elapsed().as_secs_f64(),
         outcome.anomalies.len()
     );
