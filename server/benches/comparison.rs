@@ -80,6 +80,27 @@ async fn main() {
     .unwrap();
     let pool = store.pool().clone();
     let backend = store.backend();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    println!(
+        "SQLite {}: journal_mode={journal}, synchronous={}",
+        sqlx::query_scalar::<_, String>("SELECT sqlite_version()")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        match synchronous {
+            0 => "OFF",
+            1 => "NORMAL",
+            2 => "FULL",
+            _ => "EXTRA",
+        }
+    );
 
     let t = Instant::now();
     let mut tx = pool.begin().await.unwrap();
