@@ -328,6 +328,8 @@ struct Tally {
     unknown: usize,
     /// How many persons were judged (all of them unless the answer stopped short).
     judged: usize,
+    /// Calls of `statistics::classify` (once per distinct profile).
+    classify_calls: usize,
 }
 
 /// Judge the parts of the health commission's answer as they arrive (on a
@@ -384,6 +386,7 @@ fn judge_parts(
             String::from_utf8(d).expect("serde_json writes UTF-8")
         })
         .collect();
+    let classify_calls = judge.classify_calls();
     Ok(Tally {
         counts,
         permille,
@@ -391,6 +394,7 @@ fn judge_parts(
         anomalies,
         unknown,
         judged,
+        classify_calls,
     })
 }
 
@@ -650,6 +654,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         persons = roster.staff.len(),
         load_s = loaded.as_secs_f64(),
         fetch_and_judge_s = (fetched - loaded).as_secs_f64(),
+        classify_calls = tally.classify_calls,
         write_s = (started.elapsed() - fetched).as_secs_f64(),
         "comparison run done"
     );

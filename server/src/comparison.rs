@@ -201,6 +201,7 @@ pub struct Judge<'r> {
     from: DateTime<Utc>,
     words: Words,
     memo: HashMap<Profile, Increments>,
+    classify_calls: usize,
 }
 
 impl<'r> Judge<'r> {
@@ -211,6 +212,7 @@ impl<'r> Judge<'r> {
             from: as_of - window,
             words: Words::new(),
             memo: HashMap::new(),
+            classify_calls: 0,
         }
     }
 
@@ -307,7 +309,7 @@ impl<'r> Judge<'r> {
     }
 
     fn classify<'a>(
-        &self,
+        &mut self,
         r: &HealthRecord,
         in_window: impl Iterator<Item = &'a NatReport>,
     ) -> Result<Increments, Error> {
@@ -328,6 +330,7 @@ impl<'r> Judge<'r> {
         let d = self
             .rules
             .call_dynamic("statistics", "classify", vec![person.into()])?;
+        self.classify_calls += 1;
         let m = d.try_cast::<rhai::Map>().ok_or_else(|| {
             Error::RuleResult("statistics::classify", WANT, "another value".into())
         })?;
@@ -352,6 +355,11 @@ impl<'r> Judge<'r> {
             }
         }
         Ok(i)
+    }
+
+    /// How many times `statistics::classify` was asked so far.
+    pub fn classify_calls(&self) -> usize {
+        self.classify_calls
     }
 
     /// 接种率 of an address in tenths of a percent (875 = 87.5%) by
@@ -737,6 +745,35 @@ mod tests {
             (3, 3, 1, 1, 0)
         );
         assert_eq!(permille, Some(1000));
+    }
+
+    #[test]
+    fn the_statistics_rule_is_asked_once_per_distinct_profile() {
+        let as_of = at("2026-12-01T10:00:00+08:00");
+        let (_, results) = sample();
+        let rules = rules();
+        let mut judge = Judge::new(&rules, as_of, Duration::hours(24));
+        let mut counts = Counts::default();
+        let mut reasons = Vec::new();
+        for _ in 0..100 {
+            for id in ["id1", "id2", "id3"] {
+                judge
+                    .judge(&mut counts, results.get(id), &mut reasons)
+                    .unwrap();
+            }
+            judge.judge(&mut counts, None, &mut reasons).unwrap();
+        }
+        assert_eq!(judge.classify_calls(), 3);
+        assert_eq!(
+            (
+                counts.persons,
+                counts.unknown,
+                counts.vaccinated,
+                counts.nat_tested
+            ),
+            (400, 100, 200, 200)
+        );
+        assert_eq!(reasons.len(), 100, "id3's yellow code, each time");
     }
 
     #[test]
