@@ -1,7 +1,8 @@
 //! One comparison run over N persons in N/40 addresses on SQLite, with the
 //! health-commission simulator served over loopback HTTP and the real HTTP
 //! client, rules in rhai, records upserted, per-person data kept, warnings
-//! opened. Prints the time of each phase, persons/s and peak memory.
+//! opened. Prints the time of each phase (the run logs its own: load,
+//! fetch + judge, write), persons/s and the run's peak memory.
 //!
 //!   cargo bench -p server --bench comparison -- [N]     (default 1,000,000)
 //!
@@ -48,8 +49,20 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
+/// Reset the peak (VmHWM) to the current RSS, so the run's peak is not the setup's.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The run logs its phases (load, fetch + judge, write).
+    tracing_subscriber::fmt()
+        .with_env_filter("server::comparison=info")
+        .with_target(false)
+        .with_ansi(false)
+        .without_time()
+        .init();
     let full = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::args()
         .skip(1)
@@ -67,6 +80,27 @@ async fn main() {
     .unwrap();
     let pool = store.pool().clone();
     let backend = store.backend();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    println!(
+        "SQLite {}: journal_mode={journal}, synchronous={}",
+        sqlx::query_scalar::<_, String>("SELECT sqlite_version()")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        match synchronous {
+            0 => "OFF",
+            1 => "NORMAL",
+            2 => "FULL",
+            _ => "EXTRA",
+        }
+    );
 
     let t = Instant::now();
     let mut tx = pool.begin().await.unwrap();
@@ -196,6 +230,11 @@ async fn main() {
         idempotency_key: "bench/a1".into(),
         attempt: 1,
     };
+    println!(
+        "peak memory of the setup (VmHWM): {:.0} MiB",
+        peak_rss_mib()
+    );
+    let reset = reset_peak();
     let t = Instant::now();
     let result = acts
         .get("run_comparison")
@@ -210,7 +249,15 @@ async fn main() {
         result["new_warnings"].as_array().map(Vec::len).unwrap_or(0),
         n as f64 / secs
     );
-    println!("peak memory of the run (VmHWM): {:.0} MiB", peak_rss_mib());
+    println!(
+        "peak memory of the run (VmHWM{}): {:.0} MiB",
+        if reset {
+            ", reset after the setup"
+        } else {
+            ", including the setup: reset not permitted"
+        },
+        peak_rss_mib()
+    );
 
     // Phases measured on their own, after the run (so they do not raise its peak).
     let ids: Vec<String> = (0..n).map(id_number).collect();
@@ -239,7 +286,7 @@ async fn main() {
     )
     .unwrap();
     println!(
-        "phase counts + rhai anomaly rule: {:.2} s ({} anomalies)",
+        "phase counts (statistics rule) + rhai anomaly rule: {:.2} s ({} anomalies)",
         t.elapsed().as_secs_f64(),
         outcome.anomalies.len()
     );

@@ -104,13 +104,18 @@ CREATE TABLE comparison_runs (
     -- What the run returned to its workflow: a retried run returns it again.
     result TEXT
 );
+-- The data every person was judged on, one row per run and office address:
+-- `data` is a JSON array with one compact entry per person, by staff id,
+-- `[staff_id, id_number, [health_code, doses, completed,
+-- [[sampled_at_ms, result], …]] | null (unknown), [reason, …]]`
+-- (server/src/comparison.rs, `write_judged`/`read_judged`). A million
+-- persons are 25,000 rows, not a million.
 CREATE TABLE comparison_persons (
     run_id TEXT NOT NULL REFERENCES comparison_runs (id),
-    staff_id TEXT NOT NULL,
     address_id TEXT NOT NULL,
-    data TEXT,
-    reasons TEXT NOT NULL,
-    PRIMARY KEY (run_id, staff_id)
+    persons BIGINT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, address_id)
 );
 
 -- 预警: the queryable projection of warning workflows (R5, R6). An open

@@ -8,16 +8,18 @@
 //! them out.
 
 use crate::adapters::health::HealthCommission;
+use crate::adapters::health::Part;
 use crate::adapters::sms::{Message, SmsGateway};
-use crate::comparison::{self, Person};
+use crate::comparison::{self, Counts, Judge};
 use chrono::{DateTime, Utc};
 use engine::clock::Clock;
 use engine::rules::Rules;
 use engine::runtime::{Activities, ActivityCall, ActivityError};
 use engine::store::sql::{insert_many, Arg};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::{AnyPool, Row};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// What the activities work with.
@@ -245,10 +247,170 @@ pub fn day_of(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// The staff of a run, office address by office address.
+struct Roster {
+    sites: Vec<Site>,
+    /// Staff ids in run order: address by address, by id within one.
+    staff: Vec<String>,
+    /// Their id numbers in the same order: what the health commission is asked.
+    ids: Arc<Vec<String>>,
+}
+
+/// One office address with staff.
+struct Site {
+    id: String,
+    enterprise_id: String,
+    enterprise_name: String,
+    district: String,
+    /// Index in `Roster::staff` of its first person; its persons end where
+    /// the next site's begin.
+    first: usize,
+}
+
+impl Roster {
+    /// Index of the site of person `i`.
+    fn site_of(&self, i: usize) -> usize {
+        self.sites.partition_point(|s| s.first <= i) - 1
+    }
+}
+
+/// Separators of the staff list aggregated per address: control characters,
+/// which neither generated staff ids nor checked id numbers contain.
+const FIELD_SEP: &str = "\u{1f}";
+const PERSON_SEP: &str = "\u{1e}";
+
+/// Everyone to compare (R2.5: deleted persons are not), read as one row per
+/// address with its staff aggregated: a million rows through sqlx's worker
+/// thread cost several seconds, 25,000 cost a fraction of one. Staff are
+/// grouped before the joins, so those run once per address, not per person.
+/// `string_agg(… ORDER BY …)` is the same in PostgreSQL and SQLite ≥ 3.44.
+async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
+    let rows = sqlx::query(
+        "SELECT g.address_id, a.enterprise_id, e.name AS enterprise_name, e.district, g.staff \
+         FROM (SELECT address_id, string_agg(id || $1 || id_number, $2 ORDER BY id) AS staff \
+               FROM staff WHERE deleted_at IS NULL GROUP BY address_id) g \
+         JOIN addresses a ON a.id = g.address_id JOIN enterprises e ON e.id = a.enterprise_id \
+         ORDER BY g.address_id",
+    )
+    .bind(FIELD_SEP)
+    .bind(PERSON_SEP)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let mut roster = Roster {
+        sites: Vec::with_capacity(rows.len()),
+        staff: Vec::new(),
+        ids: Arc::default(),
+    };
+    let mut ids = Vec::new();
+    for r in &rows {
+        let id: String = r.try_get("address_id").map_err(db)?;
+        let list: &str = r.try_get("staff").map_err(db)?;
+        roster.sites.push(Site {
+            enterprise_id: r.try_get("enterprise_id").map_err(db)?,
+            enterprise_name: r.try_get("enterprise_name").map_err(db)?,
+            district: r.try_get("district").map_err(db)?,
+            first: roster.staff.len(),
+            id,
+        });
+        for person in list.split(PERSON_SEP) {
+            let (staff_id, id_number) = person.split_once(FIELD_SEP).ok_or_else(|| {
+                ActivityError::Permanent(format!("unreadable staff entry {person:?}"))
+            })?;
+            roster.staff.push(staff_id.to_string());
+            ids.push(id_number.to_string());
+        }
+    }
+    roster.ids = Arc::new(ids);
+    Ok(roster)
+}
+
+/// What judging everyone gives, per site of the roster.
+struct Tally {
+    counts: Vec<Counts>,
+    permille: Vec<Option<u64>>,
+    /// `comparison_persons.data` of each site.
+    data: Vec<String>,
+    /// (person index, reason) in run order.
+    anomalies: Vec<(usize, String)>,
+    unknown: usize,
+    /// How many persons were judged (all of them unless the answer stopped short).
+    judged: usize,
+    /// Calls of `statistics::classify` (once per distinct profile).
+    classify_calls: usize,
+}
+
+/// Judge the parts of the health commission's answer as they arrive (on a
+/// thread of its own while later parts are still being fetched).
+fn judge_parts(
+    rules: &engine::rules::Rules,
+    roster: &Roster,
+    as_of: DateTime<Utc>,
+    mut parts: tokio::sync::mpsc::Receiver<Part>,
+) -> Result<Tally, comparison::Error> {
+    let n = roster.sites.len();
+    let mut judge = Judge::new(rules, as_of, chrono::Duration::hours(24));
+    let mut counts = vec![Counts::default(); n];
+    let mut data: Vec<Vec<u8>> = vec![Vec::new(); n];
+    let mut anomalies = Vec::new();
+    let mut unknown = 0;
+    let mut judged = 0;
+    let mut reasons = Vec::new();
+    let mut site = 0;
+    while let Some(part) = parts.blocking_recv() {
+        if part.start != judged {
+            // An adapter answering out of order: stop, the run will fail.
+            break;
+        }
+        for (k, record) in part.records.iter().enumerate() {
+            let i = part.start + k;
+            let Some(staff_id) = roster.staff.get(i) else {
+                break;
+            };
+            while site + 1 < n && roster.sites[site + 1].first <= i {
+                site += 1;
+            }
+            judge.judge(&mut counts[site], record.as_ref(), &mut reasons)?;
+            comparison::write_judged(
+                &mut data[site],
+                staff_id,
+                &roster.ids[i],
+                record.as_ref(),
+                &reasons,
+            );
+            unknown += usize::from(record.is_none());
+            anomalies.extend(reasons.drain(..).map(|r| (i, r)));
+            judged += 1;
+        }
+    }
+    let permille = counts
+        .iter()
+        .map(|c| judge.vaccination_permille(c))
+        .collect::<Result<_, _>>()?;
+    let data = data
+        .into_iter()
+        .map(|mut d| {
+            comparison::close_judged(&mut d);
+            String::from_utf8(d).expect("serde_json writes UTF-8")
+        })
+        .collect();
+    let classify_calls = judge.classify_calls();
+    Ok(Tally {
+        counts,
+        permille,
+        data,
+        anomalies,
+        unknown,
+        judged,
+        classify_calls,
+    })
+}
+
 /// The comparison run: fetch, count per address, fill the day's records,
 /// evaluate anomalies, open warnings not already open (R5.1). Returns what
 /// workflows/comparison.yaml expects. Repeated with the same key, it returns
-/// the stored result.
+/// the stored result. Everything is written in one transaction at the end:
+/// a run that fails leaves nothing behind.
 async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let run_id = call.idempotency_key.clone();
     if let Some(r) =
@@ -261,80 +423,67 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         let text: String = r.try_get("result").map_err(db)?;
         return serde_json::from_str(&text).map_err(|e| ActivityError::Permanent(e.to_string()));
     }
+    comparison::check_rules(&s.rules).map_err(ActivityError::Permanent)?;
     let as_of: DateTime<Utc> = call.args["as_of"]
         .as_str()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| s.clock.now());
-    let rows = sqlx::query(
-        "SELECT s.id, s.address_id, s.id_number, s.name, a.enterprise_id, e.name AS enterprise_name, e.district \
-         FROM staff s JOIN addresses a ON a.id = s.address_id JOIN enterprises e ON e.id = a.enterprise_id \
-         WHERE s.deleted_at IS NULL ORDER BY s.id",
-    )
-    .fetch_all(&s.pool)
-    .await
-    .map_err(db)?;
-    // Who each person is, read from their row only for the few anomalous ones.
-    struct Who {
-        name: String,
-        masked: String,
-        enterprise: String,
-        enterprise_name: String,
-        district: String,
-    }
-    let who_of = |k: usize| -> Result<Who, ActivityError> {
-        let r = &rows[k];
-        let id_number: String = r.try_get("id_number").map_err(db)?;
-        Ok(Who {
-            name: r.try_get("name").map_err(db)?,
-            masked: crate::domain::IdNumber::parse(&id_number)
-                .map(|n| n.masked())
-                .unwrap_or_else(|_| "***".into()),
-            enterprise: r.try_get("enterprise_id").map_err(db)?,
-            enterprise_name: r.try_get("enterprise_name").map_err(db)?,
-            district: r.try_get("district").map_err(db)?,
-        })
+    let started = std::time::Instant::now();
+    let roster = Arc::new(load_roster(&s.pool).await?);
+    let loaded = started.elapsed();
+
+    // Fetch and judge in a pipeline: part k is judged while later parts are
+    // on their way.
+    let mut parts = s.health.query_parts(as_of, 24, roster.ids.clone());
+    let (to_judge, judging) = tokio::sync::mpsc::channel::<Part>(4);
+    let judged = {
+        let rules = s.rules.clone();
+        let roster = roster.clone();
+        tokio::task::spawn_blocking(move || judge_parts(&rules, &roster, as_of, judging))
     };
-    let mut persons = Vec::with_capacity(rows.len());
-    let mut enterprise_of: std::collections::HashMap<String, String> =
-        std::collections::HashMap::new();
-    for r in &rows {
-        let address_id: String = r.try_get("address_id").map_err(db)?;
-        if !enterprise_of.contains_key(&address_id) {
-            enterprise_of.insert(address_id.clone(), r.try_get("enterprise_id").map_err(db)?);
+    let mut fetch_error = None;
+    while let Some(part) = parts.next().await {
+        match part {
+            Ok(p) => {
+                if to_judge.send(p).await.is_err() {
+                    break; // judging stopped on an error, reported below
+                }
+            }
+            Err(e) => {
+                fetch_error = Some(e);
+                break;
+            }
         }
-        persons.push(Person {
-            staff_id: r.try_get("id").map_err(db)?,
-            address_id,
-            id_number: r.try_get("id_number").map_err(db)?,
-        });
     }
-    let ids: Vec<String> = persons.iter().map(|p| p.id_number.clone()).collect();
-    // No data, no numbers: the failure goes back to the workflow (retried, then 比对失败).
-    let answer = s
-        .health
-        .query(as_of, 24, ids)
+    drop((to_judge, parts));
+    let tally = judged
         .await
-        .map_err(|e| ActivityError::Retryable(e.to_string()))?;
-    let outcome = comparison::compare(
-        &s.rules,
-        &persons,
-        &answer.records,
-        as_of,
-        chrono::Duration::hours(24),
-    )
-    .map_err(|e| ActivityError::Permanent(e.to_string()))?;
+        .map_err(|e| ActivityError::Permanent(format!("judging: {e}")))?;
+    // No data, no numbers: the failure goes back to the workflow (retried, then 比对失败).
+    if let Some(e) = fetch_error {
+        return Err(ActivityError::Retryable(e.to_string()));
+    }
+    let tally = tally.map_err(|e| ActivityError::Permanent(e.to_string()))?;
+    if tally.judged != roster.staff.len() {
+        return Err(ActivityError::Retryable(format!(
+            "卫健委接口只返回了{}人中{}人的结果",
+            roster.staff.len(),
+            tally.judged
+        )));
+    }
+    let fetched = started.elapsed();
 
     let now = s.clock.now().timestamp_millis();
     let day = day_of(as_of);
     let mut tx = s.pool.begin().await.map_err(db)?;
-    let mut records = Vec::with_capacity(outcome.per_address.len());
-    for (address, counts) in &outcome.per_address {
+    let mut records = Vec::with_capacity(roster.sites.len());
+    for ((site, counts), permille) in roster.sites.iter().zip(&tally.counts).zip(&tally.permille) {
         let mut computed = serde_json::to_value(counts).expect("serialisable");
-        computed["vaccination_permille"] = json!(counts.vaccination_permille());
+        computed["vaccination_permille"] = json!(permille);
         records.push(vec![
-            Arg::T(Some(format!("{address}/{day}"))),
-            Arg::T(Some(enterprise_of[address.as_str()].clone())),
-            Arg::T(Some(address.clone())),
+            Arg::T(Some(format!("{}/{day}", site.id))),
+            Arg::T(Some(site.enterprise_id.clone())),
+            Arg::T(Some(site.id.clone())),
             Arg::T(Some(day.clone())),
             Arg::T(Some("{}".into())),
             Arg::T(Some(computed.to_string())),
@@ -366,52 +515,43 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     .bind(&run_id)
     .bind(as_of.timestamp_millis())
     .bind(now)
-    .bind(persons.len() as i64)
-    .bind(answer.unknown as i64)
-    .bind(outcome.anomalies.len() as i64)
+    .bind(roster.staff.len() as i64)
+    .bind(tally.unknown as i64)
+    .bind(tally.anomalies.len() as i64)
     .execute(&mut *tx)
     .await
     .map_err(db)?;
-    // The data each person was judged on, for audits and dry runs of changed rules (R8.2).
-    let mut reasons: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
-    for a in &outcome.anomalies {
-        reasons
-            .entry(a.staff_id.as_str())
-            .or_default()
-            .push(a.reason.as_str());
-    }
-    // In slices, so a million persons never sit in memory twice.
-    for slice in persons.chunks(10_000) {
-        let rows = slice
-            .iter()
-            .map(|p| {
-                let data = answer
-                    .records
-                    .get(&p.id_number)
-                    .map(|r| serde_json::to_string(r).expect("serialisable"));
-                let why =
-                    serde_json::to_string(reasons.get(p.staff_id.as_str()).unwrap_or(&Vec::new()))
-                        .expect("serialisable");
-                vec![
-                    Arg::T(Some(run_id.clone())),
-                    Arg::T(Some(p.staff_id.clone())),
-                    Arg::T(Some(p.address_id.clone())),
-                    Arg::T(data),
-                    Arg::T(Some(why)),
-                ]
-            })
-            .collect();
-        insert_many(
-            &mut tx,
-            s.backend,
-            "comparison_persons",
-            "run_id, staff_id, address_id, data, reasons",
-            rows,
-            "",
-        )
-        .await
-        .map_err(store_err)?;
-    }
+    // The data each person was judged on, for audits and dry runs of
+    // changed rules (R8.2): one row per address (comparison::read_judged).
+    let rows = roster
+        .sites
+        .iter()
+        .zip(tally.data)
+        .enumerate()
+        .map(|(k, (site, data))| {
+            let persons = roster
+                .sites
+                .get(k + 1)
+                .map_or(roster.staff.len(), |n| n.first)
+                - site.first;
+            vec![
+                Arg::T(Some(run_id.clone())),
+                Arg::T(Some(site.id.clone())),
+                Arg::I(Some(persons as i64)),
+                Arg::T(Some(data)),
+            ]
+        })
+        .collect();
+    insert_many(
+        &mut tx,
+        s.backend,
+        "comparison_persons",
+        "run_id, address_id, persons, data",
+        rows,
+        "",
+    )
+    .await
+    .map_err(store_err)?;
     let open: HashSet<String> =
         sqlx::query_scalar::<_, String>("SELECT dedupe_key FROM warnings WHERE closed_at IS NULL")
             .fetch_all(&mut *tx)
@@ -419,43 +559,60 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .map_err(db)?
             .into_iter()
             .collect();
-    let index: std::collections::HashMap<&str, usize> = if outcome.anomalies.is_empty() {
-        Default::default()
-    } else {
-        persons
+    // Names only of the anomalous persons.
+    let mut names: HashMap<String, String> = HashMap::new();
+    let flagged: Vec<&str> = {
+        let mut v: Vec<&str> = tally
+            .anomalies
             .iter()
-            .enumerate()
-            .map(|(k, p)| (p.staff_id.as_str(), k))
-            .collect()
+            .map(|(i, _)| roster.staff[*i].as_str())
+            .collect();
+        v.dedup();
+        v
     };
+    for chunk in flagged.chunks(500) {
+        let marks = (1..=chunk.len())
+            .map(|k| format!("${k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT id, name FROM staff WHERE id IN ({marks})");
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *tx).await.map_err(db)? {
+            names.insert(r.try_get("id").map_err(db)?, r.try_get("name").map_err(db)?);
+        }
+    }
     let mut new_warnings = Vec::new();
     let mut warning_rows = Vec::new();
     let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen = HashSet::new();
-    for (n, a) in outcome.anomalies.iter().enumerate() {
+    for (n, (i, reason)) in tally.anomalies.iter().enumerate() {
+        let staff_id = &roster.staff[*i];
         let key = s
             .rules
-            .call(
-                "dedupe",
-                "warning_key",
-                &[json!(a.staff_id), json!(a.reason)],
-            )
+            .call("dedupe", "warning_key", &[json!(staff_id), json!(reason)])
             .map_err(|e| ActivityError::Permanent(e.to_string()))?;
         let key = key.as_str().unwrap_or_default().to_string();
         if open.contains(&key) || !seen.insert(key.clone()) {
             continue;
         }
-        let w = &who_of(index[a.staff_id.as_str()])?;
+        let site = &roster.sites[roster.site_of(*i)];
+        let name = names.get(staff_id).cloned().unwrap_or_default();
+        let masked = crate::domain::IdNumber::parse(&roster.ids[*i])
+            .map(|n| n.masked())
+            .unwrap_or_else(|_| "***".into());
         let warning_id = format!("{}-{}", short_hash(&run_id), n + 1);
         warning_rows.push(vec![
             Arg::T(Some(warning_id.clone())),
-            Arg::T(Some(w.enterprise.clone())),
-            Arg::T(Some(w.district.clone())),
-            Arg::T(Some(a.address_id.clone())),
-            Arg::T(Some(a.staff_id.clone())),
-            Arg::T(Some(w.name.clone())),
-            Arg::T(Some(w.masked.clone())),
-            Arg::T(Some(a.reason.clone())),
+            Arg::T(Some(site.enterprise_id.clone())),
+            Arg::T(Some(site.district.clone())),
+            Arg::T(Some(site.id.clone())),
+            Arg::T(Some(staff_id.clone())),
+            Arg::T(Some(name.clone())),
+            Arg::T(Some(masked.clone())),
+            Arg::T(Some(reason.clone())),
             Arg::T(Some(key.clone())),
             Arg::T(Some(run_id.clone())),
             Arg::T(Some("awaiting_disposal".into())),
@@ -464,11 +621,11 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             Arg::I(Some(now)),
             Arg::I(Some(now)),
         ]);
-        *per_district.entry(w.district.clone()).or_default() += 1;
+        *per_district.entry(site.district.clone()).or_default() += 1;
         new_warnings.push(json!({
-            "warning_id": warning_id, "enterprise_id": w.enterprise, "enterprise_name": w.enterprise_name,
-            "district": w.district, "district_name": w.district, "person_id": w.masked,
-            "person_name": w.name, "reason": a.reason,
+            "warning_id": warning_id, "enterprise_id": site.enterprise_id, "enterprise_name": site.enterprise_name,
+            "district": site.district, "district_name": site.district, "person_id": masked,
+            "person_name": name, "reason": reason,
         }));
     }
     insert_many(
@@ -483,8 +640,8 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     .await
     .map_err(store_err)?;
     let summary = json!({
-        "persons": persons.len(), "unknown": answer.unknown, "anomalies": outcome.anomalies.len(),
-        "new_warnings": new_warnings.len(), "addresses": outcome.per_address.len(),
+        "persons": roster.staff.len(), "unknown": tally.unknown, "anomalies": tally.anomalies.len(),
+        "new_warnings": new_warnings.len(), "addresses": roster.sites.len(),
     });
     let result = json!({
         "run_id": run_id, "as_of": as_of.to_rfc3339(), "new_warnings": new_warnings,
@@ -499,6 +656,16 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .await
         .map_err(db)?;
     tx.commit().await.map_err(db)?;
+    tracing::info!(
+        target: "server::comparison",
+        run = %run_id,
+        persons = roster.staff.len(),
+        load_s = loaded.as_secs_f64(),
+        fetch_and_judge_s = (fetched - loaded).as_secs_f64(),
+        classify_calls = tally.classify_calls,
+        write_s = (started.elapsed() - fetched).as_secs_f64(),
+        "comparison run done"
+    );
     Ok(result)
 }
 

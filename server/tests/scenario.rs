@@ -264,9 +264,42 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM warnings WHERE disposal_overdue = 1 AND state = 'awaiting_disposal'").await, warnings);
 
     assert_eq!(
-        count(&pool, "SELECT COUNT(*) FROM comparison_persons").await,
+        count(
+            &pool,
+            "SELECT CAST(SUM(persons) AS BIGINT) FROM comparison_persons"
+        )
+        .await,
         80 + 79,
         "each run keeps the data every person was judged on"
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM comparison_persons").await,
+        4 + 4,
+        "one row per run and address"
+    );
+    // What was kept reads back: every person once, the known ones with their
+    // record, the reasons those of the anomalies found.
+    let kept: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT run_id, persons, data FROM comparison_persons")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut judged = Vec::new();
+    for (_, persons, data) in &kept {
+        let people = server::comparison::read_judged(data).unwrap();
+        assert_eq!(people.len() as i64, *persons);
+        judged.extend(people);
+    }
+    assert_eq!(judged.len(), 159);
+    assert!(judged.iter().any(|p| p.record.is_some()));
+    let reasons: i64 = judged.iter().map(|p| p.reasons.len() as i64).sum();
+    assert_eq!(
+        reasons,
+        count(
+            &pool,
+            "SELECT CAST(SUM(anomalies) AS BIGINT) FROM comparison_runs"
+        )
+        .await
     );
 
     // One warning through the review loop (R6.2): return needs a comment,

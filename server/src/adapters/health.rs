@@ -39,6 +39,46 @@ pub struct Answer {
     pub unknown: usize,
 }
 
+/// One part of an answer: `records[i]` answers `ids[start + i]` of the
+/// query (None: unknown to the commission).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Part {
+    pub start: usize,
+    pub records: Vec<Option<HealthRecord>>,
+}
+
+impl Part {
+    /// Line `records` up with `ids` (those of this part); records for ids
+    /// not asked are dropped, an id asked twice gets its record twice.
+    pub fn align(start: usize, ids: &[String], records: Vec<HealthRecord>) -> Part {
+        let mut at: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+        for (k, id) in ids.iter().enumerate() {
+            at.entry(id.as_str()).or_insert(k);
+        }
+        let mut out = vec![None; ids.len()];
+        for r in records {
+            if let Some(&k) = at.get(r.id_number.as_str()) {
+                out[k] = Some(r);
+            }
+        }
+        if at.len() < ids.len() {
+            for (k, id) in ids.iter().enumerate() {
+                let first = at[id.as_str()];
+                if first != k {
+                    out[k] = out[first].clone();
+                }
+            }
+        }
+        Part {
+            start,
+            records: out,
+        }
+    }
+}
+
+/// The parts of an answer, in the order of the ids asked.
+pub type Parts = futures::stream::BoxStream<'static, Result<Part, Error>>;
+
 /// Anything that answers the contract: the HTTP client or the simulator.
 pub trait HealthCommission: Send + Sync + 'static {
     fn query(
@@ -47,6 +87,23 @@ pub trait HealthCommission: Send + Sync + 'static {
         window_hours: u32,
         ids: Vec<String>,
     ) -> BoxFuture<Result<Answer, Error>>;
+
+    /// The same answer in parts, in order, so a caller can work on one part
+    /// while the next are still being fetched (the comparison run does, and
+    /// never holds a million answers at once). The default answers in one part.
+    fn query_parts(
+        &self,
+        as_of: DateTime<Utc>,
+        window_hours: u32,
+        ids: std::sync::Arc<Vec<String>>,
+    ) -> Parts {
+        let answer = self.query(as_of, window_hours, ids.to_vec());
+        Box::pin(futures::stream::once(async move {
+            let mut answer = answer.await?;
+            let records = ids.iter().map(|id| answer.records.remove(id)).collect();
+            Ok(Part { start: 0, records })
+        }))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +128,15 @@ struct Request<'a> {
 #[derive(Deserialize)]
 struct Response {
     results: Vec<HealthRecord>,
+}
+
+/// A spawned batch, cancelled if the caller stops reading the parts.
+struct Abort<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Abort<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The HTTP client of the contract.
@@ -116,12 +182,12 @@ impl HttpHealth {
                 .await;
             let (reason, retry_after) = match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    let text = resp.text().await.map_err(|e| Error::Malformed {
+                    let body = resp.bytes().await.map_err(|e| Error::Malformed {
                         batch: n,
                         reason: e.to_string(),
                     })?;
                     let parsed: Response =
-                        serde_json::from_str(&text).map_err(|e| Error::Malformed {
+                        serde_json::from_slice(&body).map_err(|e| Error::Malformed {
                             batch: n,
                             reason: e.to_string(),
                         })?;
@@ -170,36 +236,91 @@ impl HealthCommission for HttpHealth {
         window_hours: u32,
         ids: Vec<String>,
     ) -> BoxFuture<Result<Answer, Error>> {
-        let this = self.clone();
+        let mut parts = self.query_parts(as_of, window_hours, std::sync::Arc::new(ids));
         Box::pin(async move {
-            let size = this.opts.batch_size.clamp(1, MAX_BATCH);
-            let batches: Vec<Vec<String>> = ids.chunks(size).map(<[String]>::to_vec).collect();
-            let of = batches.len();
-            let concurrency = this.opts.concurrency.max(1);
-            let results: Vec<Result<Vec<HealthRecord>, Error>> =
-                futures::stream::iter(batches.into_iter().enumerate())
-                    .map(|(i, b)| {
-                        let this = this.clone();
-                        async move { this.batch(i + 1, of, as_of, window_hours, &b).await }
-                    })
-                    .buffered(concurrency)
-                    .collect()
-                    .await;
-            let asked: std::collections::HashSet<&String> = ids.iter().collect();
             let mut answer = Answer::default();
-            for r in results {
-                for rec in r? {
-                    // Ids we did not ask for are ignored.
-                    if asked.contains(&rec.id_number) {
-                        answer.records.insert(rec.id_number.clone(), rec);
+            while let Some(part) = parts.next().await {
+                for r in part?.records {
+                    match r {
+                        Some(r) => {
+                            answer.records.insert(r.id_number.clone(), r);
+                        }
+                        None => answer.unknown += 1,
                     }
                 }
             }
-            answer.unknown = ids
-                .iter()
-                .filter(|i| !answer.records.contains_key(*i))
-                .count();
             Ok(answer)
         })
+    }
+
+    /// One part per batch. Each batch is fetched and parsed on a task of its
+    /// own (at most `concurrency` at a time), so parsing overlaps with the
+    /// caller's work on earlier parts.
+    fn query_parts(
+        &self,
+        as_of: DateTime<Utc>,
+        window_hours: u32,
+        ids: std::sync::Arc<Vec<String>>,
+    ) -> Parts {
+        let size = self.opts.batch_size.clamp(1, MAX_BATCH);
+        let of = ids.len().div_ceil(size);
+        let concurrency = self.opts.concurrency.max(1);
+        let this = self.clone();
+        Box::pin(
+            futures::stream::iter(0..of)
+                .map(move |i| {
+                    let this = this.clone();
+                    let ids = ids.clone();
+                    let task = Abort(tokio::spawn(async move {
+                        let range = i * size..((i + 1) * size).min(ids.len());
+                        let batch = &ids[range.clone()];
+                        let records = this.batch(i + 1, of, as_of, window_hours, batch).await?;
+                        Ok(Part::align(range.start, batch, records))
+                    }));
+                    async move {
+                        let mut task = task;
+                        (&mut task.0).await.unwrap_or_else(|e| {
+                            Err(Error::Batch {
+                                batch: i + 1,
+                                of,
+                                attempts: 1,
+                                reason: e.to_string(),
+                            })
+                        })
+                    }
+                })
+                .buffered(concurrency),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comparison::{HealthCode, Vaccination};
+
+    fn rec(id: &str) -> HealthRecord {
+        HealthRecord {
+            id_number: id.into(),
+            nat_reports: vec![],
+            vaccination: Vaccination {
+                doses: 3,
+                completed: true,
+            },
+            health_code: HealthCode::Green,
+        }
+    }
+
+    #[test]
+    fn parts_line_records_up_with_the_ids_asked() {
+        let ids: Vec<String> = ["a", "b", "c", "a"].map(String::from).into();
+        let part = Part::align(1000, &ids, vec![rec("c"), rec("stranger"), rec("a")]);
+        assert_eq!(part.start, 1000);
+        let got: Vec<Option<&str>> = part
+            .records
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.id_number.as_str()))
+            .collect();
+        assert_eq!(got, [Some("a"), None, Some("c"), Some("a")]);
     }
 }

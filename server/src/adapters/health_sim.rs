@@ -10,10 +10,11 @@ use super::BoxFuture;
 use crate::comparison::{HealthCode, HealthRecord, NatReport, NatResult, Vaccination};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -163,26 +164,33 @@ pub async fn serve(
     axum::serve(listener, app).await
 }
 
+#[derive(serde::Serialize)]
+struct Answered {
+    results: Vec<HealthRecord>,
+}
+
 async fn query(
     State(s): State<Arc<Served>>,
     headers: HeaderMap,
     body: Json<Query>,
-) -> (StatusCode, Json<Value>) {
+) -> (StatusCode, Response) {
     let expected = format!("Bearer {}", s.token);
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return (
             StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "invalid bearer token"})),
+            Json(json!({"error": "invalid bearer token"})).into_response(),
         );
     }
     if body.id_numbers.len() > MAX_BATCH {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": format!("at most {MAX_BATCH} id numbers per request")})),
+            Json(json!({"error": format!("at most {MAX_BATCH} id numbers per request")}))
+                .into_response(),
         );
     }
     let results = s
         .sim
         .answer(body.as_of, body.window_hours, &body.id_numbers);
-    (StatusCode::OK, Json(json!({ "results": results })))
+    // Serialised from the records directly, not through a `Value`.
+    (StatusCode::OK, Json(Answered { results }).into_response())
 }
