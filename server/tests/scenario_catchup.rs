@@ -12,59 +12,15 @@ use engine::store::{InstanceFilter, Page, SqlStore, Store};
 use server::activities::{registry, Services};
 use server::adapters::health_sim::{SimRates, Simulator};
 use server::adapters::sms::LogSms;
-use sqlx::Executor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn id_number(n: u32) -> String {
-    let first17 = format!("51010419900101{n:03}");
-    let c = server::domain::id_number::check_digit(&first17).unwrap();
-    format!("{first17}{c}")
-}
+#[path = "support/seed.rs"]
+mod seed;
+use seed::count;
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
-}
-
-async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-/// Two enterprises in two districts, two addresses each, 40 persons.
-async fn seed(pool: &sqlx::AnyPool) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let districts = server::domain::Districts::load(root.join("workflows/districts.yaml")).unwrap();
-    server::db::seed_districts(pool, &districts).await.unwrap();
-    for (e, district) in [("e1", "jinjiang"), ("e2", "qingyang")] {
-        pool.execute(
-            format!(
-                "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, liaison_mobile, created_at, updated_at) \
-                 VALUES ('{e}', 'code-{e}', '企业{e}', 'construction', '{district}', '地址', '张三', '13800000000', '13900000000', 0, 0)"
-            )
-            .as_str(),
-        )
-        .await
-        .unwrap();
-        for a in 0..2 {
-            pool.execute(format!("INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ('{e}-a{a}', '{e}', '地址{a}', '{district}', 0)").as_str())
-                .await
-                .unwrap();
-        }
-    }
-    for n in 0..40u32 {
-        let e = if n % 2 == 0 { "e1" } else { "e2" };
-        let a = format!("{e}-a{}", n % 4 / 2);
-        pool.execute(
-            format!(
-                "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, created_at, updated_at) \
-                 VALUES ('s{n}', '{e}', '{a}', '人员{n}', '{}', 0, 0)",
-                id_number(n)
-            )
-            .as_str(),
-        )
-        .await
-        .unwrap();
-    }
 }
 
 /// A runtime on the database at `path`, as the service builds one on start-up.
@@ -147,7 +103,7 @@ async fn downtime_over_two_slots_catches_up_once_and_disposed_warnings_get_one_s
     // First life of the service: 04:59 to 09:00.
     let (store, rt) = start(&db, &clock).await;
     let pool = store.pool().clone();
-    seed(&pool).await;
+    seed::seed(&pool, 40).await;
     rt.run_until_idle().await.unwrap();
     assert!(comparison_instances(&store).await.is_empty());
     clock.set(at("2026-12-01T05:00:00+08:00"));
