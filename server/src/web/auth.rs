@@ -181,13 +181,7 @@ fn register_form(
         .iter()
         .map(|k| context! { code => k.code(), label => k.label() })
         .collect();
-    let districts: Vec<_> = app
-        .sys
-        .districts
-        .all()
-        .iter()
-        .map(|d| context! { code => d.code.as_str(), label => d.area.as_str() })
-        .collect();
+    let districts = super::render::district_options(&app.sys.districts);
     let status = if errors.is_empty() {
         axum::http::StatusCode::OK
     } else {

@@ -98,13 +98,7 @@ async fn sites_page(
             liaison_mobile: profile.liaison_mobile.clone().unwrap_or_default(),
         },
     };
-    let districts: Vec<_> = app
-        .sys
-        .districts
-        .all()
-        .iter()
-        .map(|d| context! { code => d.code.as_str(), label => d.area.as_str() })
-        .collect();
+    let districts = super::render::district_options(&app.sys.districts);
     let html = app.templates.page(
         app,
         ctx,

@@ -117,3 +117,12 @@ pub fn pages(total: i64, page: i64) -> Value {
     context! { page => page, last => last, total => total,
     prev => (page > 1).then_some(page - 1), next => (page < last).then_some(page + 1) }
 }
+
+/// The 23 districts as `<select>` options (code, 区（市）县).
+pub fn district_options(districts: &crate::domain::Districts) -> Vec<Value> {
+    districts
+        .all()
+        .iter()
+        .map(|d| context! { code => d.code.as_str(), label => d.area.as_str() })
+        .collect()
+}
