@@ -50,6 +50,11 @@ async fn main() {
     } else {
         (200, 50, 1)
     };
+    // EPI_BENCH_SECS shortens or lengthens each wrk run while iterating.
+    let secs: u32 = std::env::var("EPI_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(secs);
     let dir = std::env::temp_dir().join(format!("epi-web-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = server::config::Config {
@@ -257,5 +262,9 @@ async fn main() {
             if all_met { "met" } else { "NOT met" }
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("EPI_BENCH_KEEP").is_some() {
+        println!("database kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -680,7 +680,12 @@ pub async fn create_session(pool: &AnyPool, username: &str, now_ms: i64) -> Resu
 
 /// The session for a cookie token, if it is live; refreshes its idle
 /// deadline at most once a minute (so most requests only read).
-pub async fn session(pool: &AnyPool, token: &str, now_ms: i64) -> Result<Option<Session>, Error> {
+pub async fn session(
+    reader: &AnyPool,
+    writer: &AnyPool,
+    token: &str,
+    now_ms: i64,
+) -> Result<Option<Session>, Error> {
     let hash = sha256_hex(token);
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, s.csrf, s.last_seen, s.expires_at FROM sessions s \
@@ -688,7 +693,7 @@ pub async fn session(pool: &AnyPool, token: &str, now_ms: i64) -> Result<Option<
          WHERE s.token_hash = $1"
     ))
     .bind(&hash)
-    .fetch_optional(pool)
+    .fetch_optional(reader)
     .await?;
     let Some(r) = row else { return Ok(None) };
     let last_seen: i64 = r.try_get("last_seen")?;
@@ -700,7 +705,7 @@ pub async fn session(pool: &AnyPool, token: &str, now_ms: i64) -> Result<Option<
         sqlx::query("UPDATE sessions SET last_seen = $1 WHERE token_hash = $2")
             .bind(now_ms)
             .bind(&hash)
-            .execute(pool)
+            .execute(writer)
             .await?;
     }
     Ok(Some(Session {

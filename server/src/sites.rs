@@ -10,6 +10,7 @@
 use crate::accounts::new_id;
 use crate::domain::{Address, IdNumber, Mobile, PersonName};
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 
@@ -169,16 +170,19 @@ pub struct Profile {
     pub liaison_mobile: Option<String>,
 }
 
-pub async fn profile(pool: &AnyPool, enterprise: &str) -> Result<Profile, Error> {
-    let r = sqlx::query(
-        "SELECT e.id, e.name, e.credit_code, e.kind, e.district, d.name AS district_name, e.contact_name, \
-         e.contact_mobile, e.liaison_name, e.liaison_mobile FROM enterprises e \
-         JOIN districts d ON d.code = e.district WHERE e.id = $1",
-    )
-    .bind(enterprise)
-    .fetch_optional(pool)
-    .await?
-    .ok_or(Error::NotFound)?;
+const PROFILE_FROM: &str =
+    "e.id, e.name, e.credit_code, e.kind, e.district, d.name AS district_name, \
+     e.contact_name, e.contact_mobile, e.liaison_name, e.liaison_mobile \
+     FROM enterprises e JOIN districts d ON d.code = e.district";
+
+/// Columns of `base_data`, on a row of `enterprises e`. Their cost does not
+/// grow with the number of staff.
+const BASE_COLUMNS: &str = "e.liaison_name AS base_liaison, \
+     (SELECT COUNT(*) FROM addresses a WHERE a.enterprise_id = e.id AND a.deleted_at IS NULL) AS base_addresses, \
+     CAST(CASE WHEN EXISTS (SELECT 1 FROM staff s WHERE s.enterprise_id = e.id AND s.deleted_at IS NULL) \
+     THEN 1 ELSE 0 END AS BIGINT) AS base_staffed";
+
+fn profile_of(r: &AnyRow) -> Result<Profile, sqlx::Error> {
     let kind: String = r.try_get("kind")?;
     Ok(Profile {
         id: r.try_get("id")?,
@@ -193,6 +197,64 @@ pub async fn profile(pool: &AnyPool, enterprise: &str) -> Result<Profile, Error>
         contact_mobile: r.try_get("contact_mobile")?,
         liaison_name: r.try_get("liaison_name")?,
         liaison_mobile: r.try_get("liaison_mobile")?,
+    })
+}
+
+fn base_data_of(r: &AnyRow) -> Result<BaseData, sqlx::Error> {
+    let addresses: i64 = r.try_get("base_addresses")?;
+    let mut missing = Vec::new();
+    if addresses == 0 {
+        missing.push("至少一个在蓉办公地址".to_string());
+    }
+    if r.try_get::<Option<String>, _>("base_liaison")?.is_none() {
+        missing.push("卫生联络官".to_string());
+    }
+    // Live staff always sit at a live address: an address with staff
+    // cannot be deleted.
+    if r.try_get::<i64, _>("base_staffed")? == 0 {
+        missing.push("企业人员（已分配到办公地址）".to_string());
+    }
+    Ok(BaseData { addresses, missing })
+}
+
+pub async fn profile(pool: &AnyPool, enterprise: &str) -> Result<Profile, Error> {
+    let r = sqlx::query(&format!("SELECT {PROFILE_FROM} WHERE e.id = $1"))
+        .bind(enterprise)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(profile_of(&r)?)
+}
+
+/// What the enterprise's home page shows besides its warnings, in one
+/// statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub profile: Profile,
+    pub base: BaseData,
+    /// Daily records filed for `day`.
+    pub records: i64,
+    /// Unread notices in the enterprise's inbox.
+    pub unread: i64,
+}
+
+pub async fn overview(pool: &AnyPool, enterprise: &str, day: &str) -> Result<Overview, Error> {
+    let r = sqlx::query(&format!(
+        "SELECT {BASE_COLUMNS}, \
+         (SELECT COUNT(*) FROM daily_records r WHERE r.enterprise_id = e.id AND r.day = $2) AS records_of_day, \
+         (SELECT COUNT(*) FROM notices n WHERE n.recipient_kind = 'enterprise' AND n.recipient_id = e.id \
+         AND n.read_at IS NULL) AS unread, {PROFILE_FROM} WHERE e.id = $1"
+    ))
+    .bind(enterprise)
+    .bind(day)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(Overview {
+        profile: profile_of(&r)?,
+        base: base_data_of(&r)?,
+        records: r.try_get("records_of_day")?,
+        unread: r.try_get("unread")?,
     })
 }
 
@@ -431,19 +493,23 @@ pub async fn update_person(
     Ok(())
 }
 
-/// R2.4: what is still missing before the first daily record.
-pub async fn missing_base_data(pool: &AnyPool, enterprise: &str) -> Result<Vec<String>, Error> {
-    let p = profile(pool, enterprise).await?;
-    let addresses = addresses(pool, enterprise).await?;
-    let mut missing = Vec::new();
-    if addresses.is_empty() {
-        missing.push("至少一个在蓉办公地址".to_string());
-    }
-    if p.liaison_name.is_none() {
-        missing.push("卫生联络官".to_string());
-    }
-    if addresses.iter().all(|a| a.staff == 0) {
-        missing.push("企业人员（已分配到办公地址）".to_string());
-    }
-    Ok(missing)
+/// The base data an enterprise must have before its first daily record.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseData {
+    /// Live office addresses.
+    pub addresses: i64,
+    /// R2.4: what is still missing, as labels for the page.
+    pub missing: Vec<String>,
+}
+
+/// R2.4: how many addresses there are and what is still missing.
+pub async fn base_data(pool: &AnyPool, enterprise: &str) -> Result<BaseData, Error> {
+    let r = sqlx::query(&format!(
+        "SELECT {BASE_COLUMNS} FROM enterprises e WHERE e.id = $1"
+    ))
+    .bind(enterprise)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(base_data_of(&r)?)
 }

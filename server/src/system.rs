@@ -62,6 +62,9 @@ impl Paths {
 pub struct System {
     pub store: SqlStore,
     pub pool: sqlx::AnyPool,
+    /// For pages' reads: several read-only connections on a SQLite file
+    /// (see `SqlStore::reader`), `pool` itself elsewhere.
+    pub reader: sqlx::AnyPool,
     pub runtime: Runtime<SqlStore>,
     pub clock: Arc<dyn Clock>,
     /// Set in rehearsals and tests: the clock an operator may move.
@@ -163,6 +166,7 @@ impl System {
         Ok(System {
             daily_record: form("daily_record")?,
             disposal: form("disposal")?,
+            reader: store.reader().clone(),
             store,
             pool,
             runtime,

@@ -125,42 +125,84 @@ const COLUMNS: &str = "w.id, w.enterprise_id, e.name AS enterprise_name, w.distr
     w.person_name, w.person_masked, w.reason, w.state, w.disposal_overdue, w.review_overdue, w.opened_at, w.closed_at";
 const FROM: &str = "FROM warnings w JOIN enterprises e ON e.id = w.enterprise_id JOIN districts d ON d.code = w.district";
 
-/// One page of warnings in scope, newest first, and the total.
-pub async fn list(
-    pool: &AnyPool,
-    scope: &Scope,
-    f: &Filter,
-) -> Result<(Vec<WarningRow>, i64), Error> {
+/// One page of a warnings list with its counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub rows: Vec<WarningRow>,
+    /// Warnings matching the filter, on all pages.
+    pub total: i64,
+    /// Counts per state in scope, whatever the filter.
+    pub counts: Counts,
+}
+
+/// One page of warnings in scope, newest first, the number matching and
+/// the counts per state. Only the filters given become conditions, so an
+/// unfiltered page is an index range (`warnings_*_opened`, migration 1003),
+/// its total is the sum of the counts, and the joins run for its rows only.
+pub async fn list(pool: &AnyPool, scope: &Scope, f: &Filter) -> Result<Page, Error> {
+    let counts = counts(pool, scope).await?;
     let (clause, who) = scope.clause();
-    let state = f.state.trim();
-    let where_ = format!(
-        "{clause} AND ($2 = '' OR ($2 = 'open' AND w.closed_at IS NULL) OR w.state = $2) \
-         AND ($3 = '' OR ($3 = 'disposal' AND w.disposal_overdue = 1) OR ($3 = 'review' AND w.review_overdue = 1)) \
-         AND ($4 = '' OR e.name LIKE $5)"
+    let mut conds = vec![clause.to_string()];
+    let mut args = vec![who.to_string()];
+    match f.state.trim() {
+        "" => {}
+        "open" => conds.push("w.closed_at IS NULL".into()),
+        state => {
+            args.push(state.to_string());
+            conds.push(format!("w.state = ${}", args.len()));
+        }
+    }
+    match f.overdue.trim() {
+        "disposal" => conds.push("w.disposal_overdue = 1".into()),
+        "review" => conds.push("w.review_overdue = 1".into()),
+        _ => {}
+    }
+    let ent = f.enterprise.trim().replace(['%', '_'], "");
+    if !ent.is_empty() {
+        args.push(format!("%{ent}%"));
+        conds.push(format!(
+            "w.enterprise_id IN (SELECT id FROM enterprises WHERE name LIKE ${})",
+            args.len()
+        ));
+    }
+    let total = if conds.len() == 1 {
+        counts.total()
+    } else {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM warnings w WHERE {}",
+            conds.join(" AND ")
+        );
+        bind_all(&sql, &args).fetch_one(pool).await?.try_get("n")?
+    };
+    let where_ = conds.join(" AND ");
+    // The page's ids from the index, then their rows and names.
+    let rows_sql = format!(
+        "SELECT {COLUMNS} FROM (SELECT w.id FROM warnings w WHERE {where_} \
+         ORDER BY w.opened_at DESC, w.id DESC LIMIT ${} OFFSET ${}) p \
+         JOIN warnings w ON w.id = p.id \
+         JOIN enterprises e ON e.id = w.enterprise_id JOIN districts d ON d.code = w.district \
+         ORDER BY w.opened_at DESC, w.id DESC",
+        args.len() + 1,
+        args.len() + 2
     );
-    let ent = f.enterprise.trim();
-    let like = format!("%{}%", ent.replace(['%', '_'], ""));
-    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {FROM} WHERE {where_}"))
-        .bind(who)
-        .bind(state)
-        .bind(f.overdue.trim())
-        .bind(ent)
-        .bind(&like)
-        .fetch_one(pool)
+    let rows = bind_all(&rows_sql, &args)
+        .bind(PAGE_SIZE)
+        .bind((f.page.max(1) - 1) * PAGE_SIZE)
+        .fetch_all(pool)
         .await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} {FROM} WHERE {where_} ORDER BY w.opened_at DESC, w.id LIMIT $6 OFFSET $7"
-    ))
-    .bind(who)
-    .bind(state)
-    .bind(f.overdue.trim())
-    .bind(ent)
-    .bind(&like)
-    .bind(PAGE_SIZE)
-    .bind((f.page.max(1) - 1) * PAGE_SIZE)
-    .fetch_all(pool)
-    .await?;
-    Ok((rows.iter().map(row).collect::<Result<_, _>>()?, total))
+    Ok(Page {
+        rows: rows.iter().map(row).collect::<Result<_, _>>()?,
+        total,
+        counts,
+    })
+}
+
+fn bind_all<'q>(
+    sql: &'q str,
+    args: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    args.iter()
+        .fold(sqlx::query(sql), |q, a| q.bind(a.as_str()))
 }
 
 /// Counts per state in scope, and of overdue ones.
@@ -170,8 +212,17 @@ pub struct Counts {
     pub under_review: i64,
     pub rectifying: i64,
     pub closed: i64,
+    /// In a state the pages have no column for (a state policy staff added).
+    pub other: i64,
     pub disposal_overdue: i64,
     pub review_overdue: i64,
+}
+
+impl Counts {
+    /// Warnings in every state.
+    pub fn total(&self) -> i64 {
+        self.awaiting_disposal + self.under_review + self.rectifying + self.closed + self.other
+    }
 }
 
 pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
@@ -193,7 +244,7 @@ pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
             "under_review" => c.under_review = n,
             "rectifying" => c.rectifying = n,
             "closed" => c.closed = n,
-            _ => {}
+            _ => c.other += n,
         }
         c.disposal_overdue += r.try_get::<Option<i64>, _>("d")?.unwrap_or(0);
         c.review_overdue += r.try_get::<Option<i64>, _>("r")?.unwrap_or(0);
@@ -397,6 +448,17 @@ pub struct Notice {
     pub read: bool,
 }
 
+/// The number of unread notices in an inbox.
+pub async fn unread(pool: &AnyPool, kind: &str, recipient: &str) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM notices WHERE recipient_kind = $1 AND recipient_id = $2 AND read_at IS NULL",
+    )
+    .bind(kind)
+    .bind(recipient)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// One page of an inbox, newest first, and the number unread.
 pub async fn notices(
     pool: &AnyPool,
@@ -411,13 +473,7 @@ pub async fn notices(
     .bind(recipient)
     .fetch_one(pool)
     .await?;
-    let unread: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM notices WHERE recipient_kind = $1 AND recipient_id = $2 AND read_at IS NULL",
-    )
-    .bind(kind)
-    .bind(recipient)
-    .fetch_one(pool)
-    .await?;
+    let unread = unread(pool, kind, recipient).await?;
     let rows = sqlx::query(
         "SELECT id, title, body, link, created_at, read_at FROM notices WHERE recipient_kind = $1 AND recipient_id = $2 \
          ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",

@@ -15,6 +15,10 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Read-only connections for pages and consoles. On a SQLite file this
+    /// is a separate pool (WAL lets readers run beside the one writer and
+    /// each other); elsewhere it is `pool` itself.
+    reader: AnyPool,
     backend: Backend,
 }
 
@@ -65,13 +69,13 @@ impl SqlStore {
                             Ok(())
                         })
                     })
-                    .connect_with(opts)
+                    .connect_with(opts.clone())
                     .await?
             }
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(8)
-                    .connect_with(opts)
+                    .connect_with(opts.clone())
                     .await?
             }
         };
@@ -83,7 +87,22 @@ impl SqlStore {
         // own migrations (versions 1001 and up).
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
-        Ok(SqlStore { pool, backend })
+        let reader = match backend {
+            Backend::Sqlite if !is_memory(url) => read_pool(opts),
+            _ => pool.clone(),
+        };
+        Ok(SqlStore {
+            pool,
+            reader,
+            backend,
+        })
+    }
+
+    /// The pool for reads that need not see the caller's own uncommitted
+    /// writes: a page, a list, a count. Never write through it (on SQLite
+    /// files its connections are `query_only`).
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 
     pub fn backend(&self) -> Backend {
@@ -93,6 +112,31 @@ impl SqlStore {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+fn is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Read-only connections to a SQLite file: as many as there are cores (at
+/// least two), opened lazily, `query_only` so a mistaken write fails loudly.
+fn read_pool(opts: AnyConnectOptions) -> AnyPool {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8) as u32;
+    AnyPoolOptions::new()
+        .max_connections(n)
+        .min_connections(0)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(opts)
 }
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).

@@ -61,21 +61,17 @@ pub fn field_errors(errors: &[engine::compile::form::FieldError]) -> BTreeMap<St
 
 pub async fn home(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    let profile = sites::profile(&app.sys.pool, id).await?;
-    let missing = sites::missing_base_data(&app.sys.pool, id).await?;
-    let counts = crate::warnings::counts(&app.sys.pool, &ctx.warning_scope()?).await?;
     let today = day_of(app.sys.clock.now());
-    let records = crate::records::of_day(&app.sys.pool, id, &today).await?;
-    let addresses = sites::addresses(&app.sys.pool, id).await?;
-    let (_, _, unread) = crate::warnings::notices(&app.sys.pool, "enterprise", id, 1).await?;
+    let o = sites::overview(&app.sys.reader, id, &today).await?;
+    let counts = crate::warnings::counts(&app.sys.reader, &ctx.warning_scope()?).await?;
     Ok(app
         .templates
         .page(
             &app,
             &ctx,
             "home.html",
-            context! { profile, missing, counts, today, records_today => records.len(),
-            addresses => addresses.len(), unread },
+            context! { profile => o.profile, missing => o.base.missing, counts, today,
+            records_today => o.records, addresses => o.base.addresses, unread => o.unread },
         )?
         .into_response())
 }
@@ -89,8 +85,8 @@ async fn sites_page(
     message: Option<String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    let profile = sites::profile(&app.sys.pool, id).await?;
-    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let profile = sites::profile(&app.sys.reader, id).await?;
+    let addresses = sites::addresses(&app.sys.reader, id).await?;
     let liaison = match liaison_form {
         Some(f) => f.clone(),
         None => sites::LiaisonForm {
@@ -197,8 +193,8 @@ async fn staff_list(
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
     let (staff, total) =
-        sites::staff_page(&app.sys.pool, id, &query.q, &query.address, query.page).await?;
-    let addresses = sites::addresses(&app.sys.pool, id).await?;
+        sites::staff_page(&app.sys.reader, id, &query.q, &query.address, query.page).await?;
+    let addresses = sites::addresses(&app.sys.reader, id).await?;
     let html = app.templates.page(
         app,
         ctx,
@@ -247,7 +243,7 @@ async fn person_form(
     errors: &BTreeMap<String, String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    let addresses = sites::addresses(&app.sys.pool, id).await?;
+    let addresses = sites::addresses(&app.sys.reader, id).await?;
     let html = app.templates.page(
         app,
         ctx,
@@ -263,7 +259,7 @@ pub async fn person_page(
     Path(person): Path<String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    let p = sites::get_person(&app.sys.pool, id, &person).await?;
+    let p = sites::get_person(&app.sys.reader, id, &person).await?;
     let form = sites::PersonForm {
         name: p.name.clone(),
         id_number: String::new(),
@@ -283,7 +279,7 @@ pub async fn update_person(
     match sites::update_person(&app.sys.pool, id, &person, &f, now_ms(&app)).await {
         Ok(()) => Ok(Redirect::to("/staff").into_response()),
         Err(sites::Error::Invalid(errors)) => {
-            let p = sites::get_person(&app.sys.pool, id, &person).await?;
+            let p = sites::get_person(&app.sys.reader, id, &person).await?;
             person_form(&app, &ctx, &p, &f, &errors).await
         }
         Err(e) => Err(e.into()),
@@ -379,10 +375,10 @@ async fn records_page(
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
     let today = day_of(app.sys.clock.now());
-    let records = crate::records::of_day(&app.sys.pool, id, &today).await?;
-    let addresses = sites::addresses(&app.sys.pool, id).await?;
-    let missing = sites::missing_base_data(&app.sys.pool, id).await?;
-    let (history, total) = crate::records::history(&app.sys.pool, id, &today, q.page).await?;
+    let records = crate::records::of_day(&app.sys.reader, id, &today).await?;
+    let addresses = sites::addresses(&app.sys.reader, id).await?;
+    let missing = sites::base_data(&app.sys.reader, id).await?.missing;
+    let (history, total) = crate::records::history(&app.sys.reader, id, &today, q.page).await?;
     let unfiled: Vec<_> = addresses
         .iter()
         .filter(|a| !records.iter().any(|r| r.address_id == a.id))
@@ -421,7 +417,7 @@ pub async fn create_record(
         page: 1,
         address: address.clone(),
     };
-    let missing = sites::missing_base_data(&app.sys.pool, id).await?;
+    let missing = sites::base_data(&app.sys.pool, id).await?.missing;
     if !missing.is_empty() {
         let mut errors = BTreeMap::new();
         errors.insert(
@@ -496,7 +492,7 @@ pub async fn record_page(
     Query(q): Query<SavedQuery>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    let r = crate::records::get(&app.sys.pool, id, &record).await?;
+    let r = crate::records::get(&app.sys.reader, id, &record).await?;
     let values = r.fields.clone();
     record_form(&app, &ctx, &r, &values, &BTreeMap::new(), q.saved.is_some()).await
 }
@@ -527,7 +523,7 @@ pub async fn update_record(
         ))
         .into_response()),
         Err(crate::records::Error::Invalid(e)) => {
-            let r = crate::records::get(&app.sys.pool, id, &record).await?;
+            let r = crate::records::get(&app.sys.reader, id, &record).await?;
             record_form(&app, &ctx, &r, &values, &field_errors(&e), false).await
         }
         Err(e) => Err(e.into()),

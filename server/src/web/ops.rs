@@ -15,7 +15,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
     let runs = sqlx::query(
         "SELECT id, status, as_of, persons, anomalies, new_warnings, error FROM comparison_runs ORDER BY started_at DESC LIMIT 10",
     )
-    .fetch_all(&app.sys.pool)
+    .fetch_all(&app.sys.reader)
     .await?
     .iter()
     .map(|r| {
@@ -33,7 +33,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
     let sms = sqlx::query(
         "SELECT phone, template, params, created_at FROM sms_log ORDER BY created_at DESC LIMIT 20",
     )
-    .fetch_all(&app.sys.pool)
+    .fetch_all(&app.sys.reader)
     .await?
     .iter()
     .map(|r| {
@@ -51,7 +51,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
         Ok(context! { phone => masked, template, params, at => r.try_get::<i64, _>("created_at")? })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let counts = crate::warnings::counts(&app.sys.pool, &crate::warnings::Scope::City).await?;
+    let counts = crate::warnings::counts(&app.sys.reader, &crate::warnings::Scope::City).await?;
     let timers = {
         use engine::store::Store;
         app.sys

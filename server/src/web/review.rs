@@ -35,8 +35,11 @@ pub async fn warnings(
         _ => return Ok(Redirect::to("/district").into_response()),
     }
     let scope = ctx.warning_scope()?;
-    let (list, total) = warnings::list(&app.sys.pool, &scope, &f).await?;
-    let counts = warnings::counts(&app.sys.pool, &scope).await?;
+    let warnings::Page {
+        rows: list,
+        total,
+        counts,
+    } = warnings::list(&app.sys.reader, &scope, &f).await?;
     Ok(app
         .templates
         .page(
@@ -58,10 +61,13 @@ pub async fn district_home(
         Role::Enterprise { .. } => return Err(WebError::Forbidden),
         _ => ctx.warning_scope()?,
     };
-    let (list, total) = warnings::list(&app.sys.pool, &scope, &f).await?;
-    let counts = warnings::counts(&app.sys.pool, &scope).await?;
+    let warnings::Page {
+        rows: list,
+        total,
+        counts,
+    } = warnings::list(&app.sys.reader, &scope, &f).await?;
     let (kind, id) = ctx.inbox()?;
-    let (_, _, unread) = warnings::notices(&app.sys.pool, kind, &id, 1).await?;
+    let unread = warnings::unread(&app.sys.reader, kind, &id).await?;
     let district = match &ctx.account()?.role {
         Role::District { code } => app
             .sys
@@ -90,7 +96,7 @@ async fn warning_view(
     errors: &BTreeMap<String, String>,
     message: Option<String>,
 ) -> Result<Response, WebError> {
-    let w = warnings::get(&app.sys.pool, &ctx.warning_scope()?, id).await?;
+    let w = warnings::get(&app.sys.reader, &ctx.warning_scope()?, id).await?;
     let (timeline, next_deadline) =
         warnings::timeline(&app.sys.store, &app.sys.disposal, id).await?;
     let role = ctx.account()?.role.name();
@@ -220,7 +226,7 @@ pub async fn notices(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, WebError> {
     let (kind, id) = ctx.inbox()?;
-    let (list, total, unread) = warnings::notices(&app.sys.pool, kind, &id, q.page).await?;
+    let (list, total, unread) = warnings::notices(&app.sys.reader, kind, &id, q.page).await?;
     Ok(app
         .templates
         .page(

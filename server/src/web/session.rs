@@ -166,7 +166,9 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
         .unwrap_or_else(|| "local".to_string());
     let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
     let session = match &token {
-        Some(t) if t.len() == 64 => accounts::session(&app.sys.pool, t, now).await?,
+        Some(t) if t.len() == 64 => {
+            accounts::session(&app.sys.reader, &app.sys.pool, t, now).await?
+        }
         _ => None,
     };
     let anon = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());

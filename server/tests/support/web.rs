@@ -163,13 +163,20 @@ pub struct World {
     /// username → password of the demo accounts.
     pub passwords: BTreeMap<String, String>,
     pub sim_rates: server::adapters::health_sim::SimRates,
+    /// The SQLite file's directory, removed with the world.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl World {
     /// The system at `start` (Chengdu time, e.g. "2026-12-01T04:59:00+08:00")
-    /// with the demo data, on an in-memory database.
+    /// with the demo data, on a SQLite file in a temporary directory (the
+    /// embedded default: one writer connection, a pool of readers).
     pub async fn new(start: &str) -> World {
-        World::open("sqlite::memory:", start).await
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+        let mut w = World::open(&url, start).await;
+        w._dir = Some(dir);
+        w
     }
 
     /// The same on a fresh PostgreSQL database named `db` on the server of
@@ -234,6 +241,7 @@ impl World {
             app,
             passwords,
             sim_rates: config.health.sim_rates,
+            _dir: None,
         }
     }
 
