@@ -18,7 +18,9 @@ use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How long a session lives without a request, and at most.
 pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
@@ -600,8 +602,10 @@ pub async fn login_code(
 /// Change a password (forced at first login, R1.2): the current one must be
 /// right and the new one must follow the rules. Other sessions of the
 /// account end.
+#[allow(clippy::too_many_arguments)]
 pub async fn change_password(
     pool: &AnyPool,
+    cache: &SessionCache,
     username: &str,
     current: &str,
     new: &str,
@@ -645,6 +649,7 @@ pub async fn change_password(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    cache.forget_user(username);
     Ok(())
 }
 
@@ -678,15 +683,89 @@ pub async fn create_session(pool: &AnyPool, username: &str, now_ms: i64) -> Resu
     Ok(token)
 }
 
-/// The session for a cookie token, if it is live; refreshes its idle
-/// deadline at most once a minute (so most requests only read).
+/// Sessions read recently, by token hash, so most requests need no
+/// statement. An entry is trusted for `SessionCache::TTL` of wall time:
+/// ending a session or changing a password through this process drops its
+/// entries at once (`end_session` and `change_password` take the cache);
+/// a change made by another process on the same database (several servers
+/// on one PostgreSQL) shows within the TTL. Expiry is checked against the
+/// application clock on every request, cached or not.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    session: Session,
+    last_seen: i64,
+    read_at: Instant,
+}
+
+impl SessionCache {
+    pub const TTL: Duration = Duration::from_secs(5);
+    /// Entries kept at most (about 5 MB); the cache starts over past it.
+    const MAX: usize = 20_000;
+
+    fn get(&self, hash: &str) -> Option<(Session, i64)> {
+        let entries = self.entries.lock().expect("session cache");
+        entries
+            .get(hash)
+            .filter(|c| c.read_at.elapsed() < Self::TTL)
+            .map(|c| (c.session.clone(), c.last_seen))
+    }
+
+    fn put(&self, hash: String, session: Session, last_seen: i64) {
+        let mut entries = self.entries.lock().expect("session cache");
+        if entries.len() >= Self::MAX {
+            entries.clear();
+        }
+        entries.insert(
+            hash,
+            Cached {
+                session,
+                last_seen,
+                read_at: Instant::now(),
+            },
+        );
+    }
+
+    fn forget(&self, hash: &str) {
+        self.entries.lock().expect("session cache").remove(hash);
+    }
+
+    fn forget_user(&self, username: &str) {
+        self.entries
+            .lock()
+            .expect("session cache")
+            .retain(|_, c| c.session.account.username != username);
+    }
+}
+
+/// Live at `now_ms`: neither past its end nor idle too long.
+fn live(expires_at: i64, last_seen: i64, now_ms: i64) -> bool {
+    expires_at > now_ms && last_seen + SESSION_IDLE_MS > now_ms
+}
+
+/// How long a session's `last_seen` may lag: it is written at most once a
+/// minute, so most requests only read.
+const TOUCH_MS: i64 = 60_000;
+
+/// The session for a cookie token, if it is live, from the cache when it
+/// can; refreshes its idle deadline at most once a minute.
 pub async fn session(
     reader: &AnyPool,
     writer: &AnyPool,
+    cache: &SessionCache,
     token: &str,
     now_ms: i64,
 ) -> Result<Option<Session>, Error> {
     let hash = sha256_hex(token);
+    if let Some((s, last_seen)) = cache.get(&hash) {
+        if live(s.expires_at, last_seen, now_ms) && now_ms - last_seen <= TOUCH_MS {
+            return Ok(Some(s));
+        }
+    }
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, s.csrf, s.last_seen, s.expires_at FROM sessions s \
          JOIN accounts a ON a.username = s.username LEFT JOIN enterprises e ON e.id = a.enterprise_id \
@@ -695,30 +774,39 @@ pub async fn session(
     .bind(&hash)
     .fetch_optional(reader)
     .await?;
-    let Some(r) = row else { return Ok(None) };
-    let last_seen: i64 = r.try_get("last_seen")?;
+    let Some(r) = row else {
+        cache.forget(&hash);
+        return Ok(None);
+    };
+    let mut last_seen: i64 = r.try_get("last_seen")?;
     let expires_at: i64 = r.try_get("expires_at")?;
-    if expires_at <= now_ms || last_seen + SESSION_IDLE_MS <= now_ms {
+    if !live(expires_at, last_seen, now_ms) {
+        cache.forget(&hash);
         return Ok(None);
     }
-    if now_ms - last_seen > 60_000 {
+    if now_ms - last_seen > TOUCH_MS {
         sqlx::query("UPDATE sessions SET last_seen = $1 WHERE token_hash = $2")
             .bind(now_ms)
             .bind(&hash)
             .execute(writer)
             .await?;
+        last_seen = now_ms;
     }
-    Ok(Some(Session {
+    let session = Session {
         account: account_from_row(&r)?,
         csrf: r.try_get("csrf")?,
         expires_at,
-    }))
+    };
+    cache.put(hash, session.clone(), last_seen);
+    Ok(Some(session))
 }
 
-pub async fn end_session(pool: &AnyPool, token: &str) -> Result<(), Error> {
+pub async fn end_session(pool: &AnyPool, cache: &SessionCache, token: &str) -> Result<(), Error> {
+    let hash = sha256_hex(token);
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(sha256_hex(token))
+        .bind(&hash)
         .execute(pool)
         .await?;
+    cache.forget(&hash);
     Ok(())
 }

@@ -225,30 +225,42 @@ impl Counts {
     }
 }
 
+/// The states the pages have a column for, in `Counts` order.
+const COUNTED_STATES: [&str; 4] = ["awaiting_disposal", "under_review", "rectifying", "closed"];
+
+/// One statement of index-range counts (migration 1003): each is a count
+/// of index entries, with no per-row arithmetic.
 pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
     let (clause, who) = scope.clause();
-    let rows = sqlx::query(&format!(
-        "SELECT w.state, COUNT(*) AS n, \
-         CAST(SUM(CASE WHEN w.closed_at IS NULL THEN w.disposal_overdue ELSE 0 END) AS BIGINT) AS d, \
-         CAST(SUM(CASE WHEN w.closed_at IS NULL THEN w.review_overdue ELSE 0 END) AS BIGINT) AS r \
-         FROM warnings w WHERE {clause} GROUP BY w.state"
-    ))
-    .bind(who)
-    .fetch_all(pool)
-    .await?;
-    let mut c = Counts::default();
-    for r in rows {
-        let n: i64 = r.try_get("n")?;
-        match r.try_get::<String, _>("state")?.as_str() {
-            "awaiting_disposal" => c.awaiting_disposal = n,
-            "under_review" => c.under_review = n,
-            "rectifying" => c.rectifying = n,
-            "closed" => c.closed = n,
-            _ => c.other += n,
-        }
-        c.disposal_overdue += r.try_get::<Option<i64>, _>("d")?.unwrap_or(0);
-        c.review_overdue += r.try_get::<Option<i64>, _>("r")?.unwrap_or(0);
+    let count = |cond: &str| format!("(SELECT COUNT(*) FROM warnings w WHERE {clause}{cond})");
+    let mut columns = vec![format!("{} AS total", count(""))];
+    for (n, state) in COUNTED_STATES.iter().enumerate() {
+        columns.push(format!(
+            "{} AS s{n}",
+            count(&format!(" AND w.state = '{state}'"))
+        ));
     }
+    for flag in ["disposal_overdue", "review_overdue"] {
+        columns.push(format!(
+            "{} AS {flag}",
+            count(&format!(" AND w.{flag} = 1 AND w.closed_at IS NULL"))
+        ));
+    }
+    let r = sqlx::query(&format!("SELECT {}", columns.join(", ")))
+        .bind(who)
+        .fetch_one(pool)
+        .await?;
+    let state = |n: usize| r.try_get::<i64, _>(format!("s{n}").as_str());
+    let mut c = Counts {
+        awaiting_disposal: state(0)?,
+        under_review: state(1)?,
+        rectifying: state(2)?,
+        closed: state(3)?,
+        other: 0,
+        disposal_overdue: r.try_get("disposal_overdue")?,
+        review_overdue: r.try_get("review_overdue")?,
+    };
+    c.other = r.try_get::<i64, _>("total")? - c.total();
     Ok(c)
 }
 

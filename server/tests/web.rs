@@ -216,6 +216,17 @@ async fn registration_refuses_bad_input_at_the_field_and_saves_nothing(w: World)
     .assert_redirect("/password");
     c.get("/home").await.assert_redirect("/password");
     c.get("/password").await.assert_ok();
+    // A second session of the same account, which the change will end.
+    let mut other = w.client();
+    other.get("/login").await;
+    other
+        .post(
+            "/login",
+            &[("username", &username), ("password", &password)],
+        )
+        .await
+        .assert_redirect("/password");
+    other.get("/home").await.assert_redirect("/password");
     let r = c
         .post(
             "/password",
@@ -241,6 +252,7 @@ async fn registration_refuses_bad_input_at_the_field_and_saves_nothing(w: World)
     let r = c.get("/home").await;
     r.assert_ok();
     assert!(r.contains("成都测试建筑有限公司"));
+    other.get("/home").await.assert_redirect("/login");
     // Its registered address became its first office address.
     assert!(c.get("/sites").await.contains("武侯区测试路8号"));
 }

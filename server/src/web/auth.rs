@@ -74,7 +74,7 @@ async fn start_session(
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
     if let Some(old) = &ctx.token {
-        accounts::end_session(&app.sys.pool, old).await?;
+        accounts::end_session(&app.sys.pool, &app.sessions, old).await?;
     }
     let token = accounts::create_session(&app.sys.pool, &account.username, now).await?;
     let to = if account.must_change_password {
@@ -160,7 +160,7 @@ pub async fn login_sms(
 
 pub async fn logout(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     if let Some(t) = &ctx.token {
-        accounts::end_session(&app.sys.pool, t).await?;
+        accounts::end_session(&app.sys.pool, &app.sessions, t).await?;
     }
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().append(
@@ -261,6 +261,7 @@ pub async fn change_password(
     let now = app.sys.clock.now().timestamp_millis();
     match accounts::change_password(
         &app.sys.pool,
+        &app.sessions,
         &a.username,
         &f.current_password,
         &f.new_password,

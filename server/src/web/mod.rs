@@ -33,6 +33,8 @@ pub struct AppState {
     pub templates: render::Templates,
     /// Mark cookies `Secure` (HTTPS deployments).
     pub cookie_secure: bool,
+    /// Sessions read recently (see `accounts::SessionCache`).
+    pub sessions: crate::accounts::SessionCache,
 }
 
 pub type Shared = Arc<AppState>;
@@ -46,6 +48,7 @@ pub fn app(sys: System, cookie_secure: bool) -> Router {
         sys,
         templates: render::Templates::new(),
         cookie_secure,
+        sessions: Default::default(),
     });
     let headers = [
         (

@@ -167,7 +167,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
     let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
     let session = match &token {
         Some(t) if t.len() == 64 => {
-            accounts::session(&app.sys.reader, &app.sys.pool, t, now).await?
+            accounts::session(&app.sys.reader, &app.sys.pool, &app.sessions, t, now).await?
         }
         _ => None,
     };
