@@ -221,7 +221,12 @@ async fn main() {
         return;
     }
     let mut all_met = true;
+    // EPI_BENCH_ONLY=/warnings loads one page (to profile it alone).
+    let only = std::env::var("EPI_BENCH_ONLY").ok();
     for (path, _) in pages {
+        if only.as_deref().is_some_and(|o| o != path) {
+            continue;
+        }
         let out = tokio::task::spawn_blocking({
             let url = format!("{base}{path}");
             let cookie = cookie.clone();

@@ -56,6 +56,9 @@ impl SqlStore {
                 AnyPoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    // No ping before each statement: a local file does
+                    // not drop connections.
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .after_connect(|conn, _| {
@@ -118,16 +121,23 @@ fn is_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-/// Read-only connections to a SQLite file: as many as there are cores (at
-/// least two), opened lazily, `query_only` so a mistaken write fails loudly.
+/// Read-only connections to a SQLite file, opened lazily, `query_only` so a
+/// mistaken write fails loudly. Three per core (at least four): a request
+/// holds its connection while its rows travel to the async side, so
+/// connections idle between statements; measured with the web benchmark
+/// on 2 cores, 2 readers gave 1,800 warning-list pages/s, 4–6 gave 3,300–3,600.
 fn read_pool(opts: AnyConnectOptions) -> AnyPool {
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .clamp(2, 8) as u32;
+        .saturating_mul(3)
+        .clamp(4, 16) as u32;
     AnyPoolOptions::new()
         .max_connections(n)
         .min_connections(0)
+        // A local file does not drop connections; a ping per statement
+        // would double its round trips.
+        .test_before_acquire(false)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 use sqlx::Executor;
