@@ -262,6 +262,8 @@ struct Site {
     enterprise_id: String,
     enterprise_name: String,
     district: String,
+    /// The district's name (锦江区…), for messages.
+    district_name: String,
     /// Index in `Roster::staff` of its first person; its persons end where
     /// the next site's begin.
     first: usize,
@@ -286,10 +288,12 @@ const PERSON_SEP: &str = "\u{1e}";
 /// `string_agg(… ORDER BY …)` is the same in PostgreSQL and SQLite ≥ 3.44.
 async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
     let rows = sqlx::query(
-        "SELECT g.address_id, a.enterprise_id, e.name AS enterprise_name, e.district, g.staff \
+        "SELECT g.address_id, a.enterprise_id, e.name AS enterprise_name, e.district, \
+         d.name AS district_name, g.staff \
          FROM (SELECT address_id, string_agg(id || $1 || id_number, $2 ORDER BY id) AS staff \
                FROM staff WHERE deleted_at IS NULL GROUP BY address_id) g \
          JOIN addresses a ON a.id = g.address_id JOIN enterprises e ON e.id = a.enterprise_id \
+         JOIN districts d ON d.code = e.district \
          ORDER BY g.address_id",
     )
     .bind(FIELD_SEP)
@@ -310,6 +314,7 @@ async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
             enterprise_id: r.try_get("enterprise_id").map_err(db)?,
             enterprise_name: r.try_get("enterprise_name").map_err(db)?,
             district: r.try_get("district").map_err(db)?,
+            district_name: r.try_get("district_name").map_err(db)?,
             first: roster.staff.len(),
             id,
         });
@@ -624,7 +629,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         *per_district.entry(site.district.clone()).or_default() += 1;
         new_warnings.push(json!({
             "warning_id": warning_id, "enterprise_id": site.enterprise_id, "enterprise_name": site.enterprise_name,
-            "district": site.district, "district_name": site.district, "person_id": masked,
+            "district": site.district, "district_name": site.district_name, "person_id": masked,
             "person_name": name, "reason": reason,
         }));
     }

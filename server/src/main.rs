@@ -115,8 +115,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(_) => None,
                 Err(e) => Some(format!("{}: {e}", districts.display())),
             };
-            match engine::compile_bundle(&w, &r, &engine::Options::default()) {
-                Ok(b) if districts_error.is_none() => {
+            // The functions the comparison run calls by name must exist.
+            let bundle = engine::compile_bundle(&w, &r, &engine::Options::default());
+            let rules_error = bundle
+                .as_ref()
+                .ok()
+                .and_then(|b| server::comparison::check_rules(&b.rules).err());
+            match bundle {
+                Ok(b) if districts_error.is_none() && rules_error.is_none() => {
                     println!(
                         "ok: {} workflows, {} forms, {} schedules, {} activities, {} rule scripts",
                         b.workflows.len(),
@@ -133,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok(_) => Vec::new(),
                     };
                     problems.extend(districts_error);
+                    problems.extend(rules_error);
                     for p in &problems {
                         println!("{p}");
                     }

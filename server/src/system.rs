@@ -99,6 +99,7 @@ impl System {
                     .join("\n"),
             )
         })?;
+        crate::comparison::check_rules(&bundle.rules).map_err(Error::Compile)?;
         let districts = Districts::load(paths.workflows.join("districts.yaml"))
             .map_err(|e| Error::Districts(e.to_string()))?;
         if let Some(dir) = config

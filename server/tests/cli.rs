@@ -44,6 +44,26 @@ fn validate_lists_every_problem_and_fails() {
 }
 
 #[test]
+fn validate_names_a_rule_function_the_comparison_needs_but_lacks() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(format!("{root}/rules")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    // statistics.rhai without `classify`.
+    let path = dir.path().join("statistics.rhai");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("fn classify(", "fn classified(")).unwrap();
+    let (code, out) = validate("workflows", dir.path().to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rules/statistics.rhai: fn classify(1 argument(s))"),
+        "{out}"
+    );
+}
+
+#[test]
 fn demo_and_rehearsal_are_refused_on_a_production_configuration() {
     for args in [
         vec!["serve", "--demo"],

@@ -330,7 +330,7 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
         disposal,
         engine::Actor {
             role: "enterprise".into(),
-            id: ent2,
+            id: ent2.clone(),
             name: None,
         },
     )
@@ -339,6 +339,18 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
     clock.set("2026-12-02T01:00:00+08:00".parse().unwrap());
     rt.run_until_idle().await.unwrap();
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM notices WHERE recipient_kind = 'city' AND title = '预警审核超时上报'").await, 1);
+    // It names the district (青羊区住建交局…), not its code.
+    assert_eq!(
+        count(
+            &pool,
+            &format!(
+                "SELECT COUNT(*) FROM notices n, enterprises e JOIN districts d ON d.code = e.district \
+                 WHERE n.recipient_kind = 'city' AND e.id = '{ent2}' AND n.body LIKE d.name || '未在12小时内%'"
+            )
+        )
+        .await,
+        1
+    );
     assert_eq!(
         count(
             &pool,
