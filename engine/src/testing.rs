@@ -255,3 +255,30 @@ impl TestRuntime {
         self.timers.iter().cloned().collect()
     }
 }
+
+/// The URL of a fresh (dropped and re-created) PostgreSQL database named
+/// `db` on the server of `DATABASE_URL_PG`, for the PostgreSQL variants of
+/// tests; None, said on stderr, when that variable is not set.
+pub async fn fresh_postgres(db: &str) -> Option<String> {
+    use sqlx::Executor;
+    let Ok(url) = std::env::var("DATABASE_URL_PG") else {
+        eprintln!("DATABASE_URL_PG not set: PostgreSQL variant of {db} skipped");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&url)
+        .await
+        .expect("PostgreSQL reachable at DATABASE_URL_PG");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin
+            .execute(sql.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    admin.close().await;
+    let base = url.rsplit_once('/').map(|x| x.0).unwrap_or(&url);
+    Some(format!("{base}/{db}"))
+}

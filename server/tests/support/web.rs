@@ -182,25 +182,8 @@ impl World {
     /// The same on a fresh PostgreSQL database named `db` on the server of
     /// `DATABASE_URL_PG`; None (skipped) when that is not set.
     pub async fn postgres(db: &str, start: &str) -> Option<World> {
-        use sqlx::Executor;
-        let Ok(url) = std::env::var("DATABASE_URL_PG") else {
-            eprintln!("DATABASE_URL_PG not set: PostgreSQL variant of {db} skipped");
-            return None;
-        };
-        sqlx::any::install_default_drivers();
-        let admin = sqlx::AnyPool::connect(&url)
-            .await
-            .expect("PostgreSQL reachable");
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
-            .await
-            .unwrap();
-        admin
-            .execute(format!("CREATE DATABASE {db}").as_str())
-            .await
-            .unwrap();
-        let base = url.rsplit_once('/').map(|x| x.0).unwrap_or(&url);
-        Some(World::open(&format!("{base}/{db}"), start).await)
+        let url = engine::testing::fresh_postgres(db).await?;
+        Some(World::open(&url, start).await)
     }
 
     async fn open(database_url: &str, start: &str) -> World {
