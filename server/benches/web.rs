@@ -154,7 +154,7 @@ async fn main() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(server::web::serve(
         listener,
-        server::web::app(sys.clone(), false),
+        server::web::app(sys.clone(), Default::default()),
     ));
 
     // Log in as the enterprise, by hand (no cookie store).

@@ -128,6 +128,11 @@ pub struct Config {
     pub listen: String,
     /// Mark cookies `Secure` (set it when served over HTTPS, as in production).
     pub cookie_secure: bool,
+    /// Behind a reverse proxy that appends the client's address to
+    /// `X-Forwarded-For`: take the address throttling counts by from the
+    /// header's last entry. Leave off when clients reach the server
+    /// directly, or they could name any address they like.
+    pub trust_forwarded_for: bool,
     pub health: HealthConfig,
     pub sms: SmsConfig,
 }
@@ -138,6 +143,7 @@ impl Default for Config {
             database_url: "sqlite://data/epi.db?mode=rwc".into(),
             listen: "127.0.0.1:8080".into(),
             cookie_secure: false,
+            trust_forwarded_for: false,
             health: Default::default(),
             sms: Default::default(),
         }
@@ -208,6 +214,9 @@ impl Config {
         }
         if let Some(v) = env("EPI_COOKIE_SECURE") {
             c.cookie_secure = parse("EPI_COOKIE_SECURE", v)?;
+        }
+        if let Some(v) = env("EPI_TRUST_FORWARDED_FOR") {
+            c.trust_forwarded_for = parse("EPI_TRUST_FORWARDED_FOR", v)?;
         }
         if let Some(v) = env("EPI_HEALTH_MODE") {
             c.health.mode = match mode("EPI_HEALTH_MODE", v)?.as_str() {

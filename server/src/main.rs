@@ -235,7 +235,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("以 operator 登录后在“运行管理”点击“立即比对”，即可生成预警；企业账号在“预警处置”中处置。");
     }
     let runtime = sys.runtime.clone();
-    let app = server::web::app(sys, config.cookie_secure);
+    let app = server::web::app(sys, server::web::Options::of(&config));
     tokio::select! {
         r = runtime.run() => r.context("runtime")?,
         r = server::web::serve(listener, app) => r.context("web server")?,

@@ -33,6 +33,8 @@ pub struct AppState {
     pub templates: render::Templates,
     /// Mark cookies `Secure` (HTTPS deployments).
     pub cookie_secure: bool,
+    /// Take the client's address from `X-Forwarded-For` (behind a proxy).
+    pub trust_forwarded_for: bool,
     /// Sessions read recently (see `accounts::SessionCache`).
     pub sessions: crate::accounts::SessionCache,
 }
@@ -42,12 +44,29 @@ pub type Shared = Arc<AppState>;
 /// Largest request body accepted (CSV imports of a few thousand staff).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// What the configuration says about serving pages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub cookie_secure: bool,
+    pub trust_forwarded_for: bool,
+}
+
+impl Options {
+    pub fn of(config: &crate::config::Config) -> Options {
+        Options {
+            cookie_secure: config.cookie_secure,
+            trust_forwarded_for: config.trust_forwarded_for,
+        }
+    }
+}
+
 /// The application's router, state attached.
-pub fn app(sys: System, cookie_secure: bool) -> Router {
+pub fn app(sys: System, options: Options) -> Router {
     let state = Arc::new(AppState {
         sys,
         templates: render::Templates::new(),
-        cookie_secure,
+        cookie_secure: options.cookie_secure,
+        trust_forwarded_for: options.trust_forwarded_for,
         sessions: Default::default(),
     });
     let headers = [

@@ -127,6 +127,26 @@ fn form_urlencoded_value(input: &[u8], key: &str) -> Option<String> {
     pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
+/// The address throttling counts by: the peer's, or with a trusted proxy
+/// in front the last entry of `X-Forwarded-For` (the one the proxy added;
+/// entries before it are whatever the client sent).
+fn client_address(
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    trust_forwarded_for: bool,
+) -> String {
+    let forwarded = trust_forwarded_for
+        .then(|| headers.get_all("x-forwarded-for").iter().last())
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
+    forwarded
+        .or(peer)
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "local".to_string())
+}
+
 /// Constant-time comparison of two tokens.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -159,11 +179,11 @@ pub async fn layer(State(app): State<Shared>, req: Request, next: Next) -> Respo
 async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError> {
     let jar = CookieJar::from_headers(req.headers());
     let now = app.sys.clock.now().timestamp_millis();
-    let client = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "local".to_string());
+        .map(|c| c.0.ip());
+    let client = client_address(req.headers(), peer, app.trust_forwarded_for);
     let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
     let session = match &token {
         Some(t) if t.len() == 64 => {
@@ -213,4 +233,27 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
         );
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn the_client_address_comes_from_the_proxy_only_when_trusted() {
+        let peer = Some("10.0.0.2".parse().unwrap());
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        assert_eq!(client_address(&h, peer, false), "10.0.0.2");
+        assert_eq!(client_address(&h, peer, true), "203.0.113.9");
+        // A second header line: the proxy's is the last.
+        h.append("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        assert_eq!(client_address(&h, peer, true), "198.51.100.7");
+        // Garbage falls back to the peer.
+        let mut bad = HeaderMap::new();
+        bad.append("x-forwarded-for", "not-an-ip".parse().unwrap());
+        assert_eq!(client_address(&bad, peer, true), "10.0.0.2");
+        assert_eq!(client_address(&HeaderMap::new(), None, true), "local");
+    }
 }

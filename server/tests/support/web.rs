@@ -217,7 +217,7 @@ impl World {
             .collect();
         // The runtime's first round: schedules start counting from here.
         sys.runtime.run_until_idle().await.unwrap();
-        let app = server::web::app(sys.clone(), false);
+        let app = server::web::app(sys.clone(), Default::default());
         World {
             sys,
             clock,
