@@ -136,7 +136,7 @@ fn client_address(
     trust_forwarded_for: bool,
 ) -> String {
     let forwarded = trust_forwarded_for
-        .then(|| headers.get_all("x-forwarded-for").iter().last())
+        .then(|| headers.get_all("x-forwarded-for").iter().next_back())
         .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
