@@ -149,6 +149,8 @@ async fn main() {
         .unwrap();
     }
     tx.commit().await.unwrap();
+    // Written around the projection's functions: count them once.
+    server::warnings::rebuild_counts(&sys.pool).await.unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

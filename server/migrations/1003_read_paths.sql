@@ -1,7 +1,6 @@
 -- Indexes for the pages (issue 5, server/src/warnings.rs): a list of
--- warnings newest first per scope is an index range, and every count per
--- state or of overdue warnings is a count of index entries, so neither
--- reads the warnings' rows.
+-- warnings newest first per scope is an index range, and the number of
+-- warnings of a filtered list is a count of index entries.
 DROP INDEX warnings_enterprise;
 DROP INDEX warnings_district;
 CREATE INDEX warnings_enterprise_opened ON warnings (enterprise_id, opened_at, id);
@@ -10,9 +9,5 @@ CREATE INDEX warnings_opened ON warnings (opened_at, id);
 CREATE INDEX warnings_enterprise_state ON warnings (enterprise_id, state);
 CREATE INDEX warnings_district_state ON warnings (district, state);
 CREATE INDEX warnings_state ON warnings (state);
-CREATE INDEX warnings_enterprise_disposal_overdue ON warnings (enterprise_id) WHERE disposal_overdue = 1 AND closed_at IS NULL;
-CREATE INDEX warnings_enterprise_review_overdue ON warnings (enterprise_id) WHERE review_overdue = 1 AND closed_at IS NULL;
-CREATE INDEX warnings_district_disposal_overdue ON warnings (district) WHERE disposal_overdue = 1 AND closed_at IS NULL;
-CREATE INDEX warnings_district_review_overdue ON warnings (district) WHERE review_overdue = 1 AND closed_at IS NULL;
 -- Unread notices of an inbox.
 CREATE INDEX notices_unread ON notices (recipient_kind, recipient_id) WHERE read_at IS NULL;

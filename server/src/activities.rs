@@ -212,31 +212,71 @@ async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, 
 /// state. Idempotent; also called by the web layer right after a signal so
 /// the next page shows the new state. False if there is no such workflow.
 pub async fn refresh_warning(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Lock the projection row first (PostgreSQL's row lock, SQLite's write
+    // lock): what is read next is then the latest workflow state and the
+    // very values this update replaces, whoever else refreshes it.
+    sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let Some(row) = sqlx::query(
         "SELECT state, status_label, snapshot, closed_at, updated_at FROM instances WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
     else {
         return Ok(false);
     };
     let snapshot: Value =
         serde_json::from_str(&row.try_get::<String, _>("snapshot")?).unwrap_or(Value::Null);
-    let flag = |name: &str| i64::from(snapshot["vars"][name].as_bool().unwrap_or(false));
+    let flag = |name: &str| snapshot["vars"][name].as_bool().unwrap_or(false);
+    let state: String = row.try_get("state")?;
+    let closed_at: Option<i64> = row.try_get("closed_at")?;
+    let Some(old) = sqlx::query(
+        "SELECT enterprise_id, district, state, disposal_overdue, review_overdue, closed_at \
+         FROM warnings WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        // A workflow whose projection row is not there (yet): nothing to count.
+        return Ok(true);
+    };
+    let before = crate::warnings::Counted {
+        enterprise_id: old.try_get("enterprise_id")?,
+        district: old.try_get("district")?,
+        state: old.try_get("state")?,
+        disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
+        review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
+        open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
+    };
+    let after = crate::warnings::Counted {
+        state: state.clone(),
+        disposal_overdue: flag("disposal_overdue"),
+        review_overdue: flag("review_overdue"),
+        open: closed_at.is_none(),
+        ..before.clone()
+    };
     sqlx::query(
         "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
          closed_at = $5, updated_at = $6 WHERE id = $7",
     )
-    .bind(row.try_get::<String, _>("state")?)
+    .bind(&state)
     .bind(row.try_get::<Option<String>, _>("status_label")?)
-    .bind(flag("disposal_overdue"))
-    .bind(flag("review_overdue"))
-    .bind(row.try_get::<Option<i64>, _>("closed_at")?)
+    .bind(i64::from(after.disposal_overdue))
+    .bind(i64::from(after.review_overdue))
+    .bind(closed_at)
     .bind(row.try_get::<i64, _>("updated_at")?)
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    if before != after {
+        crate::warnings::add_to_counts(&mut tx, &[(before, -1), (after, 1)]).await?;
+    }
+    tx.commit().await?;
     Ok(true)
 }
 
@@ -592,6 +632,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     let mut new_warnings = Vec::new();
     let mut warning_rows = Vec::new();
     let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counted = Vec::new();
     let mut seen = HashSet::new();
     for (n, (i, reason)) in tally.anomalies.iter().enumerate() {
         let staff_id = &roster.staff[*i];
@@ -627,12 +668,26 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             Arg::I(Some(now)),
         ]);
         *per_district.entry(site.district.clone()).or_default() += 1;
+        counted.push((
+            crate::warnings::Counted {
+                enterprise_id: site.enterprise_id.clone(),
+                district: site.district.clone(),
+                state: "awaiting_disposal".into(),
+                disposal_overdue: false,
+                review_overdue: false,
+                open: true,
+            },
+            1,
+        ));
         new_warnings.push(json!({
             "warning_id": warning_id, "enterprise_id": site.enterprise_id, "enterprise_name": site.enterprise_name,
             "district": site.district, "district_name": site.district_name, "person_id": masked,
             "person_name": name, "reason": reason,
         }));
     }
+    crate::warnings::add_to_counts(&mut tx, &counted)
+        .await
+        .map_err(db)?;
     insert_many(
         &mut tx,
         s.backend,

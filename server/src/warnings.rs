@@ -15,6 +15,7 @@ use engine::store::{SqlStore, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyPool, Row};
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -225,43 +226,141 @@ impl Counts {
     }
 }
 
-/// The states the pages have a column for, in `Counts` order.
-const COUNTED_STATES: [&str; 4] = ["awaiting_disposal", "under_review", "rectifying", "closed"];
-
-/// One statement of index-range counts (migration 1003): each is a count
-/// of index entries, with no per-row arithmetic.
+/// Counts per state in scope, read from `warning_counts` (migration 1004):
+/// a few rows per enterprise, whatever the length of its history.
 pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
     let (clause, who) = scope.clause();
-    let count = |cond: &str| format!("(SELECT COUNT(*) FROM warnings w WHERE {clause}{cond})");
-    let mut columns = vec![format!("{} AS total", count(""))];
-    for (n, state) in COUNTED_STATES.iter().enumerate() {
-        columns.push(format!(
-            "{} AS s{n}",
-            count(&format!(" AND w.state = '{state}'"))
-        ));
+    let rows = sqlx::query(&format!(
+        "SELECT w.state, CAST(SUM(w.n) AS BIGINT) AS n, CAST(SUM(w.disposal_overdue) AS BIGINT) AS d, \
+         CAST(SUM(w.review_overdue) AS BIGINT) AS r FROM warning_counts w WHERE {clause} GROUP BY w.state"
+    ))
+    .bind(who)
+    .fetch_all(pool)
+    .await?;
+    let mut c = Counts::default();
+    for r in rows {
+        let n: i64 = r.try_get("n")?;
+        match r.try_get::<String, _>("state")?.as_str() {
+            "awaiting_disposal" => c.awaiting_disposal += n,
+            "under_review" => c.under_review += n,
+            "rectifying" => c.rectifying += n,
+            "closed" => c.closed += n,
+            _ => c.other += n,
+        }
+        c.disposal_overdue += r.try_get::<i64, _>("d")?;
+        c.review_overdue += r.try_get::<i64, _>("r")?;
     }
-    for flag in ["disposal_overdue", "review_overdue"] {
-        columns.push(format!(
-            "{} AS {flag}",
-            count(&format!(" AND w.{flag} = 1 AND w.closed_at IS NULL"))
-        ));
-    }
-    let r = sqlx::query(&format!("SELECT {}", columns.join(", ")))
-        .bind(who)
-        .fetch_one(pool)
-        .await?;
-    let state = |n: usize| r.try_get::<i64, _>(format!("s{n}").as_str());
-    let mut c = Counts {
-        awaiting_disposal: state(0)?,
-        under_review: state(1)?,
-        rectifying: state(2)?,
-        closed: state(3)?,
-        other: 0,
-        disposal_overdue: r.try_get("disposal_overdue")?,
-        review_overdue: r.try_get("review_overdue")?,
-    };
-    c.other = r.try_get::<i64, _>("total")? - c.total();
     Ok(c)
+}
+
+/// What one projection row adds to `warning_counts`: its bucket
+/// (enterprise, district, state) and 1 warning, plus its overdue flags
+/// while it is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub enterprise_id: String,
+    pub district: String,
+    pub state: String,
+    pub disposal_overdue: bool,
+    pub review_overdue: bool,
+    pub open: bool,
+}
+
+/// Add `sign` × each row to `warning_counts`, in the caller's transaction.
+/// Every write of the `warnings` projection calls this in the same
+/// transaction (the comparison's insert, `activities::refresh_warning`),
+/// so the counts never disagree with the rows.
+pub async fn add_to_counts(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(Counted, i64)],
+) -> Result<(), sqlx::Error> {
+    let mut sums: BTreeMap<(&str, &str, &str), (i64, i64, i64)> = BTreeMap::new();
+    for (c, sign) in rows {
+        let e = sums
+            .entry((&c.enterprise_id, &c.district, &c.state))
+            .or_default();
+        e.0 += sign;
+        e.1 += sign * i64::from(c.open && c.disposal_overdue);
+        e.2 += sign * i64::from(c.open && c.review_overdue);
+    }
+    for ((enterprise, district, state), (n, d, r)) in sums {
+        if (n, d, r) == (0, 0, 0) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO warning_counts (enterprise_id, district, state, n, disposal_overdue, review_overdue) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (enterprise_id, district, state) DO UPDATE SET \
+             n = warning_counts.n + excluded.n, \
+             disposal_overdue = warning_counts.disposal_overdue + excluded.disposal_overdue, \
+             review_overdue = warning_counts.review_overdue + excluded.review_overdue",
+        )
+        .bind(enterprise)
+        .bind(district)
+        .bind(state)
+        .bind(n)
+        .bind(d)
+        .bind(r)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Recompute `warning_counts` from the rows, for data written around the
+/// projection's functions (bulk loads, benchmarks); run it while nothing
+/// else writes warnings.
+pub async fn rebuild_counts(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM warning_counts")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO warning_counts (enterprise_id, district, state, n, disposal_overdue, review_overdue) {COUNTS_OF_ROWS}"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// The counts of the rows, as migration 1004 first wrote them.
+const COUNTS_OF_ROWS: &str = "SELECT enterprise_id, district, state, COUNT(*) AS n, \
+     CAST(SUM(CASE WHEN closed_at IS NULL AND disposal_overdue = 1 THEN 1 ELSE 0 END) AS BIGINT) AS d, \
+     CAST(SUM(CASE WHEN closed_at IS NULL AND review_overdue = 1 THEN 1 ELSE 0 END) AS BIGINT) AS r \
+     FROM warnings GROUP BY enterprise_id, district, state";
+
+/// Where `warning_counts` disagrees with the rows, one line per bucket
+/// (empty when they agree): for tests and for an operator checking drift.
+pub async fn count_mismatches(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
+    type Buckets = BTreeMap<(String, String, String), (i64, i64, i64)>;
+    async fn read(pool: &AnyPool, sql: &str) -> Result<Buckets, sqlx::Error> {
+        let mut out = Buckets::new();
+        for r in sqlx::query(sql).fetch_all(pool).await? {
+            let v = (r.try_get("n")?, r.try_get("d")?, r.try_get("r")?);
+            if v != (0, 0, 0) {
+                out.insert(
+                    (
+                        r.try_get("enterprise_id")?,
+                        r.try_get("district")?,
+                        r.try_get("state")?,
+                    ),
+                    v,
+                );
+            }
+        }
+        Ok(out)
+    }
+    let rows = read(pool, COUNTS_OF_ROWS).await?;
+    let kept = read(
+        pool,
+        "SELECT enterprise_id, district, state, n, disposal_overdue AS d, review_overdue AS r FROM warning_counts",
+    )
+    .await?;
+    let keys: std::collections::BTreeSet<_> = rows.keys().chain(kept.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|k| rows.get(*k) != kept.get(*k))
+        .map(|k| format!("{k:?}: rows {:?}, counts {:?}", rows.get(k), kept.get(k)))
+        .collect())
 }
 
 pub async fn get(pool: &AnyPool, scope: &Scope, id: &str) -> Result<WarningRow, Error> {

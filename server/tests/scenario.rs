@@ -382,4 +382,9 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
         warnings,
         "the same persons open no new warnings"
     );
+    // Counts were kept with every projection write, overdue flags included.
+    assert_eq!(
+        server::warnings::count_mismatches(&pool).await.unwrap(),
+        Vec::<String>::new()
+    );
 }

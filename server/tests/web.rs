@@ -832,6 +832,13 @@ async fn the_warning_loop_through_the_pages_ends_in_closure(w: World) {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.contains("当前状态不能进行此操作"));
+    // The counts the pages show were kept with every transition.
+    assert_eq!(
+        server::warnings::count_mismatches(&w.sys.pool)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 async fn sessions_expire_and_logout_ends_them(w: World) {
