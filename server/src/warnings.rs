@@ -283,26 +283,41 @@ pub async fn add_to_counts(
         e.1 += sign * i64::from(c.open && c.disposal_overdue);
         e.2 += sign * i64::from(c.open && c.review_overdue);
     }
-    for ((enterprise, district, state), (n, d, r)) in sums {
-        if (n, d, r) == (0, 0, 0) {
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO warning_counts (enterprise_id, district, state, n, disposal_overdue, review_overdue) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (enterprise_id, district, state) DO UPDATE SET \
-             n = warning_counts.n + excluded.n, \
-             disposal_overdue = warning_counts.disposal_overdue + excluded.disposal_overdue, \
-             review_overdue = warning_counts.review_overdue + excluded.review_overdue",
-        )
-        .bind(enterprise)
-        .bind(district)
-        .bind(state)
-        .bind(n)
-        .bind(d)
-        .bind(r)
-        .execute(&mut *conn)
-        .await?;
-    }
+    use engine::store::sql::{backend_of, insert_many, Arg};
+    let rows: Vec<Vec<Arg>> = sums
+        .into_iter()
+        .filter(|(_, v)| *v != (0, 0, 0))
+        .map(|((enterprise, district, state), (n, d, r))| {
+            let t = |s: &str| Arg::T(Some(s.to_string()));
+            vec![
+                t(enterprise),
+                t(district),
+                t(state),
+                Arg::I(Some(n)),
+                Arg::I(Some(d)),
+                Arg::I(Some(r)),
+            ]
+        })
+        .collect();
+    let backend = backend_of(conn);
+    // One statement per few hundred buckets; each bucket once per
+    // statement, as PostgreSQL's ON CONFLICT requires.
+    insert_many(
+        conn,
+        backend,
+        "warning_counts",
+        "enterprise_id, district, state, n, disposal_overdue, review_overdue",
+        rows,
+        "ON CONFLICT (enterprise_id, district, state) DO UPDATE SET \
+         n = warning_counts.n + excluded.n, \
+         disposal_overdue = warning_counts.disposal_overdue + excluded.disposal_overdue, \
+         review_overdue = warning_counts.review_overdue + excluded.review_overdue",
+    )
+    .await
+    .map_err(|e| match e {
+        engine::store::Error::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
     Ok(())
 }
 

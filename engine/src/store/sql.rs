@@ -117,6 +117,15 @@ impl SqlStore {
     }
 }
 
+/// The backend of a connection (for `placeholders` and `insert_many`).
+pub fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
+    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
 fn is_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
@@ -203,19 +212,16 @@ fn bind_all<'q>(
     q
 }
 
-pub async fn execute(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    sql: &str,
-    rows: Vec<Vec<Arg>>,
-) -> Result<()> {
-    bind_all(sqlx::query(sql), rows).execute(&mut **tx).await?;
+pub async fn execute(conn: &mut sqlx::AnyConnection, sql: &str, rows: Vec<Vec<Arg>>) -> Result<()> {
+    bind_all(sqlx::query(sql), rows).execute(conn).await?;
     Ok(())
 }
 
 /// `INSERT INTO {table} ({columns}) VALUES (…), (…) {suffix}` in chunks, for
 /// the application's bulk writes (a comparison run writes a row per person).
+/// Pass a transaction (`&mut tx`) to make the chunks one write.
 pub async fn insert_many(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     backend: Backend,
     table: &str,
     columns: &str,
@@ -229,7 +235,7 @@ pub async fn insert_many(
             "INSERT INTO {table} ({columns}) VALUES {} {suffix}",
             placeholders(&rows, backend)
         );
-        execute(tx, &sql, rows).await?;
+        execute(conn, &sql, rows).await?;
         rows = rest;
     }
     Ok(())
