@@ -79,7 +79,6 @@ async fn main() {
     .await
     .unwrap();
     let pool = store.pool().clone();
-    let backend = store.backend();
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
         .await
@@ -106,7 +105,6 @@ async fn main() {
     let mut tx = pool.begin().await.unwrap();
     insert_many(
         &mut tx,
-        backend,
         "districts",
         "code, number, name, liaison_name, phone",
         vec![vec![
@@ -137,7 +135,7 @@ async fn main() {
             ]
         })
         .collect();
-    insert_many(&mut tx, backend, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
+    insert_many(&mut tx, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
     let rows = (0..addresses)
         .map(|a| {
             vec![
@@ -151,7 +149,6 @@ async fn main() {
         .collect();
     insert_many(
         &mut tx,
-        backend,
         "addresses",
         "id, enterprise_id, address, district, created_at",
         rows,
@@ -174,7 +171,6 @@ async fn main() {
         .collect();
     insert_many(
         &mut tx,
-        backend,
         "staff",
         "id, enterprise_id, address_id, name, id_number, created_at, updated_at",
         rows,
@@ -215,7 +211,6 @@ async fn main() {
     let clock = Arc::new(ManualClock::new(as_of));
     let services = Arc::new(Services {
         pool: pool.clone(),
-        backend,
         clock: clock.clone() as Arc<dyn Clock>,
         health: Arc::new(health.clone()),
         sms: Arc::new(LogSms::new(pool.clone(), clock as Arc<dyn Clock>)),

@@ -103,7 +103,6 @@ async fn main() {
     for chunk in rows.chunks(2000) {
         insert_many(
             &mut tx,
-            sys.store.backend(),
             "staff",
             "id, enterprise_id, address_id, name, id_number, created_at, updated_at",
             chunk.to_vec(),
@@ -138,7 +137,6 @@ async fn main() {
     for chunk in rows.chunks(1000) {
         insert_many(
             &mut tx,
-            sys.store.backend(),
             "warnings",
             "id, enterprise_id, district, staff_id, person_name, person_masked, reason, dedupe_key, state, \
              disposal_overdue, review_overdue, opened_at, updated_at, closed_at",

@@ -25,7 +25,6 @@ use std::sync::Arc;
 /// What the activities work with.
 pub struct Services {
     pub pool: AnyPool,
-    pub backend: engine::store::sql::Backend,
     pub clock: Arc<dyn Clock>,
     pub health: Arc<dyn HealthCommission>,
     pub sms: Arc<dyn SmsGateway>,
@@ -543,7 +542,6 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     // created it earlier, the same record gets the numbers.
     insert_many(
         &mut tx,
-        s.backend,
         "daily_records",
         "id, enterprise_id, address_id, day, fields, computed, computed_at, run_id, created_by, created_at, updated_at",
         records,
@@ -589,7 +587,6 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .collect();
     insert_many(
         &mut tx,
-        s.backend,
         "comparison_persons",
         "run_id, address_id, persons, data",
         rows,
@@ -690,7 +687,6 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .map_err(db)?;
     insert_many(
         &mut tx,
-        s.backend,
         "warnings",
         "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, run_id, \
          state, disposal_overdue, review_overdue, opened_at, updated_at",

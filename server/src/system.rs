@@ -143,7 +143,6 @@ impl System {
         };
         let services = Arc::new(Services {
             pool: pool.clone(),
-            backend: store.backend(),
             clock: clock.clone(),
             health,
             sms: sms.clone(),

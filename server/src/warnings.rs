@@ -11,6 +11,7 @@
 use crate::sites::PAGE_SIZE;
 use engine::interpreter::Actor;
 use engine::runtime::Runtime;
+use engine::store::sql::{insert_many, Arg};
 use engine::store::{SqlStore, Store};
 use serde::Serialize;
 use serde_json::Value;
@@ -283,7 +284,6 @@ pub async fn add_to_counts(
         e.1 += sign * i64::from(c.open && c.disposal_overdue);
         e.2 += sign * i64::from(c.open && c.review_overdue);
     }
-    use engine::store::sql::{backend_of, insert_many, Arg};
     let rows: Vec<Vec<Arg>> = sums
         .into_iter()
         .filter(|(_, v)| *v != (0, 0, 0))
@@ -299,12 +299,10 @@ pub async fn add_to_counts(
             ]
         })
         .collect();
-    let backend = backend_of(conn);
     // One statement per few hundred buckets; each bucket once per
     // statement, as PostgreSQL's ON CONFLICT requires.
     insert_many(
         conn,
-        backend,
         "warning_counts",
         "enterprise_id, district, state, n, disposal_overdue, review_overdue",
         rows,

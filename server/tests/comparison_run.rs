@@ -105,7 +105,6 @@ fn activities(
     let clock = Arc::new(ManualClock::new(as_of())) as Arc<dyn Clock>;
     registry(Arc::new(Services {
         pool: store.pool().clone(),
-        backend: store.backend(),
         clock: clock.clone(),
         health,
         sms: Arc::new(LogSms::new(store.pool().clone(), clock)),

@@ -222,12 +222,12 @@ pub async fn execute(conn: &mut sqlx::AnyConnection, sql: &str, rows: Vec<Vec<Ar
 /// Pass a transaction (`&mut tx`) to make the chunks one write.
 pub async fn insert_many(
     conn: &mut sqlx::AnyConnection,
-    backend: Backend,
     table: &str,
     columns: &str,
     rows: Vec<Vec<Arg>>,
     suffix: &str,
 ) -> Result<()> {
+    let backend = backend_of(conn);
     let mut rows = rows;
     while !rows.is_empty() {
         let rest = rows.split_off(rows.len().min(ROWS));

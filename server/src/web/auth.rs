@@ -88,7 +88,7 @@ async fn start_session(
         cookie(
             SESSION_COOKIE,
             token,
-            app.cookie_secure,
+            app.options.cookie_secure,
             accounts::SESSION_MAX_MS / 1000,
         ),
     );
@@ -165,7 +165,7 @@ pub async fn logout(State(app): State<Shared>, ctx: Ctx) -> Result<Response, Web
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        cookie(SESSION_COOKIE, String::new(), app.cookie_secure, 0),
+        cookie(SESSION_COOKIE, String::new(), app.options.cookie_secure, 0),
     );
     Ok(r)
 }

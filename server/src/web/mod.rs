@@ -31,10 +31,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub struct AppState {
     pub sys: System,
     pub templates: render::Templates,
-    /// Mark cookies `Secure` (HTTPS deployments).
-    pub cookie_secure: bool,
-    /// Take the client's address from `X-Forwarded-For` (behind a proxy).
-    pub trust_forwarded_for: bool,
+    pub options: Options,
     /// Sessions read recently (see `accounts::SessionCache`).
     pub sessions: crate::accounts::SessionCache,
 }
@@ -47,7 +44,9 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// What the configuration says about serving pages.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
+    /// Mark cookies `Secure` (HTTPS deployments).
     pub cookie_secure: bool,
+    /// Take the client's address from `X-Forwarded-For` (behind a proxy).
     pub trust_forwarded_for: bool,
 }
 
@@ -65,8 +64,7 @@ pub fn app(sys: System, options: Options) -> Router {
     let state = Arc::new(AppState {
         sys,
         templates: render::Templates::new(),
-        cookie_secure: options.cookie_secure,
-        trust_forwarded_for: options.trust_forwarded_for,
+        options,
         sessions: Default::default(),
     });
     let headers = [

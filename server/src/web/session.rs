@@ -183,7 +183,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let client = client_address(req.headers(), peer, app.trust_forwarded_for);
+    let client = client_address(req.headers(), peer, app.options.trust_forwarded_for);
     let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
     let session = match &token {
         Some(t) if t.len() == 64 => {
@@ -229,7 +229,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
     if let Some(t) = new_anon {
         response.headers_mut().append(
             header::SET_COOKIE,
-            cookie(CSRF_COOKIE, t, app.cookie_secure, 24 * 3600),
+            cookie(CSRF_COOKIE, t, app.options.cookie_secure, 24 * 3600),
         );
     }
     Ok(response)
