@@ -241,7 +241,7 @@ async fn main() {
     println!(
         "whole run (load staff, fetch, count, rules, upsert {} records, keep {n} persons' data, open {} warnings): {secs:.2} s = {:.0} persons/s",
         addresses,
-        result["new_warnings"].as_array().map(Vec::len).unwrap_or(0),
+        result["summary"]["new_warnings"],
         n as f64 / secs
     );
     println!(
