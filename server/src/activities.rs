@@ -372,8 +372,8 @@ struct Tally {
     permille: Vec<Option<u64>>,
     /// `comparison_persons.data` of each site.
     data: Vec<String>,
-    /// (person index, reason) in run order.
-    anomalies: Vec<(usize, String)>,
+    /// (person index, reason, evidence) in run order.
+    anomalies: Vec<(usize, String, String)>,
     unknown: usize,
     /// How many persons were judged (all of them unless the answer stopped short).
     judged: usize,
@@ -420,7 +420,12 @@ fn judge_parts(
                 &reasons,
             );
             unknown += usize::from(record.is_none());
-            anomalies.extend(reasons.drain(..).map(|r| (i, r)));
+            anomalies.extend(
+                reasons
+                    .drain(..)
+                    .zip(judge.evidence())
+                    .map(|(r, e)| (i, r, e.clone())),
+            );
             judged += 1;
         }
     }
@@ -602,13 +607,78 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .map_err(db)?
             .into_iter()
             .collect();
+    // Warnings closed by review whose evidence may still be seen (R5.1):
+    // few, since each stops counting once a run no longer finds it.
+    let mut closed: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT id, dedupe_key, evidence FROM warnings WHERE closed_at IS NOT NULL AND evidence_gone = 0",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?
+    {
+        closed
+            .entry(r.try_get("dedupe_key").map_err(db)?)
+            .or_default()
+            .push((r.try_get("id").map_err(db)?, r.try_get("evidence").map_err(db)?));
+    }
+    let keyed = tally
+        .anomalies
+        .iter()
+        .map(|(i, reason, evidence)| {
+            let key = s
+                .rules
+                .call(
+                    "dedupe",
+                    "warning_key",
+                    &[json!(roster.staff[*i]), json!(reason)],
+                )
+                .map_err(|e| ActivityError::Permanent(e.to_string()))?;
+            let key = key.as_str().map(str::to_string).ok_or_else(|| {
+                ActivityError::Permanent(format!(
+                    "rules/dedupe.rhai: warning_key gave {key}, expected text"
+                ))
+            })?;
+            Ok((*i, reason, evidence, key))
+        })
+        .collect::<Result<Vec<_>, ActivityError>>()?;
+    // A closed warning's evidence is gone once this run finds its person
+    // without it (not found at all, or on other evidence): from then on a
+    // finding of that reason is new evidence.
+    let still: HashSet<(&str, &str)> = keyed
+        .iter()
+        .map(|(_, _, evidence, key)| (key.as_str(), evidence.as_str()))
+        .collect();
+    let gone: Vec<&str> = closed
+        .iter()
+        .flat_map(|(key, list)| {
+            list.iter()
+                .filter(|(_, evidence)| {
+                    !still.contains(&(key.as_str(), evidence.as_deref().unwrap_or_default()))
+                })
+                .map(|(id, _)| id.as_str())
+        })
+        .collect();
+    for chunk in gone.chunks(500) {
+        let marks = (2..chunk.len() + 2)
+            .map(|k| format!("${k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("UPDATE warnings SET evidence_gone = 1, updated_at = $1 WHERE id IN ({marks})");
+        let mut q = sqlx::query(&sql).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+    }
     // Names only of the anomalous persons.
     let mut names: HashMap<String, String> = HashMap::new();
     let flagged: Vec<&str> = {
         let mut v: Vec<&str> = tally
             .anomalies
             .iter()
-            .map(|(i, _)| roster.staff[*i].as_str())
+            .map(|(i, _, _)| roster.staff[*i].as_str())
             .collect();
         v.dedup();
         v
@@ -631,14 +701,13 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
     let mut counted = Vec::new();
     let mut seen = HashSet::new();
-    for (i, reason) in &tally.anomalies {
+    for (i, reason, evidence, key) in &keyed {
         let staff_id = &roster.staff[*i];
-        let key = s
-            .rules
-            .call("dedupe", "warning_key", &[json!(staff_id), json!(reason)])
-            .map_err(|e| ActivityError::Permanent(e.to_string()))?;
-        let key = key.as_str().unwrap_or_default().to_string();
-        if open.contains(&key) || !seen.insert(key.clone()) {
+        let same_evidence = closed.get(key).is_some_and(|list| {
+            list.iter()
+                .any(|(_, e)| e.as_deref() == Some(evidence.as_str()))
+        });
+        if open.contains(key) || same_evidence || !seen.insert(key.clone()) {
             continue;
         }
         let site = &roster.sites[roster.site_of(*i)];
@@ -655,8 +724,9 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             Arg::T(Some(staff_id.clone())),
             Arg::T(Some(name.clone())),
             Arg::T(Some(masked.clone())),
-            Arg::T(Some(reason.clone())),
+            Arg::T(Some(reason.to_string())),
             Arg::T(Some(key.clone())),
+            Arg::T(Some(evidence.to_string())),
             Arg::T(Some(run_id.clone())),
             Arg::T(Some("awaiting_disposal".into())),
             Arg::I(Some(0)),
@@ -684,7 +754,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     insert_many(
         &mut tx,
         "warnings",
-        "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, run_id, \
+        "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, evidence, run_id, \
          state, disposal_overdue, review_overdue, opened_at, updated_at",
         warning_rows,
         "",
