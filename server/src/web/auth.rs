@@ -67,16 +67,22 @@ pub struct LoginForm {
 }
 
 /// A new session for `account`: cookie set, to its home page.
+/// `by_sms`: the user just proved their bound mobile by SMS code.
 async fn start_session(
     app: &Shared,
     ctx: &Ctx,
     account: &accounts::Account,
+    by_sms: bool,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
     if let Some(old) = &ctx.token {
         accounts::end_session(&app.sys.pool, &app.sessions, old).await?;
     }
-    let token = accounts::create_session(&app.sys.pool, &account.username, now).await?;
+    let token = if by_sms {
+        accounts::create_sms_session(&app.sys.pool, &account.username, now).await?
+    } else {
+        accounts::create_session(&app.sys.pool, &account.username, now).await?
+    };
     let to = if account.must_change_password {
         "/password"
     } else {
@@ -101,9 +107,17 @@ pub async fn login(
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
-    match accounts::login_password(&app.sys.pool, &f.username, &f.password, &ctx.client, now).await
+    match accounts::login_password(
+        &app.sys.pool,
+        &app.hashing,
+        &f.username,
+        &f.password,
+        &ctx.client,
+        now,
+    )
+    .await
     {
-        Ok(a) => start_session(&app, &ctx, &a).await,
+        Ok(a) => start_session(&app, &ctx, &a, false).await,
         Err(e @ (accounts::Error::BadCredentials | accounts::Error::Throttled(_))) => login_form(
             &app,
             &ctx,
@@ -149,9 +163,9 @@ pub async fn login_sms(
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
-    match accounts::login_code(&app.sys.pool, &f.username, &f.code, now).await {
-        Ok(a) => start_session(&app, &ctx, &a).await,
-        Err(e @ accounts::Error::BadCode) => {
+    match accounts::login_code(&app.sys.pool, &f.username, &f.code, &ctx.client, now).await {
+        Ok(a) => start_session(&app, &ctx, &a, true).await,
+        Err(e @ (accounts::Error::BadCode | accounts::Error::Throttled(_))) => {
             login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms")
         }
         Err(e) => Err(e.into()),
@@ -176,13 +190,16 @@ fn register_form(
     ctx: &Ctx,
     form: &accounts::Registration,
     errors: &std::collections::BTreeMap<String, String>,
+    refused: Option<String>,
 ) -> Result<Response, WebError> {
     let kinds: Vec<_> = crate::domain::EnterpriseType::ALL
         .iter()
         .map(|k| context! { code => k.code(), label => k.label() })
         .collect();
     let districts = super::render::district_options(&app.sys.districts);
-    let status = if errors.is_empty() {
+    let status = if refused.is_some() {
+        axum::http::StatusCode::TOO_MANY_REQUESTS
+    } else if errors.is_empty() {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::BAD_REQUEST
@@ -191,7 +208,7 @@ fn register_form(
         app,
         ctx,
         "register.html",
-        context! { form, errors, kinds, districts },
+        context! { form, errors, kinds, districts, refused },
     )?;
     Ok((status, html).into_response())
 }
@@ -203,6 +220,7 @@ pub async fn register_page(State(app): State<Shared>, ctx: Ctx) -> Result<Respon
         &ctx,
         &accounts::Registration::default(),
         &Default::default(),
+        None,
     )
 }
 
@@ -212,7 +230,17 @@ pub async fn register(
     Form(f): Form<accounts::Registration>,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
-    match accounts::register(&app.sys.pool, &*app.sys.sms, &app.sys.districts, &f, now).await {
+    match accounts::register(
+        &app.sys.pool,
+        &app.hashing,
+        &*app.sys.sms,
+        &app.sys.districts,
+        &f,
+        &ctx.client,
+        now,
+    )
+    .await
+    {
         Ok(r) => Ok(app
             .templates
             .page(
@@ -223,8 +251,16 @@ pub async fn register(
             )?
             .into_response()),
         Err(accounts::Error::Invalid(errors)) => {
-            register_form(&app.templates, &app, &ctx, &f, &errors)
+            register_form(&app.templates, &app, &ctx, &f, &errors, None)
         }
+        Err(e @ accounts::Error::Throttled(_)) => register_form(
+            &app.templates,
+            &app,
+            &ctx,
+            &f,
+            &Default::default(),
+            Some(e.to_string()),
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -237,7 +273,7 @@ pub async fn password_page(State(app): State<Shared>, ctx: Ctx) -> Result<Respon
             &app,
             &ctx,
             "password.html",
-            context! { forced => a.must_change_password, errors => context!{} },
+            context! { forced => a.must_change_password, sms_proven => ctx.sms_proven, errors => context!{} },
         )?
         .into_response())
 }
@@ -259,11 +295,15 @@ pub async fn change_password(
 ) -> Result<Response, WebError> {
     let a = ctx.account()?;
     let now = app.sys.clock.now().timestamp_millis();
+    // A session that proved the bound mobile by SMS code sets a new password
+    // without the old one (R1.7); the form then has no such field.
+    let current = (!ctx.sms_proven).then_some(f.current_password.as_str());
     match accounts::change_password(
         &app.sys.pool,
+        &app.hashing,
         &app.sessions,
         &a.username,
-        &f.current_password,
+        current,
         &f.new_password,
         &f.confirm,
         ctx.token.as_deref().unwrap_or_default(),
@@ -277,9 +317,23 @@ pub async fn change_password(
                 &app,
                 &ctx,
                 "password.html",
-                context! { forced => a.must_change_password, errors },
+                context! { forced => a.must_change_password, sms_proven => ctx.sms_proven, errors },
             )?;
             Ok((axum::http::StatusCode::BAD_REQUEST, html).into_response())
+        }
+        Err(e @ accounts::Error::Throttled(_)) => {
+            let html = app.templates.page(
+                &app,
+                &ctx,
+                "password.html",
+                context! {
+                    forced => a.must_change_password,
+                    sms_proven => ctx.sms_proven,
+                    refused => e.to_string(),
+                    errors => context!{},
+                },
+            )?;
+            Ok((axum::http::StatusCode::TOO_MANY_REQUESTS, html).into_response())
         }
         Err(e) => Err(e.into()),
     }
