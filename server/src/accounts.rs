@@ -670,12 +670,7 @@ async fn take(
         let n: i64 = row.try_get("n")?;
         let first: Option<i64> = row.try_get("first")?;
         let last: Option<i64> = row.try_get("last")?;
-        wait = wait.max(limit.wait_ms(
-            n,
-            first.unwrap_or(now_ms),
-            last.unwrap_or(now_ms),
-            now_ms,
-        ));
+        wait = wait.max(limit.wait_ms(n, first.unwrap_or(now_ms), last.unwrap_or(now_ms), now_ms));
     }
     if wait > 0 {
         tx.rollback().await?;

@@ -75,15 +75,12 @@ fn app(w: &World, hashing: &Hashing) -> Router {
 /// A browser at client address `ip`.
 fn at(app: &Router, ip: &str) -> Client {
     let ip = HeaderValue::from_str(ip).unwrap();
-    Client::new(
-        app.clone()
-            .layer(tower::util::MapRequestLayer::new(
-                move |mut r: Request<Body>| {
-                    r.headers_mut().insert("x-forwarded-for", ip.clone());
-                    r
-                },
-            )),
-    )
+    Client::new(app.clone().layer(tower::util::MapRequestLayer::new(
+        move |mut r: Request<Body>| {
+            r.headers_mut().insert("x-forwarded-for", ip.clone());
+            r
+        },
+    )))
 }
 
 /// A browser at `ip` with the login page loaded (so it has a CSRF token).
@@ -262,7 +259,10 @@ async fn parallel_wrong_passwords_are_checked_at_most_the_limit(w: World) {
         .iter()
         .filter(|r| r.contains("账号或密码错误"))
         .count();
-    let refused = results.iter().filter(|r| r.contains("尝试次数过多")).count();
+    let refused = results
+        .iter()
+        .filter(|r| r.contains("尝试次数过多"))
+        .count();
     assert_eq!((checked, refused), (5, 95));
     assert_eq!(hashing.runs(), 5);
 
@@ -278,7 +278,10 @@ async fn parallel_wrong_passwords_are_checked_at_most_the_limit(w: World) {
         async move {
             c.post(
                 "/login",
-                &[("username", "jinjiang"), ("password", &format!("guess-{i}"))],
+                &[
+                    ("username", "jinjiang"),
+                    ("password", &format!("guess-{i}")),
+                ],
             )
             .await
         }
@@ -447,7 +450,10 @@ async fn sms_code_floods_and_parallel_code_guesses_are_refused(w: World) {
     })
     .await;
     assert_eq!(
-        results.iter().filter(|r| r.contains("验证码已发送")).count(),
+        results
+            .iter()
+            .filter(|r| r.contains("验证码已发送"))
+            .count(),
         1
     );
     assert_eq!(sent(&w).await, 1);
@@ -565,9 +571,12 @@ async fn an_sms_login_sets_a_new_password_without_the_old_one(w: World) {
     c.get("/home").await.assert_ok();
     // The new password logs in.
     let mut p = at_login(&app, "10.10.0.2").await;
-    p.post("/login", &[("username", "qysms"), ("password", "SmsNewPass9")])
-        .await
-        .assert_redirect("/home");
+    p.post(
+        "/login",
+        &[("username", "qysms"), ("password", "SmsNewPass9")],
+    )
+    .await
+    .assert_redirect("/home");
     // A session started by password must still give the old one.
     let r = p.get("/password").await;
     assert!(r.contains("current_password"));
@@ -617,12 +626,17 @@ async fn the_csv_error_list_is_bounded(w: World) {
     assert!(csv.len() < server::web::MAX_BODY - 1000, "{}", csv.len());
     let r = e.upload("/staff/import", "file", &csv).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.contains("共100000处问题"), "{}", &r.body[..2000.min(r.body.len())]);
+    assert!(
+        r.contains("共100000处问题"),
+        "{}",
+        &r.body[..2000.min(r.body.len())]
+    );
     assert_eq!(r.body.matches("<li>第").count(), 100);
     assert!(r.contains("以及另外 99,900 处错误"));
     assert!(r.body.len() < 64 * 1024, "page of {} bytes", r.body.len());
     assert_eq!(
-        w.count("SELECT COUNT(*) FROM staff WHERE name = '张三'").await,
+        w.count("SELECT COUNT(*) FROM staff WHERE name = '张三'")
+            .await,
         0
     );
 }

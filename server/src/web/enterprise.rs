@@ -375,14 +375,12 @@ pub async fn import(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let html = app
-        .templates
-        .page(
-            &app,
-            &ctx,
-            "import.html",
-            context! { errors, total, more, imported },
-        )?;
+    let html = app.templates.page(
+        &app,
+        &ctx,
+        "import.html",
+        context! { errors, total, more, imported },
+    )?;
     Ok((status, html).into_response())
 }
 
