@@ -1246,3 +1246,43 @@ pub async fn end_session(pool: &AnyPool, cache: &SessionCache, token: &str) -> R
     cache.forget(&hash);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Limit, Refusal};
+
+    #[test]
+    fn a_count_limit_waits_until_its_first_event_leaves_the_window() {
+        let l = Limit::Count {
+            max: 5,
+            window_ms: 900_000,
+        };
+        assert_eq!(l.wait_ms(4, 0, 0, 1_000), 0);
+        assert_eq!(l.wait_ms(5, 1_000, 5_000, 10_000), 891_000);
+        assert_eq!(l.wait_ms(5, 1_000, 5_000, 901_000), 0);
+    }
+
+    #[test]
+    fn back_off_doubles_after_the_free_events_and_is_capped() {
+        let l = Limit::Backoff {
+            free: 10,
+            window_ms: 900_000,
+            cap_ms: 900_000,
+        };
+        assert_eq!(l.wait_ms(9, 0, 0, 0), 0);
+        assert_eq!(l.wait_ms(10, 0, 0, 0), 1_000);
+        assert_eq!(l.wait_ms(13, 0, 0, 0), 8_000);
+        assert_eq!(l.wait_ms(13, 0, 0, 8_000), 0);
+        // Capped, never a hard lock, even far beyond.
+        assert_eq!(l.wait_ms(500, 0, 0, 0), 900_000);
+    }
+
+    #[test]
+    fn refusals_speak_chinese() {
+        assert_eq!(
+            Refusal::Minutes(15).to_string(),
+            "尝试次数过多，请15分钟后再试"
+        );
+        assert_eq!(Refusal::Busy.to_string(), "系统繁忙，请稍后再试");
+    }
+}

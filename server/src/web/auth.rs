@@ -49,6 +49,25 @@ fn login_form(
     Ok((status, html).into_response())
 }
 
+/// A refused login form answers 429 (a throttle) or 503 (every hashing
+/// slot busy) rather than 400, so clients and proxies can tell.
+fn refused_status(
+    r: Result<Response, WebError>,
+    e: &accounts::Error,
+) -> Result<Response, WebError> {
+    let mut r = r?;
+    match e {
+        accounts::Error::Throttled(accounts::Refusal::Busy) => {
+            *r.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
+        accounts::Error::Throttled(_) => {
+            *r.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS
+        }
+        _ => {}
+    }
+    Ok(r)
+}
+
 pub async fn login_page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     if let Some(a) = &ctx.account {
         return Ok(Redirect::to(home_of(&a.role)).into_response());
@@ -118,14 +137,19 @@ pub async fn login(
     .await
     {
         Ok(a) => start_session(&app, &ctx, &a, false).await,
-        Err(e @ (accounts::Error::BadCredentials | accounts::Error::Throttled(_))) => login_form(
-            &app,
-            &ctx,
-            Some(e.to_string()),
-            None,
-            &f.username,
-            "password",
-        ),
+        Err(e @ (accounts::Error::BadCredentials | accounts::Error::Throttled(_))) => {
+            refused_status(
+                login_form(
+                    &app,
+                    &ctx,
+                    Some(e.to_string()),
+                    None,
+                    &f.username,
+                    "password",
+                ),
+                &e,
+            )
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -150,9 +174,10 @@ pub async fn send_code(
             &f.username,
             "sms",
         ),
-        Err(e @ (accounts::Error::Throttled(_) | accounts::Error::Sms(_))) => {
-            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms")
-        }
+        Err(e @ (accounts::Error::Throttled(_) | accounts::Error::Sms(_))) => refused_status(
+            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms"),
+            &e,
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -165,9 +190,10 @@ pub async fn login_sms(
     let now = app.sys.clock.now().timestamp_millis();
     match accounts::login_code(&app.sys.pool, &f.username, &f.code, &ctx.client, now).await {
         Ok(a) => start_session(&app, &ctx, &a, true).await,
-        Err(e @ (accounts::Error::BadCode | accounts::Error::Throttled(_))) => {
-            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms")
-        }
+        Err(e @ (accounts::Error::BadCode | accounts::Error::Throttled(_))) => refused_status(
+            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms"),
+            &e,
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -190,16 +216,14 @@ fn register_form(
     ctx: &Ctx,
     form: &accounts::Registration,
     errors: &std::collections::BTreeMap<String, String>,
-    refused: Option<String>,
+    refused: Option<&accounts::Error>,
 ) -> Result<Response, WebError> {
     let kinds: Vec<_> = crate::domain::EnterpriseType::ALL
         .iter()
         .map(|k| context! { code => k.code(), label => k.label() })
         .collect();
     let districts = super::render::district_options(&app.sys.districts);
-    let status = if refused.is_some() {
-        axum::http::StatusCode::TOO_MANY_REQUESTS
-    } else if errors.is_empty() {
+    let status = if errors.is_empty() {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::BAD_REQUEST
@@ -208,9 +232,12 @@ fn register_form(
         app,
         ctx,
         "register.html",
-        context! { form, errors, kinds, districts, refused },
+        context! { form, errors, kinds, districts, refused => refused.map(|e| e.to_string()) },
     )?;
-    Ok((status, html).into_response())
+    match refused {
+        Some(e) => refused_status(Ok(html.into_response()), e),
+        None => Ok((status, html).into_response()),
+    }
 }
 
 pub async fn register_page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
@@ -259,7 +286,7 @@ pub async fn register(
             &ctx,
             &f,
             &Default::default(),
-            Some(e.to_string()),
+            Some(&e),
         ),
         Err(e) => Err(e.into()),
     }
