@@ -226,6 +226,8 @@ struct HashingInner {
     runs: AtomicU64,
 }
 
+static GLOBAL_HASHING: std::sync::OnceLock<Hashing> = std::sync::OnceLock::new();
+
 /// How long a login waits for a hashing slot before it is refused.
 pub const HASH_WAIT: Duration = Duration::from_secs(5);
 
@@ -244,13 +246,19 @@ impl Hashing {
         }
     }
 
-    /// The process's one bound: a slot per available core.
+    /// The process's one bound: a slot per available core, unless
+    /// `set_global` chose otherwise before first use.
     pub fn global() -> &'static Hashing {
-        static GLOBAL: std::sync::OnceLock<Hashing> = std::sync::OnceLock::new();
-        GLOBAL.get_or_init(|| {
+        GLOBAL_HASHING.get_or_init(|| {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             Hashing::new(cores, HASH_WAIT)
         })
+    }
+
+    /// Make `hashing` the process's bound (e.g. from configuration, at
+    /// start-up). Refused (returned) once `global()` has been used.
+    pub fn set_global(hashing: Hashing) -> Result<(), Hashing> {
+        GLOBAL_HASHING.set(hashing)
     }
 
     /// Slots, i.e. the most hashes that ever run at once.

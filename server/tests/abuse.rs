@@ -734,3 +734,50 @@ async fn slow_clients_are_cut_off_while_healthz_answers() {
     assert_eq!(r.status(), 200);
     server.abort();
 }
+
+/// The cap on open connections holds: with two slow clients holding both
+/// places, a third connection is not served until the header-read timeout
+/// cuts one of them, and then it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_connection_cap_holds_and_frees_as_slow_clients_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new(START).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let header_read = Duration::from_millis(800);
+    let limits = server::web::ServeLimits {
+        header_read,
+        request: Duration::from_secs(5),
+        max_connections: 2,
+    };
+    let server = tokio::spawn(server::web::serve_with(listener, w.app.clone(), limits));
+    const BOUND: Duration = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(BOUND, s.read_to_end(&mut buf))
+        .await
+        .expect("answered once a place was free")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    // Not before a slow client was cut: the cap held meanwhile (with no
+    // cap it is answered at once).
+    assert!(
+        started.elapsed() >= header_read,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+    server.abort();
+}
