@@ -6,7 +6,8 @@
 //! password or code is checked, atomically (`take`), per account and client
 //! address so a stranger cannot lock a real user out.
 //!
-//! Owns the `accounts`, `sessions`, `sms_codes` and `throttle_events` rows
+//! Owns the `accounts`, `sessions`, `sms_codes`, `throttle_events` and
+//! `login_addresses` rows
 //! and the enterprise row created at registration. Must not know about HTTP:
 //! the web layer passes the client's address in as a plain string.
 
@@ -42,8 +43,11 @@ const LOGIN_MAX_PER_CLIENT: i64 = 20;
 /// in the window, then each further one waits 2^k seconds after the latest
 /// (k = failures beyond the free ones), at most `LOGIN_BACKOFF_CAP_MS`.
 /// Never a hard lock, and the SMS-code login stays open meanwhile.
+/// The back-off does not hold back an address the account logged in from
+/// within `KNOWN_ADDRESS_MS` (`login_addresses`).
 const LOGIN_FREE_PER_ACCOUNT: i64 = 10;
 const LOGIN_BACKOFF_CAP_MS: i64 = LOGIN_WINDOW_MS;
+const KNOWN_ADDRESS_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Wrong SMS codes from one client address (each code also allows only
 /// `CODE_MAX_ATTEMPTS` guesses in all).
 const CODE_GUESS_MAX_PER_CLIENT: i64 = 10;
@@ -756,11 +760,12 @@ async fn load_account(pool: &AnyPool, username: &str) -> Result<Option<(Account,
 /// The attempt is counted before the password is checked (`take`) on three
 /// keys: this account from this client address (5 in 15 minutes, then
 /// refused), this client (20), and this account from anywhere (10 free,
-/// then exponential back-off capped at 15 minutes: never a hard lock). A
+/// then exponential back-off capped at 15 minutes: never a hard lock; not
+/// applied at an address the account logged in from within 30 days). A
 /// stranger's guesses therefore do not stop the real user logging in from
 /// their own address, and the SMS-code login is counted apart. A success
-/// takes its attempt back and clears this account's failures from this
-/// address. The check itself runs under `hashing`.
+/// takes its attempt back, clears this account's failures from this
+/// address and remembers the address. The check runs under `hashing`.
 pub async fn login_password(
     pool: &AnyPool,
     hashing: &Hashing,
@@ -780,6 +785,20 @@ pub async fn login_password(
     let by_client = format!("login-client:{client}");
     let by_account = format!("login:{username}");
     let attempt = new_id();
+    // From a known address the attempt still counts on the account, but
+    // the account's back-off does not hold it back.
+    let account_limit = if known_address(pool, username, client, now_ms).await? {
+        Limit::Count {
+            max: i64::MAX,
+            window_ms: LOGIN_WINDOW_MS,
+        }
+    } else {
+        Limit::Backoff {
+            free: LOGIN_FREE_PER_ACCOUNT,
+            window_ms: LOGIN_WINDOW_MS,
+            cap_ms: LOGIN_BACKOFF_CAP_MS,
+        }
+    };
     take(
         pool,
         &[
@@ -797,14 +816,7 @@ pub async fn login_password(
                     window_ms: LOGIN_WINDOW_MS,
                 },
             ),
-            (
-                by_account.clone(),
-                Limit::Backoff {
-                    free: LOGIN_FREE_PER_ACCOUNT,
-                    window_ms: LOGIN_WINDOW_MS,
-                    cap_ms: LOGIN_BACKOFF_CAP_MS,
-                },
-            ),
+            (by_account.clone(), account_limit),
         ],
         Some(&attempt),
         now_ms,
@@ -830,6 +842,7 @@ pub async fn login_password(
     match found {
         Some((account, _)) if ok => {
             give_back(pool, &keys, &attempt, &[&pair]).await?;
+            remember_address(pool, &account.username, client, now_ms).await?;
             Ok(account)
         }
         _ => Err(Error::BadCredentials),
@@ -977,10 +990,56 @@ pub async fn login_code(
         return Err(Error::BadCode);
     }
     give_back(pool, &[&by_client], &attempt, &[]).await?;
-    load_account(pool, username)
+    let account = load_account(pool, username)
         .await?
         .map(|(a, _)| a)
-        .ok_or(Error::BadCode)
+        .ok_or(Error::BadCode)?;
+    remember_address(pool, &account.username, client, now_ms).await?;
+    Ok(account)
+}
+
+/// Whether `username` logged in successfully from `client` lately.
+async fn known_address(
+    pool: &AnyPool,
+    username: &str,
+    client: &str,
+    now_ms: i64,
+) -> Result<bool, Error> {
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT last_success FROM login_addresses WHERE username = $1 AND client = $2",
+    )
+    .bind(username)
+    .bind(client)
+    .fetch_optional(pool)
+    .await?;
+    Ok(last.is_some_and(|t| t > now_ms - KNOWN_ADDRESS_MS))
+}
+
+/// Note a successful login of `username` from `client`; forget the
+/// account's addresses not used for `KNOWN_ADDRESS_MS`.
+async fn remember_address(
+    pool: &AnyPool,
+    username: &str,
+    client: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO login_addresses (username, client, last_success) VALUES ($1, $2, $3) \
+         ON CONFLICT (username, client) DO UPDATE SET last_success = excluded.last_success",
+    )
+    .bind(username)
+    .bind(client)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM login_addresses WHERE username = $1 AND last_success <= $2")
+        .bind(username)
+        .bind(now_ms - KNOWN_ADDRESS_MS)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Change a password (forced at first login, R1.2): the current one must be

@@ -327,21 +327,45 @@ async fn a_stranger_cannot_lock_the_real_user_out_and_the_sms_path_stays_open(w:
         bot.post("/login", &[("username", USER), ("password", "wrong")])
             .await;
     }
-    let r = user
-        .post("/login", &[("username", USER), ("password", &pw)])
+    let r = at_login(&app, "192.0.2.200")
+        .await
+        .post("/login", &[("username", USER), ("password", "wrong")])
         .await;
     assert!(r.contains("尝试次数过多"), "{}", r.body);
-    // The SMS path stays open for the real user.
-    let r = user.post("/login/code", &[("username", USER)]).await;
-    assert!(r.contains("验证码已发送"), "{}", r.body);
-    let code = latest_code(&w).await;
-    user.post("/login/sms", &[("username", USER), ("code", &code)])
+    // Still the real user logs in by password from the address they used
+    // before.
+    user.post("/login", &[("username", USER), ("password", &pw)])
         .await
         .assert_redirect("/home");
-    // And the back-off is bounded: after it the password works again.
     log_out(&mut user).await;
+    // From a new address (a hotel) the password waits out the back-off ...
+    let mut away = at_login(&app, "203.0.113.99").await;
+    let r = away
+        .post("/login", &[("username", USER), ("password", &pw)])
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.contains("尝试次数过多"), "{}", r.body);
+    // ... but the SMS path stays open.
+    let r = away.post("/login/code", &[("username", USER)]).await;
+    assert!(r.contains("验证码已发送"), "{}", r.body);
+    let code = latest_code(&w).await;
+    away.post("/login/sms", &[("username", USER), ("code", &code)])
+        .await
+        .assert_redirect("/home");
+    // That address is known now; and the back-off is bounded anyway: for
+    // another new address the password works again after it.
+    log_out(&mut away).await;
+    away.post("/login", &[("username", USER), ("password", &pw)])
+        .await
+        .assert_redirect("/home");
+    let mut other = at_login(&app, "203.0.113.100").await;
+    assert!(other
+        .post("/login", &[("username", USER), ("password", &pw)])
+        .await
+        .contains("尝试次数过多"));
     w.clock.advance(Duration::from_secs(16 * 60));
-    user.post("/login", &[("username", USER), ("password", &pw)])
+    other
+        .post("/login", &[("username", USER), ("password", &pw)])
         .await
         .assert_redirect("/home");
 }
