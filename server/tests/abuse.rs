@@ -118,6 +118,7 @@ fn registered(r: &web::Response) -> bool {
     r.status == StatusCode::OK && r.contains("id=\"new-username\"")
 }
 
+/// The code of the last login-code SMS (send each at a later clock time).
 async fn latest_code(w: &World) -> String {
     let params: String = sqlx::query_scalar(
         "SELECT params FROM sms_log WHERE template = 'login_code' ORDER BY created_at DESC LIMIT 1",
@@ -612,6 +613,34 @@ async fn an_sms_login_sets_a_new_password_without_the_old_one(w: World) {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.contains("原密码不正确"));
+    // A user who forgot the password: SMS code with "忘记密码", straight to
+    // the form, no old password.
+    w.clock.advance(Duration::from_secs(1));
+    let mut f = at_login(&app, "10.10.0.3").await;
+    assert!(f.get("/login").await.contains("忘记密码"));
+    assert!(f
+        .post("/login/code", &[("username", USER)])
+        .await
+        .contains("验证码已发送"));
+    let code = latest_code(&w).await;
+    f.post(
+        "/login/sms",
+        &[("username", USER), ("code", &code), ("reset", "1")],
+    )
+    .await
+    .assert_redirect("/password");
+    let r = f.get("/password").await;
+    assert!(r.contains("无需填写原密码") && !r.contains("current_password"));
+    f.post(
+        "/password",
+        &[("new_password", "Forgot2026x"), ("confirm", "Forgot2026x")],
+    )
+    .await
+    .assert_redirect("/home");
+    let mut g = at_login(&app, "10.10.0.4").await;
+    g.post("/login", &[("username", USER), ("password", "Forgot2026x")])
+        .await
+        .assert_redirect("/home");
     // The SMS proof lasts a while, not the whole session.
     w.clock.advance(Duration::from_secs(16 * 60));
     let r = c.get("/password").await;

@@ -83,15 +83,21 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     code: String,
+    /// "1": after an SMS-code login, go to the password form (forgotten
+    /// password, R1.7).
+    #[serde(default)]
+    reset: String,
 }
 
 /// A new session for `account`: cookie set, to its home page.
-/// `by_sms`: the user just proved their bound mobile by SMS code.
+/// `by_sms`: the user just proved their bound mobile by SMS code;
+/// `reset`: and wants to set a new password (to /password).
 async fn start_session(
     app: &Shared,
     ctx: &Ctx,
     account: &accounts::Account,
     by_sms: bool,
+    reset: bool,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
     if let Some(old) = &ctx.token {
@@ -102,7 +108,7 @@ async fn start_session(
     } else {
         accounts::create_session(&app.sys.pool, &account.username, now).await?
     };
-    let to = if account.must_change_password {
+    let to = if account.must_change_password || (by_sms && reset) {
         "/password"
     } else {
         home_of(&account.role)
@@ -136,7 +142,7 @@ pub async fn login(
     )
     .await
     {
-        Ok(a) => start_session(&app, &ctx, &a, false).await,
+        Ok(a) => start_session(&app, &ctx, &a, false, false).await,
         Err(e @ (accounts::Error::BadCredentials | accounts::Error::Throttled(_))) => {
             refused_status(
                 login_form(
@@ -189,7 +195,7 @@ pub async fn login_sms(
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
     match accounts::login_code(&app.sys.pool, &f.username, &f.code, &ctx.client, now).await {
-        Ok(a) => start_session(&app, &ctx, &a, true).await,
+        Ok(a) => start_session(&app, &ctx, &a, true, f.reset == "1").await,
         Err(e @ (accounts::Error::BadCode | accounts::Error::Throttled(_))) => refused_status(
             login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms"),
             &e,
