@@ -834,3 +834,14 @@ async fn the_connection_cap_holds_and_frees_as_slow_clients_are_cut() {
     drop(slow);
     server.abort();
 }
+
+/// The default cap leaves descriptors for the database: half the open-file
+/// limit, within bounds.
+#[test]
+fn the_default_connection_cap_is_bounded() {
+    let n = server::web::default_max_connections();
+    assert!((64..=10_000).contains(&n), "{n}");
+    let d = server::web::ServeLimits::default();
+    assert_eq!(d.max_connections, n);
+    assert!(d.header_read < d.request);
+}
