@@ -32,6 +32,10 @@ pub struct Ctx {
     pub csrf: String,
     /// The client's address, for throttling.
     pub client: String,
+    /// The session was started by a proven SMS code a short while ago
+    /// (`accounts::Session::sms_proven`): it may set a new password without
+    /// the old one.
+    pub sms_proven: bool,
 }
 
 impl Ctx {
@@ -211,6 +215,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
             _ => return Err(WebError::Csrf),
         }
     }
+    let sms_proven = session.as_ref().is_some_and(|s| s.sms_proven(now));
     let account = session.map(|s| s.account);
     if let Some(a) = &account {
         let path = req.uri().path();
@@ -223,6 +228,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
         token,
         csrf,
         client,
+        sms_proven,
     };
     req.extensions_mut().insert(ctx);
     let mut response = next.run(req).await;
