@@ -83,6 +83,8 @@ pub enum Role {
     District { code: String },
     City,
     Operator,
+    /// System administrator: manages accounts (R1.7), imports enterprises.
+    Admin,
 }
 
 impl Role {
@@ -92,6 +94,7 @@ impl Role {
             Role::District { .. } => "district",
             Role::City => "city",
             Role::Operator => "operator",
+            Role::Admin => "admin",
         }
     }
 }
@@ -117,6 +120,7 @@ fn account_from_row(r: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
             code: district.unwrap_or_default(),
         },
         "city" => Role::City,
+        "admin" => Role::Admin,
         _ => Role::Operator,
     };
     Ok(Account {
@@ -446,7 +450,8 @@ async fn throttle_hit(pool: &AnyPool, keys: &[String], now_ms: i64) -> Result<()
 async fn load_account(pool: &AnyPool, username: &str) -> Result<Option<(Account, String)>, Error> {
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a \
-         LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE a.username = $1"
+         LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE a.username = $1 \
+         AND a.disabled_at IS NULL"
     ))
     .bind(username)
     .fetch_optional(pool)
@@ -734,7 +739,9 @@ impl SessionCache {
         self.entries.lock().expect("session cache").remove(hash);
     }
 
-    fn forget_user(&self, username: &str) {
+    /// Drop every cached session of `username` (password change, account
+    /// disabled or reset by an administrator).
+    pub fn forget_user(&self, username: &str) {
         self.entries
             .lock()
             .expect("session cache")
@@ -769,7 +776,7 @@ pub async fn session(
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, s.csrf, s.last_seen, s.expires_at FROM sessions s \
          JOIN accounts a ON a.username = s.username LEFT JOIN enterprises e ON e.id = a.enterprise_id \
-         WHERE s.token_hash = $1"
+         WHERE s.token_hash = $1 AND a.disabled_at IS NULL"
     ))
     .bind(&hash)
     .fetch_optional(reader)

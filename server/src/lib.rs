@@ -2,6 +2,7 @@
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
 pub mod accounts;
+pub mod admin;
 pub mod activities;
 pub mod adapters;
 pub mod comparison;
