@@ -11,7 +11,7 @@
 //! | 企业类型 (`type`) | yes | code or label, e.g. `施工企业` |
 //! | 所属区（市）县 (`district`) | yes | code (`jinjiang`), area (锦江区) or unit |
 //! | 注册地址 (`registered_address`) | yes | |
-//! | 在蓉办公地址 (`office_addresses`) | no | several separated by `；` or `|`; in the enterprise's district; none: the registered address |
+//! | 在蓉办公地址 (`office_addresses`) | no | several separated by `；` (or `;`, or a vertical bar); in the enterprise's district; none: the registered address |
 //! | 联系人 (`contact_name`) | no | |
 //! | 联系人手机 (`contact_mobile`) | yes | |
 //! | 登录方式 (`login_methods`) | yes | `password`, `sms`, `usb_key`, `ca` (or 密码, 短信, 密码锁, CA), several separated by `、` or `;` |
