@@ -76,14 +76,14 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Who is logged in, as stored.
+/// Who is logged in, as stored. `Admin`: system administrators (R1.7:
+/// accounts, enterprise imports; see `crate::admin`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Role {
     Enterprise { id: String, district: String },
     District { code: String },
     City,
     Operator,
-    /// System administrator: manages accounts (R1.7), imports enterprises.
     Admin,
 }
 

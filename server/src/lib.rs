@@ -2,9 +2,9 @@
 //! engine. Domain data and its database, adapters to outside services,
 //! configuration.
 pub mod accounts;
-pub mod admin;
 pub mod activities;
 pub mod adapters;
+pub mod admin;
 pub mod comparison;
 pub mod config;
 pub mod db;

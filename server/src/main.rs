@@ -317,8 +317,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
         | AdminCommand::ImportAccounts { target, .. }
         | AdminCommand::ImportEnterprises { target, .. } => target,
     };
-    let config =
-        server::config::Config::load(target.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::load(target.config.as_deref(), |k| std::env::var(k).ok())?;
     let paths = if target.workflows.exists() {
         server::system::Paths {
             workflows: target.workflows.clone(),
@@ -337,8 +336,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
     .context("opening the database")?;
     let now = sys.clock.now().timestamp_millis();
     let read = |file: &PathBuf| -> anyhow::Result<String> {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         admin::csv_text(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
     };
     // Rows with problems: print them all (bounded) and fail.
@@ -431,7 +429,9 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 Ok(report) => {
                     println!(
                         "新增企业 {} 家，更新企业 {} 家，新开账号 {} 个",
-                        report.created, report.updated, report.accounts.len()
+                        report.created,
+                        report.updated,
+                        report.accounts.len()
                     );
                     for a in &report.accounts {
                         println!(

@@ -145,7 +145,11 @@ async fn login_refused(app: &Router, username: &str, password: &str) {
 
 /// Every `<input id>` and `<select id>` of a page has a `<label for>`.
 fn assert_labelled(path: &str, body: &str) {
-    for tag in ["<input id=\"", "<select id=\"", "<input type=\"checkbox\" id=\""] {
+    for tag in [
+        "<input id=\"",
+        "<select id=\"",
+        "<input type=\"checkbox\" id=\"",
+    ] {
         for (i, _) in body.match_indices(tag) {
             let rest = &body[i + tag.len()..];
             let id = &rest[..rest.find('"').unwrap()];
@@ -203,7 +207,10 @@ async fn administrators_create_disable_enable_and_reset_accounts_and_no_one_else
     }
     assert!(r.contains("value=\"a b\""), "the form keeps what was typed");
     let r = a
-        .post("/admin/accounts", &[("username", "jinjiang"), ("role", "city")])
+        .post(
+            "/admin/accounts",
+            &[("username", "jinjiang"), ("role", "city")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.contains("该账号已存在"));
@@ -233,9 +240,12 @@ async fn administrators_create_disable_enable_and_reset_accounts_and_no_one_else
     // Nobody else reaches the administrator's pages.
     assert_eq!(d.get("/admin").await.status, StatusCode::FORBIDDEN);
     assert_eq!(
-        d.post("/admin/accounts", &[("username", "x123"), ("role", "admin")])
-            .await
-            .status,
+        d.post(
+            "/admin/accounts",
+            &[("username", "x123"), ("role", "admin")]
+        )
+        .await
+        .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
@@ -252,7 +262,11 @@ async fn administrators_create_disable_enable_and_reset_accounts_and_no_one_else
     ] {
         let mut c = Client::new(app.clone());
         c.login(user, &w.passwords[user], home).await;
-        assert_eq!(c.get("/admin").await.status, StatusCode::FORBIDDEN, "{user}");
+        assert_eq!(
+            c.get("/admin").await.status,
+            StatusCode::FORBIDDEN,
+            "{user}"
+        );
         assert_eq!(
             c.get("/admin/enterprises").await.status,
             StatusCode::FORBIDDEN,
@@ -401,32 +415,64 @@ async fn enterprise_import_saves_nothing_on_a_bad_row_and_imports_a_good_file_on
     let r = import(&mut a, &bad).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     assert!(r.contains("第3行：统一社会信用代码"), "{}", r.body);
-    assert!(r.contains("第4行：登录方式“fingerprint”无法识别"), "{}", r.body);
+    assert!(
+        r.contains("第4行：登录方式“fingerprint”无法识别"),
+        "{}",
+        r.body
+    );
     assert!(r.contains("未导入任何内容"));
-    assert_eq!(w.count("SELECT COUNT(*) FROM enterprises").await, enterprises);
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM enterprises").await,
+        enterprises
+    );
     assert_eq!(w.count("SELECT COUNT(*) FROM accounts").await, accounts);
     assert_eq!(w.count("SELECT COUNT(*) FROM addresses").await, addresses);
     assert!(sms.all().is_empty());
     // An account name another user has is a row error too.
     let r = import(&mut a, &good_file().replace("cdjs001", "jinjiang")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.contains("第2行：账号“jinjiang”已被其他用户使用"), "{}", r.body);
-    assert_eq!(w.count("SELECT COUNT(*) FROM enterprises").await, enterprises);
+    assert!(
+        r.contains("第2行：账号“jinjiang”已被其他用户使用"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM enterprises").await,
+        enterprises
+    );
     // A huge bad file gives a bounded list.
-    let mut many = String::from("统一社会信用代码,企业名称,企业类型,所属区（市）县,注册地址,联系人手机,登录方式\n");
+    let mut many = String::from(
+        "统一社会信用代码,企业名称,企业类型,所属区（市）县,注册地址,联系人手机,登录方式\n",
+    );
     for i in 0..150 {
-        many.push_str(&format!("X{i},公司{i},施工企业,锦江区,某路,13600000001,sms\n"));
+        many.push_str(&format!(
+            "X{i},公司{i},施工企业,锦江区,某路,13600000001,sms\n"
+        ));
     }
     let r = import(&mut a, &many).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.contains("共150处问题") && r.contains("另有50处问题未列出"), "{}", r.body);
-    assert_eq!(r.body.matches("<li>第").count(), server::admin::MAX_ROW_ERRORS);
+    assert!(
+        r.contains("共150处问题") && r.contains("另有50处问题未列出"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body.matches("<li>第").count(),
+        server::admin::MAX_ROW_ERRORS
+    );
 
     // The good file.
     let r = import(&mut a, &good_file()).await;
     r.assert_ok();
-    assert!(r.contains("新增企业 3 家，更新企业 0 家，新开账号 3 个"), "{}", r.body);
-    assert_eq!(w.count("SELECT COUNT(*) FROM enterprises").await, enterprises + 3);
+    assert!(
+        r.contains("新增企业 3 家，更新企业 0 家，新开账号 3 个"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM enterprises").await,
+        enterprises + 3
+    );
     assert_eq!(
         w.count("SELECT COUNT(*) FROM addresses a JOIN enterprises e ON e.id = a.enterprise_id WHERE e.name = '成都丙设计院'")
             .await,
@@ -470,10 +516,21 @@ async fn enterprise_import_saves_nothing_on_a_bad_row_and_imports_a_good_file_on
     let texts = sms.all().len();
     let accounts = w.count("SELECT COUNT(*) FROM accounts").await;
     let addresses = w.count("SELECT COUNT(*) FROM addresses").await;
-    let r = import(&mut a, &good_file().replace("成都乙监理有限公司", "成都乙监理咨询有限公司")).await;
+    let r = import(
+        &mut a,
+        &good_file().replace("成都乙监理有限公司", "成都乙监理咨询有限公司"),
+    )
+    .await;
     r.assert_ok();
-    assert!(r.contains("新增企业 0 家，更新企业 3 家，新开账号 0 个"), "{}", r.body);
-    assert_eq!(w.count("SELECT COUNT(*) FROM enterprises").await, enterprises + 3);
+    assert!(
+        r.contains("新增企业 0 家，更新企业 3 家，新开账号 0 个"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM enterprises").await,
+        enterprises + 3
+    );
     assert_eq!(w.count("SELECT COUNT(*) FROM accounts").await, accounts);
     assert_eq!(w.count("SELECT COUNT(*) FROM addresses").await, addresses);
     assert_eq!(
@@ -502,7 +559,10 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
     let mut c = Client::new(app.clone());
     c.login("city", &w.passwords["city"], "/ops").await;
     let r = c.get("/ops").await;
-    assert!(r.contains("href=\"/window\""), "the city's menu links the window");
+    assert!(
+        r.contains("href=\"/window\""),
+        "the city's menu links the window"
+    );
     let r = c.get(&format!("/window?q={}", code(3))).await;
     r.assert_ok();
     assert!(r.contains("成都丙设计院") && r.contains("密码锁、CA证书") && r.contains("未绑定"));
@@ -528,7 +588,10 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
     assert!(r.contains("id=\"documents-error\"") && r.contains("办理事项情况说明"));
     assert!(r.contains("id=\"mobile-error\""));
     assert!(r.contains("id=\"doc-licence\" name=\"documents\" value=\"licence\" checked"));
-    assert_eq!(w.count("SELECT COUNT(*) FROM login_method_switches").await, 0);
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM login_method_switches").await,
+        0
+    );
     assert_eq!(
         w.count("SELECT COUNT(*) FROM accounts WHERE username = 'cdbs003' AND mobile IS NULL")
             .await,
@@ -550,7 +613,11 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
         )
         .await;
     r.assert_ok();
-    assert!(r.contains("已短信通知企业") && r.contains("短信验证码"), "{}", r.body);
+    assert!(
+        r.contains("已短信通知企业") && r.contains("短信验证码"),
+        "{}",
+        r.body
+    );
     assert!(r.contains("办理记录") && r.contains("赵经办"));
     let row = sqlx::query(
         "SELECT s.handled_by, s.handled_at, s.documents, s.mobile, s.username, s.previous_methods \
@@ -591,7 +658,8 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
     // Enterprises and districts have no window.
     assert_eq!(e.get("/window").await.status, StatusCode::FORBIDDEN);
     let mut d = Client::new(app.clone());
-    d.login("jinjiang", &w.passwords["jinjiang"], "/district").await;
+    d.login("jinjiang", &w.passwords["jinjiang"], "/district")
+        .await;
     assert_eq!(d.get("/window").await.status, StatusCode::FORBIDDEN);
     // Administrators do.
     let mut a = admin_client(&w, &app).await;

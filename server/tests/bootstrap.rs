@@ -183,7 +183,8 @@ async fn production_from_nothing_following_the_readme() {
     assert!(stdout(&again).contains("该账号已存在"), "{again:?}");
 
     // 3. District, city and operator accounts, as the README builds the file.
-    let districts = server::domain::Districts::load(root().join("workflows/districts.yaml")).unwrap();
+    let districts =
+        server::domain::Districts::load(root().join("workflows/districts.yaml")).unwrap();
     let mut csv = String::from("账号,角色,区（市）县,手机号\n");
     for d in districts.all() {
         csv.push_str(&format!("{0},district,{0},\n", d.code.as_str()));
@@ -195,7 +196,10 @@ async fn production_from_nothing_following_the_readme() {
     let out = server(&["admin", "import-accounts", "--config", config, accounts]);
     assert!(out.status.success(), "{out:?}");
     let printed = stdout(&out);
-    assert!(printed.contains("新建账号 25 个，已存在未改动 0 个"), "{printed}");
+    assert!(
+        printed.contains("新建账号 25 个，已存在未改动 0 个"),
+        "{printed}"
+    );
     let jinjiang_password = printed
         .lines()
         .find(|l| l.contains("账号 jinjiang "))
@@ -281,9 +285,13 @@ async fn production_from_nothing_following_the_readme() {
         assert_eq!(status, 200, "{page}");
         let (status, _, page) = a.get(&format!("/window?q={}", code(2))).await;
         assert_eq!(status, 200);
-        assert!(page.contains("成都戊勘察有限公司") && page.contains("密码锁"), "{page}");
+        assert!(
+            page.contains("成都戊勘察有限公司") && page.contains("密码锁"),
+            "{page}"
+        );
         let mut d = Browser::new(&url);
-        d.first_login("jinjiang", &jinjiang_password, "/district").await;
+        d.first_login("jinjiang", &jinjiang_password, "/district")
+            .await;
     };
     let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
     let _ = child.kill();

@@ -274,14 +274,13 @@ pub async fn set_disabled(
         return Err(Error::Refused("不能停用自己的账号".into()));
     }
     let mut tx = pool.begin().await?;
-    let r = sqlx::query(
-        "UPDATE accounts SET disabled_at = $1, updated_at = $2 WHERE username = $3",
-    )
-    .bind(disabled.then_some(now_ms))
-    .bind(now_ms)
-    .bind(username)
-    .execute(&mut *tx)
-    .await?;
+    let r =
+        sqlx::query("UPDATE accounts SET disabled_at = $1, updated_at = $2 WHERE username = $3")
+            .bind(disabled.then_some(now_ms))
+            .bind(now_ms)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
     if r.rows_affected() == 0 {
         return Err(Error::NotFound);
     }

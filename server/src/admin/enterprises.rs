@@ -42,7 +42,9 @@ use super::accounts::find_district;
 use super::{audit, hash_all, Columns, Error, LoginMethod, RowErrors, NO_PASSWORD};
 use crate::accounts::{generate_password, new_id};
 use crate::adapters::sms::{Message, SmsGateway};
-use crate::domain::{Address, CreditCode, Districts, EnterpriseName, EnterpriseType, Mobile, PersonName};
+use crate::domain::{
+    Address, CreditCode, Districts, EnterpriseName, EnterpriseType, Mobile, PersonName,
+};
 use rand::Rng;
 use serde::Serialize;
 use sqlx::{AnyPool, Row as _};
@@ -110,17 +112,32 @@ fn parse_rows(
         .clone();
     let cols = Columns::new(&header);
     let required: [(&str, &[&str]); 7] = [
-        ("统一社会信用代码", &["统一社会信用代码", "信用代码", "credit_code"]),
+        (
+            "统一社会信用代码",
+            &["统一社会信用代码", "信用代码", "credit_code"],
+        ),
         ("企业名称", &["企业名称", "名称", "name"]),
         ("企业类型", &["企业类型", "类型", "type", "kind"]),
         (
             "所属区（市）县",
-            &["所属区（市）县", "区（市）县", "区(市)县", "所属区(市)县", "district"],
+            &[
+                "所属区（市）县",
+                "区（市）县",
+                "区(市)县",
+                "所属区(市)县",
+                "district",
+            ],
         ),
         ("注册地址", &["注册地址", "registered_address"]),
         (
             "联系人手机",
-            &["联系人手机", "联系手机", "手机号", "contact_mobile", "mobile"],
+            &[
+                "联系人手机",
+                "联系手机",
+                "手机号",
+                "contact_mobile",
+                "mobile",
+            ],
         ),
         ("登录方式", &["登录方式", "login_methods"]),
     ];
@@ -171,12 +188,14 @@ fn parse_rows(
         let kind = EnterpriseType::parse(&get(idx[2]))
             .map_err(|e| errors.push(line, format!("企业类型：{e}")))
             .ok();
-        let district = find_district(districts, &get(idx[3]))
-            .map(|d| d.code.as_str().to_string());
+        let district = find_district(districts, &get(idx[3])).map(|d| d.code.as_str().to_string());
         if district.is_none() {
             errors.push(
                 line,
-                format!("所属区（市）县“{}”不是成都市的23个区（市）县之一", get(idx[3])),
+                format!(
+                    "所属区（市）县“{}”不是成都市的23个区（市）县之一",
+                    get(idx[3])
+                ),
             );
         }
         let registered = Address::parse(&get(idx[4]))
@@ -295,7 +314,12 @@ pub async fn import_enterprises(
         };
         let needs_account = found.as_ref().is_none_or(|f| f.username.is_none());
         match (&found, &r.account) {
-            (Some(Existing { username: Some(u), .. }), Some(a)) if u != a => errors.push(
+            (
+                Some(Existing {
+                    username: Some(u), ..
+                }),
+                Some(a),
+            ) if u != a => errors.push(
                 r.line,
                 format!("该企业已有账号“{u}”，与文件中的账号“{a}”不一致"),
             ),
@@ -328,8 +352,7 @@ pub async fn import_enterprises(
     let passwords: Vec<Option<String>> = rows
         .iter()
         .map(|r| {
-            (new_account(r) && r.methods.contains(&LoginMethod::Password))
-                .then(generate_password)
+            (new_account(r) && r.methods.contains(&LoginMethod::Password)).then(generate_password)
         })
         .collect();
     let hashes = hash_all(passwords.iter().flatten().cloned().collect()).await?;
@@ -449,7 +472,9 @@ pub async fn import_enterprises(
                 phone: r.mobile.as_str().to_string(),
                 template: "account_imported".into(),
                 params: match password {
-                    Some(p) => serde_json::json!({"username": username, "password": p, "methods": methods}),
+                    Some(p) => {
+                        serde_json::json!({"username": username, "password": p, "methods": methods})
+                    }
                     None => serde_json::json!({"username": username, "methods": methods}),
                 },
                 idempotency_key: format!("import/{username}"),

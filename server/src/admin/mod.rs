@@ -309,7 +309,9 @@ mod tests {
             ]
         );
         assert!(LoginMethod::parse_list("").is_err());
-        assert!(LoginMethod::parse_list("fingerprint").unwrap_err().contains("fingerprint"));
+        assert!(LoginMethod::parse_list("fingerprint")
+            .unwrap_err()
+            .contains("fingerprint"));
         let all = LoginMethod::ALL.to_vec();
         assert_eq!(LoginMethod::split(&LoginMethod::join(&all)), all);
     }
@@ -320,7 +322,10 @@ mod tests {
         for i in 0..250 {
             e.push(i + 2, "x");
         }
-        assert_eq!((e.shown.len(), e.total, e.more()), (MAX_ROW_ERRORS, 250, 150));
+        assert_eq!(
+            (e.shown.len(), e.total, e.more()),
+            (MAX_ROW_ERRORS, 250, 150)
+        );
         assert_eq!(e.lines().last().unwrap(), "……另有150处问题未列出");
     }
 }

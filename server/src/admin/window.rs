@@ -93,7 +93,8 @@ fn methods_of(stored: Option<&str>, has_mobile: bool) -> Vec<LoginMethod> {
     }
 }
 
-const SWITCH_COLUMNS: &str = "s.id, e.name AS enterprise, s.username, s.mobile, s.documents, s.agent_name, \
+const SWITCH_COLUMNS: &str =
+    "s.id, e.name AS enterprise, s.username, s.mobile, s.documents, s.agent_name, \
      s.previous_methods, s.handled_by, s.handled_at";
 
 fn switch_from_row(r: &sqlx::any::AnyRow) -> Result<Switch, Error> {
@@ -200,8 +201,8 @@ pub async fn switch_to_sms(
     actor: &str,
     now_ms: i64,
 ) -> Result<Switch, Error> {
-    let code = CreditCode::parse(&form.credit_code)
-        .map_err(|e| invalid("credit_code", e.to_string()))?;
+    let code =
+        CreditCode::parse(&form.credit_code).map_err(|e| invalid("credit_code", e.to_string()))?;
     let row = sqlx::query(
         "SELECT e.id, e.name, a.username, a.login_methods, a.mobile FROM enterprises e \
          LEFT JOIN accounts a ON a.enterprise_id = e.id AND a.role = 'enterprise' \

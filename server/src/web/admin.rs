@@ -91,8 +91,7 @@ pub async fn create(
     Form(form): Form<NewAccount>,
 ) -> Result<Response, WebError> {
     let me = ctx.admin()?.username.clone();
-    match admin::create_account(&app.sys.pool, &app.sys.districts, &form, &me, now_ms(&app)).await
-    {
+    match admin::create_account(&app.sys.pool, &app.sys.districts, &form, &me, now_ms(&app)).await {
         Ok(password) => done(
             &app,
             &ctx,
@@ -244,9 +243,7 @@ pub async fn import(
         Err(admin::Error::Refused(m)) => (StatusCode::BAD_REQUEST, context! { refused => m }),
         Err(e) => return Err(e.into()),
     };
-    let html = app
-        .templates
-        .page(&app, &ctx, "admin_import.html", extra)?;
+    let html = app.templates.page(&app, &ctx, "admin_import.html", extra)?;
     Ok((status, html).into_response())
 }
 
@@ -330,7 +327,17 @@ pub async fn switch(
     )
     .await
     {
-        Ok(s) => window_page(&app, &ctx, &form.credit_code, None, &BTreeMap::new(), Some(s)).await,
+        Ok(s) => {
+            window_page(
+                &app,
+                &ctx,
+                &form.credit_code,
+                None,
+                &BTreeMap::new(),
+                Some(s),
+            )
+            .await
+        }
         Err(admin::Error::Invalid(errors)) => {
             window_page(&app, &ctx, &form.credit_code, Some(&form), &errors, None).await
         }
