@@ -247,6 +247,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sys = System::open(&config, &paths, clock, engine::runtime::Options::default())
         .await
         .context("starting the system")?;
+    if !args.demo {
+        let admins: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM accounts WHERE role = 'admin' AND disabled_at IS NULL",
+        )
+        .fetch_one(&sys.pool)
+        .await?;
+        if admins == 0 {
+            println!(
+                "尚无系统管理员账号：先运行 `server admin create-admin --config <配置文件> --username <账号>`（见 README.md “Production”）"
+            );
+        }
+    }
     if let (Some(c), Some(latest)) = (&rehearsal, sys.latest_recorded().await?) {
         use engine::clock::{AdjustableClock as _, Clock as _};
         if latest > c.now() {

@@ -274,6 +274,7 @@ async fn production_from_nothing_following_the_readme() {
                 .recv_timeout(std::time::Duration::from_secs(120))
                 .expect("the server printed its address within two minutes");
             assert!(!line.contains("演示账号"), "no demo data in production");
+            assert!(!line.contains("尚无系统管理员"), "the administrator exists");
             if let Some(rest) = line.split("已启动: ").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_string();
             }

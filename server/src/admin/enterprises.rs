@@ -360,136 +360,157 @@ pub async fn import_enterprises(
     let file_names: HashSet<&str> = rows.iter().filter_map(|r| r.account.as_deref()).collect();
     let mut report = EnterpriseImport::default();
     let mut texts = Vec::new();
-    let mut tx = pool.begin().await?;
-    for (r, password) in rows.iter().zip(&passwords) {
-        let id = match existing.get(r.code.as_str()) {
-            Some(e) => {
-                sqlx::query(
-                    "UPDATE enterprises SET name = $1, kind = $2, district = $3, registered_address = $4, \
-                     contact_name = COALESCE($5, contact_name), contact_mobile = $6, updated_at = $7 WHERE id = $8",
-                )
-                .bind(r.name.as_str())
-                .bind(r.kind.code())
-                .bind(&r.district)
-                .bind(r.registered.as_str())
-                .bind(r.contact_name.as_ref().map(|n| n.as_str()))
-                .bind(r.mobile.as_str())
-                .bind(now_ms)
-                .bind(&e.id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE accounts SET district = $1 WHERE enterprise_id = $2 AND role = 'enterprise'",
-                )
-                .bind(&r.district)
-                .bind(&e.id)
-                .execute(&mut *tx)
-                .await?;
-                report.updated += 1;
-                e.id.clone()
-            }
-            None => {
-                let id = new_id();
-                sqlx::query(
-                    "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                )
-                .bind(&id)
-                .bind(r.code.as_str())
-                .bind(r.name.as_str())
-                .bind(r.kind.code())
-                .bind(&r.district)
-                .bind(r.registered.as_str())
-                .bind(r.contact_name.as_ref().map_or("", |n| n.as_str()))
-                .bind(r.mobile.as_str())
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                report.created += 1;
-                id
-            }
-        };
-        // Office addresses not yet known (the registered address when the
-        // file names none).
-        let known: HashSet<String> = sqlx::query_scalar(
-            "SELECT address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
-        )
-        .bind(&id)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let offices = if r.offices.is_empty() {
-            std::slice::from_ref(&r.registered)
-        } else {
-            &r.offices[..]
-        };
-        for a in offices.iter().filter(|a| !known.contains(a.as_str())) {
-            sqlx::query(
-                "INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)",
+    let written = async {
+        let mut tx = pool.begin().await?;
+        for (r, password) in rows.iter().zip(&passwords) {
+            let id = match existing.get(r.code.as_str()) {
+                Some(e) => {
+                    sqlx::query(
+                        "UPDATE enterprises SET name = $1, kind = $2, district = $3, registered_address = $4, \
+                         contact_name = COALESCE($5, contact_name), contact_mobile = $6, updated_at = $7 WHERE id = $8",
+                    )
+                    .bind(r.name.as_str())
+                    .bind(r.kind.code())
+                    .bind(&r.district)
+                    .bind(r.registered.as_str())
+                    .bind(r.contact_name.as_ref().map(|n| n.as_str()))
+                    .bind(r.mobile.as_str())
+                    .bind(now_ms)
+                    .bind(&e.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE accounts SET district = $1 WHERE enterprise_id = $2 AND role = 'enterprise'",
+                    )
+                    .bind(&r.district)
+                    .bind(&e.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.updated += 1;
+                    e.id.clone()
+                }
+                None => {
+                    let id = new_id();
+                    sqlx::query(
+                        "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                    )
+                    .bind(&id)
+                    .bind(r.code.as_str())
+                    .bind(r.name.as_str())
+                    .bind(r.kind.code())
+                    .bind(&r.district)
+                    .bind(r.registered.as_str())
+                    .bind(r.contact_name.as_ref().map_or("", |n| n.as_str()))
+                    .bind(r.mobile.as_str())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    report.created += 1;
+                    id
+                }
+            };
+            // Office addresses not yet known (the registered address when the
+            // file names none).
+            let known: HashSet<String> = sqlx::query_scalar(
+                "SELECT address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
             )
-            .bind(new_id())
             .bind(&id)
-            .bind(a.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            let offices = if r.offices.is_empty() {
+                std::slice::from_ref(&r.registered)
+            } else {
+                &r.offices[..]
+            };
+            for a in offices.iter().filter(|a| !known.contains(a.as_str())) {
+                sqlx::query(
+                    "INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(new_id())
+                .bind(&id)
+                .bind(a.as_str())
+                .bind(&r.district)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !new_account(r) {
+                continue;
+            }
+            let username = match &r.account {
+                Some(a) => a.clone(),
+                None => free_username(&mut tx, &file_names).await?,
+            };
+            let hash = match password {
+                Some(_) => hashes
+                    .next()
+                    .ok_or_else(|| Error::Internal("hash missing".into()))?,
+                None => NO_PASSWORD.to_string(),
+            };
+            let sms_login = r.methods.contains(&LoginMethod::Sms);
+            sqlx::query(
+                "INSERT INTO accounts (username, role, enterprise_id, district, mobile, password_hash, must_change_password, \
+                 created_at, updated_at, login_methods) VALUES ($1, 'enterprise', $2, $3, $4, $5, $6, $7, $7, $8)",
+            )
+            .bind(&username)
+            .bind(&id)
             .bind(&r.district)
+            .bind(sms_login.then(|| r.mobile.as_str()))
+            .bind(&hash)
+            .bind(i64::from(password.is_some()))
             .bind(now_ms)
+            .bind(LoginMethod::join(&r.methods))
             .execute(&mut *tx)
             .await?;
-        }
-        if !new_account(r) {
-            continue;
-        }
-        let username = match &r.account {
-            Some(a) => a.clone(),
-            None => free_username(&mut tx, &file_names).await?,
-        };
-        let hash = match password {
-            Some(_) => hashes
-                .next()
-                .ok_or_else(|| Error::Internal("hash missing".into()))?,
-            None => NO_PASSWORD.to_string(),
-        };
-        let sms_login = r.methods.contains(&LoginMethod::Sms);
-        sqlx::query(
-            "INSERT INTO accounts (username, role, enterprise_id, district, mobile, password_hash, must_change_password, \
-             created_at, updated_at, login_methods) VALUES ($1, 'enterprise', $2, $3, $4, $5, $6, $7, $7, $8)",
-        )
-        .bind(&username)
-        .bind(&id)
-        .bind(&r.district)
-        .bind(sms_login.then(|| r.mobile.as_str()))
-        .bind(&hash)
-        .bind(i64::from(password.is_some()))
-        .bind(now_ms)
-        .bind(LoginMethod::join(&r.methods))
-        .execute(&mut *tx)
-        .await?;
-        let methods = LoginMethod::labels(&r.methods);
-        audit(&mut *tx, actor, "import", &username, Some(&methods), now_ms).await?;
-        texts.push((
-            report.accounts.len(),
-            Message {
-                phone: r.mobile.as_str().to_string(),
-                template: "account_imported".into(),
-                params: match password {
-                    Some(p) => {
-                        serde_json::json!({"username": username, "password": p, "methods": methods})
-                    }
-                    None => serde_json::json!({"username": username, "methods": methods}),
+            let methods = LoginMethod::labels(&r.methods);
+            audit(&mut *tx, actor, "import", &username, Some(&methods), now_ms).await?;
+            texts.push((
+                report.accounts.len(),
+                Message {
+                    phone: r.mobile.as_str().to_string(),
+                    template: "account_imported".into(),
+                    params: match password {
+                        Some(p) => {
+                            serde_json::json!({"username": username, "password": p, "methods": methods})
+                        }
+                        None => serde_json::json!({"username": username, "methods": methods}),
+                    },
+                    idempotency_key: format!("import/{username}"),
                 },
-                idempotency_key: format!("import/{username}"),
-            },
-        ));
-        report.accounts.push(ImportedAccount {
-            username,
-            enterprise: r.name.as_str().to_string(),
-            methods,
-            sms_sent: false,
-        });
+            ));
+            report.accounts.push(ImportedAccount {
+                username,
+                enterprise: r.name.as_str().to_string(),
+                methods,
+                sms_sent: false,
+            });
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(())
     }
-    tx.commit().await?;
-    for (i, m) in texts {
-        match sms.send(m).await {
+    .await;
+    match written {
+        // Registered or imported by someone else since the checks above.
+        Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            return Err(Error::Refused(
+                "导入期间有企业或账号被同时登记，未导入任何内容，请重新导入".into(),
+            ))
+        }
+        other => other?,
+    }
+    // A few at a time: a gateway answering in 100 ms still texts thousands
+    // of accounts in a minute or two.
+    use futures::StreamExt as _;
+    let results: Vec<(usize, Result<(), _>)> = futures::stream::iter(texts)
+        .map(|(i, m)| async move { (i, sms.send(m).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (i, r) in results {
+        match r {
             Ok(()) => report.accounts[i].sms_sent = true,
             Err(e) => {
                 tracing::warn!(username = %report.accounts[i].username, error = %e, "import SMS not sent")
