@@ -210,6 +210,33 @@ async fn production_from_nothing_following_the_readme() {
     let out = server(&["admin", "import-accounts", "--config", config, accounts]);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains("新建账号 0 个，已存在未改动 25 个"));
+    // A bad role: nothing imported, the line named.
+    let bad = dir.path().join("bad-accounts.csv");
+    std::fs::write(
+        &bad,
+        "账号,角色,区（市）县,手机号\nops2,boss,,\nwindow1,city,,\n",
+    )
+    .unwrap();
+    let out = server(&[
+        "admin",
+        "import-accounts",
+        "--config",
+        config,
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("第2行：角色"), "{}", stdout(&out));
+    // An operator who lost the password: a new one, printed once.
+    let out = server(&[
+        "admin",
+        "reset-password",
+        "--config",
+        config,
+        "--username",
+        "ops",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ops_password = after(&stdout(&out), "新密码: ").to_string();
 
     // 4. Enterprises with credit-system accounts: a bad file imports
     // nothing and names its line; the good one imports.
@@ -293,6 +320,16 @@ async fn production_from_nothing_following_the_readme() {
         let mut d = Browser::new(&url);
         d.first_login("jinjiang", &jinjiang_password, "/district")
             .await;
+        Browser::new(&url)
+            .first_login("ops", &ops_password, "/ops")
+            .await;
+        // window1 of the bad file was not imported either.
+        let mut w = Browser::new(&url);
+        w.get("/login").await;
+        let (status, _, _) = w
+            .post("/login", &[("username", "window1"), ("password", "x")])
+            .await;
+        assert_eq!(status, 400);
     };
     let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
     let _ = child.kill();
