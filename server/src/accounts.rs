@@ -128,13 +128,15 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Who is logged in, as stored.
+/// Who is logged in, as stored. `Admin`: system administrators (R1.7:
+/// accounts, enterprise imports; see `crate::admin`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Role {
     Enterprise { id: String, district: String },
     District { code: String },
     City,
     Operator,
+    Admin,
 }
 
 impl Role {
@@ -144,6 +146,7 @@ impl Role {
             Role::District { .. } => "district",
             Role::City => "city",
             Role::Operator => "operator",
+            Role::Admin => "admin",
         }
     }
 }
@@ -169,6 +172,7 @@ fn account_from_row(r: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
             code: district.unwrap_or_default(),
         },
         "city" => Role::City,
+        "admin" => Role::Admin,
         _ => Role::Operator,
     };
     Ok(Account {
@@ -743,7 +747,8 @@ async fn give_back(
 async fn load_account(pool: &AnyPool, username: &str) -> Result<Option<(Account, String)>, Error> {
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a \
-         LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE a.username = $1"
+         LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE a.username = $1 \
+         AND a.disabled_at IS NULL"
     ))
     .bind(username)
     .fetch_optional(pool)
@@ -1236,7 +1241,9 @@ impl SessionCache {
         self.entries.lock().expect("session cache").remove(hash);
     }
 
-    fn forget_user(&self, username: &str) {
+    /// Drop every cached session of `username` (password change, account
+    /// disabled or reset by an administrator).
+    pub fn forget_user(&self, username: &str) {
         self.entries
             .lock()
             .expect("session cache")
@@ -1271,7 +1278,7 @@ pub async fn session(
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, s.csrf, s.last_seen, s.expires_at, s.sms_proven_at FROM sessions s \
          JOIN accounts a ON a.username = s.username LEFT JOIN enterprises e ON e.id = a.enterprise_id \
-         WHERE s.token_hash = $1"
+         WHERE s.token_hash = $1 AND a.disabled_at IS NULL"
     ))
     .bind(&hash)
     .fetch_optional(reader)

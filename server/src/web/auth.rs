@@ -17,6 +17,7 @@ fn home_of(role: &Role) -> &'static str {
         Role::Enterprise { .. } => "/home",
         Role::District { .. } => "/district",
         Role::City | Role::Operator => "/ops",
+        Role::Admin => "/admin",
     }
 }
 

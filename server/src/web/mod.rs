@@ -11,6 +11,7 @@
 //! Must not: run SQL of its own beyond what a handler needs to pick a scope,
 //! or decide business rules (those are in the domain and `workflows/`).
 
+mod admin;
 mod auth;
 mod enterprise;
 mod error;
@@ -144,7 +145,18 @@ pub fn app_with_hashing(
         .route("/directory", get(review::directory))
         .route("/ops", get(ops::page))
         .route("/ops/run-comparison", post(ops::run_comparison))
-        .route("/ops/clock", post(ops::advance_clock));
+        .route("/ops/clock", post(ops::advance_clock))
+        .route("/admin", get(admin::page))
+        .route("/admin/accounts", post(admin::create))
+        .route("/admin/accounts/disable", post(admin::disable))
+        .route("/admin/accounts/enable", post(admin::enable))
+        .route("/admin/accounts/reset", post(admin::reset))
+        .route(
+            "/admin/enterprises",
+            get(admin::import_page).post(admin::import),
+        )
+        .route("/window", get(admin::window))
+        .route("/window/switch", post(admin::switch));
     let mut router = router
         .fallback(|| async { WebError::NotFound })
         .layer(axum::middleware::from_fn_with_state(

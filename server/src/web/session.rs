@@ -66,6 +66,24 @@ impl Ctx {
         }
     }
 
+    /// Administrators only (R1.7): account administration, enterprise import.
+    pub fn admin(&self) -> Result<&Account, WebError> {
+        let a = self.account()?;
+        match a.role {
+            Role::Admin => Ok(a),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
+    /// The city window's staff (R1.6): city accounts and administrators.
+    pub fn window(&self) -> Result<&Account, WebError> {
+        let a = self.account()?;
+        match a.role {
+            Role::City | Role::Admin => Ok(a),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
     /// The warnings this caller may see.
     pub fn warning_scope(&self) -> Result<crate::warnings::Scope, WebError> {
         use crate::warnings::Scope;
@@ -73,6 +91,7 @@ impl Ctx {
             Role::Enterprise { id, .. } => Scope::Enterprise(id.clone()),
             Role::District { code } => Scope::District(code.clone()),
             Role::City | Role::Operator => Scope::City,
+            Role::Admin => return Err(WebError::Forbidden),
         })
     }
 
@@ -82,6 +101,7 @@ impl Ctx {
             Role::Enterprise { id, .. } => ("enterprise", id.clone()),
             Role::District { code } => ("district", code.clone()),
             Role::City | Role::Operator => ("city", "city".to_string()),
+            Role::Admin => return Err(WebError::Forbidden),
         })
     }
 }
