@@ -130,6 +130,7 @@ async fn main() {
     let clock = Arc::new(ManualClock::new(as_of));
     let services = Arc::new(Services {
         pool: pool.clone(),
+        reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,
         health: Arc::new(health.clone()),
         sms: Arc::new(LogSms::new(pool.clone(), clock as Arc<dyn Clock>)),

@@ -24,7 +24,11 @@ use std::sync::Arc;
 
 /// What the activities work with.
 pub struct Services {
+    /// The writer (on a SQLite file, its one connection).
     pub pool: AnyPool,
+    /// Reads that need not wait for the writer (`SqlStore::reader`; the
+    /// same pool on PostgreSQL and in-memory SQLite).
+    pub reader: AnyPool,
     pub clock: Arc<dyn Clock>,
     pub health: Arc<dyn HealthCommission>,
     pub sms: Arc<dyn SmsGateway>,
@@ -106,7 +110,7 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
     let row =
         sqlx::query("SELECT name, contact_mobile, liaison_mobile FROM enterprises WHERE id = $1")
             .bind(enterprise)
-            .fetch_optional(&s.pool)
+            .fetch_optional(&s.reader)
             .await
             .map_err(db)?
             .ok_or_else(|| ActivityError::Permanent(format!("no enterprise {enterprise}")))?;
@@ -203,7 +207,10 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
 /// calls that run late or out of order still converge on the latest state.
 async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let id = arg(&call, "warning_id");
-    match refresh_warning(&s.pool, id).await.map_err(db)? {
+    if warning_is_current(&s.reader, id).await.map_err(db)? {
+        return Ok(Value::Null);
+    }
+    match refresh_warning_row(&s.pool, id).await.map_err(db)? {
         true => Ok(Value::Null),
         false => Err(ActivityError::Permanent(format!(
             "no workflow for warning {id}"
@@ -215,6 +222,42 @@ async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, 
 /// state. Idempotent; also called by the web layer right after a signal so
 /// the next page shows the new state. False if there is no such workflow.
 pub async fn refresh_warning(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+    if warning_is_current(pool, id).await? {
+        return Ok(true);
+    }
+    refresh_warning_row(pool, id).await
+}
+
+/// Whether the projection row already shows the workflow's committed
+/// state: most refreshes find it so (a new warning's first step, written by
+/// the comparison as 待处置), and then one read does instead of a write
+/// transaction. Without a lock this is safe: a change after the read
+/// refreshes again.
+async fn warning_is_current(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
+    if let Some(r) = sqlx::query(
+        "SELECT CAST(CASE WHEN i.state = w.state AND COALESCE(i.status_label, '') = COALESCE(w.status_label, '') \
+                AND COALESCE(i.closed_at, -1) = COALESCE(w.closed_at, -1) THEN 1 ELSE 0 END AS BIGINT) AS same, \
+                i.snapshot, w.disposal_overdue, w.review_overdue \
+         FROM instances i JOIN warnings w ON w.id = i.id WHERE i.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    {
+        let snapshot: Value =
+            serde_json::from_str(&r.try_get::<String, _>("snapshot")?).unwrap_or(Value::Null);
+        let flag = |name: &str| i64::from(snapshot["vars"][name].as_bool().unwrap_or(false));
+        if r.try_get::<i64, _>("same")? == 1
+            && flag("disposal_overdue") == r.try_get::<i64, _>("disposal_overdue")?
+            && flag("review_overdue") == r.try_get::<i64, _>("review_overdue")?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn refresh_warning_row(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Lock the projection row first (PostgreSQL's row lock, SQLite's write
     // lock): what is read next is then the latest workflow state and the

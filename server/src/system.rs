@@ -143,6 +143,7 @@ impl System {
         };
         let services = Arc::new(Services {
             pool: pool.clone(),
+            reader: store.reader().clone(),
             clock: clock.clone(),
             health,
             sms: sms.clone(),

@@ -105,6 +105,7 @@ fn activities(
     let clock = Arc::new(ManualClock::new(as_of())) as Arc<dyn Clock>;
     registry(Arc::new(Services {
         pool: store.pool().clone(),
+        reader: store.reader().clone(),
         clock: clock.clone(),
         health,
         sms: Arc::new(LogSms::new(store.pool().clone(), clock)),

@@ -38,6 +38,7 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
     };
     let services = Arc::new(Services {
         pool: pool.clone(),
+        reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,
         health: Arc::new(Simulator::new(11, rates)),
         sms: Arc::new(LogSms::new(pool.clone(), clock.clone() as Arc<dyn Clock>)),

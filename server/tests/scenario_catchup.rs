@@ -42,6 +42,7 @@ async fn start(path: &Path, clock: &Arc<ManualClock>) -> (SqlStore, Runtime<SqlS
     let pool = store.pool().clone();
     let services = Arc::new(Services {
         pool: pool.clone(),
+        reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,
         health: Arc::new(Simulator::new(11, rates)),
         sms: Arc::new(LogSms::new(pool, clock.clone() as Arc<dyn Clock>)),
