@@ -231,15 +231,12 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
     b.submit("#register-submit").await;
     b.shot("registered").await;
     let username = b.text("#new-username").await;
-    let params: String =
-        sqlx::query_scalar("SELECT params FROM sms_log WHERE template = 'account_created'")
-            .fetch_one(&w.sys.pool)
-            .await
-            .unwrap();
-    let password = serde_json::from_str::<serde_json::Value>(&params).unwrap()["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The password went to the phone only (sms_log holds ******).
+    let password = w
+        .sys
+        .sms_inbox
+        .last_param("account_created", "password")
+        .unwrap();
 
     // First login: change the password.
     b.login(&username, &password).await;
