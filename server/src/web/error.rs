@@ -27,6 +27,8 @@ pub enum WebError {
     BadRequest(String),
     #[error("{0}")]
     Throttled(String),
+    #[error("提交的内容过大（不超过4MB），请减少后重新提交。")]
+    TooLarge,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -34,6 +36,17 @@ pub enum WebError {
 impl WebError {
     pub fn internal(e: impl std::fmt::Display) -> WebError {
         WebError::Internal(e.to_string())
+    }
+
+    /// A multipart upload that could not be read, said in Chinese (axum's
+    /// reason, in English, goes to the debug log).
+    pub fn upload(e: axum::extract::multipart::MultipartError) -> WebError {
+        tracing::debug!(error = %e, "upload refused");
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            WebError::TooLarge
+        } else {
+            WebError::BadRequest("上传失败：文件内容不完整或格式不正确，请重新选择文件上传".into())
+        }
     }
 }
 
@@ -98,6 +111,7 @@ impl IntoResponse for WebError {
             WebError::Forbidden | WebError::Csrf => StatusCode::FORBIDDEN,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            WebError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -125,21 +139,22 @@ fn page(message: &str) -> Html<String> {
 }
 
 /// What the page says for an error answer that came without one.
-fn message_for(status: StatusCode, method: &Method) -> &'static str {
+fn message_for(status: StatusCode, method: &Method) -> String {
     let reading = method == Method::GET || method == Method::HEAD;
-    match status.as_u16() {
+    let said = match status.as_u16() {
         400 | 422 if reading => "网址中的参数格式不正确，请返回上一页重新操作。",
         400 | 422 => "提交的内容格式不正确或不完整，请返回检查后重新提交。",
-        404 => "页面不存在，或您无权查看",
+        404 => return WebError::NotFound.to_string(),
         405 => "不支持此操作方式，请通过页面上的链接或按钮进入。",
         408 => "请求超时，请检查网络后重试。",
         411 | 415 => "提交的内容类型不正确，请通过页面上的表单提交。",
-        413 => "提交的内容过大（不超过4MB），请减少后重新提交。",
+        413 => return WebError::TooLarge.to_string(),
         429 => "操作过于频繁，请稍后再试。",
         431 => "请求头过大，请清除浏览器缓存后重试。",
         s if s >= 500 => BUSY,
         _ => "请求无法处理，请返回上一页重新操作。",
-    }
+    };
+    said.to_string()
 }
 
 /// Middleware: an error answer (4xx, 5xx) that is not already an HTML page
@@ -165,7 +180,7 @@ pub async fn chinese_rejections(req: Request, next: Next) -> Response {
         let said = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
         tracing::debug!(%status, %method, said = %String::from_utf8_lossy(&said), "request refused");
     }
-    let html = page(message_for(status, &method)).0;
+    let html = page(&message_for(status, &method)).0;
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
