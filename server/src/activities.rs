@@ -188,7 +188,7 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
             district,
             "新增疫情预警",
             &body,
-            Some("/warnings"),
+            Some("/district"),
         )
         .await?;
     }
