@@ -112,7 +112,12 @@ impl System {
             .and_then(|p| Path::new(p.split('?').next().unwrap_or(p)).parent())
         {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Adapter(e.to_string()))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    crate::db::Error::Open(format!(
+                        "无法建立数据库所在目录 {}：{e}",
+                        dir.display()
+                    ))
+                })?;
             }
         }
         let store = crate::db::open(&config.database_url).await?;
