@@ -477,3 +477,71 @@ async fn simulator_over_http_answers_the_real_client_and_enforces_the_contract()
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// The whole path: the 05:00 run opens warnings whose reminder SMS goes to
+/// a gateway that always answers 503. Each message is attempted exactly as
+/// many times as `notify_enterprise`'s retry policy in
+/// workflows/activities.yaml says (8), always with its one key — not 8 × the
+/// adapter's own retries as before.
+#[tokio::test]
+async fn the_engine_is_the_one_retry_owner_of_an_sms() {
+    use engine::clock::{Clock, ManualClock};
+    use server::system::{ClockChoice, Paths, System};
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/sms/send"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&gateway)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::config::Config {
+        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display()),
+        ..Default::default()
+    };
+    config.sms.mode = server::config::SmsMode::Http;
+    config.sms.base_url = gateway.uri();
+    config.sms.token = Secret::new("t");
+    config.sms.timeout_ms = 2000;
+    config.health.sim_rates.positive = 0.05;
+    config.health.sim_rates.red = 0.03;
+    let clock = std::sync::Arc::new(ManualClock::new(
+        "2026-12-01T04:59:00+08:00".parse().unwrap(),
+    ));
+    let sys = System::open(
+        &config,
+        &Paths::repository(),
+        ClockChoice::Adjustable(clock.clone()),
+        engine::runtime::Options::default(),
+    )
+    .await
+    .unwrap();
+    server::demo::seed(&sys.pool, &sys.districts, clock.now().timestamp_millis())
+        .await
+        .unwrap();
+    sys.runtime.run_until_idle().await.unwrap();
+    clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    sys.runtime.run_until_idle().await.unwrap();
+    let warnings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM warnings")
+        .fetch_one(&sys.pool)
+        .await
+        .unwrap();
+    assert!(warnings > 0);
+    // The policy's backoff adds up to about 36 minutes; an hour more on
+    // the clock, well before the 6 h reminder.
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(120));
+        sys.runtime.run_until_idle().await.unwrap();
+    }
+    let mut per_key = std::collections::BTreeMap::<String, usize>::new();
+    for k in keys(&gateway.received_requests().await.unwrap()) {
+        *per_key.entry(k.as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_key.len() as i64, warnings, "one message per warning");
+    assert!(per_key.values().all(|&n| n == 8), "{per_key:?}");
+    // Nothing went to the log instead.
+    let logged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sms_log")
+        .fetch_one(&sys.pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 0);
+}
