@@ -100,7 +100,10 @@ fn sqlite_error(path: &str, url: &str, e: &sqlx::Error) -> Error {
         _ => None,
     };
     // Primary result codes (the low byte of an extended one).
-    let primary = code.as_deref().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+    let primary = code
+        .as_deref()
+        .and_then(|c| c.parse::<i64>().ok())
+        .map(|c| c & 0xff);
     let file = std::path::Path::new(path);
     let dir = file
         .parent()

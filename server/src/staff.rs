@@ -210,7 +210,8 @@ pub fn decode_csv(bytes: &[u8]) -> Result<String, Undecodable> {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "姓名,身份证号,手机号,办公地址\n张三,510104199001010011,13800000000,锦江区红星路1号\n";
+    const TEXT: &str =
+        "姓名,身份证号,手机号,办公地址\n张三,510104199001010011,13800000000,锦江区红星路1号\n";
 
     #[test]
     fn utf8_with_and_without_bom_gbk_and_utf16_are_read() {

@@ -113,10 +113,7 @@ impl System {
         {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    crate::db::Error::Open(format!(
-                        "无法建立数据库所在目录 {}：{e}",
-                        dir.display()
-                    ))
+                    crate::db::Error::Open(format!("无法建立数据库所在目录 {}：{e}", dir.display()))
                 })?;
             }
         }
@@ -141,9 +138,9 @@ impl System {
         let sms: Arc<dyn SmsGateway> = match config.sms.mode {
             // A demo or rehearsal (the clock an operator may move) shows
             // messages on the console so a newcomer can log in.
-            SmsMode::Log if adjustable.is_some() => Arc::new(
-                LogSms::new(pool.clone(), clock.clone()).with_console(sms_inbox.clone()),
-            ),
+            SmsMode::Log if adjustable.is_some() => {
+                Arc::new(LogSms::new(pool.clone(), clock.clone()).with_console(sms_inbox.clone()))
+            }
             SmsMode::Log => Arc::new(LogSms::new(pool.clone(), clock.clone())),
             SmsMode::Http => Arc::new(
                 HttpSms::new(

@@ -353,8 +353,14 @@ async fn log_sms_keeps_one_row_per_key_and_never_stores_or_logs_a_secret() {
     );
     assert_eq!(rows[1].1, r#"{"code":"******"}"#);
     let log = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("jj00000001") && log.contains("******"), "{log}");
-    assert!(!log.contains("Pw-5ecret-x9") && !log.contains("402917"), "{log}");
+    assert!(
+        log.contains("jj00000001") && log.contains("******"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Pw-5ecret-x9") && !log.contains("402917"),
+        "{log}"
+    );
     // In a demo the phone (here the in-memory inbox) has it in clear.
     assert_eq!(
         inbox.last_param("account_created", "password").as_deref(),

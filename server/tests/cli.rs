@@ -204,7 +204,10 @@ fn serve_on_a_read_only_database_names_the_cause_and_fails_at_once() {
     };
     // Opened read-only.
     let err = serve(format!("sqlite://{}?mode=ro", db.display()));
-    assert!(err.contains("数据库只读") && err.contains("epi.db"), "{err}");
+    assert!(
+        err.contains("数据库只读") && err.contains("epi.db"),
+        "{err}"
+    );
     // A file the server may not write (unless the tests run as root, whom
     // the permissions do not stop).
     let mut perms = std::fs::metadata(&db).unwrap().permissions();

@@ -66,15 +66,16 @@ fn assert_chinese_page(what: &str, headers: &HeaderMap, body: &str, says: &str) 
         assert!(!body.contains(english), "{what}: {english} in {body}");
     }
     // The security headers are on refusals too.
-    assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY), "{what}");
+    assert!(
+        headers.contains_key(header::CONTENT_SECURITY_POLICY),
+        "{what}"
+    );
 }
 
 #[tokio::test]
 async fn every_rejection_is_a_chinese_page() {
     let w = World::new(START).await;
-    let e = w
-        .logged_in(server::demo::ENTERPRISE_USER, "/home")
-        .await;
+    let e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     let token = e.csrf.clone().unwrap();
     let csrf = [("x-csrf-token", token.as_str())];
 
@@ -108,15 +109,7 @@ async fn every_rejection_is_a_chinese_page() {
     assert_chinese_page("415", &h, &body, "提交的内容类型不正确");
 
     // A form whose values do not fit its fields (page is a number).
-    let (status, h, body) = raw(
-        &w,
-        &e,
-        Method::GET,
-        "/records?page=%FF%FE",
-        &[],
-        vec![],
-    )
-    .await;
+    let (status, h, body) = raw(&w, &e, Method::GET, "/records?page=%FF%FE", &[], vec![]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_chinese_page("query bytes", &h, &body, "网址中的参数格式不正确");
 
@@ -168,9 +161,7 @@ async fn every_rejection_is_a_chinese_page() {
 async fn moving_the_rehearsal_clock_keeps_sessions_but_idle_time_still_counts() {
     let w = World::new(START).await;
     let mut op = w.logged_in("operator", "/ops").await;
-    let mut e = w
-        .logged_in(server::demo::ENTERPRISE_USER, "/home")
-        .await;
+    let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     // Half an hour at a time, past the 30-minute idle limit and beyond the
     // 12-hour session limit.
     for _ in 0..4 {
@@ -228,9 +219,7 @@ async fn follow_every_link(c: &mut Client, home: &str, limit: usize) -> BTreeSet
 #[tokio::test]
 async fn every_link_on_every_page_leads_somewhere() {
     let w = World::new(START).await;
-    let mut e = w
-        .logged_in(server::demo::ENTERPRISE_USER, "/home")
-        .await;
+    let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     // Today's record, then the refusal of a second one and its link.
     e.get("/records").await.assert_ok();
     let fields = [

@@ -149,9 +149,9 @@ impl SmsGateway for HttpSms {
                 .await
             {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => Err(
-                    Error::Unavailable(format!("HTTP {}", r.status().as_u16())),
-                ),
+                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
+                    Err(Error::Unavailable(format!("HTTP {}", r.status().as_u16())))
+                }
                 Ok(r) => Err(Error::Rejected(format!("HTTP {}", r.status().as_u16()))),
                 Err(e) if e.is_timeout() => Err(Error::Unavailable("超时".into())),
                 // reqwest's message names the URL, never the body.

@@ -316,16 +316,9 @@ pub async fn import(
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
     let mut text = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(WebError::upload)?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(WebError::upload)? {
         if field.name() == Some("file") {
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(WebError::upload)?;
+            let bytes = field.bytes().await.map_err(WebError::upload)?;
             // UTF-8 (BOM or not) or GBK, as Excel on Chinese Windows saves.
             let s = crate::staff::decode_csv(&bytes)
                 .map_err(|e| WebError::BadRequest(e.to_string()))?;
