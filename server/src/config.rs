@@ -366,6 +366,32 @@ mod tests {
     }
 
     #[test]
+    fn adapter_retry_settings_are_refused_with_where_retries_are_declared() {
+        let dir = tempfile_dir("retries");
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            "health:\n  attempts: 5\n  backoff_ms: 500\nsms:\n  attempts: 3\n",
+        )
+        .unwrap();
+        let Err(Error::Invalid(p)) = Config::load(Some(&file), |_| None) else {
+            panic!("refused")
+        };
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter().all(|m| m.contains("workflows/activities.yaml")),
+            "{p:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("epi-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
     fn invalid_configuration_lists_every_problem() {
         let env = |k: &str| match k {
             "EPI_HEALTH_MODE" => Some("http".to_string()),
