@@ -84,6 +84,11 @@ async fn every_rejection_is_a_chinese_page() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_chinese_page("query", &h, &body, "网址中的参数格式不正确");
 
+    // A path parameter that is not text.
+    let (status, h, body) = raw(&w, &e, Method::GET, "/staff/%FF%FE", &[], vec![]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_chinese_page("path", &h, &body, "网址中的参数格式不正确");
+
     // No such page.
     let (status, h, body) = raw(&w, &e, Method::GET, "/no/such/page", &[], vec![]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
