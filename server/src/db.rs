@@ -81,7 +81,21 @@ pub async fn check(url: &str) -> Result<(), Error> {
     }
     .await;
     let _ = conn.close().await;
-    tried.map_err(|e| sqlite_error(&path, url, &e))
+    match tried {
+        Ok(()) => Ok(()),
+        // Busy or locked past sqlx's busy timeout: another process is
+        // writing, which says nothing against this one; the store waits its turn.
+        Err(e) if matches!(primary_code(&e), Some(5 | 6)) => Ok(()),
+        Err(e) => Err(sqlite_error(&path, url, &e)),
+    }
+}
+
+/// SQLite's primary result code of an error (the low byte of an extended one).
+fn primary_code(e: &sqlx::Error) -> Option<i64> {
+    match e {
+        sqlx::Error::Database(d) => d.code()?.parse::<i64>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
 }
 
 /// The file of a `sqlite://path?…` or `sqlite:path` URL.
@@ -95,15 +109,7 @@ fn sqlite_path(url: &str) -> String {
 
 /// Why SQLite refused, in words an operator can act on.
 fn sqlite_error(path: &str, url: &str, e: &sqlx::Error) -> Error {
-    let code = match e {
-        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
-        _ => None,
-    };
-    // Primary result codes (the low byte of an extended one).
-    let primary = code
-        .as_deref()
-        .and_then(|c| c.parse::<i64>().ok())
-        .map(|c| c & 0xff);
+    let primary = primary_code(e);
     let file = std::path::Path::new(path);
     let dir = file
         .parent()
