@@ -346,6 +346,9 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
     b.submit("#record-submit").await;
     assert!(b.path().await.starts_with("/records/"));
     b.shot("daily-record").await;
+    // The list with today's record (its links are followed).
+    b.go("/records").await;
+    b.shot("records").await;
     b.logout().await;
 
     // The operator runs a comparison now.
