@@ -5,7 +5,8 @@
 use engine::testing::TestRuntime;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::time::Duration;
+
+mod support;
 
 fn runtime(responder: engine::testing::Responder) -> TestRuntime {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -27,14 +28,14 @@ fn warning(id: &str, district: &str) -> Value {
 
 #[test]
 fn a_run_opens_one_warning_per_new_anomaly_and_one_digest() {
-    let mut rt = runtime(Box::new(|name, _args| match name {
-        "run_comparison" => Ok(json!({
-            "run_id": "r1", "as_of": "2026-12-01T10:00:00+08:00",
-            "new_warnings": [warning("w1", "jinjiang"), warning("w2", "jinjiang"), warning("w3", "qingyang")],
-            "per_district": {"jinjiang": 2, "qingyang": 1},
-            "summary": {"persons": 10, "anomalies": 3},
-        })),
-        _ => Ok(Value::Null),
+    let run = json!({
+        "run_id": "r1", "as_of": "2026-12-01T10:00:00+08:00",
+        "new_warnings": [warning("w1", "jinjiang"), warning("w2", "jinjiang"), warning("w3", "qingyang")],
+        "per_district": {"jinjiang": 2, "qingyang": 1},
+        "summary": {"persons": 10, "anomalies": 3},
+    });
+    let mut rt = runtime(Box::new(move |name, args| {
+        Ok(support::comparison_fake(&run, name, args).unwrap_or(Value::Null))
     }));
     rt.start(
         "comparison",
@@ -44,7 +45,10 @@ fn a_run_opens_one_warning_per_new_anomaly_and_one_digest() {
     .unwrap();
     let s = rt.state("run-1");
     assert_eq!(s.state, "done");
-    assert_eq!(s.output, json!({"persons": 10, "anomalies": 3}));
+    assert_eq!(
+        s.output,
+        json!({"persons": 10, "anomalies": 3, "new_warnings": 3})
+    );
     for w in ["w1", "w2", "w3"] {
         assert_eq!(
             rt.state(w).state,
@@ -64,15 +68,11 @@ fn a_run_opens_one_warning_per_new_anomaly_and_one_digest() {
 
 #[test]
 fn a_run_with_nothing_new_sends_no_digest() {
-    let mut rt = runtime(Box::new(|name, _| match name {
-        "run_comparison" => Ok(
-            json!({"run_id": "r2", "as_of": "x", "new_warnings": [], "per_district": {}, "summary": {}}),
-        ),
-        _ => Ok(Value::Null),
+    let run = json!({"run_id": "r2", "as_of": "x", "new_warnings": [], "per_district": {}, "summary": {}});
+    let mut rt = runtime(Box::new(move |name, args| {
+        Ok(support::comparison_fake(&run, name, args).unwrap_or(Value::Null))
     }));
     rt.start("comparison", "run-2", json!({})).unwrap();
-    assert_eq!(rt.state("run-2").state, "opening_warnings");
-    rt.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(rt.state("run-2").state, "done");
     assert!(rt.calls_named("notify_district_digest").is_empty());
     assert_eq!(rt.instances.len(), 1);
@@ -93,4 +93,38 @@ fn a_run_that_cannot_get_data_fails_and_invents_nothing() {
     assert!(s.output["error"].as_str().unwrap().contains("HTTP 503"));
     assert_eq!(rt.instances.len(), 1, "no warnings opened");
     assert!(rt.calls_named("notify_district_digest").is_empty());
+}
+
+#[test]
+fn a_run_opens_any_number_of_warnings_a_page_at_a_time() {
+    // More warnings than one rhai value may hold (the sandbox's 10,000 map
+    // entries: about 1,100 warnings): each page is its own step.
+    let n = 2_345;
+    let list: Vec<Value> = (0..n)
+        .map(|k| {
+            warning(
+                &format!("w{k:05}"),
+                if k % 3 == 0 { "qingyang" } else { "jinjiang" },
+            )
+        })
+        .collect();
+    let run = json!({
+        "run_id": "r4", "as_of": "2026-12-01T10:00:00+08:00", "new_warnings": list,
+        "per_district": {"jinjiang": 1563, "qingyang": 782}, "summary": {"persons": 9000},
+    });
+    let mut rt = runtime(Box::new(move |name, args| {
+        Ok(support::comparison_fake(&run, name, args).unwrap_or(Value::Null))
+    }));
+    rt.start("comparison", "run-4", json!({})).unwrap();
+    assert_eq!(rt.state("run-4").state, "done");
+    assert_eq!(rt.instances.len(), 1 + n, "every warning started once");
+    let pages = rt.calls_named("warnings_to_open");
+    assert_eq!(
+        pages.len(),
+        n.div_ceil(500) + 1,
+        "full pages, then an empty one"
+    );
+    assert_eq!(pages[1].args["after"], "w00499");
+    assert_eq!(rt.calls_named("notify_enterprise").len(), n);
+    assert_eq!(rt.calls_named("notify_district_digest").len(), 1);
 }

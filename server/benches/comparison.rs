@@ -11,7 +11,6 @@
 use chrono::{DateTime, Utc};
 use engine::clock::{Clock, ManualClock};
 use engine::runtime::ActivityCall;
-use engine::store::sql::{insert_many, Arg};
 use server::activities::{registry, Services};
 use server::adapters::health::{HealthCommission, HttpHealth, HttpOptions};
 use server::adapters::health_sim::{SimRates, Simulator};
@@ -19,19 +18,12 @@ use server::adapters::sms::LogSms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/bulk.rs"]
+mod bulk;
+use bulk::id_number;
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn id_number(n: u64) -> String {
-    // 17 digits: region 510104, birth 1990-01-01 + n mod 10000 days, sequence n / 10000.
-    let birth = chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap()
-        + chrono::Duration::days((n % 15_000) as i64);
-    let first17 = format!("510104{}{:03}", birth.format("%Y%m%d"), n / 15_000 % 1000);
-    format!(
-        "{first17}{}",
-        server::domain::id_number::check_digit(&first17).unwrap()
-    )
-}
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -69,7 +61,6 @@ async fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(if full { 1_000_000 } else { 2_000 });
-    let addresses = (n / 40).max(1);
     let dir = std::env::temp_dir().join(format!("epi-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = server::db::open(&format!(
@@ -102,83 +93,11 @@ async fn main() {
     );
 
     let t = Instant::now();
-    let mut tx = pool.begin().await.unwrap();
-    insert_many(
-        &mut tx,
-        "districts",
-        "code, number, name, liaison_name, phone",
-        vec![vec![
-            Arg::T(Some("jinjiang".into())),
-            Arg::I(Some(1)),
-            Arg::T(Some("锦江区住建交局".into())),
-            Arg::T(Some("黄波".into())),
-            Arg::T(Some("84527022".into())),
-        ]],
-        "",
-    )
-    .await
-    .unwrap();
-    let enterprises = (addresses / 5).max(1);
-    let rows = (0..enterprises)
-        .map(|e| {
-            vec![
-                Arg::T(Some(format!("e{e}"))),
-                Arg::T(Some(format!("code{e}"))),
-                Arg::T(Some(format!("企业{e}"))),
-                Arg::T(Some("construction".into())),
-                Arg::T(Some("jinjiang".into())),
-                Arg::T(Some("地址".into())),
-                Arg::T(Some("联系人".into())),
-                Arg::T(Some("13800000000".into())),
-                Arg::I(Some(0)),
-                Arg::I(Some(0)),
-            ]
-        })
-        .collect();
-    insert_many(&mut tx, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
-    let rows = (0..addresses)
-        .map(|a| {
-            vec![
-                Arg::T(Some(format!("a{a}"))),
-                Arg::T(Some(format!("e{}", a % enterprises))),
-                Arg::T(Some(format!("地址{a}"))),
-                Arg::T(Some("jinjiang".into())),
-                Arg::I(Some(0)),
-            ]
-        })
-        .collect();
-    insert_many(
-        &mut tx,
-        "addresses",
-        "id, enterprise_id, address, district, created_at",
-        rows,
-        "",
-    )
-    .await
-    .unwrap();
-    let rows = (0..n)
-        .map(|p| {
-            vec![
-                Arg::T(Some(format!("s{p}"))),
-                Arg::T(Some(format!("e{}", (p % addresses) % enterprises))),
-                Arg::T(Some(format!("a{}", p % addresses))),
-                Arg::T(Some("某人".into())),
-                Arg::T(Some(id_number(p))),
-                Arg::I(Some(0)),
-                Arg::I(Some(0)),
-            ]
-        })
-        .collect();
-    insert_many(
-        &mut tx,
-        "staff",
-        "id, enterprise_id, address_id, name, id_number, created_at, updated_at",
-        rows,
-        "",
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let bulk::City {
+        addresses,
+        enterprises,
+        ..
+    } = bulk::seed_city(&pool, n).await;
     println!(
         "setup: {n} persons in {addresses} addresses of {enterprises} enterprises ({:.1} s)",
         t.elapsed().as_secs_f64()
@@ -238,7 +157,7 @@ async fn main() {
     println!(
         "whole run (load staff, fetch, count, rules, upsert {} records, keep {n} persons' data, open {} warnings): {secs:.2} s = {:.0} persons/s",
         addresses,
-        result["new_warnings"].as_array().map(Vec::len).unwrap_or(0),
+        result["summary"]["new_warnings"],
         n as f64 / secs
     );
     println!(

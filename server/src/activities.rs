@@ -50,7 +50,8 @@ pub fn registry(s: Arc<Services>) -> Activities {
     let c = s.clone();
     let d = s.clone();
     let e = s.clone();
-    let f = s;
+    let f = s.clone();
+    let g = s;
     Activities::new()
         .register("notify_enterprise", move |call| {
             notify_enterprise(a.clone(), call)
@@ -67,6 +68,9 @@ pub fn registry(s: Arc<Services>) -> Activities {
         })
         .register("record_warning_event", move |call| {
             project_warning(f.clone(), call)
+        })
+        .register("warnings_to_open", move |call| {
+            warnings_to_open(g.clone(), call)
         })
 }
 
@@ -300,10 +304,7 @@ struct Roster {
 struct Site {
     id: String,
     enterprise_id: String,
-    enterprise_name: String,
     district: String,
-    /// The district's name (锦江区…), for messages.
-    district_name: String,
     /// Index in `Roster::staff` of its first person; its persons end where
     /// the next site's begin.
     first: usize,
@@ -328,12 +329,10 @@ const PERSON_SEP: &str = "\u{1e}";
 /// `string_agg(… ORDER BY …)` is the same in PostgreSQL and SQLite ≥ 3.44.
 async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
     let rows = sqlx::query(
-        "SELECT g.address_id, a.enterprise_id, e.name AS enterprise_name, e.district, \
-         d.name AS district_name, g.staff \
+        "SELECT g.address_id, a.enterprise_id, e.district, g.staff \
          FROM (SELECT address_id, string_agg(id || $1 || id_number, $2 ORDER BY id) AS staff \
                FROM staff WHERE deleted_at IS NULL GROUP BY address_id) g \
          JOIN addresses a ON a.id = g.address_id JOIN enterprises e ON e.id = a.enterprise_id \
-         JOIN districts d ON d.code = e.district \
          ORDER BY g.address_id",
     )
     .bind(FIELD_SEP)
@@ -352,9 +351,7 @@ async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
         let list: &str = r.try_get("staff").map_err(db)?;
         roster.sites.push(Site {
             enterprise_id: r.try_get("enterprise_id").map_err(db)?,
-            enterprise_name: r.try_get("enterprise_name").map_err(db)?,
             district: r.try_get("district").map_err(db)?,
-            district_name: r.try_get("district_name").map_err(db)?,
             first: roster.staff.len(),
             id,
         });
@@ -376,8 +373,8 @@ struct Tally {
     permille: Vec<Option<u64>>,
     /// `comparison_persons.data` of each site.
     data: Vec<String>,
-    /// (person index, reason) in run order.
-    anomalies: Vec<(usize, String)>,
+    /// (person index, reason, evidence) in run order.
+    anomalies: Vec<(usize, String, String)>,
     unknown: usize,
     /// How many persons were judged (all of them unless the answer stopped short).
     judged: usize,
@@ -424,7 +421,12 @@ fn judge_parts(
                 &reasons,
             );
             unknown += usize::from(record.is_none());
-            anomalies.extend(reasons.drain(..).map(|r| (i, r)));
+            anomalies.extend(
+                reasons
+                    .drain(..)
+                    .zip(judge.evidence())
+                    .map(|(r, e)| (i, r, e.clone())),
+            );
             judged += 1;
         }
     }
@@ -554,10 +556,14 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     )
     .await
     .map_err(store_err)?;
-    // The run row first: the per-person data below refers to it.
-    sqlx::query(
-        "INSERT INTO comparison_runs (id, slot, as_of, started_at, status, persons, unknown, anomalies, new_warnings) \
-         VALUES ($1, NULL, $2, $3, 'running', $4, $5, $6, 0)",
+    // The run row first: the per-person data below refers to it. Runs are
+    // numbered in the order they are written (a unique column: two runs
+    // racing for one number on PostgreSQL make one fail and retry), and the
+    // run's warnings are numbered within it, so warning ids never collide.
+    let number: i64 = sqlx::query_scalar(
+        "INSERT INTO comparison_runs (id, slot, as_of, started_at, status, persons, unknown, anomalies, new_warnings, number) \
+         VALUES ($1, NULL, $2, $3, 'running', $4, $5, $6, 0, \
+                 (SELECT COALESCE(MAX(number), 0) + 1 FROM comparison_runs)) RETURNING number",
     )
     .bind(&run_id)
     .bind(as_of.timestamp_millis())
@@ -565,7 +571,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     .bind(roster.staff.len() as i64)
     .bind(tally.unknown as i64)
     .bind(tally.anomalies.len() as i64)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await
     .map_err(db)?;
     // The data each person was judged on, for audits and dry runs of
@@ -605,13 +611,78 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .map_err(db)?
             .into_iter()
             .collect();
+    // Warnings closed by review whose evidence may still be seen (R5.1):
+    // few, since each stops counting once a run no longer finds it.
+    let mut closed: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT id, dedupe_key, evidence FROM warnings WHERE closed_at IS NOT NULL AND evidence_gone = 0",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?
+    {
+        closed
+            .entry(r.try_get("dedupe_key").map_err(db)?)
+            .or_default()
+            .push((r.try_get("id").map_err(db)?, r.try_get("evidence").map_err(db)?));
+    }
+    let keyed = tally
+        .anomalies
+        .iter()
+        .map(|(i, reason, evidence)| {
+            let key = s
+                .rules
+                .call(
+                    "dedupe",
+                    "warning_key",
+                    &[json!(roster.staff[*i]), json!(reason)],
+                )
+                .map_err(|e| ActivityError::Permanent(e.to_string()))?;
+            let key = key.as_str().map(str::to_string).ok_or_else(|| {
+                ActivityError::Permanent(format!(
+                    "rules/dedupe.rhai: warning_key gave {key}, expected text"
+                ))
+            })?;
+            Ok((*i, reason, evidence, key))
+        })
+        .collect::<Result<Vec<_>, ActivityError>>()?;
+    // A closed warning's evidence is gone once this run finds its person
+    // without it (not found at all, or on other evidence): from then on a
+    // finding of that reason is new evidence.
+    let still: HashSet<(&str, &str)> = keyed
+        .iter()
+        .map(|(_, _, evidence, key)| (key.as_str(), evidence.as_str()))
+        .collect();
+    let gone: Vec<&str> = closed
+        .iter()
+        .flat_map(|(key, list)| {
+            list.iter()
+                .filter(|(_, evidence)| {
+                    !still.contains(&(key.as_str(), evidence.as_deref().unwrap_or_default()))
+                })
+                .map(|(id, _)| id.as_str())
+        })
+        .collect();
+    for chunk in gone.chunks(500) {
+        let marks = (2..chunk.len() + 2)
+            .map(|k| format!("${k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("UPDATE warnings SET evidence_gone = 1, updated_at = $1 WHERE id IN ({marks})");
+        let mut q = sqlx::query(&sql).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await.map_err(db)?;
+    }
     // Names only of the anomalous persons.
     let mut names: HashMap<String, String> = HashMap::new();
     let flagged: Vec<&str> = {
         let mut v: Vec<&str> = tally
             .anomalies
             .iter()
-            .map(|(i, _)| roster.staff[*i].as_str())
+            .map(|(i, _, _)| roster.staff[*i].as_str())
             .collect();
         v.dedup();
         v
@@ -630,19 +701,17 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             names.insert(r.try_get("id").map_err(db)?, r.try_get("name").map_err(db)?);
         }
     }
-    let mut new_warnings = Vec::new();
     let mut warning_rows = Vec::new();
     let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
     let mut counted = Vec::new();
     let mut seen = HashSet::new();
-    for (n, (i, reason)) in tally.anomalies.iter().enumerate() {
+    for (i, reason, evidence, key) in &keyed {
         let staff_id = &roster.staff[*i];
-        let key = s
-            .rules
-            .call("dedupe", "warning_key", &[json!(staff_id), json!(reason)])
-            .map_err(|e| ActivityError::Permanent(e.to_string()))?;
-        let key = key.as_str().unwrap_or_default().to_string();
-        if open.contains(&key) || !seen.insert(key.clone()) {
+        let same_evidence = closed.get(key).is_some_and(|list| {
+            list.iter()
+                .any(|(_, e)| e.as_deref() == Some(evidence.as_str()))
+        });
+        if open.contains(key) || same_evidence || !seen.insert(key.clone()) {
             continue;
         }
         let site = &roster.sites[roster.site_of(*i)];
@@ -650,7 +719,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         let masked = crate::domain::IdNumber::parse(&roster.ids[*i])
             .map(|n| n.masked())
             .unwrap_or_else(|_| "***".into());
-        let warning_id = format!("{}-{}", short_hash(&run_id), n + 1);
+        let warning_id = format!("{number}-{}", warning_rows.len() + 1);
         warning_rows.push(vec![
             Arg::T(Some(warning_id.clone())),
             Arg::T(Some(site.enterprise_id.clone())),
@@ -659,8 +728,9 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             Arg::T(Some(staff_id.clone())),
             Arg::T(Some(name.clone())),
             Arg::T(Some(masked.clone())),
-            Arg::T(Some(reason.clone())),
+            Arg::T(Some(reason.to_string())),
             Arg::T(Some(key.clone())),
+            Arg::T(Some(evidence.to_string())),
             Arg::T(Some(run_id.clone())),
             Arg::T(Some("awaiting_disposal".into())),
             Arg::I(Some(0)),
@@ -680,19 +750,15 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             },
             1,
         ));
-        new_warnings.push(json!({
-            "warning_id": warning_id, "enterprise_id": site.enterprise_id, "enterprise_name": site.enterprise_name,
-            "district": site.district, "district_name": site.district_name, "person_id": masked,
-            "person_name": name, "reason": reason,
-        }));
     }
+    let new_warnings = warning_rows.len();
     crate::warnings::add_to_counts(&mut tx, &counted)
         .await
         .map_err(db)?;
     insert_many(
         &mut tx,
         "warnings",
-        "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, run_id, \
+        "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, evidence, run_id, \
          state, disposal_overdue, review_overdue, opened_at, updated_at",
         warning_rows,
         "",
@@ -701,15 +767,15 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     .map_err(store_err)?;
     let summary = json!({
         "persons": roster.staff.len(), "unknown": tally.unknown, "anomalies": tally.anomalies.len(),
-        "new_warnings": new_warnings.len(), "addresses": roster.sites.len(),
+        "new_warnings": new_warnings, "addresses": roster.sites.len(),
     });
     let result = json!({
-        "run_id": run_id, "as_of": as_of.to_rfc3339(), "new_warnings": new_warnings,
+        "run_id": run_id, "number": number, "as_of": as_of.to_rfc3339(),
         "per_district": per_district, "summary": summary,
     });
     sqlx::query("UPDATE comparison_runs SET finished_at = $1, status = 'done', new_warnings = $2, result = $3 WHERE id = $4")
         .bind(now)
-        .bind(summary["new_warnings"].as_i64().unwrap_or_default())
+        .bind(new_warnings as i64)
         .bind(result.to_string())
         .bind(&run_id)
         .execute(&mut *tx)
@@ -729,9 +795,47 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     Ok(result)
 }
 
-fn short_hash(s: &str) -> String {
-    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!("{:08x}", h as u32)
+/// Largest page `warnings_to_open` serves: a page becomes one rhai value
+/// in the workflow, which the sandbox bounds (10,000 map entries in all).
+const MAX_PAGE: i64 = 1000;
+
+/// A page of a run's new warnings, in id order after `after` (the last one
+/// already started; "" for the first page): what `workflows/comparison.yaml`
+/// starts a warning workflow for. `last` is the page's last id (null when
+/// the page is empty). Reads only, so a repeat gives the same page.
+async fn warnings_to_open(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
+    let run_id = arg(&call, "run_id");
+    let limit = call.args["limit"]
+        .as_i64()
+        .filter(|l| (1..=MAX_PAGE).contains(l))
+        .ok_or_else(|| {
+            ActivityError::Permanent(format!(
+                "warnings_to_open: `limit` must be a whole number from 1 to {MAX_PAGE}, got {}",
+                call.args["limit"]
+            ))
+        })?;
+    let rows = sqlx::query(
+        "SELECT w.id, w.enterprise_id, e.name AS enterprise_name, w.district, d.name AS district_name, \
+                w.person_masked, w.person_name, w.reason \
+         FROM warnings w JOIN enterprises e ON e.id = w.enterprise_id JOIN districts d ON d.code = w.district \
+         WHERE w.run_id = $1 AND w.id > $2 ORDER BY w.id LIMIT $3",
+    )
+    .bind(run_id)
+    .bind(arg(&call, "after"))
+    .bind(limit)
+    .fetch_all(&s.pool)
+    .await
+    .map_err(db)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let text = |c: &str| r.try_get::<String, _>(c).map_err(db);
+        items.push(json!({
+            "warning_id": text("id")?, "enterprise_id": text("enterprise_id")?,
+            "enterprise_name": text("enterprise_name")?, "district": text("district")?,
+            "district_name": text("district_name")?, "person_id": text("person_masked")?,
+            "person_name": text("person_name")?, "reason": text("reason")?,
+        }));
+    }
+    let last = items.last().map(|w| w["warning_id"].clone());
+    Ok(json!({ "items": items, "last": last }))
 }

@@ -202,6 +202,8 @@ pub struct Judge<'r> {
     words: Words,
     memo: HashMap<Profile, Increments>,
     classify_calls: usize,
+    /// `dedupe::evidence` of each reason found by the last `judge` call.
+    evidence: Vec<String>,
 }
 
 impl<'r> Judge<'r> {
@@ -213,6 +215,7 @@ impl<'r> Judge<'r> {
             words: Words::new(),
             memo: HashMap::new(),
             classify_calls: 0,
+            evidence: Vec::new(),
         }
     }
 
@@ -226,6 +229,7 @@ impl<'r> Judge<'r> {
         reasons: &mut Vec<String>,
     ) -> Result<(), Error> {
         counts.persons += 1;
+        self.evidence.clear();
         let Some(r) = record else {
             counts.unknown += 1;
             return Ok(());
@@ -269,7 +273,49 @@ impl<'r> Judge<'r> {
         // The anomaly rule's argument, built for rhai directly: this runs
         // once per person (a million times a run), and going through JSON
         // costs more than the rule itself.
-        let reports: rhai::Array = in_window()
+        let found =
+            self.rules
+                .call_dynamic("anomaly", "evaluate", vec![self.rule_person(r).into()])?;
+        let found = found.into_array().map_err(|t| {
+            Error::RuleResult("anomaly::evaluate", "a list of reasons (text)", t.into())
+        })?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        // Few persons get here: the argument is built again for the
+        // evidence rule rather than copied for everyone.
+        let person: rhai::Dynamic = self.rule_person(r).into();
+        for reason in found {
+            let reason = reason.into_immutable_string().map_err(|t| {
+                Error::RuleResult("anomaly::evaluate", "a list of reasons (text)", t.into())
+            })?;
+            let evidence = self
+                .rules
+                .call_dynamic(
+                    "dedupe",
+                    "evidence",
+                    vec![person.clone(), reason.clone().into()],
+                )?
+                .into_immutable_string()
+                .map_err(|t| Error::RuleResult("dedupe::evidence", "text", t.into()))?;
+            reasons.push(reason.to_string());
+            self.evidence.push(evidence.to_string());
+        }
+        Ok(())
+    }
+
+    /// What the rules' evidence function said of each reason the last
+    /// `judge` call appended, in the same order (empty when it found none).
+    pub fn evidence(&self) -> &[String] {
+        &self.evidence
+    }
+
+    /// The anomaly rule's argument: the person with the reports in the window.
+    fn rule_person(&self, r: &HealthRecord) -> rhai::Map {
+        let reports: rhai::Array = r
+            .nat_reports
+            .iter()
+            .filter(|n| n.sampled_at > self.from && n.sampled_at <= self.as_of)
             .map(|n| {
                 let mut m = rhai::Map::new();
                 m.insert("sampled_at".into(), n.sampled_at.to_rfc3339().into());
@@ -279,19 +325,7 @@ impl<'r> Judge<'r> {
             .collect();
         let mut person = self.person(r);
         person.insert("nat_reports".into(), reports.into());
-        let found = self
-            .rules
-            .call_dynamic("anomaly", "evaluate", vec![person.into()])?;
-        let found = found.into_array().map_err(|t| {
-            Error::RuleResult("anomaly::evaluate", "a list of reasons (text)", t.into())
-        })?;
-        for reason in found {
-            let reason = reason.into_immutable_string().map_err(|t| {
-                Error::RuleResult("anomaly::evaluate", "a list of reasons (text)", t.into())
-            })?;
-            reasons.push(reason.to_string());
-        }
-        Ok(())
+        person
     }
 
     /// `vaccination` and `health_code` of the rules' person argument.
@@ -390,6 +424,7 @@ pub const RULES_USED: &[(&str, &str, usize)] = &[
     ("statistics", "classify", 1),
     ("statistics", "vaccination_permille", 1),
     ("dedupe", "warning_key", 2),
+    ("dedupe", "evidence", 2),
 ];
 
 /// Every function of [`RULES_USED`] is defined; otherwise what is missing,

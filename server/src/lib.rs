@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod activities;
 pub mod adapters;
+pub mod admin;
 pub mod comparison;
 pub mod config;
 pub mod db;

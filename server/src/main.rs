@@ -36,6 +36,63 @@ enum Command {
         #[arg(default_value = "rules")]
         rules: PathBuf,
     },
+    /// Set up and administer a deployment's database (SQLite or PostgreSQL,
+    /// as configured): the first administrator, accounts, enterprises.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator account; prints its generated password once
+    /// (to be changed at first login).
+    CreateAdmin {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        username: String,
+        /// Bound mobile (SMS login codes, resets sent by SMS).
+        #[arg(long)]
+        mobile: Option<String>,
+    },
+    /// Give an account a new generated password, printed once (changed at
+    /// next login), and end its sessions: for an administrator locked out.
+    ResetPassword {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        username: String,
+    },
+    /// Import district, city, operator and administrator accounts from CSV
+    /// (header 账号,角色,区（市）县,手机号); prints each new account's
+    /// generated password once. Existing accounts are left as they are.
+    ImportAccounts {
+        #[command(flatten)]
+        target: Target,
+        file: PathBuf,
+    },
+    /// Import enterprises that already have credit-system accounts (the
+    /// administrator page's import; columns in README.md "Production").
+    /// Any bad row and nothing is imported; importing again updates.
+    ImportEnterprises {
+        #[command(flatten)]
+        target: Target,
+        file: PathBuf,
+    },
+}
+
+/// The deployment an admin command works on: the configuration `serve` uses.
+#[derive(clap::Args)]
+struct Target {
+    /// Configuration file (YAML); EPI_* environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "workflows")]
+    workflows: PathBuf,
+    #[arg(long, default_value = "rules")]
+    rules: PathBuf,
 }
 
 #[derive(clap::Args, Default)]
@@ -104,6 +161,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
             rt.block_on(serve(args))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            rt.block_on(admin(command))
         }
         Command::Validate { workflows, rules } => {
             let (w, r) = engine::load_dirs(&workflows, &rules).with_context(|| {
@@ -186,6 +247,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sys = System::open(&config, &paths, clock, engine::runtime::Options::default())
         .await
         .context("starting the system")?;
+    if !args.demo {
+        let admins: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM accounts WHERE role = 'admin' AND disabled_at IS NULL",
+        )
+        .fetch_one(&sys.pool)
+        .await?;
+        if admins == 0 {
+            println!(
+                "尚无系统管理员账号：先运行 `server admin create-admin --config <配置文件> --username <账号>`（见 README.md “Production”）"
+            );
+        }
+    }
     if let (Some(c), Some(latest)) = (&rehearsal, sys.latest_recorded().await?) {
         use engine::clock::{AdjustableClock as _, Clock as _};
         if latest > c.now() {
@@ -242,4 +315,150 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => println!("stopping"),
     }
     Ok(())
+}
+
+/// Who the audit records as having acted from the command line (not a
+/// possible account name).
+const CLI_ACTOR: &str = "（命令行）";
+
+async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
+    use server::admin;
+    let target = match &command {
+        AdminCommand::CreateAdmin { target, .. }
+        | AdminCommand::ResetPassword { target, .. }
+        | AdminCommand::ImportAccounts { target, .. }
+        | AdminCommand::ImportEnterprises { target, .. } => target,
+    };
+    let config = server::config::Config::load(target.config.as_deref(), |k| std::env::var(k).ok())?;
+    let paths = if target.workflows.exists() {
+        server::system::Paths {
+            workflows: target.workflows.clone(),
+            rules: target.rules.clone(),
+        }
+    } else {
+        server::system::Paths::repository()
+    };
+    let sys = server::system::System::open(
+        &config,
+        &paths,
+        server::system::ClockChoice::System,
+        engine::runtime::Options::default(),
+    )
+    .await
+    .context("opening the database")?;
+    let now = sys.clock.now().timestamp_millis();
+    let read = |file: &PathBuf| -> anyhow::Result<String> {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        admin::csv_text(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    };
+    // Rows with problems: print them all (bounded) and fail.
+    let rows = |file: &PathBuf, e: admin::RowErrors| {
+        println!("{}: {}", file.display(), e.summary());
+        for l in e.lines() {
+            println!("  {l}");
+        }
+        Ok(ExitCode::FAILURE)
+    };
+    match command {
+        AdminCommand::CreateAdmin {
+            username, mobile, ..
+        } => {
+            let form = admin::NewAccount {
+                username: username.clone(),
+                role: "admin".into(),
+                district: String::new(),
+                mobile: mobile.unwrap_or_default(),
+            };
+            match admin::create_account(&sys.pool, &sys.districts, &form, CLI_ACTOR, now).await {
+                Ok(password) => {
+                    println!("已创建系统管理员 {}", username.trim());
+                    println!("初始密码: {password}");
+                    println!("（只显示这一次；首次登录须修改密码）");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(admin::Error::Invalid(errors)) => {
+                    for m in errors.values() {
+                        println!("{m}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        AdminCommand::ResetPassword { username, .. } => {
+            match admin::reset_password(
+                &sys.pool,
+                None,
+                &*sys.sms,
+                &username,
+                admin::Delivery::Show,
+                CLI_ACTOR,
+                now,
+            )
+            .await?
+            {
+                admin::Reset::Shown(password) => {
+                    println!("已重置 {username} 的密码，其会话均已结束");
+                    println!("新密码: {password}");
+                    println!("（只显示这一次；下次登录须修改密码）");
+                }
+                admin::Reset::Sent { mobile_masked } => {
+                    println!("新密码已短信发送至 {mobile_masked}")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::ImportAccounts { file, .. } => {
+            let text = read(&file)?;
+            match admin::import_accounts(&sys.pool, &sys.districts, &text, CLI_ACTOR, now).await {
+                Ok(report) => {
+                    println!(
+                        "新建账号 {} 个，已存在未改动 {} 个。初始密码只显示这一次，首次登录须修改：",
+                        report.created.len(),
+                        report.skipped.len()
+                    );
+                    for (username, role, password) in &report.created {
+                        println!("  账号 {username:<16} {role:<12} 初始密码 {password}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(admin::Error::Rows(e)) => rows(&file, e),
+                Err(e) => Err(e.into()),
+            }
+        }
+        AdminCommand::ImportEnterprises { file, .. } => {
+            let text = read(&file)?;
+            match admin::import_enterprises(
+                &sys.pool,
+                &*sys.sms,
+                &sys.districts,
+                &text,
+                CLI_ACTOR,
+                now,
+            )
+            .await
+            {
+                Ok(report) => {
+                    println!(
+                        "新增企业 {} 家，更新企业 {} 家，新开账号 {} 个",
+                        report.created,
+                        report.updated,
+                        report.accounts.len()
+                    );
+                    for a in &report.accounts {
+                        println!(
+                            "  {:<16} {}（{}）{}",
+                            a.username,
+                            a.enterprise,
+                            a.methods,
+                            if a.sms_sent { "" } else { " 短信未发送" }
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(admin::Error::Rows(e)) => rows(&file, e),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
 }

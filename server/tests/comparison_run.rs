@@ -294,9 +294,18 @@ async fn check(url: &str) {
     let warnings = count(&pool, "SELECT COUNT(*) FROM warnings").await;
     assert_eq!(warnings, expected.anomalies.len() as i64);
     assert_eq!(
-        result["new_warnings"].as_array().unwrap().len() as i64,
+        result["summary"]["new_warnings"].as_i64().unwrap(),
         warnings
     );
+    // Ids are the run's number, then the warning's within the run.
+    let number = result["number"].as_i64().unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM warnings")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for k in 1..=warnings {
+        assert!(ids.contains(&format!("{number}-{k}")), "{ids:?}");
+    }
     let (name, masked, enterprise): (String, String, String) = sqlx::query_as(
         "SELECT person_name, person_masked, enterprise_id FROM warnings ORDER BY id LIMIT 1",
     )
@@ -325,7 +334,8 @@ async fn check(url: &str) {
 
     // A later run of the same day: same records updated, no second warning (R5.1).
     let later = run(&acts, "run2").await.unwrap();
-    assert_eq!(later["new_warnings"].as_array().unwrap().len(), 0);
+    assert_eq!(later["summary"]["new_warnings"], 0);
+    assert_eq!(later["number"].as_i64().unwrap(), number + 1);
     assert_eq!(count(&pool, "SELECT COUNT(*) FROM daily_records").await, 3);
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM warnings").await,

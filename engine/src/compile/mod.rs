@@ -767,14 +767,7 @@ impl WorkflowCx<'_> {
                     signal: Some(sig),
                     ..ROOT
                 };
-                let list = match handlers {
-                    definition::OneOrMany::One(h) => vec![self.handler(h, &op, scope, id)],
-                    definition::OneOrMany::Many(hs) => hs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, h)| self.handler(h, &op.index(i), scope, id))
-                        .collect(),
-                };
+                let list = self.handlers(handlers, &op, scope, id);
                 on.insert(sig.clone(), list);
             }
             states.push(StateSpec {
@@ -948,6 +941,24 @@ impl WorkflowCx<'_> {
         let to = self.state_ref(name, path)?;
         self.edges.push((from, to));
         Some(to)
+    }
+
+    /// One handler or a list of them, in order.
+    fn handlers(
+        &mut self,
+        hs: &definition::OneOrMany<HandlerDef>,
+        path: &Path,
+        scope: Scope,
+        state: StateId,
+    ) -> Vec<Handler> {
+        match hs {
+            definition::OneOrMany::One(h) => vec![self.handler(h, path, scope, state)],
+            definition::OneOrMany::Many(hs) => hs
+                .iter()
+                .enumerate()
+                .map(|(i, h)| self.handler(h, &path.index(i), scope, state))
+                .collect(),
+        }
     }
 
     fn handler(&mut self, h: &HandlerDef, path: &Path, scope: Scope, state: StateId) -> Handler {
@@ -1151,11 +1162,13 @@ impl WorkflowCx<'_> {
             let on_success = a
                 .on_success
                 .as_ref()
-                .map(|h| self.handler(h, &path.key("on_success"), hs, state));
+                .map(|h| self.handlers(h, &path.key("on_success"), hs, state))
+                .unwrap_or_default();
             let on_failure = a
                 .on_failure
                 .as_ref()
-                .map(|h| self.handler(h, &path.key("on_failure"), hs, state));
+                .map(|h| self.handlers(h, &path.key("on_failure"), hs, state))
+                .unwrap_or_default();
             self.program_activities.push(ActivitySpec {
                 name: name.clone(),
                 args,
@@ -1208,7 +1221,8 @@ impl WorkflowCx<'_> {
         let on_complete = a
             .on_child_complete
             .as_ref()
-            .map(|h| self.handler(h, &path.key("on_child_complete"), hs, state));
+            .map(|h| self.handlers(h, &path.key("on_child_complete"), hs, state))
+            .unwrap_or_default();
         self.program_children.push(ChildSpec {
             workflow: workflow.clone(),
             input,

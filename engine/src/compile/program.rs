@@ -185,8 +185,9 @@ pub struct ActivitySpec {
     pub args: Template,
     pub retry: RetryPolicy,
     pub result: Option<String>,
-    pub on_success: Option<Handler>,
-    pub on_failure: Option<Handler>,
+    /// Tried in order; the first whose guard holds runs. Empty: none given.
+    pub on_success: Vec<Handler>,
+    pub on_failure: Vec<Handler>,
 }
 
 #[derive(Debug)]
@@ -195,7 +196,7 @@ pub struct ChildSpec {
     pub input: Template,
     pub for_each: Option<Expr>,
     pub key: Option<Expr>,
-    pub on_complete: Option<Handler>,
+    pub on_complete: Vec<Handler>,
 }
 
 /// How the runtime retries an activity. Maps onto a Temporal RetryPolicy.

@@ -183,10 +183,11 @@ pub struct ActionDef {
     /// Variable receiving the activity's result.
     #[serde(default)]
     pub result: Option<String>,
+    /// One handler or a list tried in order (the first whose `if` holds).
     #[serde(default)]
-    pub on_success: Option<HandlerDef>,
+    pub on_success: Option<OneOrMany<HandlerDef>>,
     #[serde(default)]
-    pub on_failure: Option<HandlerDef>,
+    pub on_failure: Option<OneOrMany<HandlerDef>>,
     /// Start a child workflow by name.
     #[serde(default)]
     pub start_child: Option<String>,
@@ -199,7 +200,7 @@ pub struct ActionDef {
     #[serde(default)]
     pub key: Option<String>,
     #[serde(default)]
-    pub on_child_complete: Option<HandlerDef>,
+    pub on_child_complete: Option<OneOrMany<HandlerDef>>,
     /// Guard for this single action.
     #[serde(default, rename = "if")]
     pub guard: Option<String>,

@@ -715,28 +715,26 @@ impl Run<'_> {
                     Arc::make_mut(&mut s.vars).insert(var.clone(), result.clone());
                     s.vars_dynamic = DynamicCache::default();
                 }
-                if let Some(h) = &spec.on_success {
-                    let mut cx = Cx::with(Extra {
-                        result: Some(result),
-                        ..Default::default()
-                    });
-                    self.handle_guarded(s, h, &mut cx)?;
-                }
+                let mut cx = Cx::with(Extra {
+                    result: Some(result),
+                    ..Default::default()
+                });
+                self.handle_first(s, &spec.on_success, &mut cx)?;
                 Ok(None)
             }
-            Err(error) => match &spec.on_failure {
-                Some(h) => {
+            Err(error) => match spec.on_failure.as_slice() {
+                [] => Ok(Some(format!(
+                    "activity {} failed and has no on_failure: {error}",
+                    spec.name
+                ))),
+                handlers => {
                     let mut cx = Cx::with(Extra {
                         error: Some(error),
                         ..Default::default()
                     });
-                    self.handle_guarded(s, h, &mut cx)?;
+                    self.handle_first(s, handlers, &mut cx)?;
                     Ok(None)
                 }
-                None => Ok(Some(format!(
-                    "activity {} failed and has no on_failure: {error}",
-                    spec.name
-                ))),
             },
         }
     }
@@ -757,23 +755,31 @@ impl Run<'_> {
             )));
         }
         let result = serde_json::json!({ "status": status, "output": output });
-        if let Some(h) = &self.program.children[call.spec].on_complete {
-            let mut cx = Cx::with(Extra {
-                result: Some(&result),
-                ..Default::default()
-            });
-            self.handle_guarded(s, h, &mut cx)?;
-        }
+        let mut cx = Cx::with(Extra {
+            result: Some(&result),
+            ..Default::default()
+        });
+        let program = self.program;
+        self.handle_first(s, &program.children[call.spec].on_complete, &mut cx)?;
         Ok(None)
     }
 
-    fn handle_guarded(&mut self, s: &mut Instance, h: &Handler, cx: &mut Cx) -> Result<(), Error> {
-        if let Some(g) = &h.guard {
-            if !self.guard(g, cx, s)? {
-                return Ok(());
+    /// Run the first handler whose guard holds (none may).
+    fn handle_first(
+        &mut self,
+        s: &mut Instance,
+        handlers: &[Handler],
+        cx: &mut Cx,
+    ) -> Result<(), Error> {
+        for h in handlers {
+            if let Some(g) = &h.guard {
+                if !self.guard(g, cx, s)? {
+                    continue;
+                }
             }
+            return self.handle(s, h, cx);
         }
-        self.handle(s, h, cx)
+        Ok(())
     }
 
     fn handle(&mut self, s: &mut Instance, h: &Handler, cx: &mut Cx) -> Result<(), Error> {
@@ -853,7 +859,7 @@ impl Run<'_> {
                             None => None,
                         };
                         let id = Self::next_id(s, 'c');
-                        if spec.on_complete.is_some() {
+                        if !spec.on_complete.is_empty() {
                             s.children.insert(
                                 id.clone(),
                                 PendingCall {

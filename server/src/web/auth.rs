@@ -17,6 +17,7 @@ fn home_of(role: &Role) -> &'static str {
         Role::Enterprise { .. } => "/home",
         Role::District { .. } => "/district",
         Role::City | Role::Operator => "/ops",
+        Role::Admin => "/admin",
     }
 }
 
@@ -49,6 +50,25 @@ fn login_form(
     Ok((status, html).into_response())
 }
 
+/// A refused login form answers 429 (a throttle) or 503 (every hashing
+/// slot busy) rather than 400, so clients and proxies can tell.
+fn refused_status(
+    r: Result<Response, WebError>,
+    e: &accounts::Error,
+) -> Result<Response, WebError> {
+    let mut r = r?;
+    match e {
+        accounts::Error::Throttled(accounts::Refusal::Busy) => {
+            *r.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
+        accounts::Error::Throttled(_) => {
+            *r.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS
+        }
+        _ => {}
+    }
+    Ok(r)
+}
+
 pub async fn login_page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     if let Some(a) = &ctx.account {
         return Ok(Redirect::to(home_of(&a.role)).into_response());
@@ -64,20 +84,32 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     code: String,
+    /// "1": after an SMS-code login, go to the password form (forgotten
+    /// password, R1.7).
+    #[serde(default)]
+    reset: String,
 }
 
 /// A new session for `account`: cookie set, to its home page.
+/// `by_sms`: the user just proved their bound mobile by SMS code;
+/// `reset`: and wants to set a new password (to /password).
 async fn start_session(
     app: &Shared,
     ctx: &Ctx,
     account: &accounts::Account,
+    by_sms: bool,
+    reset: bool,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
     if let Some(old) = &ctx.token {
         accounts::end_session(&app.sys.pool, &app.sessions, old).await?;
     }
-    let token = accounts::create_session(&app.sys.pool, &account.username, now).await?;
-    let to = if account.must_change_password {
+    let token = if by_sms {
+        accounts::create_sms_session(&app.sys.pool, &account.username, now).await?
+    } else {
+        accounts::create_session(&app.sys.pool, &account.username, now).await?
+    };
+    let to = if account.must_change_password || (by_sms && reset) {
         "/password"
     } else {
         home_of(&account.role)
@@ -101,17 +133,30 @@ pub async fn login(
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
-    match accounts::login_password(&app.sys.pool, &f.username, &f.password, &ctx.client, now).await
+    match accounts::login_password(
+        &app.sys.pool,
+        &app.hashing,
+        &f.username,
+        &f.password,
+        &ctx.client,
+        now,
+    )
+    .await
     {
-        Ok(a) => start_session(&app, &ctx, &a).await,
-        Err(e @ (accounts::Error::BadCredentials | accounts::Error::Throttled(_))) => login_form(
-            &app,
-            &ctx,
-            Some(e.to_string()),
-            None,
-            &f.username,
-            "password",
-        ),
+        Ok(a) => start_session(&app, &ctx, &a, false, false).await,
+        Err(e @ (accounts::Error::BadCredentials | accounts::Error::Throttled(_))) => {
+            refused_status(
+                login_form(
+                    &app,
+                    &ctx,
+                    Some(e.to_string()),
+                    None,
+                    &f.username,
+                    "password",
+                ),
+                &e,
+            )
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -136,9 +181,10 @@ pub async fn send_code(
             &f.username,
             "sms",
         ),
-        Err(e @ (accounts::Error::Throttled(_) | accounts::Error::Sms(_))) => {
-            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms")
-        }
+        Err(e @ (accounts::Error::Throttled(_) | accounts::Error::Sms(_))) => refused_status(
+            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms"),
+            &e,
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -149,11 +195,12 @@ pub async fn login_sms(
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
-    match accounts::login_code(&app.sys.pool, &f.username, &f.code, now).await {
-        Ok(a) => start_session(&app, &ctx, &a).await,
-        Err(e @ accounts::Error::BadCode) => {
-            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms")
-        }
+    match accounts::login_code(&app.sys.pool, &f.username, &f.code, &ctx.client, now).await {
+        Ok(a) => start_session(&app, &ctx, &a, true, f.reset == "1").await,
+        Err(e @ (accounts::Error::BadCode | accounts::Error::Throttled(_))) => refused_status(
+            login_form(&app, &ctx, Some(e.to_string()), None, &f.username, "sms"),
+            &e,
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -176,6 +223,7 @@ fn register_form(
     ctx: &Ctx,
     form: &accounts::Registration,
     errors: &std::collections::BTreeMap<String, String>,
+    refused: Option<&accounts::Error>,
 ) -> Result<Response, WebError> {
     let kinds: Vec<_> = crate::domain::EnterpriseType::ALL
         .iter()
@@ -191,9 +239,12 @@ fn register_form(
         app,
         ctx,
         "register.html",
-        context! { form, errors, kinds, districts },
+        context! { form, errors, kinds, districts, refused => refused.map(|e| e.to_string()) },
     )?;
-    Ok((status, html).into_response())
+    match refused {
+        Some(e) => refused_status(Ok(html.into_response()), e),
+        None => Ok((status, html).into_response()),
+    }
 }
 
 pub async fn register_page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
@@ -203,6 +254,7 @@ pub async fn register_page(State(app): State<Shared>, ctx: Ctx) -> Result<Respon
         &ctx,
         &accounts::Registration::default(),
         &Default::default(),
+        None,
     )
 }
 
@@ -212,7 +264,17 @@ pub async fn register(
     Form(f): Form<accounts::Registration>,
 ) -> Result<Response, WebError> {
     let now = app.sys.clock.now().timestamp_millis();
-    match accounts::register(&app.sys.pool, &*app.sys.sms, &app.sys.districts, &f, now).await {
+    match accounts::register(
+        &app.sys.pool,
+        &app.hashing,
+        &*app.sys.sms,
+        &app.sys.districts,
+        &f,
+        &ctx.client,
+        now,
+    )
+    .await
+    {
         Ok(r) => Ok(app
             .templates
             .page(
@@ -223,8 +285,16 @@ pub async fn register(
             )?
             .into_response()),
         Err(accounts::Error::Invalid(errors)) => {
-            register_form(&app.templates, &app, &ctx, &f, &errors)
+            register_form(&app.templates, &app, &ctx, &f, &errors, None)
         }
+        Err(e @ accounts::Error::Throttled(_)) => register_form(
+            &app.templates,
+            &app,
+            &ctx,
+            &f,
+            &Default::default(),
+            Some(&e),
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -237,7 +307,7 @@ pub async fn password_page(State(app): State<Shared>, ctx: Ctx) -> Result<Respon
             &app,
             &ctx,
             "password.html",
-            context! { forced => a.must_change_password, errors => context!{} },
+            context! { forced => a.must_change_password, sms_proven => ctx.sms_proven, errors => context!{} },
         )?
         .into_response())
 }
@@ -259,11 +329,15 @@ pub async fn change_password(
 ) -> Result<Response, WebError> {
     let a = ctx.account()?;
     let now = app.sys.clock.now().timestamp_millis();
+    // A session that proved the bound mobile by SMS code sets a new password
+    // without the old one (R1.7); the form then has no such field.
+    let current = (!ctx.sms_proven).then_some(f.current_password.as_str());
     match accounts::change_password(
         &app.sys.pool,
+        &app.hashing,
         &app.sessions,
         &a.username,
-        &f.current_password,
+        current,
         &f.new_password,
         &f.confirm,
         ctx.token.as_deref().unwrap_or_default(),
@@ -277,9 +351,23 @@ pub async fn change_password(
                 &app,
                 &ctx,
                 "password.html",
-                context! { forced => a.must_change_password, errors },
+                context! { forced => a.must_change_password, sms_proven => ctx.sms_proven, errors },
             )?;
             Ok((axum::http::StatusCode::BAD_REQUEST, html).into_response())
+        }
+        Err(e @ accounts::Error::Throttled(_)) => {
+            let html = app.templates.page(
+                &app,
+                &ctx,
+                "password.html",
+                context! {
+                    forced => a.must_change_password,
+                    sms_proven => ctx.sms_proven,
+                    refused => e.to_string(),
+                    errors => context!{},
+                },
+            )?;
+            Ok((axum::http::StatusCode::TOO_MANY_REQUESTS, html).into_response())
         }
         Err(e) => Err(e.into()),
     }

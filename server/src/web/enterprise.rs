@@ -296,6 +296,24 @@ pub async fn delete_person(
     Ok(Redirect::to("/staff").into_response())
 }
 
+/// Errors of a refused CSV import listed on the page; the others are only
+/// counted ("以及另外 99,900 处错误"), so a bad 100,000-line file gives a
+/// small page.
+const IMPORT_ERRORS_SHOWN: usize = 100;
+
+/// 99900 → "99,900".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub async fn import_page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     ctx.enterprise()?;
     Ok(app
@@ -328,25 +346,33 @@ pub async fn import(
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
         return Err(WebError::BadRequest("请选择要导入的CSV文件".into()));
     };
-    let (errors, imported) =
+    let (errors, total, imported) =
         match crate::staff::import_csv(&app.sys.pool, id, &text, now_ms(&app)).await {
-            Ok(n) => (Vec::new(), Some(n)),
+            Ok(n) => (Vec::new(), 0, Some(n)),
             Err(crate::staff::Error::Rows(rows)) => (
-                rows.into_iter()
+                // The page lists the first few; the rest are counted.
+                rows.iter()
+                    .take(IMPORT_ERRORS_SHOWN)
                     .map(|r| context! { line => r.line, message => r.message })
                     .collect(),
+                rows.len(),
                 None,
             ),
             Err(crate::staff::Error::Database(e)) => return Err(e.into()),
         };
+    let more = total.saturating_sub(errors.len());
+    let more = (more > 0).then(|| thousands(more));
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
     };
-    let html = app
-        .templates
-        .page(&app, &ctx, "import.html", context! { errors, imported })?;
+    let html = app.templates.page(
+        &app,
+        &ctx,
+        "import.html",
+        context! { errors, total, more, imported },
+    )?;
     Ok((status, html).into_response())
 }
 

@@ -3,12 +3,15 @@
 //! the binary), sessions, CSRF, security headers and one authorization
 //! layer.
 //!
-//! `app()` builds the router (tests drive it directly); `serve()` binds it.
+//! `app()` builds the router (tests drive it directly); `serve()` binds it
+//! with the server's limits (`ServeLimits`: header-read and request
+//! timeouts, a cap on open connections).
 //! Handlers are thin: they extract, call the domain modules (`accounts`,
 //! `sites`, `records`, `warnings`) with the caller's scope, and render.
 //! Must not: run SQL of its own beyond what a handler needs to pick a scope,
 //! or decide business rules (those are in the domain and `workflows/`).
 
+mod admin;
 mod auth;
 mod enterprise;
 mod error;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub options: Options,
     /// Sessions read recently (see `accounts::SessionCache`).
     pub sessions: crate::accounts::SessionCache,
+    /// The bound on concurrent password hashing (`accounts::Hashing`).
+    pub hashing: crate::accounts::Hashing,
 }
 
 pub type Shared = Arc<AppState>;
@@ -59,13 +64,24 @@ impl Options {
     }
 }
 
-/// The application's router, state attached.
+/// The application's router, state attached; password hashing bounded by
+/// the process's `Hashing::global()`.
 pub fn app(sys: System, options: Options) -> Router {
+    app_with_hashing(sys, options, crate::accounts::Hashing::global().clone())
+}
+
+/// The same with a bound of its own (tests observe its peak).
+pub fn app_with_hashing(
+    sys: System,
+    options: Options,
+    hashing: crate::accounts::Hashing,
+) -> Router {
     let state = Arc::new(AppState {
         sys,
         templates: render::Templates::new(),
         options,
         sessions: Default::default(),
+        hashing,
     });
     let headers = [
         (
@@ -129,7 +145,18 @@ pub fn app(sys: System, options: Options) -> Router {
         .route("/directory", get(review::directory))
         .route("/ops", get(ops::page))
         .route("/ops/run-comparison", post(ops::run_comparison))
-        .route("/ops/clock", post(ops::advance_clock));
+        .route("/ops/clock", post(ops::advance_clock))
+        .route("/admin", get(admin::page))
+        .route("/admin/accounts", post(admin::create))
+        .route("/admin/accounts/disable", post(admin::disable))
+        .route("/admin/accounts/enable", post(admin::enable))
+        .route("/admin/accounts/reset", post(admin::reset))
+        .route(
+            "/admin/enterprises",
+            get(admin::import_page).post(admin::import),
+        )
+        .route("/window", get(admin::window))
+        .route("/window/switch", post(admin::switch));
     let mut router = router
         .fallback(|| async { WebError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
@@ -149,11 +176,126 @@ pub fn app(sys: System, options: Options) -> Router {
     router.with_state(state)
 }
 
-/// Serve `app` on `listener` until the process ends.
+/// What `serve` allows a client. A slow or idle client holds a connection
+/// (and a file descriptor the database also needs) only so long, and never
+/// more than `max_connections` are open at once: past it, new connections
+/// wait in the kernel's backlog until one ends.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// The whole request head must arrive within this, counted from when
+    /// the server starts waiting for it (so an idle keep-alive connection
+    /// ends after it too).
+    pub header_read: std::time::Duration,
+    /// A request, its body included, must be answered within this; past
+    /// it the answer is 408 and the connection closes.
+    pub request: std::time::Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+/// Defaults: 15 s for the head, 60 s for a request (a 4 MiB CSV over a
+/// slow line), connections as `default_max_connections()`.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_read: HEADER_READ_TIMEOUT,
+            request: REQUEST_TIMEOUT,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Half the process's open-file limit (the other half is left to the
+/// database, its WAL and the logs), between 64 and 10,000; 512 when the
+/// limit cannot be read.
+pub fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    soft.map_or(512, |n| (n / 2).clamp(64, 10_000))
+}
+
+/// Serve `app` on `listener` until the process ends, with the default
+/// `ServeLimits`.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    serve_with(listener, app, ServeLimits::default()).await
+}
+
+/// Serve `app` on `listener` (HTTP/1.1) within `limits`. The client's
+/// address reaches handlers as `ConnectInfo<SocketAddr>`, as with
+/// `axum::serve`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let request_timeout = limits.request;
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(request_timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => timed_out(),
+            }
+        },
+    ));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let permit = open
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors, or a connection gone before it
+                // was accepted: pause (not spin) and go on.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// The answer to a request that took longer than `ServeLimits::request`.
+fn timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        [
+            (header::CONNECTION, "close"),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        ],
+        "请求超时，请重试",
     )
-    .await
+        .into_response()
 }

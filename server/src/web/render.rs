@@ -38,6 +38,10 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "notices.html",
     "directory.html",
     "ops.html",
+    "admin.html",
+    "admin_done.html",
+    "admin_import.html",
+    "admin_window.html",
 ];
 
 /// Local time in Chengdu of unix milliseconds, as the pages show it.
@@ -79,6 +83,7 @@ impl Templates {
                 Role::District { .. } => ("district", "区（市）县住建主管部门"),
                 Role::City => ("city", "市住建局"),
                 Role::Operator => ("operator", "运维"),
+                Role::Admin => ("admin", "系统管理员"),
             };
             context! { username => a.username, role => role, role_label => label }
         });

@@ -32,6 +32,10 @@ pub struct Ctx {
     pub csrf: String,
     /// The client's address, for throttling.
     pub client: String,
+    /// The session was started by a proven SMS code a short while ago
+    /// (`accounts::Session::sms_proven`): it may set a new password without
+    /// the old one.
+    pub sms_proven: bool,
 }
 
 impl Ctx {
@@ -62,6 +66,24 @@ impl Ctx {
         }
     }
 
+    /// Administrators only (R1.7): account administration, enterprise import.
+    pub fn admin(&self) -> Result<&Account, WebError> {
+        let a = self.account()?;
+        match a.role {
+            Role::Admin => Ok(a),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
+    /// The city window's staff (R1.6): city accounts and administrators.
+    pub fn window(&self) -> Result<&Account, WebError> {
+        let a = self.account()?;
+        match a.role {
+            Role::City | Role::Admin => Ok(a),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
     /// The warnings this caller may see.
     pub fn warning_scope(&self) -> Result<crate::warnings::Scope, WebError> {
         use crate::warnings::Scope;
@@ -69,6 +91,7 @@ impl Ctx {
             Role::Enterprise { id, .. } => Scope::Enterprise(id.clone()),
             Role::District { code } => Scope::District(code.clone()),
             Role::City | Role::Operator => Scope::City,
+            Role::Admin => return Err(WebError::Forbidden),
         })
     }
 
@@ -78,6 +101,7 @@ impl Ctx {
             Role::Enterprise { id, .. } => ("enterprise", id.clone()),
             Role::District { code } => ("district", code.clone()),
             Role::City | Role::Operator => ("city", "city".to_string()),
+            Role::Admin => return Err(WebError::Forbidden),
         })
     }
 }
@@ -211,6 +235,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
             _ => return Err(WebError::Csrf),
         }
     }
+    let sms_proven = session.as_ref().is_some_and(|s| s.sms_proven(now));
     let account = session.map(|s| s.account);
     if let Some(a) = &account {
         let path = req.uri().path();
@@ -223,6 +248,7 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
         token,
         csrf,
         client,
+        sms_proven,
     };
     req.extensions_mut().insert(ctx);
     let mut response = next.run(req).await;
