@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use std::collections::{BTreeSet, VecDeque};
 use tower::ServiceExt;
-use web::{Client, World};
+use web::{Client, NowMs, World};
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
@@ -259,11 +259,28 @@ async fn every_link_on_every_page_leads_somewhere() {
     let mut d = w.logged_in(server::demo::DISTRICT, "/district").await;
     d.get(&digest).await.assert_ok();
 
+    // An administrator (made by `server admin create-admin` in production).
+    server::accounts::upsert_account(
+        &w.sys.pool,
+        "admin1",
+        &server::accounts::Role::Admin,
+        None,
+        "Adm1n-Passw0rd",
+        false,
+        w.clock.now_ms(),
+    )
+    .await
+    .unwrap();
+    let mut admin = w.client();
+    admin.login("admin1", "Adm1n-Passw0rd", "/admin").await;
+
     let mut visited = 0;
     for (mut c, home) in [
         (e, "/home"),
         (d, "/district"),
         (w.logged_in("operator", "/ops").await, "/ops"),
+        (w.logged_in("city", "/ops").await, "/ops"),
+        (admin, "/admin"),
         (w.client(), "/login"),
     ] {
         let seen = follow_every_link(&mut c, home, 150).await;
