@@ -141,6 +141,21 @@ async fn every_rejection_is_a_chinese_page() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_chinese_page("413", &h, &body, "提交的内容过大");
 
+    // A form larger than the limit.
+    let mut form = format!("_csrf={token}&remarks=").into_bytes();
+    form.extend(std::iter::repeat_n(b'a', server::web::MAX_BODY + 1024));
+    let (status, h, body) = raw(
+        &w,
+        &e,
+        Method::POST,
+        "/sites/liaison",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_chinese_page("413 form", &h, &body, "提交的内容过大");
+
     // A broken upload.
     let (status, h, body) = raw(
         &w,
