@@ -13,6 +13,37 @@ use web::{Client, NowMs, World};
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
+/// Each test on a SQLite file and, when DATABASE_URL_PG is set, on a
+/// fresh PostgreSQL database.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::World::new(super::START).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(w) = super::World::postgres(concat!("faults_", stringify!($name)), super::START).await {
+                        super::$name(w).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    every_rejection_is_a_chinese_page,
+    moving_the_rehearsal_clock_keeps_sessions_but_idle_time_still_counts,
+    every_link_on_every_page_leads_somewhere,
+);
+
 /// A request `web::Client` cannot make (any method, headers, body), with
 /// the client's cookies; the answer's headers too.
 async fn raw(
@@ -72,9 +103,7 @@ fn assert_chinese_page(what: &str, headers: &HeaderMap, body: &str, says: &str) 
     );
 }
 
-#[tokio::test]
-async fn every_rejection_is_a_chinese_page() {
-    let w = World::new(START).await;
+async fn every_rejection_is_a_chinese_page(w: World) {
     let e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     let token = e.csrf.clone().unwrap();
     let csrf = [("x-csrf-token", token.as_str())];
@@ -177,9 +206,7 @@ async fn every_rejection_is_a_chinese_page() {
     assert!(r.contains("页面已过期或来源不明"));
 }
 
-#[tokio::test]
-async fn moving_the_rehearsal_clock_keeps_sessions_but_idle_time_still_counts() {
-    let w = World::new(START).await;
+async fn moving_the_rehearsal_clock_keeps_sessions_but_idle_time_still_counts(w: World) {
     let mut op = w.logged_in("operator", "/ops").await;
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     // Half an hour at a time, past the 30-minute idle limit and beyond the
@@ -236,9 +263,7 @@ async fn follow_every_link(c: &mut Client, home: &str, limit: usize) -> BTreeSet
     seen
 }
 
-#[tokio::test]
-async fn every_link_on_every_page_leads_somewhere() {
-    let w = World::new(START).await;
+async fn every_link_on_every_page_leads_somewhere(w: World) {
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     // Today's record, then the refusal of a second one and its link.
     e.get("/records").await.assert_ok();
