@@ -39,6 +39,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    a_gbk_csv_from_excel_is_imported,
     every_rejection_is_a_chinese_page,
     moving_the_rehearsal_clock_keeps_sessions_but_idle_time_still_counts,
     every_link_on_every_page_leads_somewhere,
@@ -328,4 +329,76 @@ async fn every_link_on_every_page_leads_somewhere(w: World) {
         visited += seen.len();
     }
     assert!(visited > 30, "{visited}");
+}
+
+/// A CSV file as Excel saves it on Chinese Windows (GBK), and one saved as
+/// "CSV UTF-8" (with a BOM), both imported through the page.
+async fn a_gbk_csv_from_excel_is_imported(w: World) {
+    let e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
+    let token = e.csrf.clone().unwrap();
+    let upload = |bytes: Vec<u8>| {
+        let boundary = "XBOUNDARYX";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"人员.csv\"\r\n\
+             Content-Type: text/csv\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend(bytes);
+        body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+        body
+    };
+    let multipart = "multipart/form-data; boundary=XBOUNDARYX";
+    let uri = format!("/staff/import?_csrf={token}");
+    let count =
+        "SELECT COUNT(*) FROM staff WHERE name IN ('李四', '王小五') AND deleted_at IS NULL";
+    assert_eq!(w.count(count).await, 0);
+    let csv = format!(
+        "姓名,身份证号,手机号,办公地址\r\n李四,{},13700000000,成都市锦江区红星路三段1号\r\n",
+        server::demo::id_number(902)
+    );
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(&csv);
+    assert!(!unmappable && std::str::from_utf8(&gbk).is_err());
+    let (status, _, body) = raw(
+        &w,
+        &e,
+        Method::POST,
+        &uri,
+        &[("content-type", multipart)],
+        upload(gbk.into_owned()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let name: String = sqlx::query_scalar("SELECT name FROM staff WHERE id_number = $1")
+        .bind(server::demo::id_number(902))
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "李四", "decoded, not mojibake");
+    let csv = format!(
+        "\u{feff}姓名,身份证号,手机号,办公地址\n王小五,{},,成都市锦江区红星路三段1号\n",
+        server::demo::id_number(903)
+    );
+    let (status, _, body) = raw(
+        &w,
+        &e,
+        Method::POST,
+        &uri,
+        &[("content-type", multipart)],
+        upload(csv.into_bytes()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(w.count(count).await, 2);
+    // Bytes that are no text at all: a Chinese refusal, nothing imported.
+    let (status, _, body) = raw(
+        &w,
+        &e,
+        Method::POST,
+        &uri,
+        &[("content-type", multipart)],
+        upload(b"\x81\x20\xff\xfe\x00".to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("无法识别文件的编码"), "{body}");
 }
