@@ -104,11 +104,16 @@ pub async fn advance_clock(
     // people spend idle is what passes on the wall, not the jump). Before
     // the move, so no request sees the new time with the old deadlines.
     let ms = i64::try_from(minutes * 60_000).expect("at most 7 days");
-    sqlx::query("UPDATE sessions SET last_seen = last_seen + $1, expires_at = expires_at + $2")
-        .bind(ms)
-        .bind(ms)
-        .execute(&app.sys.pool)
-        .await?;
+    // (The SMS proof's 15 minutes too; NULL stays NULL.)
+    sqlx::query(
+        "UPDATE sessions SET last_seen = last_seen + $1, expires_at = expires_at + $2, \
+         sms_proven_at = sms_proven_at + $3",
+    )
+    .bind(ms)
+    .bind(ms)
+    .bind(ms)
+    .execute(&app.sys.pool)
+    .await?;
     let now = clock.advance_by(std::time::Duration::from_secs(minutes * 60));
     tracing::info!(%now, minutes, "rehearsal clock moved forward; sessions kept");
     app.sys.runtime.wake();
