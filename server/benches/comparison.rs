@@ -117,9 +117,6 @@ async fn main() {
         timeout: Duration::from_secs(30),
         batch_size: 1000,
         concurrency: 4,
-        attempts: 3,
-        backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(2),
     })
     .unwrap();
     let as_of: DateTime<Utc> = "2026-12-01T02:00:00Z".parse().unwrap();

@@ -534,6 +534,7 @@ pub async fn register(
             template: "account_created".into(),
             params: serde_json::json!({"username": username, "password": password}),
             idempotency_key: format!("register/{username}"),
+            secret: vec!["password".into()],
         })
         .await;
     if let Err(e) = &sent {
@@ -923,6 +924,7 @@ pub async fn send_login_code(
         template: "login_code".into(),
         params: serde_json::json!({"code": code, "minutes": CODE_VALID_MS / 60_000}),
         idempotency_key: format!("login-code/{id}"),
+        secret: vec!["code".into()],
     })
     .await
     .map_err(|e| Error::Sms(e.to_string()))

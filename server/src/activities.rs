@@ -147,6 +147,7 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
         template: template.to_string(),
         params: call.args.clone(),
         idempotency_key: call.idempotency_key.clone(),
+        secret: Vec::new(),
     };
     s.sms.send(m).await.map_err(|e| match e {
         crate::adapters::sms::Error::Rejected(r) => ActivityError::Permanent(r),
@@ -195,7 +196,7 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
             district,
             "新增疫情预警",
             &body,
-            Some("/district/warnings"),
+            Some("/district"),
         )
         .await?;
     }
@@ -550,7 +551,10 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .map_err(|e| ActivityError::Permanent(format!("judging: {e}")))?;
     // No data, no numbers: the failure goes back to the workflow (retried, then 比对失败).
     if let Some(e) = fetch_error {
-        return Err(ActivityError::Retryable(e.to_string()));
+        return Err(match e.is_retryable() {
+            true => ActivityError::Retryable(e.to_string()),
+            false => ActivityError::Permanent(e.to_string()),
+        });
     }
     let tally = tally.map_err(|e| ActivityError::Permanent(e.to_string()))?;
     if tally.judged != roster.staff.len() {

@@ -59,8 +59,11 @@ pub struct HealthConfig {
     pub timeout_ms: u64,
     pub batch_size: usize,
     pub concurrency: usize,
-    pub attempts: u32,
-    pub backoff_ms: u64,
+    /// No longer used (refused with a pointer to the retry policies): the
+    /// adapter makes one attempt per batch and the engine retries.
+    pub attempts: Option<u32>,
+    /// No longer used, as `attempts`.
+    pub backoff_ms: Option<u64>,
     pub sim_seed: u64,
     pub sim_rates: crate::adapters::health_sim::SimRates,
 }
@@ -74,8 +77,8 @@ impl Default for HealthConfig {
             timeout_ms: 10_000,
             batch_size: 1000,
             concurrency: 4,
-            attempts: 5,
-            backoff_ms: 500,
+            attempts: None,
+            backoff_ms: None,
             sim_seed: 2022,
             sim_rates: Default::default(),
         }
@@ -90,9 +93,6 @@ impl HealthConfig {
             timeout: Duration::from_millis(self.timeout_ms),
             batch_size: self.batch_size,
             concurrency: self.concurrency,
-            attempts: self.attempts,
-            backoff: Duration::from_millis(self.backoff_ms),
-            max_backoff: Duration::from_secs(60),
         }
     }
 }
@@ -104,7 +104,8 @@ pub struct SmsConfig {
     pub base_url: String,
     pub token: Secret,
     pub timeout_ms: u64,
-    pub attempts: u32,
+    /// No longer used, as `HealthConfig::attempts`.
+    pub attempts: Option<u32>,
 }
 
 impl Default for SmsConfig {
@@ -114,7 +115,7 @@ impl Default for SmsConfig {
             base_url: String::new(),
             token: Secret::default(),
             timeout_ms: 10_000,
-            attempts: 3,
+            attempts: None,
         }
     }
 }
@@ -306,13 +307,24 @@ impl Config {
         if h.concurrency == 0 || h.concurrency > 64 {
             p.push("health.concurrency must be 1..=64".into());
         }
-        if h.attempts == 0 {
-            p.push("health.attempts must be at least 1".into());
+        let retries = "is no longer used: each call makes one attempt and the retry policies \
+             of workflows/activities.yaml (run_comparison, notify_enterprise) do the retrying";
+        if h.attempts.is_some() {
+            p.push(format!("health.attempts {retries}"));
+        }
+        if h.backoff_ms.is_some() {
+            p.push(format!("health.backoff_ms {retries}"));
         }
         if h.timeout_ms == 0 {
             p.push("health.timeout_ms must be more than 0".into());
         }
         let s = &self.sms;
+        if s.attempts.is_some() {
+            p.push(format!("sms.attempts {retries}"));
+        }
+        if s.timeout_ms == 0 {
+            p.push("sms.timeout_ms must be more than 0".into());
+        }
         if s.mode == SmsMode::Http {
             if !(s.base_url.starts_with("http://") || s.base_url.starts_with("https://")) {
                 p.push("sms.base_url must be an http(s) URL when sms.mode is http".into());
@@ -351,6 +363,32 @@ mod tests {
         );
         assert!(!format!("{c:?}").contains("from-env"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn adapter_retry_settings_are_refused_with_where_retries_are_declared() {
+        let dir = tempfile_dir("retries");
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            "health:\n  attempts: 5\n  backoff_ms: 500\nsms:\n  attempts: 3\n",
+        )
+        .unwrap();
+        let Err(Error::Invalid(p)) = Config::load(Some(&file), |_| None) else {
+            panic!("refused")
+        };
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter().all(|m| m.contains("workflows/activities.yaml")),
+            "{p:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("epi-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!
 //! Columns, with a header row: 姓名,身份证号,手机号,办公地址 — the address is
 //! the text of one of the enterprise's 在蓉办公地址.
+//!
+//! The file may be UTF-8 (with or without BOM), UTF-16 with BOM, or GBK —
+//! what Excel saves as CSV on Chinese Windows (`decode_csv`).
 
 use crate::domain::{IdNumber, Mobile, PersonName};
 use sqlx::{AnyPool, Row};
@@ -173,4 +176,62 @@ pub async fn import_csv(
     }
     tx.commit().await?;
     Ok(rows.len())
+}
+
+/// A file that is neither UTF-8 (or UTF-16 with BOM) nor GBK.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("无法识别文件的编码：请在 Excel 中“另存为”CSV（UTF-8 或 GBK 编码均可）后重新上传")]
+pub struct Undecodable;
+
+/// The text of an uploaded CSV file: a BOM decides (UTF-8, UTF-16); else
+/// valid UTF-8 is UTF-8 and anything else is read as GBK (GB 18030, which
+/// contains it), refused if it is not that either.
+pub fn decode_csv(bytes: &[u8]) -> Result<String, Undecodable> {
+    if let Some((encoding, bom)) = encoding_rs::Encoding::for_bom(bytes) {
+        let (text, had_errors) = encoding.decode_without_bom_handling(&bytes[bom..]);
+        return if had_errors {
+            Err(Undecodable)
+        } else {
+            Ok(text.into_owned())
+        };
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Ok(text.to_string());
+    }
+    let (text, had_errors) = encoding_rs::GBK.decode_without_bom_handling(bytes);
+    if had_errors {
+        Err(Undecodable)
+    } else {
+        Ok(text.into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str =
+        "姓名,身份证号,手机号,办公地址\n张三,510104199001010011,13800000000,锦江区红星路1号\n";
+
+    #[test]
+    fn utf8_with_and_without_bom_gbk_and_utf16_are_read() {
+        assert_eq!(decode_csv(TEXT.as_bytes()).unwrap(), TEXT);
+        let bom = [b"\xef\xbb\xbf".as_slice(), TEXT.as_bytes()].concat();
+        assert_eq!(decode_csv(&bom).unwrap(), TEXT);
+        let (gbk, _, unmappable) = encoding_rs::GBK.encode(TEXT);
+        assert!(!unmappable && std::str::from_utf8(&gbk).is_err());
+        assert_eq!(decode_csv(&gbk).unwrap(), TEXT);
+        let utf16: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(TEXT.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        assert_eq!(decode_csv(&utf16).unwrap(), TEXT);
+    }
+
+    #[test]
+    fn bytes_of_no_known_encoding_are_refused() {
+        // 0x81 0x20: a GBK lead byte followed by a byte that cannot trail it.
+        assert_eq!(decode_csv(b"\x81\x20abc"), Err(Undecodable));
+        assert!(Undecodable.to_string().contains("GBK"));
+    }
 }

@@ -8,7 +8,7 @@
 use crate::activities::{registry, Services};
 use crate::adapters::health::{HealthCommission, HttpHealth};
 use crate::adapters::health_sim::Simulator;
-use crate::adapters::sms::{HttpSms, LogSms, SmsGateway};
+use crate::adapters::sms::{HttpSms, Inbox, LogSms, SmsGateway};
 use crate::config::{Config, HealthMode, SmsMode};
 use crate::domain::Districts;
 use engine::clock::{AdjustableClock, Clock};
@@ -70,6 +70,10 @@ pub struct System {
     /// Set in rehearsals and tests: the clock an operator may move.
     pub adjustable: Option<Arc<dyn AdjustableClock>>,
     pub sms: Arc<dyn SmsGateway>,
+    /// In a demo, rehearsal or test with the log SMS: the messages in
+    /// clear, as the phones got them (in memory only; `sms_log` and the
+    /// log have their secrets redacted). Empty otherwise.
+    pub sms_inbox: Inbox,
     pub districts: Arc<Districts>,
     pub daily_record: Arc<FormSpec>,
     pub disposal: Arc<FormSpec>,
@@ -108,7 +112,9 @@ impl System {
             .and_then(|p| Path::new(p.split('?').next().unwrap_or(p)).parent())
         {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Adapter(e.to_string()))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    crate::db::Error::Open(format!("无法建立数据库所在目录 {}：{e}", dir.display()))
+                })?;
             }
         }
         let store = crate::db::open(&config.database_url).await?;
@@ -128,15 +134,19 @@ impl System {
                     .map_err(|e| Error::Adapter(e.to_string()))?,
             ),
         };
+        let sms_inbox = Inbox::default();
         let sms: Arc<dyn SmsGateway> = match config.sms.mode {
+            // A demo or rehearsal (the clock an operator may move) shows
+            // messages on the console so a newcomer can log in.
+            SmsMode::Log if adjustable.is_some() => {
+                Arc::new(LogSms::new(pool.clone(), clock.clone()).with_console(sms_inbox.clone()))
+            }
             SmsMode::Log => Arc::new(LogSms::new(pool.clone(), clock.clone())),
             SmsMode::Http => Arc::new(
                 HttpSms::new(
                     config.sms.base_url.clone(),
                     config.sms.token.clone(),
                     std::time::Duration::from_millis(config.sms.timeout_ms),
-                    config.sms.attempts,
-                    std::time::Duration::from_millis(500),
                 )
                 .map_err(|e| Error::Adapter(e.to_string()))?,
             ),
@@ -174,6 +184,7 @@ impl System {
             clock,
             adjustable,
             sms,
+            sms_inbox,
             districts: Arc::new(districts),
             bundle: Arc::new(bundle),
         })

@@ -1,13 +1,18 @@
 //! The health-commission and SMS adapters against wiremock fakes, and the
 //! simulator in process and over HTTP on 127.0.0.1.
+//!
+//! One attempt per call: the adapters classify a failure (retryable or
+//! not) and the engine's retry policy (workflows/activities.yaml) repeats
+//! the call, with the same idempotency key.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use server::adapters::health::{Error as HealthError, HealthCommission, HttpHealth, HttpOptions};
 use server::adapters::health_sim::{SimRates, Simulator};
-use server::adapters::sms::{Error as SmsError, HttpSms, LogSms, Message, SmsGateway};
+use server::adapters::sms::{Error as SmsError, HttpSms, Inbox, LogSms, Message, SmsGateway};
 use server::config::Secret;
 use std::time::Duration;
+use tracing_subscriber::util::SubscriberInitExt;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -44,9 +49,6 @@ fn client(server: &MockServer, timeout_ms: u64) -> HttpHealth {
         timeout: Duration::from_millis(timeout_ms),
         batch_size: 1000,
         concurrency: 2,
-        attempts: 3,
-        backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
     })
     .unwrap()
 }
@@ -91,7 +93,7 @@ async fn health_success_batches_and_counts_unknown_ids() {
 }
 
 #[tokio::test]
-async fn health_429_then_success() {
+async fn health_429_fails_the_call_once_and_the_next_call_succeeds() {
     let server = health_server().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
@@ -102,16 +104,23 @@ async fn health_429_then_success() {
         .respond_with(Echo)
         .mount(&server)
         .await;
-    let answer = client(&server, 2000)
-        .query(as_of(), 24, ids(10))
-        .await
-        .unwrap();
+    let health = client(&server, 2000);
+    // The first call makes one attempt and says it is worth retrying...
+    let err = health.query(as_of(), 24, ids(10)).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(&err, HealthError::Batch { batch: 1, of: 1, reason, .. } if reason == "HTTP 429"),
+        "{err:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    // ...and the engine's retry (the next call) gets the answer.
+    let answer = health.query(as_of(), 24, ids(10)).await.unwrap();
     assert_eq!(answer.records.len(), 9);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
-async fn health_5xx_exhausting_retries_names_the_batch_and_invents_nothing() {
+async fn health_5xx_fails_the_call_naming_the_batch_one_attempt_per_batch() {
     let server = health_server().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -123,18 +132,50 @@ async fn health_5xx_exhausting_retries_names_the_batch_and_invents_nothing() {
         .unwrap_err();
     match &err {
         HealthError::Batch {
+            batch: 1,
             of: 2,
-            attempts: 3,
             reason,
-            ..
+            retryable: true,
         } => assert_eq!(reason, "HTTP 503"),
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("共2批"), "{err}");
+    // No batch was asked twice: retrying is the engine's.
+    let mut firsts: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["id_numbers"][0]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let asked = firsts.len();
+    firsts.dedup();
+    assert!(asked <= 2 && firsts.len() == asked, "{firsts:?}");
 }
 
 #[tokio::test]
-async fn health_timeout_is_retried_then_reported() {
+async fn health_4xx_is_permanent() {
+    let server = health_server().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&server)
+        .await;
+    let err = client(&server, 2000)
+        .query(as_of(), 24, ids(3))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("HTTP 400"), "{err}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn health_timeout_fails_the_call_as_retryable() {
     let server = health_server().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -149,9 +190,10 @@ async fn health_timeout_is_retried_then_reported() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, HealthError::Batch { reason, attempts: 3, .. } if reason == "超时"),
+        matches!(&err, HealthError::Batch { reason, retryable: true, .. } if reason == "超时"),
         "{err:?}"
     );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -169,10 +211,27 @@ async fn health_malformed_json_is_an_error() {
         matches!(err, HealthError::Malformed { batch: 1, .. }),
         "{err:?}"
     );
+    assert!(err.is_retryable());
+}
+
+fn sms_client(server: &MockServer, token: &str, timeout_ms: u64) -> HttpSms {
+    HttpSms::new(
+        server.uri(),
+        Secret::new(token),
+        Duration::from_millis(timeout_ms),
+    )
+    .unwrap()
+}
+
+fn keys(requests: &[Request]) -> Vec<Value> {
+    requests
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["idempotency_key"].clone())
+        .collect()
 }
 
 #[tokio::test]
-async fn sms_sends_with_token_and_retries_with_the_same_key() {
+async fn sms_makes_one_attempt_and_the_retry_reuses_the_key() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/sms/send"))
@@ -186,74 +245,144 @@ async fn sms_sends_with_token_and_retries_with_the_same_key() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&server)
         .await;
-    let sms = HttpSms::new(
-        server.uri(),
-        Secret::new("s3cret"),
-        Duration::from_secs(2),
-        3,
-        Duration::from_millis(5),
-    )
-    .unwrap();
-    let m = Message {
-        phone: "13800000000".into(),
-        template: "warning_reminder".into(),
-        params: json!({"round": 1}),
-        idempotency_key: "w1/a1".into(),
-    };
+    let sms = sms_client(&server, "s3cret", 2000);
+    let m = Message::new(
+        "13800000000",
+        "warning_reminder",
+        json!({"round": 1}),
+        "w1/a1",
+    );
+    // 5xx: one attempt, worth retrying.
+    assert_eq!(
+        sms.send(m.clone()).await,
+        Err(SmsError::Unavailable("HTTP 502".into()))
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    // The engine's retry: the same message, the same key.
     sms.send(m).await.unwrap();
-    let keys: Vec<Value> = server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["idempotency_key"].clone())
-        .collect();
-    assert_eq!(keys, [json!("w1/a1"), json!("w1/a1")]);
-    // A 4xx is a refusal, not retried.
+    assert_eq!(
+        keys(&server.received_requests().await.unwrap()),
+        [json!("w1/a1"), json!("w1/a1")]
+    );
+}
+
+#[tokio::test]
+async fn sms_429_and_timeouts_are_retryable_other_4xx_are_refusals() {
     let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(422))
         .mount(&server)
         .await;
-    let sms = HttpSms::new(
-        server.uri(),
-        Secret::new("s"),
-        Duration::from_secs(2),
-        3,
-        Duration::from_millis(5),
-    )
-    .unwrap();
-    let m = Message {
-        phone: "1".into(),
-        template: "t".into(),
-        params: Value::Null,
-        idempotency_key: "k".into(),
-    };
+    let sms = sms_client(&server, "s", 100);
+    let m = Message::new("1", "t", Value::Null, "k");
+    assert_eq!(
+        sms.send(m.clone()).await,
+        Err(SmsError::Unavailable("HTTP 429".into()))
+    );
+    assert_eq!(
+        sms.send(m.clone()).await,
+        Err(SmsError::Unavailable("超时".into()))
+    );
     assert_eq!(
         sms.send(m).await,
         Err(SmsError::Rejected("HTTP 422".into()))
     );
-    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+/// Everything the log SMS writes to the log, captured.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test]
-async fn log_sms_keeps_one_row_per_key() {
+async fn log_sms_keeps_one_row_per_key_and_never_stores_or_logs_a_secret() {
+    let logged = Captured::default();
+    let writer = logged.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(move || writer.clone())
+        .finish()
+        .set_default();
     let store = server::db::open("sqlite::memory:").await.unwrap();
     let clock = std::sync::Arc::new(engine::clock::ManualClock::new(as_of()));
-    let sms = LogSms::new(store.pool().clone(), clock);
-    let m = Message {
-        phone: "13800000000".into(),
-        template: "t".into(),
-        params: json!({}),
-        idempotency_key: "w1/a1".into(),
-    };
+    let inbox = Inbox::default();
+    let sms = LogSms::new(store.pool().clone(), clock).with_console(inbox.clone());
+    let m = Message::new(
+        "13800000000",
+        "account_created",
+        json!({"username": "jj00000001", "password": "Pw-5ecret-x9"}),
+        "register/jj00000001",
+    )
+    .secret(&["password"]);
+    assert!(!format!("{m:?}").contains("Pw-5ecret-x9"), "{m:?}");
     sms.send(m.clone()).await.unwrap();
     sms.send(m).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sms_log")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    // A login code not marked secret is still redacted (a safety net).
+    let code = Message::new("13800000000", "login_code", json!({"code": "402917"}), "c1");
+    sms.send(code).await.unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT template, params FROM sms_log ORDER BY template")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2, "one row per key: {rows:?}");
+    let stored: Value = serde_json::from_str(&rows[0].1).unwrap();
+    assert_eq!(
+        stored,
+        json!({"username": "jj00000001", "password": "******"})
+    );
+    assert_eq!(rows[1].1, r#"{"code":"******"}"#);
+    let log = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("jj00000001") && log.contains("******"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Pw-5ecret-x9") && !log.contains("402917"),
+        "{log}"
+    );
+    // In a demo the phone (here the in-memory inbox) has it in clear.
+    assert_eq!(
+        inbox.last_param("account_created", "password").as_deref(),
+        Some("Pw-5ecret-x9")
+    );
+}
+
+#[tokio::test]
+async fn the_http_gateway_gets_the_secret_it_must_deliver() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let m = Message::new("1", "login_code", json!({"code": "123456"}), "k").secret(&["code"]);
+    sms_client(&server, "s", 2000).send(m).await.unwrap();
+    let body: Value =
+        serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"phone": "1", "template": "login_code", "params": {"code": "123456"}, "idempotency_key": "k"})
+    );
 }
 
 #[tokio::test]
@@ -328,9 +457,6 @@ async fn simulator_over_http_answers_the_real_client_and_enforces_the_contract()
         timeout: Duration::from_secs(5),
         batch_size: 1000,
         concurrency: 4,
-        attempts: 2,
-        backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(10),
     })
     .unwrap();
     let ids = ids(2300);
@@ -356,4 +482,72 @@ async fn simulator_over_http_answers_the_real_client_and_enforces_the_contract()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// The whole path: the 05:00 run opens warnings whose reminder SMS goes to
+/// a gateway that always answers 503. Each message is attempted exactly as
+/// many times as `notify_enterprise`'s retry policy in
+/// workflows/activities.yaml says (8), always with its one key — not 8 × the
+/// adapter's own retries as before.
+#[tokio::test]
+async fn the_engine_is_the_one_retry_owner_of_an_sms() {
+    use engine::clock::{Clock, ManualClock};
+    use server::system::{ClockChoice, Paths, System};
+    let gateway = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/sms/send"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&gateway)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server::config::Config {
+        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display()),
+        ..Default::default()
+    };
+    config.sms.mode = server::config::SmsMode::Http;
+    config.sms.base_url = gateway.uri();
+    config.sms.token = Secret::new("t");
+    config.sms.timeout_ms = 2000;
+    config.health.sim_rates.positive = 0.05;
+    config.health.sim_rates.red = 0.03;
+    let clock = std::sync::Arc::new(ManualClock::new(
+        "2026-12-01T04:59:00+08:00".parse().unwrap(),
+    ));
+    let sys = System::open(
+        &config,
+        &Paths::repository(),
+        ClockChoice::Adjustable(clock.clone()),
+        engine::runtime::Options::default(),
+    )
+    .await
+    .unwrap();
+    server::demo::seed(&sys.pool, &sys.districts, clock.now().timestamp_millis())
+        .await
+        .unwrap();
+    sys.runtime.run_until_idle().await.unwrap();
+    clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    sys.runtime.run_until_idle().await.unwrap();
+    let warnings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM warnings")
+        .fetch_one(&sys.pool)
+        .await
+        .unwrap();
+    assert!(warnings > 0);
+    // The policy's backoff adds up to about 36 minutes; an hour more on
+    // the clock, well before the 6 h reminder.
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(120));
+        sys.runtime.run_until_idle().await.unwrap();
+    }
+    let mut per_key = std::collections::BTreeMap::<String, usize>::new();
+    for k in keys(&gateway.received_requests().await.unwrap()) {
+        *per_key.entry(k.as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_key.len() as i64, warnings, "one message per warning");
+    assert!(per_key.values().all(|&n| n == 8), "{per_key:?}");
+    // Nothing went to the log instead.
+    let logged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sms_log")
+        .fetch_one(&sys.pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 0);
 }

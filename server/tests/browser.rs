@@ -3,7 +3,9 @@
 //! first password, maintain addresses and staff, fill the daily record, run
 //! a comparison as the operator, dispose the warning, the district returns
 //! it with a comment, the enterprise disposes again, the district closes it:
-//! 销号办结. A screenshot of each step goes to target/e2e-screenshots/.
+//! 销号办结. A screenshot of each step goes to target/e2e-screenshots/, and
+//! every link on each page shot is followed (with the browser's session) and
+//! must not answer 404.
 //!
 //! `scripts/test` installs Chromium and sets EPI_BROWSER_TESTS=1, which makes
 //! a missing browser a failure; a plain `cargo test` without Chromium skips.
@@ -50,6 +52,8 @@ struct Browser {
     base: String,
     shots: PathBuf,
     step: u32,
+    /// Links already followed (each once, with the session that saw it first).
+    followed: std::collections::BTreeSet<String>,
 }
 
 impl Browser {
@@ -125,6 +129,47 @@ impl Browser {
         self.step += 1;
         let png = self.c.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.step)), png).unwrap();
+        self.follow_links(name).await;
+    }
+    /// GET every same-site link of the page with the browser's cookies
+    /// (outside the browser, so the walk's page stays as it is): none 404.
+    async fn follow_links(&mut self, page: &str) {
+        let mut hrefs = Vec::new();
+        for a in self.c.find_all(Locator::Css("a[href]")).await.unwrap() {
+            if let Some(h) = a.attr("href").await.unwrap() {
+                if h.starts_with('/') && !h.starts_with("//") && self.followed.insert(h.clone()) {
+                    hrefs.push(h);
+                }
+            }
+        }
+        if hrefs.is_empty() {
+            return;
+        }
+        let cookies: Vec<String> = self
+            .c
+            .get_all_cookies()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        for h in hrefs {
+            let r = http
+                .get(format!("{}{h}", self.base))
+                .header("cookie", cookies.join("; "))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status() != reqwest::StatusCode::NOT_FOUND && !r.status().is_server_error(),
+                "link {h} on page {page}: {}",
+                r.status()
+            );
+        }
     }
     async fn login(&self, user: &str, password: &str) {
         self.go("/login").await;
@@ -214,6 +259,7 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
         base,
         shots: screenshots_dir(),
         step: 0,
+        followed: Default::default(),
     };
 
     // Register as 疫情防控用户.
@@ -231,15 +277,12 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
     b.submit("#register-submit").await;
     b.shot("registered").await;
     let username = b.text("#new-username").await;
-    let params: String =
-        sqlx::query_scalar("SELECT params FROM sms_log WHERE template = 'account_created'")
-            .fetch_one(&w.sys.pool)
-            .await
-            .unwrap();
-    let password = serde_json::from_str::<serde_json::Value>(&params).unwrap()["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The password went to the phone only (sms_log holds ******).
+    let password = w
+        .sys
+        .sms_inbox
+        .last_param("account_created", "password")
+        .unwrap();
 
     // First login: change the password.
     b.login(&username, &password).await;
@@ -303,6 +346,9 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
     b.submit("#record-submit").await;
     assert!(b.path().await.starts_with("/records/"));
     b.shot("daily-record").await;
+    // The list with today's record (its links are followed).
+    b.go("/records").await;
+    b.shot("records").await;
     b.logout().await;
 
     // The operator runs a comparison now.

@@ -180,3 +180,50 @@ fn the_embedded_demo_starts_prints_credentials_and_serves() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn serve_on_a_read_only_database_names_the_cause_and_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("epi.db");
+    std::fs::write(&db, b"").unwrap();
+    let serve = |url: String| {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_server"))
+            .arg("serve")
+            .env("EPI_DATABASE_URL", url)
+            .env("EPI_LISTEN", "127.0.0.1:0")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        // Not the pool's 30 s of retrying that ends in "pool timed out".
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        assert!(!err.contains("timed out"), "{err}");
+        err
+    };
+    // Opened read-only.
+    let err = serve(format!("sqlite://{}?mode=ro", db.display()));
+    assert!(
+        err.contains("数据库只读") && err.contains("epi.db"),
+        "{err}"
+    );
+    // A file the server may not write (unless the tests run as root, whom
+    // the permissions do not stop).
+    let mut perms = std::fs::metadata(&db).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&db, perms).unwrap();
+    if std::fs::OpenOptions::new().write(true).open(&db).is_err() {
+        let err = serve(format!("sqlite://{}?mode=rwc", db.display()));
+        assert!(
+            err.contains("数据库只读") && err.contains("ermission denied"),
+            "{err}"
+        );
+    }
+    // A directory that cannot be made.
+    let err = serve(format!(
+        "sqlite://{}/epi.db?mode=rwc",
+        db.join("below-a-file").display()
+    ));
+    assert!(err.contains("无法建立数据库所在目录"), "{err}");
+}

@@ -158,9 +158,6 @@ async fn http_health(sim: Simulator, batch: usize, status_only: Option<u16>) -> 
         timeout: Duration::from_secs(5),
         batch_size: batch,
         concurrency: 3,
-        attempts: 2,
-        backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(2),
     })
     .unwrap()
 }

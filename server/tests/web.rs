@@ -187,12 +187,7 @@ async fn registration_refuses_bad_input_at_the_field_and_saves_nothing(w: World)
     let i = r.body.find("id=\"new-username\">").unwrap() + 18;
     let username = r.body[i..i + 10].to_string();
     // The credentials went by SMS (the log, in the embedded default).
-    let params: String =
-        sqlx::query_scalar("SELECT params FROM sms_log WHERE template = 'account_created'")
-            .fetch_one(&w.sys.pool)
-            .await
-            .unwrap();
-    let params: serde_json::Value = serde_json::from_str(&params).unwrap();
+    let params = w.sys.sms_inbox.last("account_created").unwrap().params;
     assert_eq!(params["username"], username.as_str());
     let password = params["password"].as_str().unwrap().to_string();
     // Only a hash is stored.
@@ -889,15 +884,7 @@ async fn failed_logins_and_code_requests_are_throttled_and_sms_codes_log_in_once
     // A second code within a minute is refused.
     let r = s.post("/login/code", &[("username", "qy00000001")]).await;
     assert!(r.contains("尝试次数过多"));
-    let params: String =
-        sqlx::query_scalar("SELECT params FROM sms_log WHERE template = 'login_code'")
-            .fetch_one(&w.sys.pool)
-            .await
-            .unwrap();
-    let code = serde_json::from_str::<serde_json::Value>(&params).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = w.sys.sms_inbox.last_param("login_code", "code").unwrap();
     let r = s
         .post(
             "/login/sms",
@@ -923,16 +910,7 @@ async fn failed_logins_and_code_requests_are_throttled_and_sms_codes_log_in_once
     let r = t.post("/login/code", &[("username", "qy00000001")]).await;
     assert!(r.contains("验证码已发送"));
     w.clock.advance(std::time::Duration::from_secs(6 * 60));
-    let params: String = sqlx::query_scalar(
-        "SELECT params FROM sms_log WHERE template = 'login_code' ORDER BY created_at DESC LIMIT 1",
-    )
-    .fetch_one(&w.sys.pool)
-    .await
-    .unwrap();
-    let code = serde_json::from_str::<serde_json::Value>(&params).unwrap()["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let code = w.sys.sms_inbox.last_param("login_code", "code").unwrap();
     let r = t
         .post("/login/sms", &[("username", "qy00000001"), ("code", &code)])
         .await;

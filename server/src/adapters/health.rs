@@ -1,10 +1,12 @@
 //! The health-commission (卫健委) adapter, per the contract in DOMAIN.md:
 //! `POST {base}/v1/health/query` with a bearer token, at most 1000 id
-//! numbers a request. Batches run with bounded concurrency; 429, 5xx,
-//! timeouts and connection errors are retried with exponential backoff
-//! (honouring `Retry-After`); ids absent from the answer are counted as
-//! unknown, never flagged. A run that cannot get its data gets an error
-//! naming the batch — never invented numbers.
+//! numbers a request. Batches run with bounded concurrency, one attempt
+//! each: retrying is the engine's (the `run_comparison` retry policy in
+//! `workflows/activities.yaml` repeats the whole, idempotent run), so a
+//! failure is only classified — 429, 5xx, timeouts, connection errors and
+//! unreadable answers are worth retrying, other 4xx are not. Ids absent
+//! from the answer are counted as unknown, never flagged. A run that cannot
+//! get its data gets an error naming the batch — never invented numbers.
 //!
 //! Must not interpret the data (that is `comparison`) or store anything.
 
@@ -21,15 +23,28 @@ pub const MAX_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("卫健委接口第{batch}批（共{of}批）失败，已尝试{attempts}次：{reason}")]
+    #[error("卫健委接口第{batch}批（共{of}批）失败：{reason}")]
     Batch {
         batch: usize,
         of: usize,
-        attempts: u32,
         reason: String,
+        /// 429, 5xx, timeouts, connection errors: a later attempt may succeed.
+        retryable: bool,
     },
     #[error("卫健委接口第{batch}批返回的数据无法解析：{reason}")]
     Malformed { batch: usize, reason: String },
+}
+
+impl Error {
+    /// Whether the engine should try the run again (with its backoff). An
+    /// unreadable answer counts as transient (a cut-off body); a refusal of
+    /// the request (4xx other than 429) does not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Batch { retryable, .. } => *retryable,
+            Error::Malformed { .. } => true,
+        }
+    }
 }
 
 /// What a query returns: records by id number, and how many were unknown.
@@ -113,9 +128,6 @@ pub struct HttpOptions {
     pub timeout: Duration,
     pub batch_size: usize,
     pub concurrency: usize,
-    pub attempts: u32,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
 }
 
 #[derive(Serialize)]
@@ -169,63 +181,45 @@ impl HttpHealth {
             window_hours,
             id_numbers: ids,
         };
-        let mut delay = self.opts.backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = self
-                .http
-                .post(&url)
-                .bearer_auth(self.opts.token.expose())
-                .json(&body)
-                .send()
-                .await;
-            let (reason, retry_after) = match sent {
-                Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| Error::Malformed {
-                        batch: n,
-                        reason: e.to_string(),
-                    })?;
-                    let parsed: Response =
-                        serde_json::from_slice(&body).map_err(|e| Error::Malformed {
-                            batch: n,
-                            reason: e.to_string(),
-                        })?;
-                    return Ok(parsed.results);
-                }
-                Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
-                    let after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    (format!("HTTP {}", resp.status().as_u16()), after)
-                }
-                Ok(resp) => {
-                    // 4xx other than 429: our request is wrong; retrying will not help.
-                    return Err(Error::Batch {
-                        batch: n,
-                        of,
-                        attempts: attempt,
-                        reason: format!("HTTP {}", resp.status().as_u16()),
-                    });
-                }
-                Err(e) if e.is_timeout() => ("超时".to_string(), None),
-                Err(e) => (format!("连接失败：{e}"), None),
-            };
-            if attempt >= self.opts.attempts {
-                return Err(Error::Batch {
-                    batch: n,
-                    of,
-                    attempts: attempt,
-                    reason,
-                });
-            }
-            tracing::warn!(batch = n, attempt, %reason, "health commission batch failed; retrying");
-            tokio::time::sleep(retry_after.unwrap_or(delay).min(self.opts.max_backoff)).await;
-            delay = (delay * 2).min(self.opts.max_backoff);
+        let failed = |reason: String, retryable: bool| Error::Batch {
+            batch: n,
+            of,
+            reason,
+            retryable,
+        };
+        let resp = match self
+            .http
+            .post(&url)
+            .bearer_auth(self.opts.token.expose())
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) if e.is_timeout() => return Err(failed("超时".into(), true)),
+            Err(e) => return Err(failed(format!("连接失败：{e}"), true)),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            // 429 and 5xx may pass; any other 4xx means our request is wrong.
+            let retryable = status.as_u16() == 429 || status.is_server_error();
+            return Err(failed(format!("HTTP {}", status.as_u16()), retryable));
         }
+        let body = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                failed("超时".into(), true)
+            } else {
+                Error::Malformed {
+                    batch: n,
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        let parsed: Response = serde_json::from_slice(&body).map_err(|e| Error::Malformed {
+            batch: n,
+            reason: e.to_string(),
+        })?;
+        Ok(parsed.results)
     }
 }
 
@@ -283,8 +277,8 @@ impl HealthCommission for HttpHealth {
                             Err(Error::Batch {
                                 batch: i + 1,
                                 of,
-                                attempts: 1,
                                 reason: e.to_string(),
+                                retryable: true,
                             })
                         })
                     }

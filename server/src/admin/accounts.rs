@@ -367,6 +367,7 @@ pub async fn reset_password(
                 template: "password_reset".into(),
                 params: serde_json::json!({"username": username, "password": password}),
                 idempotency_key: format!("reset/{username}/{}", crate::accounts::new_id()),
+                secret: vec!["password".into()],
             })
             .await
             .map_err(|e| {

@@ -479,6 +479,7 @@ pub async fn import_enterprises(
                         None => serde_json::json!({"username": username, "methods": methods}),
                     },
                     idempotency_key: format!("import/{username}"),
+                    secret: vec!["password".into()],
                 },
             ));
             report.accounts.push(ImportedAccount {

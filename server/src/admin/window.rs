@@ -314,6 +314,7 @@ pub async fn switch_to_sms(
             template: "login_method_switched".into(),
             params: serde_json::json!({"username": username, "enterprise": enterprise}),
             idempotency_key: format!("switch/{id}"),
+            secret: Vec::new(),
         })
         .await;
     if let Err(e) = &sent {

@@ -334,21 +334,13 @@ pub async fn import(
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
     let mut text = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| WebError::BadRequest(format!("上传失败：{e}")))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(WebError::upload)? {
         if field.name() == Some("file") {
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| WebError::BadRequest(format!("上传失败：{e}")))?;
-            // Spreadsheet programs in China often save CSV as GBK; say so.
-            let s = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                WebError::BadRequest("文件须为UTF-8编码的CSV（另存为“CSV UTF-8”）".into())
-            })?;
-            text = Some(s.trim_start_matches('\u{feff}').to_string());
+            let bytes = field.bytes().await.map_err(WebError::upload)?;
+            // UTF-8 (BOM or not) or GBK, as Excel on Chinese Windows saves.
+            let s = crate::staff::decode_csv(&bytes)
+                .map_err(|e| WebError::BadRequest(e.to_string()))?;
+            text = Some(s);
         }
     }
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {

@@ -163,7 +163,9 @@ pub fn app_with_hashing(
             state.clone(),
             session::layer,
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        // Every refusal a Chinese page (axum's rejections are English text).
+        .layer(axum::middleware::from_fn(error::chinese_rejections));
     // Outermost, so error pages and refusals carry them too.
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::if_not_present(

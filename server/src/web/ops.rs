@@ -42,12 +42,8 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
             .map(|m| m.masked())
             .unwrap_or(phone);
         let template: String = r.try_get("template")?;
-        // Credentials and login codes are not shown here; they went to the phone.
-        let params = if matches!(template.as_str(), "account_created" | "login_code") {
-            "（内容已隐藏）".to_string()
-        } else {
-            r.try_get::<String, _>("params")?
-        };
+        // Passwords and login codes were stored as ****** (adapters::sms).
+        let params: String = r.try_get("params")?;
         Ok(context! { phone => masked, template, params, at => r.try_get::<i64, _>("created_at")? })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -103,8 +99,23 @@ pub async fn advance_clock(
         .ok()
         .filter(|m| (1..=7 * 24 * 60).contains(m))
         .ok_or_else(|| WebError::BadRequest("请填写1至10080之间的分钟数".into()))?;
+    // Sessions' idle and absolute deadlines are on this clock: move them
+    // with it, so a rehearsal's jump does not log everyone out (the time
+    // people spend idle is what passes on the wall, not the jump). Before
+    // the move, so no request sees the new time with the old deadlines.
+    let ms = i64::try_from(minutes * 60_000).expect("at most 7 days");
+    // (The SMS proof's 15 minutes too; NULL stays NULL.)
+    sqlx::query(
+        "UPDATE sessions SET last_seen = last_seen + $1, expires_at = expires_at + $2, \
+         sms_proven_at = sms_proven_at + $3",
+    )
+    .bind(ms)
+    .bind(ms)
+    .bind(ms)
+    .execute(&app.sys.pool)
+    .await?;
     let now = clock.advance_by(std::time::Duration::from_secs(minutes * 60));
-    tracing::info!(%now, minutes, "rehearsal clock moved forward");
+    tracing::info!(%now, minutes, "rehearsal clock moved forward; sessions kept");
     app.sys.runtime.wake();
     Ok(Redirect::to("/ops").into_response())
 }

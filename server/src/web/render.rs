@@ -63,6 +63,9 @@ impl Templates {
                 .unwrap_or_else(|e| panic!("template {name}: {e}"));
         }
         env.add_filter("dt", |ms: Option<i64>| ms.map(local).unwrap_or_default());
+        // One path segment of a URL: unlike `urlencode`, `/` is encoded
+        // too, so an id such as `address/day` stays one segment.
+        env.add_filter("segment", |s: String| urlencoding::encode(&s).into_owned());
         Templates { env }
     }
 

@@ -141,7 +141,7 @@ async fn provided_token(req: Request) -> Result<(Request, Option<String>), WebEr
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, super::MAX_BODY)
         .await
-        .map_err(|_| WebError::BadRequest("提交的内容过大".into()))?;
+        .map_err(|_| WebError::TooLarge)?;
     let token = form_urlencoded_value(&bytes, "_csrf");
     Ok((Request::from_parts(parts, Body::from(bytes)), token))
 }
