@@ -557,6 +557,30 @@ async fn query_api_lists_histories_timers_and_failed_tasks(store: SqlStore) {
     assert!(text.contains("workflow_pending_timers 9"));
 }
 
+async fn a_restarted_worker_takes_back_its_tasks_at_once(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let calls = Calls::default();
+    let rt = runtime(store.clone(), &clock, &calls).await;
+    rt.start("warning", "w1", warning_input("w1")).await.unwrap();
+    // The previous process claimed the warning's tasks and was killed.
+    let lease = t0() + chrono::Duration::minutes(5);
+    let claimed = store
+        .claim_tasks(t0(), 10, lease, &Options::default().worker)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    rt.run_until_idle().await.unwrap();
+    assert!(reminders(&calls, "w1").is_empty(), "leased: not yet");
+    // The same worker starting again takes them back: the first reminder
+    // goes out now, not when the lease runs out, under the same key.
+    assert_eq!(rt.take_back_leases().await.unwrap(), 2);
+    rt.run_until_idle().await.unwrap();
+    let sent = reminders(&calls, "w1");
+    assert_eq!(sent.len(), 1);
+    assert!(claimed.iter().any(|t| t.id == sent[0].idempotency_key));
+    assert_eq!(clock.now(), t0());
+}
+
 mod support;
 
 on_every_store!("runtime":
@@ -567,4 +591,5 @@ on_every_store!("runtime":
     schedules_run_at_their_times_and_catch_up_once,
     a_comparison_run_starts_each_warning_once,
     query_api_lists_histories_timers_and_failed_tasks,
+    a_restarted_worker_takes_back_its_tasks_at_once,
 );

@@ -200,7 +200,7 @@ async fn timers_come_due_in_order(s: SqlStore) {
 async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
     publish(&s).await;
     s.commit(&[start("i1")]).await.unwrap();
-    let claimed = s.claim_tasks(t(1), 10, t(31)).await.unwrap();
+    let claimed = s.claim_tasks(t(1), 10, t(31), "w").await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         (
@@ -211,24 +211,32 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
         ("i1/a1", 1, TaskStatus::Running)
     );
     assert!(
-        s.claim_tasks(t(2), 10, t(32)).await.unwrap().is_empty(),
+        s.claim_tasks(t(2), 10, t(32), "w").await.unwrap().is_empty(),
         "leased tasks are not claimed twice"
     );
     // The worker died: after the lease, the same task (same key) is claimed again.
-    let again = s.claim_tasks(t(31), 10, t(61)).await.unwrap();
+    let again = s.claim_tasks(t(31), 10, t(61), "w").await.unwrap();
     assert_eq!((again[0].id.as_str(), again[0].attempt), ("i1/a1", 2));
+    // A worker of another name starting takes nothing back; the same worker
+    // starting again takes back its lease at once, not at t(61).
+    assert_eq!(s.release_leases("other", t(32)).await.unwrap(), 0);
+    assert!(s.claim_tasks(t(32), 10, t(62), "w").await.unwrap().is_empty());
+    assert_eq!(s.release_leases("w", t(32)).await.unwrap(), 1);
+    assert_eq!(s.next_task().await.unwrap(), Some(t(32)));
+    let retaken = s.claim_tasks(t(32), 10, t(62), "w").await.unwrap();
+    assert_eq!((retaken[0].id.as_str(), retaken[0].attempt), ("i1/a1", 3));
     s.retry_task("i1/a1", "HTTP 503", t(40), t(32))
         .await
         .unwrap();
     assert!(
-        s.claim_tasks(t(39), 10, t(70)).await.unwrap().is_empty(),
+        s.claim_tasks(t(39), 10, t(70), "w").await.unwrap().is_empty(),
         "backoff holds"
     );
     assert_eq!(s.next_task().await.unwrap(), Some(t(40)));
-    let third = s.claim_tasks(t(40), 10, t(70)).await.unwrap();
+    let third = s.claim_tasks(t(40), 10, t(70), "w").await.unwrap();
     assert_eq!(
         (third[0].attempt, third[0].last_error.as_deref()),
-        (3, Some("HTTP 503"))
+        (4, Some("HTTP 503"))
     );
     // The final failure is recorded with the step that reports it.
     let done = StepCommit {
@@ -251,7 +259,7 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
         (TaskStatus::Failed, Some("gave up"))
     );
     assert!(s
-        .claim_tasks(t(1000), 10, t(2000))
+        .claim_tasks(t(1000), 10, t(2000), "w")
         .await
         .unwrap()
         .is_empty());

@@ -134,6 +134,10 @@ pub struct Config {
     /// header's last entry. Leave off when clients reach the server
     /// directly, or they could name any address they like.
     pub trust_forwarded_for: bool,
+    /// The name this server's activity leases are held under: one per
+    /// server process on a database. Restarted under the same name, a
+    /// server takes back at once the tasks its previous process held.
+    pub worker: String,
     pub health: HealthConfig,
     pub sms: SmsConfig,
 }
@@ -145,6 +149,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             cookie_secure: false,
             trust_forwarded_for: false,
+            worker: "embedded".into(),
             health: Default::default(),
             sms: Default::default(),
         }
@@ -219,6 +224,9 @@ impl Config {
         if let Some(v) = env("EPI_TRUST_FORWARDED_FOR") {
             c.trust_forwarded_for = parse("EPI_TRUST_FORWARDED_FOR", v)?;
         }
+        if let Some(v) = env("EPI_WORKER") {
+            c.worker = v;
+        }
         if let Some(v) = env("EPI_HEALTH_MODE") {
             c.health.mode = match mode("EPI_HEALTH_MODE", v)?.as_str() {
                 "sim" => HealthMode::Sim,
@@ -282,6 +290,9 @@ impl Config {
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
             p.push("database_url must start with sqlite: or postgres://".to_string());
+        }
+        if self.worker.trim().is_empty() {
+            p.push("worker must name this server process (e.g. web-1)".to_string());
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             p.push(format!(

@@ -244,9 +244,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.health.sim_rates.red = 0.02;
         config.health.sim_rates.yellow = 0.03;
     }
-    let sys = System::open(&config, &paths, clock, engine::runtime::Options::default())
+    let opts = engine::runtime::Options {
+        worker: config.worker.clone(),
+        ..Default::default()
+    };
+    let sys = System::open(&config, &paths, clock, opts)
         .await
         .context("starting the system")?;
+    sys.runtime
+        .take_back_leases()
+        .await
+        .context("taking back the tasks of the previous run")?;
     if !args.demo {
         let admins: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM accounts WHERE role = 'admin' AND disabled_at IS NULL",

@@ -63,8 +63,13 @@ pub struct Options {
     pub task_batch: i64,
     /// Activities running at once.
     pub concurrency: usize,
-    /// How long a claimed task is reserved; after a crash it is retried then.
+    /// How long a claimed task is reserved; after a crash it is retried then
+    /// (or at once when a runtime of the same `worker` starts again).
     pub lease: Duration,
+    /// The name this runtime's leases are held under. One per running
+    /// process on a database: a runtime starting under a name takes back the
+    /// leases held under it, as its previous process is gone.
+    pub worker: String,
     pub outbox_batch: i64,
     /// Longest sleep of the background loop.
     pub max_idle: Duration,
@@ -77,6 +82,7 @@ impl Default for Options {
             task_batch: 2048,
             concurrency: 512,
             lease: Duration::from_secs(300),
+            worker: "embedded".into(),
             outbox_batch: 2048,
             max_idle: Duration::from_secs(1),
         }
@@ -183,6 +189,23 @@ impl<S: Store> Runtime<S> {
                 wake: tokio::sync::Notify::new(),
             }),
         })
+    }
+
+    /// A worker process starting: take back at once the tasks that its
+    /// previous process (same `Options::worker`) had claimed and not
+    /// finished, instead of waiting for their leases. Call once, before the
+    /// first round, from the process that will run the rounds.
+    pub async fn take_back_leases(&self) -> Result<u64> {
+        let worker = &self.inner.opts.worker;
+        let taken = self
+            .inner
+            .store
+            .release_leases(worker, self.now())
+            .await?;
+        if taken > 0 {
+            tracing::warn!(%worker, tasks = taken, "took back the activity tasks this worker's previous process had claimed");
+        }
+        Ok(taken)
     }
 
     pub fn store(&self) -> &S {
@@ -652,7 +675,12 @@ impl<S: Store> Runtime<S> {
         let tasks = self
             .inner
             .store
-            .claim_tasks(now, self.inner.opts.task_batch, lease_until)
+            .claim_tasks(
+                now,
+                self.inner.opts.task_batch,
+                lease_until,
+                &self.inner.opts.worker,
+            )
             .await?;
         let n = tasks.len();
         if n == 0 {
@@ -701,6 +729,9 @@ impl<S: Store> Runtime<S> {
                 Err(e) => {
                     self.inner.metrics.task_failure(&task.name);
                     let error = format!("{} (after {} attempt(s))", e, task.attempt);
+                    // The workflow decides what follows (a comparison ends
+                    // 比对失败); the operator's log names the cause.
+                    tracing::error!(task = %task.id, instance = %task.instance_id, activity = %task.name, %error, "activity failed");
                     let done = TaskDone {
                         id: task.id.clone(),
                         status: TaskStatus::Failed,

@@ -285,13 +285,23 @@ pub trait Store: Send + Sync + 'static {
 
     // Activity tasks.
     /// Claim runnable tasks (pending and due, or running with an expired
-    /// lease), marking them running until `lease_until` and counting the attempt.
+    /// lease), marking them running until `lease_until` for `owner` and
+    /// counting the attempt.
     fn claim_tasks(
         &self,
         now: DateTime<Utc>,
         limit: i64,
         lease_until: DateTime<Utc>,
+        owner: &str,
     ) -> impl Future<Output = Result<Vec<TaskRow>>> + Send;
+    /// End at `now` the leases `owner` holds: its process is gone (a worker
+    /// starting again under its name), so its running tasks are due at once.
+    /// Returns how many.
+    fn release_leases(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64>> + Send;
     /// An attempt failed and another will follow at `next_run_at`.
     fn retry_task(
         &self,

@@ -874,6 +874,7 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
         limit: i64,
         lease_until: DateTime<Utc>,
+        owner: &str,
     ) -> Result<Vec<TaskRow>> {
         let pick = match self.backend {
             Backend::Sqlite => {
@@ -887,8 +888,8 @@ impl Store for SqlStore {
             }
         };
         let sql = format!(
-            "UPDATE tasks SET status = 'running', lease_until = $1, attempt = attempt + 1, updated_at = $2 \
-             WHERE id IN ({pick}) RETURNING {TASK_COLUMNS}"
+            "UPDATE tasks SET status = 'running', lease_until = $1, attempt = attempt + 1, updated_at = $2, \
+             lease_owner = $5 WHERE id IN ({pick}) RETURNING {TASK_COLUMNS}"
         );
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&sql)
@@ -896,12 +897,24 @@ impl Store for SqlStore {
             .bind(millis(now))
             .bind(millis(now))
             .bind(limit)
+            .bind(owner)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
         let mut tasks: Vec<TaskRow> = rows.iter().map(task_row).collect::<Result<_>>()?;
         tasks.sort_by(|a, b| a.next_run_at.cmp(&b.next_run_at).then(a.id.cmp(&b.id)));
         Ok(tasks)
+    }
+
+    async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE tasks SET lease_until = $1 WHERE status = 'running' AND lease_owner = $2 AND lease_until > $1",
+        )
+        .bind(millis(now))
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     async fn retry_task(
