@@ -64,9 +64,16 @@ impl SqlStore {
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;
+                            // A 64 MiB page cache (SQLite's default is
+                            // 2 MiB) and a checkpoint every ~40 MiB of WAL
+                            // (default ~4 MiB): a comparison's transaction
+                            // and the burst of warning workflows after it
+                            // otherwise spill and re-read pages and
+                            // checkpoint every few hundred commits.
                             conn.execute(
                                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                                 PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+                                 PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; \
+                                 PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=10000;",
                             )
                             .await?;
                             Ok(())
@@ -150,7 +157,9 @@ fn read_pool(opts: AnyConnectOptions) -> AnyPool {
         .after_connect(|conn, _| {
             Box::pin(async move {
                 use sqlx::Executor;
-                conn.execute("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
+                conn.execute(
+                    "PRAGMA busy_timeout=5000; PRAGMA query_only=ON; PRAGMA cache_size=-16384;",
+                )
                     .await?;
                 Ok(())
             })
