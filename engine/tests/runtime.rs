@@ -561,7 +561,9 @@ async fn a_restarted_worker_takes_back_its_tasks_at_once(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let calls = Calls::default();
     let rt = runtime(store.clone(), &clock, &calls).await;
-    rt.start("warning", "w1", warning_input("w1")).await.unwrap();
+    rt.start("warning", "w1", warning_input("w1"))
+        .await
+        .unwrap();
     // The previous process claimed the warning's tasks and was killed.
     let lease = t0() + chrono::Duration::minutes(5);
     let claimed = store

@@ -211,7 +211,10 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
         ("i1/a1", 1, TaskStatus::Running)
     );
     assert!(
-        s.claim_tasks(t(2), 10, t(32), "w").await.unwrap().is_empty(),
+        s.claim_tasks(t(2), 10, t(32), "w")
+            .await
+            .unwrap()
+            .is_empty(),
         "leased tasks are not claimed twice"
     );
     // The worker died: after the lease, the same task (same key) is claimed again.
@@ -220,7 +223,11 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
     // A worker of another name starting takes nothing back; the same worker
     // starting again takes back its lease at once, not at t(61).
     assert_eq!(s.release_leases("other", t(32)).await.unwrap(), 0);
-    assert!(s.claim_tasks(t(32), 10, t(62), "w").await.unwrap().is_empty());
+    assert!(s
+        .claim_tasks(t(32), 10, t(62), "w")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(s.release_leases("w", t(32)).await.unwrap(), 1);
     assert_eq!(s.next_task().await.unwrap(), Some(t(32)));
     let retaken = s.claim_tasks(t(32), 10, t(62), "w").await.unwrap();
@@ -229,7 +236,10 @@ async fn tasks_are_claimed_leased_and_retried_with_the_same_key(s: SqlStore) {
         .await
         .unwrap();
     assert!(
-        s.claim_tasks(t(39), 10, t(70), "w").await.unwrap().is_empty(),
+        s.claim_tasks(t(39), 10, t(70), "w")
+            .await
+            .unwrap()
+            .is_empty(),
         "backoff holds"
     );
     assert_eq!(s.next_task().await.unwrap(), Some(t(40)));

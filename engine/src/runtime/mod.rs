@@ -197,11 +197,7 @@ impl<S: Store> Runtime<S> {
     /// first round, from the process that will run the rounds.
     pub async fn take_back_leases(&self) -> Result<u64> {
         let worker = &self.inner.opts.worker;
-        let taken = self
-            .inner
-            .store
-            .release_leases(worker, self.now())
-            .await?;
+        let taken = self.inner.store.release_leases(worker, self.now()).await?;
         if taken > 0 {
             tracing::warn!(%worker, tasks = taken, "took back the activity tasks this worker's previous process had claimed");
         }

@@ -160,7 +160,7 @@ fn read_pool(opts: AnyConnectOptions) -> AnyPool {
                 conn.execute(
                     "PRAGMA busy_timeout=5000; PRAGMA query_only=ON; PRAGMA cache_size=-16384;",
                 )
-                    .await?;
+                .await?;
                 Ok(())
             })
         })
