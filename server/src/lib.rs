@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod explain;
 pub mod records;
 pub mod sites;
 pub mod staff;

@@ -15,6 +15,7 @@ mod admin;
 mod auth;
 mod enterprise;
 mod error;
+mod explain;
 mod ops;
 mod render;
 mod review;
@@ -144,6 +145,7 @@ pub fn app_with_hashing(
         .route("/district", get(review::district_home))
         .route("/directory", get(review::directory))
         .route("/ops", get(ops::page))
+        .route("/explain", get(explain::page))
         .route("/ops/run-comparison", post(ops::run_comparison))
         .route("/ops/clock", post(ops::advance_clock))
         .route("/admin", get(admin::page))

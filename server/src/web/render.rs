@@ -42,6 +42,7 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "admin_done.html",
     "admin_import.html",
     "admin_window.html",
+    "explain.html",
 ];
 
 /// Local time in Chengdu of unix milliseconds, as the pages show it.

@@ -66,6 +66,16 @@ impl Ctx {
         }
     }
 
+    /// Who may ask why a person was warned: operators (everyone), a
+    /// district (its own enterprises' staff).
+    pub fn explain_scope(&self) -> Result<crate::explain::Scope, WebError> {
+        match &self.account()?.role {
+            Role::Operator => Ok(crate::explain::Scope::All),
+            Role::District { code } => Ok(crate::explain::Scope::District(code.clone())),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
     /// Administrators only (R1.7): account administration, enterprise import.
     pub fn admin(&self) -> Result<&Account, WebError> {
         let a = self.account()?;
