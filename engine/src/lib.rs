@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod compile;
 pub mod definition;
+pub mod inspect;
 pub mod interpreter;
 pub mod rules;
 pub mod runtime;
