@@ -189,8 +189,7 @@ pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
                 state = Some(to.to_string());
             }
         }
-        let effects: Vec<Effect> =
-            serde_json::from_value(p["effects"].clone()).unwrap_or_default();
+        let effects: Vec<Effect> = serde_json::from_value(p["effects"].clone()).unwrap_or_default();
         for e in effects {
             match e {
                 Effect::StartTimer { id, name, due_at } => {

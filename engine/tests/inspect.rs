@@ -63,16 +63,20 @@ async fn a_warning_history_reads_as_named_events() {
     let ev = events(&h);
     let kinds: Vec<&Event> = ev.iter().map(|e| &e.event).collect();
     assert!(matches!(kinds[0], Event::Started { .. }));
-    assert!(kinds.iter().any(|e| matches!(e, Event::StateChanged { from: None, to } if to == "awaiting_disposal")));
+    assert!(kinds
+        .iter()
+        .any(|e| matches!(e, Event::StateChanged { from: None, to } if to == "awaiting_disposal")));
     for timer in ["second_reminder", "third_reminder", "disposal_deadline"] {
         assert!(
-            kinds.iter().any(|e| matches!(e, Event::TimerSet { name, .. } if name == timer)),
+            kinds
+                .iter()
+                .any(|e| matches!(e, Event::TimerSet { name, .. } if name == timer)),
             "{timer} set"
         );
     }
-    assert!(kinds.iter().any(
-        |e| matches!(e, Event::TimerFired { name: Some(n), .. } if n == "second_reminder")
-    ));
+    assert!(kinds
+        .iter()
+        .any(|e| matches!(e, Event::TimerFired { name: Some(n), .. } if n == "second_reminder")));
     let key = kinds
         .iter()
         .find_map(|e| match e {

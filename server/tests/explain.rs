@@ -40,14 +40,13 @@ on_both_databases!(the_page_shows_the_data_and_rule_that_flagged_a_person);
 async fn the_page_shows_the_data_and_rule_that_flagged_a_person(w: World) {
     w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
     w.settle().await;
-    let (warning, id_number, reason, district): (String, String, String, String) =
-        sqlx::query_as(
-            "SELECT w.id, s.id_number, w.reason, w.district FROM warnings w \
+    let (warning, id_number, reason, district): (String, String, String, String) = sqlx::query_as(
+        "SELECT w.id, s.id_number, w.reason, w.district FROM warnings w \
              JOIN staff s ON s.id = w.staff_id ORDER BY w.id LIMIT 1",
-        )
-        .fetch_one(&w.sys.pool)
-        .await
-        .unwrap();
+    )
+    .fetch_one(&w.sys.pool)
+    .await
+    .unwrap();
     let hash: String =
         sqlx::query_scalar("SELECT definition_hash FROM instances WHERE kind = 'comparison'")
             .fetch_one(&w.sys.pool)
@@ -87,7 +86,11 @@ async fn the_page_shows_the_data_and_rule_that_flagged_a_person(w: World) {
     // The person's district sees it; another district and an enterprise do not.
     let mut own = w.logged_in(&district, "/district").await;
     assert!(own.get(&path).await.contains(&warning));
-    let other_district = if district == "qingyang" { "jinjiang" } else { "qingyang" };
+    let other_district = if district == "qingyang" {
+        "jinjiang"
+    } else {
+        "qingyang"
+    };
     let mut other = w.logged_in(other_district, "/district").await;
     let refused = other.get(&path).await;
     assert!(!refused.contains(&warning));

@@ -313,6 +313,9 @@ pub trait Store: Send + Sync + 'static {
     fn next_task(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
     fn task(&self, id: &str) -> impl Future<Output = Result<Option<TaskRow>>> + Send;
     fn failed_tasks(&self, page: Page) -> impl Future<Output = Result<Vec<TaskRow>>> + Send;
+    /// Every activity task of one instance (attempts, last error, result),
+    /// oldest first.
+    fn tasks_of(&self, instance_id: &str) -> impl Future<Output = Result<Vec<TaskRow>>> + Send;
 
     // Outbox and inbox.
     fn pending_outbox(&self, limit: i64) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;

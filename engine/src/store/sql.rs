@@ -978,6 +978,17 @@ impl Store for SqlStore {
         rows.iter().map(task_row).collect()
     }
 
+    async fn tasks_of(&self, instance_id: &str) -> Result<Vec<TaskRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = $1 ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(instance_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(task_row).collect()
+    }
+
     async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, instance_id, kind, payload, created_at, delivered_at FROM outbox \

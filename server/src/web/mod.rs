@@ -16,6 +16,7 @@ mod auth;
 mod enterprise;
 mod error;
 mod explain;
+mod instances;
 mod ops;
 mod render;
 mod review;
@@ -146,6 +147,9 @@ pub fn app_with_hashing(
         .route("/directory", get(review::directory))
         .route("/ops", get(ops::page))
         .route("/explain", get(explain::page))
+        .route("/ops/instances", get(instances::search))
+        .route("/ops/instances/{id}", get(instances::instance))
+        .route("/ops/definitions/{hash}", get(instances::definition))
         .route("/ops/run-comparison", post(ops::run_comparison))
         .route("/ops/clock", post(ops::advance_clock))
         .route("/admin", get(admin::page))

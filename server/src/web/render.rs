@@ -43,6 +43,9 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "admin_import.html",
     "admin_window.html",
     "explain.html",
+    "ops_instances.html",
+    "ops_instance.html",
+    "ops_definition.html",
 ];
 
 /// Local time in Chengdu of unix milliseconds, as the pages show it.
@@ -120,11 +123,19 @@ pub async fn stylesheet() -> impl IntoResponse {
 
 /// Pages of a list: numbers to link to.
 pub fn pages(total: i64, page: i64) -> Value {
-    let size = crate::sites::PAGE_SIZE;
+    pages_of(total, page, crate::sites::PAGE_SIZE).1
+}
+
+/// The page asked for, brought within range, and its pager, for lists of
+/// `size` rows a page.
+pub fn pages_of(total: i64, page: i64, size: i64) -> (i64, Value) {
     let last = ((total + size - 1) / size).max(1);
     let page = page.clamp(1, last);
-    context! { page => page, last => last, total => total,
-    prev => (page > 1).then_some(page - 1), next => (page < last).then_some(page + 1) }
+    (
+        page,
+        context! { page => page, last => last, total => total,
+        prev => (page > 1).then_some(page - 1), next => (page < last).then_some(page + 1) },
+    )
 }
 
 /// The 23 districts as `<select>` options (code, 区（市）县).

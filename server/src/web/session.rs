@@ -66,6 +66,15 @@ impl Ctx {
         }
     }
 
+    /// The operator console (instances, histories, definitions): operators
+    /// only — policy staff have their own pages.
+    pub fn console(&self) -> Result<(), WebError> {
+        match &self.account()?.role {
+            Role::Operator => Ok(()),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
     /// Who may ask why a person was warned: operators (everyone), a
     /// district (its own enterprises' staff).
     pub fn explain_scope(&self) -> Result<crate::explain::Scope, WebError> {

@@ -1,0 +1,325 @@
+//! The operator console's read side (issue 12, R8.4): search workflow
+//! instances, one instance with its whole history as events
+//! (`engine::inspect`), its variables, pending timers by name, activity
+//! tasks with attempts and last errors, and the definition version it runs
+//! (linked to its text). Everything through the engine's store API; no SQL
+//! on engine tables here.
+
+use super::{Ctx, Shared, WebError};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use engine::inspect::{self, Event};
+use engine::store::{InstanceFilter, InstanceRow, Page, Store};
+use minijinja::context;
+use serde::Deserialize;
+use serde_json::Value;
+
+const PAGE_SIZE: i64 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Search {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    enterprise: String,
+    #[serde(default)]
+    district: String,
+    #[serde(default)]
+    person: String,
+    #[serde(default)]
+    page: Option<i64>,
+}
+
+fn some(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn status_label(status: &str) -> &'static str {
+    match status {
+        "running" => "运行中",
+        "completed" => "已结束",
+        "failed" => "失败（待运维处理）",
+        _ => "其他",
+    }
+}
+
+fn row(r: &InstanceRow) -> minijinja::Value {
+    context! {
+        id => r.id, kind => r.kind, version => r.definition_version,
+        state => r.state, status => status_label(&r.status), status_code => r.status,
+        status_label => r.status_label, enterprise => r.enterprise_id,
+        district => r.district, person => r.person,
+        created => r.created_at.timestamp_millis(), updated => r.updated_at.timestamp_millis(),
+    }
+}
+
+pub async fn search(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Query(q): Query<Search>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let filter = InstanceFilter {
+        kind: some(&q.kind),
+        state: some(&q.state),
+        status: some(&q.status),
+        enterprise_id: some(&q.enterprise),
+        district: some(&q.district),
+        person: some(&q.person),
+        ..Default::default()
+    };
+    let store = &app.sys.store;
+    let total = store
+        .count_instances(&filter)
+        .await
+        .map_err(WebError::internal)?;
+    let (page, pages) = super::render::pages_of(total, q.page.unwrap_or(1), PAGE_SIZE);
+    let rows = store
+        .instances(
+            &filter,
+            Page {
+                limit: PAGE_SIZE,
+                offset: (page - 1) * PAGE_SIZE,
+            },
+        )
+        .await
+        .map_err(WebError::internal)?;
+    let query = serde_urlencoded::to_string([
+        ("kind", q.kind.as_str()),
+        ("state", q.state.as_str()),
+        ("status", q.status.as_str()),
+        ("enterprise", q.enterprise.as_str()),
+        ("district", q.district.as_str()),
+        ("person", q.person.as_str()),
+    ])
+    .unwrap_or_default();
+    Ok(app
+        .templates
+        .page(
+            &app,
+            &ctx,
+            "ops_instances.html",
+            context! {
+                rows => rows.iter().map(row).collect::<Vec<_>>(),
+                pages => pages, query => query,
+                kinds => app.sys.bundle.workflows.keys().cloned().collect::<Vec<_>>(),
+                q => context! {
+                    kind => q.kind, state => q.state, status => q.status,
+                    enterprise => q.enterprise, district => q.district, person => q.person,
+                },
+            },
+        )?
+        .into_response())
+}
+
+/// An event in words for the page: (what, details).
+fn describe(e: &Event) -> (String, String) {
+    let json = |v: &Value| match v {
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    match e {
+        Event::Started { input } => ("启动".into(), json(input)),
+        Event::Signal {
+            name,
+            actor,
+            payload,
+        } => (
+            format!("信号 {name}"),
+            format!(
+                "{}：{} {}",
+                actor.role,
+                actor.name.as_deref().unwrap_or(&actor.id),
+                json(payload)
+            ),
+        ),
+        Event::TimerSet { name, due_at, id } => (
+            format!("设置定时器 {name}"),
+            format!(
+                "{id}，到期 {}",
+                super::render::local(due_at.timestamp_millis())
+            ),
+        ),
+        Event::TimerCancelled { id, name } => (
+            format!("取消定时器 {}", name.as_deref().unwrap_or(id)),
+            id.clone(),
+        ),
+        Event::TimerFired { id, name } => (
+            format!("定时器到期 {}", name.as_deref().unwrap_or(id)),
+            id.clone(),
+        ),
+        Event::ActivityScheduled {
+            name,
+            idempotency_key,
+            args,
+            max_attempts,
+            ..
+        } => (
+            format!("调度活动 {name}"),
+            format!(
+                "幂等键 {idempotency_key}，最多 {max_attempts} 次；参数 {}",
+                json(args)
+            ),
+        ),
+        Event::AttemptFailed {
+            name,
+            attempt,
+            error,
+            next_attempt_at,
+            ..
+        } => (
+            format!("活动 {name} 第{attempt}次尝试失败"),
+            format!(
+                "{error}{}",
+                next_attempt_at
+                    .as_deref()
+                    .map(|t| format!("；下次重试 {t}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Event::ActivityCompleted { id, name, result } => (
+            format!("活动完成 {}", name.as_deref().unwrap_or(id)),
+            json(result),
+        ),
+        Event::ActivityFailed { id, name, error } => (
+            format!("活动失败 {}", name.as_deref().unwrap_or(id)),
+            error.clone(),
+        ),
+        Event::ChildStarted { workflow, key, id } => (
+            format!("启动子流程 {workflow}"),
+            key.clone().unwrap_or_else(|| id.clone()),
+        ),
+        Event::ChildCompleted { id, status, output } => (
+            format!("子流程结束 {id}"),
+            format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
+        ),
+        Event::Decision {
+            origin,
+            expr,
+            result,
+        } => (
+            format!("规则判断 {}", if *result { "成立" } else { "不成立" }),
+            format!("{origin}：{expr}"),
+        ),
+        Event::StateChanged { from, to } => (
+            "状态变更".into(),
+            format!("{} → {to}", from.as_deref().unwrap_or("（开始）")),
+        ),
+        Event::Completed { status, output } => (
+            "流程结束".into(),
+            format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
+        ),
+        Event::StepFailed { error } => ("步骤失败（待运维处理）".into(), error.clone()),
+        Event::Ignored { note } => ("已记录未处理".into(), note.clone()),
+        Event::Unreadable { row_kind, error } => {
+            (format!("无法读取的记录 {row_kind}"), error.clone())
+        }
+    }
+}
+
+pub async fn instance(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let store = &app.sys.store;
+    let r = store
+        .instance(&id)
+        .await
+        .map_err(WebError::internal)?
+        .ok_or(WebError::NotFound)?;
+    let snapshot: Value = serde_json::from_str(&r.snapshot).map_err(WebError::internal)?;
+    let vars: Vec<(String, String)> = snapshot["vars"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+        .unwrap_or_default();
+    let timers = store
+        .pending_timers(
+            Some(&id),
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
+        .await
+        .map_err(WebError::internal)?
+        .into_iter()
+        .map(|t| context! { id => t.timer_id, name => t.name, due => t.due_at.timestamp_millis() })
+        .collect::<Vec<_>>();
+    let tasks = store
+        .tasks_of(&id)
+        .await
+        .map_err(WebError::internal)?
+        .into_iter()
+        .map(|t| {
+            context! {
+                key => t.id, name => t.name, status => t.status.as_str(),
+                attempt => t.attempt, max_attempts => t.max_attempts,
+                next => t.next_run_at.timestamp_millis(), error => t.last_error, result => t.result,
+            }
+        })
+        .collect::<Vec<_>>();
+    let history = store.history(&id).await.map_err(WebError::internal)?;
+    let events = inspect::events(&history)
+        .iter()
+        .map(|e| {
+            let (what, detail) = describe(&e.event);
+            context! { seq => e.seq, at => e.at.timestamp_millis(), kind => serde_json::to_value(&e.event).ok().and_then(|v| v["kind"].as_str().map(str::to_string)), what => what, detail => detail }
+        })
+        .collect::<Vec<_>>();
+    Ok(app
+        .templates
+        .page(
+            &app,
+            &ctx,
+            "ops_instance.html",
+            context! {
+                i => row(&r), hash => r.definition_hash, parent => r.parent_id,
+                vars => vars, timers => timers, tasks => tasks, events => events,
+            },
+        )?
+        .into_response())
+}
+
+/// A definition version's texts (workflow, forms, rules, catalog), as the
+/// instances that run it were compiled from.
+pub async fn definition(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(hash): Path<String>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let d = app
+        .sys
+        .store
+        .definition(&hash)
+        .await
+        .map_err(WebError::internal)?
+        .ok_or(WebError::NotFound)?;
+    let source: engine::compile::program::DefinitionSource =
+        serde_json::from_str(&d.source).map_err(WebError::internal)?;
+    let files = std::iter::once(&source.workflow)
+        .chain(&source.forms)
+        .chain(&source.rules)
+        .chain(source.activities.as_ref())
+        .map(|f| context! { path => f.path, text => f.text })
+        .collect::<Vec<_>>();
+    Ok(app
+        .templates
+        .page(
+            &app,
+            &ctx,
+            "ops_definition.html",
+            context! {
+                kind => d.kind, version => d.version, hash => d.hash,
+                published => d.published_at.timestamp_millis(), files => files,
+            },
+        )?
+        .into_response())
+}

@@ -1,0 +1,111 @@
+//! The operator console's read side (issue 12): search instances by kind,
+//! status and district; one warning's page lists its reminders and
+//! deadlines by their names in the definition, its activity tasks with
+//! idempotency keys and attempts, and links its definition's text; other
+//! roles are refused.
+
+#[path = "support/web.rs"]
+mod web;
+
+use axum::http::StatusCode;
+use web::World;
+
+const START: &str = "2026-12-01T04:59:00+08:00";
+
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::World::new(super::START).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(w) = super::World::postgres(concat!("console_", stringify!($name)), super::START).await {
+                        super::$name(w).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(operators_search_instances_and_read_whole_histories);
+
+async fn operators_search_instances_and_read_whole_histories(w: World) {
+    w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    w.settle().await;
+    // Six hours on: the second reminder fired.
+    w.clock.set("2026-12-01T11:01:00+08:00".parse().unwrap());
+    w.settle().await;
+    let warning: String = sqlx::query_scalar("SELECT id FROM warnings ORDER BY id LIMIT 1")
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+    let warnings = w.count("SELECT COUNT(*) FROM warnings").await;
+
+    let mut op = w.logged_in("operator", "/ops").await;
+    let all = op.get("/ops/instances").await;
+    all.assert_ok();
+    assert!(all.contains("comparison@2026-12-01T05:00+08:00"));
+    let list = op
+        .get("/ops/instances?kind=warning&status=running&district=jinjiang")
+        .await;
+    list.assert_ok();
+    assert_eq!(
+        list.body.matches("class=\"instance-running\"").count() as i64,
+        warnings.min(50)
+    );
+    assert!(!list.contains("comparison@"));
+
+    let page = op
+        .get(&format!("/ops/instances/{}", urlencoding::encode(&warning)))
+        .await;
+    page.assert_ok();
+    for want in [
+        "设置定时器 second_reminder",
+        "定时器到期 second_reminder",
+        "third_reminder",
+        "disposal_deadline",
+        "调度活动 notify_enterprise",
+        // The idempotency key `{warning}/a…` (auto-escaped `/`).
+        &format!("{warning}&#x2f;a"),
+        "状态变更",
+        "awaiting_disposal",
+        "reminders_sent",
+    ] {
+        assert!(page.contains(want), "{want} missing from the instance page");
+    }
+    let hash: String = sqlx::query_scalar("SELECT definition_hash FROM instances WHERE id = $1")
+        .bind(&warning)
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+    let def = op.get(&format!("/ops/definitions/{hash}")).await;
+    def.assert_ok();
+    assert!(
+        def.contains("warning.yaml"),
+        "{}",
+        &def.body[..def.body.len().min(3000)]
+    );
+    assert!(def.contains("second_reminder:"));
+    assert_eq!(
+        op.get("/ops/instances/no-such-instance").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let mut d = w.logged_in("jinjiang", "/district").await;
+    assert_eq!(d.get("/ops/instances").await.status, StatusCode::FORBIDDEN);
+    let mut city = w.logged_in("city", "/ops").await;
+    assert_eq!(
+        city.get(&format!("/ops/instances/{}", urlencoding::encode(&warning)))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
