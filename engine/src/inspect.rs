@@ -104,6 +104,13 @@ pub enum Event {
     },
 }
 
+/// The typed state of a stored instance (its input, variables, output,
+/// pending timers and calls): what consoles read instead of the raw
+/// snapshot JSON.
+pub fn state_of(row: &crate::store::InstanceRow) -> Result<crate::interpreter::Instance, String> {
+    serde_json::from_str(&row.snapshot).map_err(|e| format!("instance {}: {e}", row.id))
+}
+
 /// An event with the history row it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {

@@ -36,6 +36,9 @@ pub enum Error {
     Runtime(#[from] engine::runtime::Error),
     #[error("adapter: {0}")]
     Adapter(String),
+    /// An operator's request that cannot be carried out, in words.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where definitions are read from.
@@ -206,12 +209,33 @@ impl System {
     pub async fn run_comparison_now(&self) -> Result<String, Error> {
         let now = self.clock.now();
         let id = format!("comparison/manual/{}", now.timestamp_millis());
+        let slot = format!(
+            "手动 {}",
+            now.with_timezone(&chrono_tz::Asia::Shanghai)
+                .format("%Y-%m-%d %H:%M")
+        );
         self.runtime
-            .start(
-                "comparison",
-                &id,
-                serde_json::json!({ "slot": format!("手动 {}", now.with_timezone(&chrono_tz::Asia::Shanghai).format("%Y-%m-%d %H:%M")) }),
-            )
+            .start("comparison", &id, serde_json::json!({ "slot": slot }))
+            .await?;
+        Ok(id)
+    }
+
+    /// Run a comparison again for the slot of an earlier run (a slot whose
+    /// run failed, say): a new instance with the same `slot` input, as of
+    /// now. Returns its id.
+    pub async fn rerun_comparison(&self, earlier: &str) -> Result<String, Error> {
+        use engine::store::Store;
+        let row = self
+            .store
+            .instance(earlier)
+            .await
+            .map_err(engine::runtime::Error::from)?
+            .filter(|r| r.kind == "comparison")
+            .ok_or_else(|| Error::Refused(format!("没有比对实例 {earlier}")))?;
+        let state = engine::inspect::state_of(&row).map_err(Error::Refused)?;
+        let id = format!("{earlier}#rerun-{}", self.clock.now().timestamp_millis());
+        self.runtime
+            .start("comparison", &id, (*state.input).clone())
             .await?;
         Ok(id)
     }

@@ -109,3 +109,79 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
         StatusCode::FORBIDDEN
     );
 }
+
+/// The health gateway is down: the run fails after its retries; /ops lists
+/// it with its cause among the incidents' neighbours, and the slot can be
+/// run again.
+#[tokio::test]
+async fn a_failed_comparison_is_listed_with_its_cause_and_its_slot_can_run_again() {
+    let w = World::with_config(START, |c| {
+        c.health.mode = server::config::HealthMode::Http;
+        // Nothing listens on the discard port of loopback.
+        c.health.base_url = "http://127.0.0.1:9".into();
+        c.health.token = server::config::Secret::new("t");
+    })
+    .await;
+    let mut op = w.logged_in("operator", "/ops").await;
+    op.post("/ops/run-comparison", &[])
+        .await
+        .assert_redirect("/ops");
+    w.settle().await;
+    let during = op.get("/ops").await;
+    during.assert_ok();
+    assert!(
+        during.contains("正在重试的活动"),
+        "retrying now, with its error"
+    );
+    assert!(during.contains("run_comparison"));
+    // The retries of workflows/activities.yaml run out within the hour.
+    for _ in 0..60 {
+        w.clock.advance(std::time::Duration::from_secs(60));
+        w.settle().await;
+    }
+    // (The hour passed outside the rehearsal form: the session idled out.)
+    let mut op = w.logged_in("operator", "/ops").await;
+    let page = op.get("/ops").await;
+    page.assert_ok();
+    assert!(page.contains("比对失败"), "the failed run is listed");
+    assert!(page.contains("class=\"run-error\""), "with its cause");
+    assert!(page.contains("已用尽重试的活动"));
+    let failed: String = sqlx::query_scalar(
+        "SELECT id FROM instances WHERE kind = 'comparison' AND id LIKE 'comparison/manual/%'",
+    )
+    .fetch_one(&w.sys.pool)
+    .await
+    .unwrap();
+    op.post("/ops/rerun-comparison", &[("instance", &failed)])
+        .await
+        .assert_redirect("/ops");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM instances WHERE kind = 'comparison' AND id LIKE '%#rerun-%'")
+            .await,
+        1
+    );
+    let slot = |id: &str| {
+        let pool = w.sys.pool.clone();
+        let id = id.to_string();
+        async move {
+            let snapshot: String =
+                sqlx::query_scalar("SELECT snapshot FROM instances WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            serde_json::from_str::<serde_json::Value>(&snapshot).unwrap()["input"]["slot"].clone()
+        }
+    };
+    let rerun: String = sqlx::query_scalar("SELECT id FROM instances WHERE id LIKE '%#rerun-%'")
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+    assert_eq!(slot(&failed).await, slot(&rerun).await, "the same slot");
+    assert_eq!(
+        op.post("/ops/rerun-comparison", &[("instance", "nothing")])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -234,11 +234,12 @@ pub async fn instance(
         .await
         .map_err(WebError::internal)?
         .ok_or(WebError::NotFound)?;
-    let snapshot: Value = serde_json::from_str(&r.snapshot).map_err(WebError::internal)?;
-    let vars: Vec<(String, String)> = snapshot["vars"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
-        .unwrap_or_default();
+    let state = inspect::state_of(&r).map_err(WebError::internal)?;
+    let vars: Vec<(String, String)> = state
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     let timers = store
         .pending_timers(
             Some(&id),

@@ -151,6 +151,7 @@ pub fn app_with_hashing(
         .route("/ops/instances/{id}", get(instances::instance))
         .route("/ops/definitions/{hash}", get(instances::definition))
         .route("/ops/run-comparison", post(ops::run_comparison))
+        .route("/ops/rerun-comparison", post(ops::rerun_comparison))
         .route("/ops/clock", post(ops::advance_clock))
         .route("/admin", get(admin::page))
         .route("/admin/accounts", post(admin::create))

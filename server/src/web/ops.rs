@@ -6,30 +6,96 @@
 use super::{Ctx, Shared, WebError};
 use axum::extract::{Form, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use engine::store::{InstanceFilter, Page, Store};
 use minijinja::context;
 use serde::Deserialize;
 use sqlx::Row;
 
 pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     ctx.operator()?;
-    let runs = sqlx::query(
-        "SELECT id, status, as_of, persons, anomalies, new_warnings, error FROM comparison_runs ORDER BY started_at DESC LIMIT 10",
-    )
-    .fetch_all(&app.sys.reader)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(context! {
-            id => r.try_get::<String, _>("id")?,
-            status => r.try_get::<String, _>("status")?,
-            as_of => r.try_get::<i64, _>("as_of")?,
-            persons => r.try_get::<i64, _>("persons")?,
-            anomalies => r.try_get::<i64, _>("anomalies")?,
-            new_warnings => r.try_get::<i64, _>("new_warnings")?,
-            error => r.try_get::<Option<String>, _>("error")?,
+    let store = &app.sys.store;
+    // Comparison runs as their workflows see them (a run that failed has no
+    // row of numbers), with the numbers of those that got that far.
+    let comparisons = store
+        .instances(
+            &InstanceFilter {
+                kind: Some("comparison".into()),
+                ..Default::default()
+            },
+            Page {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .map_err(WebError::internal)?;
+    let mut runs = Vec::new();
+    for r in &comparisons {
+        let state = engine::inspect::state_of(r).map_err(WebError::internal)?;
+        let numbers = sqlx::query(
+            "SELECT as_of, persons, anomalies, new_warnings FROM comparison_runs WHERE id LIKE $1",
+        )
+        .bind(format!("{}/%", r.id))
+        .fetch_optional(&app.sys.reader)
+        .await?;
+        let n = |c: &str| -> Result<Option<i64>, sqlx::Error> {
+            numbers.as_ref().map(|row| row.try_get(c)).transpose()
+        };
+        runs.push(context! {
+            id => r.id,
+            slot => state.input.get("slot").and_then(|s| s.as_str()).map(str::to_string),
+            started => r.created_at.timestamp_millis(),
+            running => r.status == "running",
+            failed => r.status == "failed",
+            status => r.status_label.clone().unwrap_or_else(|| state.state.clone()),
+            error => state.output.get("error").and_then(|e| e.as_str()).map(str::to_string),
+            as_of => n("as_of")?, persons => n("persons")?, anomalies => n("anomalies")?,
+            new_warnings => n("new_warnings")?,
+        });
+    }
+    // Incidents: instances whose step failed (waiting for an operator),
+    // activities that used up their attempts, activities retrying now.
+    let failed_filter = InstanceFilter {
+        status: Some("failed".into()),
+        ..Default::default()
+    };
+    let failed_instances = store
+        .instances(
+            &failed_filter,
+            Page {
+                limit: 20,
+                offset: 0,
+            },
+        )
+        .await
+        .map_err(WebError::internal)?
+        .into_iter()
+        .map(|r| context! { id => r.id, kind => r.kind, state => r.state, updated => r.updated_at.timestamp_millis() })
+        .collect::<Vec<_>>();
+    let failed_count = store
+        .count_instances(&failed_filter)
+        .await
+        .map_err(WebError::internal)?;
+    let (mut exhausted, mut retrying) = (Vec::new(), Vec::new());
+    for t in store
+        .failed_tasks(Page {
+            limit: 40,
+            offset: 0,
         })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await
+        .map_err(WebError::internal)?
+    {
+        let row = context! {
+            instance => t.instance_id, name => t.name, attempt => t.attempt,
+            max_attempts => t.max_attempts, error => t.last_error,
+            next => t.next_run_at.timestamp_millis(),
+        };
+        if t.status == engine::store::TaskStatus::Failed {
+            exhausted.push(row);
+        } else {
+            retrying.push(row);
+        }
+    }
     let sms = sqlx::query(
         "SELECT phone, template, params, created_at FROM sms_log ORDER BY created_at DESC LIMIT 20",
     )
@@ -48,21 +114,14 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let counts = crate::warnings::counts(&app.sys.reader, &crate::warnings::Scope::City).await?;
-    let timers = {
-        use engine::store::Store;
-        app.sys
-            .store
-            .count_timers()
-            .await
-            .map_err(WebError::internal)?
-    };
+    let timers = store.count_timers().await.map_err(WebError::internal)?;
     Ok(app
         .templates
         .page(
             &app,
             &ctx,
             "ops.html",
-            context! { runs, sms, counts, timers },
+            context! { runs, sms, counts, timers, failed_instances, failed_count, exhausted, retrying },
         )?
         .into_response())
 }
@@ -74,6 +133,26 @@ pub async fn run_comparison(State(app): State<Shared>, ctx: Ctx) -> Result<Respo
         .await
         .map_err(WebError::internal)?;
     Ok(Redirect::to("/ops").into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Rerun {
+    instance: String,
+}
+
+/// Run a comparison again for an earlier run's slot (one that failed).
+pub async fn rerun_comparison(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Form(f): Form<Rerun>,
+) -> Result<Response, WebError> {
+    ctx.operator()?;
+    match app.sys.rerun_comparison(&f.instance).await {
+        Ok(_) => Ok(Redirect::to("/ops").into_response()),
+        Err(crate::system::Error::Refused(m)) => Err(WebError::BadRequest(m)),
+        Err(e) => Err(WebError::internal(e)),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

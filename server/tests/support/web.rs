@@ -186,7 +186,27 @@ impl World {
         Some(World::open(&url, start).await)
     }
 
+    /// `new` with the configuration changed first (gateways, say).
+    pub async fn with_config(
+        start: &str,
+        change: impl FnOnce(&mut server::config::Config),
+    ) -> World {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+        let mut w = World::open_with(&url, start, change).await;
+        w._dir = Some(dir);
+        w
+    }
+
     async fn open(database_url: &str, start: &str) -> World {
+        World::open_with(database_url, start, |_| {}).await
+    }
+
+    async fn open_with(
+        database_url: &str,
+        start: &str,
+        change: impl FnOnce(&mut server::config::Config),
+    ) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
             .with_test_writer()
@@ -199,6 +219,7 @@ impl World {
         config.health.sim_rates.positive = 0.05;
         config.health.sim_rates.red = 0.03;
         config.health.sim_rates.yellow = 0.03;
+        change(&mut config);
         let sys = System::open(
             &config,
             &Paths::repository(),
