@@ -8,6 +8,7 @@ pub mod admin;
 pub mod comparison;
 pub mod config;
 pub mod db;
+pub mod metrics;
 pub mod demo;
 pub mod domain;
 pub mod explain;
