@@ -6,7 +6,7 @@
 //! own (`Runtime::metrics_text`: steps, step failures, instances by state,
 //! timer lag, pending timers, task retries and failures).
 //!
-//! Labels are bounded sets only: route templates (`/warnings/{id}`, never
+//! Labels are bounded sets only: route templates (`/warnings/:id`, never
 //! the raw path), methods, status codes, activity outcomes, SMS templates
 //! and error kinds. No id, phone or person ever becomes a label.
 
@@ -59,8 +59,11 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
-    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-        .expect("metric")
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("metric")
 }
 
 impl AppMetrics {

@@ -196,9 +196,7 @@ impl HttpHealth {
                 Err(Error::Batch { reason, .. }) if reason.starts_with("HTTP 5") => {
                     Some("http_5xx")
                 }
-                Err(Error::Batch { reason, .. }) if reason.starts_with("HTTP ") => {
-                    Some("http_4xx")
-                }
+                Err(Error::Batch { reason, .. }) if reason.starts_with("HTTP ") => Some("http_4xx"),
                 Err(Error::Batch { .. }) => Some("connect"),
             };
             m.health_request(started.elapsed(), kind);

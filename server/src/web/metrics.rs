@@ -18,12 +18,12 @@ use axum::response::{Html, IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 /// Middleware: count the request and its latency under its route template
-/// (`/warnings/{id}`; `unmatched` for the fallback), never the raw path.
+/// (`/warnings/:id`; `unmatched` for the fallback), never the raw path.
 pub async fn record(State(app): State<Shared>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
+        .map(|p| route_label(p.as_str()));
     let method = method_label(req.method());
     let started = std::time::Instant::now();
     let res = next.run(req).await;
@@ -34,6 +34,16 @@ pub async fn record(State(app): State<Shared>, req: Request, next: Next) -> Resp
         started.elapsed(),
     );
     res
+}
+
+/// axum's `/warnings/{id}` as `/warnings/:id`: braces inside a label value
+/// are valid Prometheus text but trip simple parsers.
+fn route_label(template: &str) -> String {
+    if template.contains('{') {
+        template.replace('{', ":").replace('}', "")
+    } else {
+        template.to_string()
+    }
 }
 
 fn method_label(m: &axum::http::Method) -> &'static str {
@@ -92,7 +102,10 @@ pub async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response 
 fn same_secret(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn unauthorized() -> Response {
@@ -111,6 +124,15 @@ fn unauthorized() -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn route_templates_become_labels_without_braces() {
+        assert_eq!(
+            super::route_label("/warnings/{id}/dispose"),
+            "/warnings/:id/dispose"
+        );
+        assert_eq!(super::route_label("/ops"), "/ops");
+    }
+
     #[test]
     fn secrets_compare_equal_only_when_equal() {
         assert!(super::same_secret("abc", "abc"));
