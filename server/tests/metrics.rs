@@ -361,3 +361,47 @@ async fn gateway_failures_are_counted_by_kind() {
     );
     assert_eq!(value(&s, "sms_sent_total", &[]), None);
 }
+
+/// deploy/grafana-dashboard.json is valid JSON and every metric its
+/// queries name is one the server or the runtime defines.
+#[test]
+fn the_dashboard_queries_only_metrics_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("../deploy/grafana-dashboard.json")).unwrap();
+    let defined = read("src/metrics.rs") + read("../engine/src/runtime/metrics.rs").as_str();
+    let mut exprs = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 20, "{}", exprs.len());
+    let prefixes = [
+        "http_",
+        "workflow_",
+        "comparison_",
+        "health_gateway_",
+        "sms_",
+        "incidents_",
+    ];
+    let mut named = 0;
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !prefixes.iter().any(|p| word.starts_with(p)) {
+                continue;
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            assert!(
+                defined.contains(&format!("\"{family}\"")),
+                "{family} in `{e}` is not a metric"
+            );
+            named += 1;
+        }
+    }
+    assert!(named >= exprs.len());
+}
