@@ -46,6 +46,7 @@ pub struct AppMetrics {
     failed_instances: IntGauge,
     failed_tasks: IntGauge,
     retrying_tasks: IntGauge,
+    store_fresh: IntGauge,
 }
 
 impl Default for AppMetrics {
@@ -150,6 +151,11 @@ impl AppMetrics {
                 "Activity tasks waiting for a retry after a failed attempt (read at scrape time, at most 1000 counted)",
             )
             .expect("metric"),
+            store_fresh: IntGauge::new(
+                "metrics_store_gauges_fresh",
+                "1 when this scrape read the store's gauges (incidents, instances, pending timers); 0 when they are from an earlier scrape (the store did not answer in time)",
+            )
+            .expect("metric"),
         };
         for c in [
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -167,6 +173,7 @@ impl AppMetrics {
             Box::new(m.failed_instances.clone()),
             Box::new(m.failed_tasks.clone()),
             Box::new(m.retrying_tasks.clone()),
+            Box::new(m.store_fresh.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }
@@ -225,6 +232,11 @@ impl AppMetrics {
         self.failed_instances.set(failed_instances);
         self.failed_tasks.set(failed_tasks);
         self.retrying_tasks.set(retrying_tasks);
+    }
+
+    /// Whether this scrape's store gauges are current.
+    pub fn set_store_fresh(&self, fresh: bool) {
+        self.store_fresh.set(i64::from(fresh));
     }
 
     /// Read the incident gauges from `store`: one indexed count of failed

@@ -266,7 +266,8 @@ async fn metrics_are_refused_without_the_token_and_parse_with_it() {
     assert!(logged > 0);
     assert_eq!(value(&s, "sms_sent_total", &[]), Some(logged as f64));
 
-    // Incidents: none.
+    // Incidents: none; read from the store on this scrape.
+    assert_eq!(value(&s, "metrics_store_gauges_fresh", &[]), Some(1.0));
     for g in [
         "incidents_failed_instances",
         "incidents_failed_tasks",

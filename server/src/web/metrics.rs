@@ -60,6 +60,9 @@ fn method_label(m: &axum::http::Method) -> &'static str {
     }
 }
 
+/// How long a scrape waits for the store's gauges.
+const STORE_READ: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// GET /metrics.
 pub async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let token = &app.options.metrics_token;
@@ -75,17 +78,34 @@ pub async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response 
         return unauthorized();
     }
     let sys = &app.sys;
-    if let Err(e) = sys.metrics.refresh_incidents(&sys.store).await {
-        tracing::warn!(error = %e, "metrics: incidents not read");
-    }
-    let mut text = sys.metrics.encode();
-    match sys.runtime.metrics_text().await {
-        Ok(t) => text.push_str(&t),
-        Err(e) => {
-            tracing::error!(error = %e, "metrics: runtime metrics not read");
-            return super::WebError::internal(e).into_response();
+    // The gauges read from the store (incidents, instances by state,
+    // pending timers) wait for the database; a scrape during a long write
+    // (the 05:00 run on SQLite's one writer) answers in time all the same,
+    // with the counters current and those gauges from the last scrape.
+    let read = async {
+        sys.metrics
+            .refresh_incidents(&sys.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        sys.runtime.metrics_text().await.map_err(|e| e.to_string())
+    };
+    let runtime = match tokio::time::timeout(STORE_READ, read).await {
+        Ok(Ok(text)) => {
+            sys.metrics.set_store_fresh(true);
+            text
         }
-    }
+        failed => {
+            let cause = match failed {
+                Ok(Err(e)) => e,
+                _ => format!("no answer within {STORE_READ:?}"),
+            };
+            tracing::warn!(%cause, "metrics: store gauges not read, earlier values served");
+            sys.metrics.set_store_fresh(false);
+            sys.runtime.metrics().encode()
+        }
+    };
+    let mut text = sys.metrics.encode();
+    text.push_str(&runtime);
     (
         StatusCode::OK,
         [(
