@@ -207,7 +207,10 @@ impl AppMetrics {
         }
     }
 
-    /// One attempt of `run_comparison` and what it returned.
+    /// One attempt of `run_comparison` and what it returned. An attempt
+    /// that finds its run already stored (a retry after a crash between
+    /// the run's commit and the step's) counts its persons again: rare,
+    /// and after a crash the process's counters start from zero anyway.
     pub fn comparison_run(&self, took: Duration, result: &Result<Value, ActivityError>) {
         let outcome = match result {
             Ok(_) => "done",
