@@ -138,6 +138,10 @@ pub struct Config {
     /// server process on a database. Restarted under the same name, a
     /// server takes back at once the tasks its previous process held.
     pub worker: String,
+    /// The bearer token `/metrics` asks for (`Authorization: Bearer …`);
+    /// empty (the default): `/metrics` is not served (404). At least 16
+    /// characters; set it through `EPI_METRICS_TOKEN`.
+    pub metrics_token: Secret,
     pub health: HealthConfig,
     pub sms: SmsConfig,
 }
@@ -150,6 +154,7 @@ impl Default for Config {
             cookie_secure: false,
             trust_forwarded_for: false,
             worker: "embedded".into(),
+            metrics_token: Secret::default(),
             health: Default::default(),
             sms: Default::default(),
         }
@@ -227,6 +232,9 @@ impl Config {
         if let Some(v) = env("EPI_WORKER") {
             c.worker = v;
         }
+        if let Some(v) = env("EPI_METRICS_TOKEN") {
+            c.metrics_token = Secret(v.trim().to_string());
+        }
         if let Some(v) = env("EPI_HEALTH_MODE") {
             c.health.mode = match mode("EPI_HEALTH_MODE", v)?.as_str() {
                 "sim" => HealthMode::Sim,
@@ -299,6 +307,9 @@ impl Config {
                 "listen `{}` must be an address:port such as 127.0.0.1:8080",
                 self.listen
             ));
+        }
+        if !self.metrics_token.is_empty() && self.metrics_token.expose().chars().count() < 16 {
+            p.push("metrics_token must be at least 16 characters (or empty: no /metrics)".into());
         }
         let h = &self.health;
         if h.mode == HealthMode::Http {
@@ -400,6 +411,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("epi-config-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_metrics_token_comes_from_the_environment_and_must_not_be_short() {
+        let c = Config::load(None, |k| {
+            (k == "EPI_METRICS_TOKEN").then(|| "0123456789abcdef-long".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.metrics_token.expose(), "0123456789abcdef-long");
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let Err(Error::Invalid(p)) =
+            Config::load(None, |k| (k == "EPI_METRICS_TOKEN").then(|| "short".into()))
+        else {
+            panic!("refused")
+        };
+        assert!(p[0].contains("metrics_token"), "{p:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod explain;
+pub mod metrics;
 pub mod records;
 pub mod sites;
 pub mod staff;

@@ -8,7 +8,7 @@
 use crate::activities::{registry, Services};
 use crate::adapters::health::{HealthCommission, HttpHealth};
 use crate::adapters::health_sim::Simulator;
-use crate::adapters::sms::{HttpSms, Inbox, LogSms, SmsGateway};
+use crate::adapters::sms::{HttpSms, Inbox, LogSms, MeteredSms, SmsGateway};
 use crate::config::{Config, HealthMode, SmsMode};
 use crate::domain::Districts;
 use engine::clock::{AdjustableClock, Clock};
@@ -81,6 +81,9 @@ pub struct System {
     pub daily_record: Arc<FormSpec>,
     pub disposal: Arc<FormSpec>,
     pub bundle: Arc<engine::Bundle>,
+    /// The application's metrics (HTTP, comparison, gateways), served
+    /// with the runtime's on `/metrics`.
+    pub metrics: crate::metrics::AppMetrics,
 }
 
 /// The clock to run on.
@@ -127,6 +130,7 @@ impl System {
             ClockChoice::System => (Arc::new(engine::clock::SystemClock), None),
             ClockChoice::Adjustable(c) => (c.clone() as Arc<dyn Clock>, Some(c)),
         };
+        let metrics = crate::metrics::AppMetrics::new();
         let health: Arc<dyn HealthCommission> = match config.health.mode {
             HealthMode::Sim => Arc::new(Simulator::new(
                 config.health.sim_seed,
@@ -134,7 +138,8 @@ impl System {
             )),
             HealthMode::Http => Arc::new(
                 HttpHealth::new(config.health.http_options())
-                    .map_err(|e| Error::Adapter(e.to_string()))?,
+                    .map_err(|e| Error::Adapter(e.to_string()))?
+                    .with_metrics(metrics.clone()),
             ),
         };
         let sms_inbox = Inbox::default();
@@ -154,6 +159,7 @@ impl System {
                 .map_err(|e| Error::Adapter(e.to_string()))?,
             ),
         };
+        let sms: Arc<dyn SmsGateway> = Arc::new(MeteredSms::new(sms, metrics.clone()));
         let services = Arc::new(Services {
             pool: pool.clone(),
             reader: store.reader().clone(),
@@ -166,7 +172,7 @@ impl System {
             store.clone(),
             clock.clone(),
             &bundle,
-            registry(services),
+            metrics.meter_activities(registry(services)),
             opts,
         )
         .await?;
@@ -190,6 +196,7 @@ impl System {
             sms_inbox,
             districts: Arc::new(districts),
             bundle: Arc::new(bundle),
+            metrics,
         })
     }
 

@@ -156,12 +156,52 @@ impl<T> Drop for Abort<T> {
 pub struct HttpHealth {
     http: reqwest::Client,
     opts: HttpOptions,
+    /// Where each request's latency and failure are counted.
+    metrics: Option<crate::metrics::AppMetrics>,
 }
 
 impl HttpHealth {
     pub fn new(opts: HttpOptions) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(opts.timeout).build()?;
-        Ok(HttpHealth { http, opts })
+        Ok(HttpHealth {
+            http,
+            opts,
+            metrics: None,
+        })
+    }
+
+    /// Count each request's latency and failure in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::AppMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// `batch`, timed and its failure counted by kind.
+    async fn metered_batch(
+        &self,
+        n: usize,
+        of: usize,
+        as_of: DateTime<Utc>,
+        window_hours: u32,
+        ids: &[String],
+    ) -> Result<Vec<HealthRecord>, Error> {
+        let started = std::time::Instant::now();
+        let r = self.batch(n, of, as_of, window_hours, ids).await;
+        if let Some(m) = &self.metrics {
+            let kind = match &r {
+                Ok(_) => None,
+                Err(Error::Malformed { .. }) => Some("malformed"),
+                Err(Error::Batch { reason, .. }) if reason == "超时" => Some("timeout"),
+                Err(Error::Batch { reason, .. }) if reason == "HTTP 429" => Some("http_429"),
+                Err(Error::Batch { reason, .. }) if reason.starts_with("HTTP 5") => {
+                    Some("http_5xx")
+                }
+                Err(Error::Batch { reason, .. }) if reason.starts_with("HTTP ") => Some("http_4xx"),
+                Err(Error::Batch { .. }) => Some("connect"),
+            };
+            m.health_request(started.elapsed(), kind);
+        }
+        r
     }
 
     async fn batch(
@@ -268,7 +308,9 @@ impl HealthCommission for HttpHealth {
                     let task = Abort(tokio::spawn(async move {
                         let range = i * size..((i + 1) * size).min(ids.len());
                         let batch = &ids[range.clone()];
-                        let records = this.batch(i + 1, of, as_of, window_hours, batch).await?;
+                        let records = this
+                            .metered_batch(i + 1, of, as_of, window_hours, batch)
+                            .await?;
                         Ok(Part::align(range.start, batch, records))
                     }));
                     async move {

@@ -161,6 +161,38 @@ impl SmsGateway for HttpSms {
     }
 }
 
+/// A gateway whose sends are counted (`sms_sent_total`,
+/// `sms_failed_total` by template): wraps whichever gateway the
+/// configuration chose.
+pub struct MeteredSms {
+    inner: Arc<dyn SmsGateway>,
+    metrics: crate::metrics::AppMetrics,
+}
+
+impl MeteredSms {
+    pub fn new(inner: Arc<dyn SmsGateway>, metrics: crate::metrics::AppMetrics) -> Self {
+        MeteredSms { inner, metrics }
+    }
+}
+
+impl SmsGateway for MeteredSms {
+    fn send(&self, m: Message) -> BoxFuture<Result<(), Error>> {
+        let template = m.template.clone();
+        let sent = self.inner.send(m);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let r = sent.await;
+            let kind = match &r {
+                Ok(()) => None,
+                Err(Error::Rejected(_)) => Some("rejected"),
+                Err(Error::Unavailable(_)) => Some("unavailable"),
+            };
+            metrics.sms(&template, kind);
+            r
+        })
+    }
+}
+
 /// Messages shown in clear where nothing persists them (a demo's or
 /// rehearsal's console, and the last few kept in memory so tests can read
 /// a generated password or code the way a phone would). Bounded.

@@ -17,6 +17,7 @@ mod enterprise;
 mod error;
 mod explain;
 mod instances;
+mod metrics;
 mod ops;
 mod render;
 mod review;
@@ -49,12 +50,14 @@ pub type Shared = Arc<AppState>;
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// What the configuration says about serving pages.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Mark cookies `Secure` (HTTPS deployments).
     pub cookie_secure: bool,
     /// Take the client's address from `X-Forwarded-For` (behind a proxy).
     pub trust_forwarded_for: bool,
+    /// The bearer token of `/metrics`; empty: not served (404).
+    pub metrics_token: crate::config::Secret,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
         Options {
             cookie_secure: config.cookie_secure,
             trust_forwarded_for: config.trust_forwarded_for,
+            metrics_token: config.metrics_token.clone(),
         }
     }
 }
@@ -98,6 +102,7 @@ pub fn app_with_hashing(
     let router = Router::new()
         .route("/", get(auth::root))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::metrics))
         .route("/static/app.css", get(render::stylesheet))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/login/code", post(auth::send_code))
@@ -180,7 +185,13 @@ pub fn app_with_hashing(
             HeaderValue::from_static(value),
         ));
     }
-    router.with_state(state)
+    // Requests and latency by matched route, around everything else.
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .with_state(state)
 }
 
 /// What `serve` allows a client. A slow or idle client holds a connection

@@ -1,0 +1,326 @@
+//! The application's Prometheus metrics: HTTP requests and latency by
+//! matched route, comparison runs (duration, persons, new warnings),
+//! health-commission batches (latency, errors) and SMS (sent, failed), and
+//! the incidents gauges read from the store at scrape time. `/metrics`
+//! (`web::metrics`) serves `AppMetrics::encode` followed by the runtime's
+//! own (`Runtime::metrics_text`: steps, step failures, instances by state,
+//! timer lag, pending timers, task retries and failures).
+//!
+//! Labels are bounded sets only: route templates (`/warnings/:id`, never
+//! the raw path), methods, status codes, activity outcomes, SMS templates
+//! and error kinds. No id, phone or person ever becomes a label.
+
+use engine::runtime::{Activities, ActivityCall, ActivityError};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Latency buckets of web requests and gateway calls (seconds).
+const LATENCY: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Comparison runs take seconds (a demo) to minutes (a million persons).
+const RUN: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
+/// The metrics of this process. Cheap to clone (shared counters).
+#[derive(Clone)]
+pub struct AppMetrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    comparison_runs: IntCounterVec,
+    comparison_duration: HistogramVec,
+    comparison_persons: IntGauge,
+    comparison_persons_total: IntCounter,
+    comparison_unknown: IntGauge,
+    comparison_new_warnings: IntCounter,
+    health_duration: Histogram,
+    health_errors: IntCounterVec,
+    sms_sent: IntCounterVec,
+    sms_failed: IntCounterVec,
+    failed_instances: IntGauge,
+    failed_tasks: IntGauge,
+    retrying_tasks: IntGauge,
+    store_fresh: IntGauge,
+}
+
+impl Default for AppMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("metric")
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("metric")
+}
+
+impl AppMetrics {
+    pub fn new() -> Self {
+        let m = AppMetrics {
+            registry: Registry::new(),
+            http_requests: counter(
+                "http_requests_total",
+                "Web requests answered, by method, matched route and status",
+                &["method", "route", "status"],
+            ),
+            http_duration: histogram(
+                "http_request_duration_seconds",
+                "Time to answer a web request, by method and matched route",
+                LATENCY,
+                &["method", "route"],
+            ),
+            comparison_runs: counter(
+                "comparison_runs_total",
+                "Comparison run attempts by outcome (done, retryable, failed)",
+                &["outcome"],
+            ),
+            comparison_duration: histogram(
+                "comparison_run_duration_seconds",
+                "Duration of a comparison run attempt, by outcome",
+                RUN,
+                &["outcome"],
+            ),
+            comparison_persons: IntGauge::new(
+                "comparison_last_run_persons",
+                "Persons compared by the last comparison run done",
+            )
+            .expect("metric"),
+            comparison_persons_total: IntCounter::new(
+                "comparison_persons_total",
+                "Persons compared by the comparison runs done",
+            )
+            .expect("metric"),
+            comparison_unknown: IntGauge::new(
+                "comparison_last_run_unknown_persons",
+                "Persons of the last run the health commission did not know",
+            )
+            .expect("metric"),
+            comparison_new_warnings: IntCounter::new(
+                "comparison_new_warnings_total",
+                "Warnings opened by the comparison runs done",
+            )
+            .expect("metric"),
+            health_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "health_gateway_request_duration_seconds",
+                    "Time of one request (batch) to the health commission, answered or not",
+                )
+                .buckets(LATENCY.to_vec()),
+            )
+            .expect("metric"),
+            health_errors: counter(
+                "health_gateway_errors_total",
+                "Failed health-commission requests by kind (timeout, connect, http_429, http_4xx, http_5xx, malformed)",
+                &["kind"],
+            ),
+            sms_sent: counter(
+                "sms_sent_total",
+                "SMS accepted by the gateway (or logged, in log mode), by template",
+                &["template"],
+            ),
+            sms_failed: counter(
+                "sms_failed_total",
+                "SMS the gateway did not accept, by template and kind (rejected, unavailable)",
+                &["template", "kind"],
+            ),
+            failed_instances: IntGauge::new(
+                "incidents_failed_instances",
+                "Workflow instances in status failed (read at scrape time)",
+            )
+            .expect("metric"),
+            failed_tasks: IntGauge::new(
+                "incidents_failed_tasks",
+                "Activity tasks that exhausted their retries (read at scrape time, at most 1000 counted)",
+            )
+            .expect("metric"),
+            retrying_tasks: IntGauge::new(
+                "incidents_retrying_tasks",
+                "Activity tasks waiting for a retry after a failed attempt (read at scrape time, at most 1000 counted)",
+            )
+            .expect("metric"),
+            store_fresh: IntGauge::new(
+                "metrics_store_gauges_fresh",
+                "1 when this scrape read the store's gauges (incidents, instances, pending timers); 0 when they are from an earlier scrape (the store did not answer in time)",
+            )
+            .expect("metric"),
+        };
+        for c in [
+            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.http_duration.clone()),
+            Box::new(m.comparison_runs.clone()),
+            Box::new(m.comparison_duration.clone()),
+            Box::new(m.comparison_persons.clone()),
+            Box::new(m.comparison_persons_total.clone()),
+            Box::new(m.comparison_unknown.clone()),
+            Box::new(m.comparison_new_warnings.clone()),
+            Box::new(m.health_duration.clone()),
+            Box::new(m.health_errors.clone()),
+            Box::new(m.sms_sent.clone()),
+            Box::new(m.sms_failed.clone()),
+            Box::new(m.failed_instances.clone()),
+            Box::new(m.failed_tasks.clone()),
+            Box::new(m.retrying_tasks.clone()),
+            Box::new(m.store_fresh.clone()),
+        ] {
+            m.registry.register(c).expect("unique metric");
+        }
+        m
+    }
+
+    /// One web request answered. `route` is the matched route template
+    /// (or `unmatched`), never the raw path.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.http_requests
+            .with_label_values(&[method, route, status_label(status)])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One request to the health commission; `error`: its kind when it failed.
+    pub fn health_request(&self, took: Duration, error: Option<&str>) {
+        self.health_duration.observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            self.health_errors.with_label_values(&[kind]).inc();
+        }
+    }
+
+    /// One SMS handed to the gateway; `error`: why it was not accepted.
+    pub fn sms(&self, template: &str, error: Option<&str>) {
+        match error {
+            None => self.sms_sent.with_label_values(&[template]).inc(),
+            Some(kind) => self.sms_failed.with_label_values(&[template, kind]).inc(),
+        }
+    }
+
+    /// One attempt of `run_comparison` and what it returned. An attempt
+    /// that finds its run already stored (a retry after a crash between
+    /// the run's commit and the step's) counts its persons again: rare,
+    /// and after a crash the process's counters start from zero anyway.
+    pub fn comparison_run(&self, took: Duration, result: &Result<Value, ActivityError>) {
+        let outcome = match result {
+            Ok(_) => "done",
+            Err(ActivityError::Retryable(_)) => "retryable",
+            Err(ActivityError::Permanent(_)) => "failed",
+        };
+        self.comparison_runs.with_label_values(&[outcome]).inc();
+        self.comparison_duration
+            .with_label_values(&[outcome])
+            .observe(took.as_secs_f64());
+        if let Ok(v) = result {
+            let n = |k: &str| v["summary"][k].as_u64().unwrap_or(0);
+            self.comparison_persons.set(n("persons") as i64);
+            self.comparison_persons_total.inc_by(n("persons"));
+            self.comparison_unknown.set(n("unknown") as i64);
+            self.comparison_new_warnings.inc_by(n("new_warnings"));
+        }
+    }
+
+    /// The incidents as the store has them now (see `AppMetrics::encode`).
+    pub fn set_incidents(&self, failed_instances: i64, failed_tasks: i64, retrying_tasks: i64) {
+        self.failed_instances.set(failed_instances);
+        self.failed_tasks.set(failed_tasks);
+        self.retrying_tasks.set(retrying_tasks);
+    }
+
+    /// Whether this scrape's store gauges are current.
+    pub fn set_store_fresh(&self, fresh: bool) {
+        self.store_fresh.set(i64::from(fresh));
+    }
+
+    /// Read the incident gauges from `store`: one indexed count of failed
+    /// instances and one bounded page of failed or retrying tasks.
+    pub async fn refresh_incidents<S: engine::store::Store>(
+        &self,
+        store: &S,
+    ) -> engine::store::Result<()> {
+        use engine::store::{InstanceFilter, Page, TaskStatus};
+        let failed = store
+            .count_instances(&InstanceFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            })
+            .await?;
+        let tasks = store
+            .failed_tasks(Page {
+                limit: 1000,
+                offset: 0,
+            })
+            .await?;
+        let exhausted = tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Failed)
+            .count() as i64;
+        self.set_incidents(failed, exhausted, tasks.len() as i64 - exhausted);
+        Ok(())
+    }
+
+    /// The text exposition of these metrics.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encode");
+        String::from_utf8(buf).expect("utf-8")
+    }
+
+    /// `activities` with `run_comparison` timed and its result counted.
+    pub fn meter_activities(&self, activities: Activities) -> Activities {
+        let Some(inner) = activities.get("run_comparison").cloned() else {
+            return activities;
+        };
+        let m = self.clone();
+        activities.register("run_comparison", move |call: ActivityCall| {
+            let inner = inner.clone();
+            let m = m.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let r = inner.call(call).await;
+                m.comparison_run(started.elapsed(), &r);
+                r
+            }
+        })
+    }
+}
+
+/// Status codes as labels: exact for the few the application answers.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        303 => "303",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        s if s < 200 => "1xx",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
