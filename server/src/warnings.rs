@@ -401,11 +401,23 @@ pub struct Event {
 /// The warning's history, in words: opening, reminders, submissions with
 /// what was submitted, returns with the comment, deadlines passed, closing.
 pub async fn timeline(
-    store: &SqlStore,
+    rt: &Runtime<SqlStore>,
     disposal_form: &engine::compile::form::FormSpec,
     id: &str,
 ) -> Result<(Vec<Event>, Option<i64>), Error> {
+    let store = rt.store();
+    let instance = store.instance(id).await?.ok_or(Error::NotFound)?;
+    let program = rt.program(&instance.definition_hash).await?;
     let history = store.history(id).await?;
+    // Timer ids (`t3`) to their names in the definition, from the steps
+    // that set them.
+    let timer_names: std::collections::HashMap<String, String> = engine::inspect::events(&history)
+        .into_iter()
+        .filter_map(|e| match e.event {
+            engine::inspect::Event::TimerSet { id, name, .. } => Some((id, name)),
+            _ => None,
+        })
+        .collect();
     let mut events = Vec::new();
     for h in &history {
         let p: Value = serde_json::from_str(&h.payload).unwrap_or(Value::Null);
@@ -446,21 +458,16 @@ pub async fn timeline(
                 });
             }
             "timer_fired" => {
-                let what = match input["id"].as_str() {
-                    Some(t) if t.contains("second_reminder") => "第2次提醒（6小时）",
-                    Some(t) if t.contains("third_reminder") => "第3次提醒（8小时）",
-                    Some(t) if t.contains("disposal_deadline") => {
-                        "超时未处置（8小时），已通知区（市）县"
-                    }
-                    Some(t) if t.contains("review_deadline") => {
-                        "审核超时（12小时），已上报市住建局"
-                    }
-                    Some(t) if t.contains("resubmit_deadline") => {
-                        "整改超时未重新提交，已通知区（市）县"
-                    }
-                    _ => continue,
+                // Named as the instance's own definition version names it.
+                let fired = engine::inspect::events(std::slice::from_ref(h));
+                let name = fired.iter().find_map(|e| match &e.event {
+                    engine::inspect::Event::TimerFired { id, .. } => timer_names.get(id),
+                    _ => None,
+                });
+                let Some(label) = name.and_then(|n| program.timer_label(n)) else {
+                    continue;
                 };
-                events.push(ev(what));
+                events.push(ev(label));
             }
             _ => {}
         }

@@ -99,6 +99,20 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
         StatusCode::NOT_FOUND
     );
 
+    // The enterprise's own page names the reminder that fired by the
+    // label its definition gives it (it showed none before: timer ids are
+    // `t3`, not names).
+    let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
+    let mine = e
+        .get(&format!("/warnings/{}", urlencoding::encode(&warning)))
+        .await;
+    mine.assert_ok();
+    assert!(
+        mine.contains("第2次提醒"),
+        "the fired reminder in the timeline"
+    );
+    assert!(!mine.contains("第3次提醒"), "not yet");
+
     let mut d = w.logged_in("jinjiang", "/district").await;
     assert_eq!(d.get("/ops/instances").await.status, StatusCode::FORBIDDEN);
     let mut city = w.logged_in("city", "/ops").await;

@@ -743,6 +743,7 @@ impl WorkflowCx<'_> {
                     .and_then(|g| self.goto(id, g, &tp.key("goto")));
                 timers.push(TimerSpec {
                     name: tname.clone(),
+                    label: td.label.clone(),
                     after,
                     from_start: td.from == definition::TimerAnchor::Start,
                     guard,

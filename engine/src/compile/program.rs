@@ -142,11 +142,23 @@ pub struct Terminal {
 #[derive(Debug)]
 pub struct TimerSpec {
     pub name: String,
+    pub label: Option<String>,
     pub after: Duration,
     pub from_start: bool,
     pub guard: Option<Expr>,
     pub actions: Vec<Action>,
     pub goto: Option<StateId>,
+}
+
+impl Program {
+    /// The label the definition gives a timer (by its name in any state).
+    pub fn timer_label(&self, name: &str) -> Option<&str> {
+        self.states
+            .iter()
+            .flat_map(|s| &s.timers)
+            .find(|t| t.name == name)
+            .and_then(|t| t.label.as_deref())
+    }
 }
 
 #[derive(Debug, Default)]

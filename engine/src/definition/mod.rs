@@ -130,6 +130,9 @@ pub enum TimerAnchor {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimerDef {
+    /// What the timer's firing means, as histories and pages show it.
+    #[serde(default)]
+    pub label: Option<String>,
     pub after: String,
     #[serde(default)]
     pub from: TimerAnchor,

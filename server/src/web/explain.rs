@@ -46,7 +46,7 @@ pub async fn page(
     if let (true, Ok(id), Some(day), true) = (asked, &id, day, errors.is_empty()) {
         match explain::explain(
             &app.sys.reader,
-            &app.sys.store,
+            &app.sys.runtime,
             &app.sys.disposal,
             &scope,
             id,

@@ -98,7 +98,7 @@ async fn warning_view(
 ) -> Result<Response, WebError> {
     let w = warnings::get(&app.sys.reader, &ctx.warning_scope()?, id).await?;
     let (timeline, next_deadline) =
-        warnings::timeline(&app.sys.store, &app.sys.disposal, id).await?;
+        warnings::timeline(&app.sys.runtime, &app.sys.disposal, id).await?;
     let role = ctx.account()?.role.name();
     let can_dispose =
         role == "enterprise" && matches!(w.state.as_str(), "awaiting_disposal" | "rectifying");
