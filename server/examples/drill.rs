@@ -444,6 +444,10 @@ async fn drill(args: Args) -> anyhow::Result<bool> {
             bin.display()
         );
     }
+    // The server runs in the drill's directory: absolute paths.
+    let bin = std::fs::canonicalize(&bin)?;
+    let root =
+        std::fs::canonicalize(&root).with_context(|| format!("the checkout {}", root.display()))?;
     let tmp = tempfile::Builder::new().prefix("epi-drill-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     println!("drill directory: {}", dir.display());
