@@ -961,6 +961,14 @@ async fn run(args: &Args, server: &mut Server) -> anyhow::Result<bool> {
         kills.len() == planned,
     );
 
+    println!(
+        "\nsummary: {} warnings expected, {} stored, {lost} lost, {} opened twice; {} SMS keys accepted, {twice_sms} sent twice; {} kill(s)",
+        expected.len(),
+        rows.len(),
+        twice_key.max(twice_person),
+        accepted.len(),
+        kills.len()
+    );
     println!("\n== checks");
     let mut all = true;
     for (name, ok) in &checks {
