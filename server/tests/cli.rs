@@ -240,11 +240,18 @@ async fn instances_verify_names_a_tampered_history_row() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
     let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+    // Every activity fails: each failure is recorded in the history.
+    let mut acts = engine::runtime::Activities::new();
+    for name in bundle.activities.keys() {
+        acts = acts.register(name, |_c: engine::runtime::ActivityCall| async {
+            Err(engine::runtime::ActivityError::Permanent("down".into()))
+        });
+    }
     let rt = engine::runtime::Runtime::new(
         store.clone(),
         std::sync::Arc::new(engine::clock::SystemClock),
         &bundle,
-        engine::runtime::Activities::new(),
+        acts,
         engine::runtime::Options::default(),
     )
     .await
@@ -257,7 +264,6 @@ async fn instances_verify_names_a_tampered_history_row() {
         });
         assert!(rt.start("warning", id, input).await.unwrap());
     }
-    // No activities registered: each attempt fails and is recorded.
     rt.run_until_idle().await.unwrap();
     let rows = store.history("w1").await.unwrap().len();
     assert!(rows >= 2, "{rows}");
