@@ -622,6 +622,22 @@ async fn rows_written_before_the_chain_are_counted_not_checked(s: SqlStore) {
     );
 }
 
+/// The encoding is part of the stored data: changing it would break every
+/// existing chain, so it is pinned here.
+#[test]
+fn the_history_hash_encoding_is_stable() {
+    let h = history_hash("w1", 0, 1_780_000_000_000, "started", "{}", GENESIS_HASH);
+    assert_eq!(
+        h,
+        "cf46a9a1c07abe0b2fce6ef1ae3112f082bf16f628292c14541f6d29ab3fd59c"
+    );
+    // Field boundaries count: moving a byte between fields changes the hash.
+    assert_ne!(
+        history_hash("w1", 0, 0, "ab", "c", ""),
+        history_hash("w1", 0, 0, "a", "bc", "")
+    );
+}
+
 mod support;
 
 on_every_store!("contract":
