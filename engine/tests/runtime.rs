@@ -640,6 +640,57 @@ async fn every_history_row_is_chained_and_tampering_shows(store: SqlStore) {
     );
 }
 
+/// An instance whose history was written before migration 0003 (NULL
+/// hashes, as `ALTER TABLE … ADD COLUMN` leaves them) goes on: its next step
+/// chains from the genesis, and verification checks from there.
+async fn a_history_from_before_the_chain_goes_on_chained(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let rt = runtime(store.clone(), &clock, &Calls::default()).await;
+    rt.start("warning", "w1", warning_input("w1"))
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    for sql in [
+        "UPDATE history SET hash = NULL, prev_hash = NULL",
+        "UPDATE instances SET history_hash = NULL",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let before = store.history("w1").await.unwrap().len() as i64;
+    let c = store.verify_history("w1").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!(c.unchained, before);
+    rt.signal("w1", "dispose", disposal(), ent()).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    let h = store.history("w1").await.unwrap();
+    assert!(h.len() as i64 > before + 1);
+    assert_eq!(
+        h[before as usize].prev_hash.as_deref(),
+        Some(engine::store::GENESIS_HASH)
+    );
+    let c = store.verify_history("w1").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!((c.rows, c.unchained), (h.len() as i64, before));
+    // The chained part is checked.
+    let seq = before + 1;
+    sqlx::query(&format!(
+        "UPDATE history SET at = at + 1 WHERE instance_id = 'w1' AND seq = {seq}"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .verify_history("w1")
+            .await
+            .unwrap()
+            .broken
+            .unwrap()
+            .seq,
+        seq
+    );
+}
+
 const FRAGILE: &str = r#"
 workflow: fragile
 version: 1
@@ -695,4 +746,5 @@ on_every_store!("runtime":
     a_restarted_worker_takes_back_its_tasks_at_once,
     every_history_row_is_chained_and_tampering_shows,
     a_failed_step_is_chained_too,
+    a_history_from_before_the_chain_goes_on_chained,
 );
