@@ -583,6 +583,156 @@ async fn a_restarted_worker_takes_back_its_tasks_at_once(store: SqlStore) {
     assert_eq!(clock.now(), t0());
 }
 
+/// Every history row the runtime writes is chained: starts, signals,
+/// timers, activity completions (two of an instance in one batch), failed
+/// attempts; a row edited or removed afterwards is found.
+async fn every_history_row_is_chained_and_tampering_shows(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut acts = activities(&Calls::default(), json!({}));
+    acts = acts.register("notify_enterprise", |call: ActivityCall| async move {
+        if call.attempt < 2 {
+            Err(ActivityError::Retryable("HTTP 503".into()))
+        } else {
+            Ok(json!({"accepted": true}))
+        }
+    });
+    let rt = runtime_with(store.clone(), &clock, &bundle(), acts).await;
+    for id in ["w1", "w2"] {
+        rt.start("warning", id, warning_input(id)).await.unwrap();
+    }
+    rt.signal("w2", "dispose", disposal(), ent()).await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(13 * 3600)).await;
+    for id in ["w1", "w2"] {
+        let row = store.instance(id).await.unwrap().unwrap();
+        let c = store.verify_history(id).await.unwrap();
+        assert!(c.is_ok(), "{id}: {c:?}");
+        assert_eq!((c.rows, c.unchained), (row.history_len, 0));
+        let h = store.history(id).await.unwrap();
+        assert_eq!(row.history_hash, h.last().unwrap().hash);
+        assert!(h.iter().any(|r| r.kind == "activity_attempt_failed"));
+        assert!(h.iter().any(|r| r.kind == "timer_fired"));
+    }
+    assert!(store
+        .verify_histories(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|c| c.is_ok()));
+
+    sqlx::query("UPDATE history SET payload = payload || ' ' WHERE instance_id = 'w1' AND seq = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let b = store.verify_history("w1").await.unwrap().broken.unwrap();
+    assert_eq!(b.seq, 2);
+    assert!(
+        matches!(b.problem, engine::store::ChainProblem::HashMismatch { .. }),
+        "{b}"
+    );
+    sqlx::query("DELETE FROM history WHERE instance_id = 'w2' AND seq = 3")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let b = store.verify_history("w2").await.unwrap().broken.unwrap();
+    assert_eq!(
+        (b.seq, b.problem),
+        (3, engine::store::ChainProblem::Gap { next: 4 })
+    );
+}
+
+/// An instance whose history was written before migration 0003 (NULL
+/// hashes, as `ALTER TABLE … ADD COLUMN` leaves them) goes on: its next step
+/// chains from the genesis, and verification checks from there.
+async fn a_history_from_before_the_chain_goes_on_chained(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let rt = runtime(store.clone(), &clock, &Calls::default()).await;
+    rt.start("warning", "w1", warning_input("w1"))
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    for sql in [
+        "UPDATE history SET hash = NULL, prev_hash = NULL",
+        "UPDATE instances SET history_hash = NULL",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let before = store.history("w1").await.unwrap().len() as i64;
+    let c = store.verify_history("w1").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!(c.unchained, before);
+    rt.signal("w1", "dispose", disposal(), ent()).await.unwrap();
+    rt.run_until_idle().await.unwrap();
+    let h = store.history("w1").await.unwrap();
+    assert!(h.len() as i64 > before + 1);
+    assert_eq!(
+        h[before as usize].prev_hash.as_deref(),
+        Some(engine::store::GENESIS_HASH)
+    );
+    let c = store.verify_history("w1").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!((c.rows, c.unchained), (h.len() as i64, before));
+    // The chained part is checked.
+    let seq = before + 1;
+    sqlx::query(&format!(
+        "UPDATE history SET at = at + 1 WHERE instance_id = 'w1' AND seq = {seq}"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .verify_history("w1")
+            .await
+            .unwrap()
+            .broken
+            .unwrap()
+            .seq,
+        seq
+    );
+}
+
+const FRAGILE: &str = r#"
+workflow: fragile
+version: 1
+variables:
+  zero: { type: int, default: 0 }
+  x: { type: int, default: 0 }
+initial: waiting
+states:
+  waiting:
+    timers:
+      tick:
+        after: 1m
+        do:
+          - set: { x: "${10 / vars.zero}" }
+        goto: done
+  done:
+    terminal: true
+"#;
+
+/// A step whose rule fails inside a timer handler is recorded as a chained
+/// `step_failed` row.
+async fn a_failed_step_is_chained_too(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let files = [engine::compile::program::SourceFile {
+        path: "fragile.yaml".into(),
+        text: FRAGILE.into(),
+    }];
+    let bundle = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
+    let rt = runtime_with(store.clone(), &clock, &bundle, Activities::new()).await;
+    rt.start("fragile", "f1", json!({})).await.unwrap();
+    advance(&rt, &clock, Duration::from_secs(120)).await;
+    let row = store.instance("f1").await.unwrap().unwrap();
+    assert_eq!(row.status, "failed");
+    let h = store.history("f1").await.unwrap();
+    let kinds: Vec<_> = h.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["started", "step_failed"]);
+    assert_eq!(h[1].prev_hash, h[0].hash);
+    let c = store.verify_history("f1").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!(c.rows, 2);
+}
+
 mod support;
 
 on_every_store!("runtime":
@@ -594,4 +744,7 @@ on_every_store!("runtime":
     a_comparison_run_starts_each_warning_once,
     query_api_lists_histories_timers_and_failed_tasks,
     a_restarted_worker_takes_back_its_tasks_at_once,
+    every_history_row_is_chained_and_tampering_shows,
+    a_failed_step_is_chained_too,
+    a_history_from_before_the_chain_goes_on_chained,
 );

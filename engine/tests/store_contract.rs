@@ -24,6 +24,7 @@ fn instance(id: &str, revision: i64) -> InstanceRow {
         snapshot: "{}".into(),
         revision,
         history_len: revision,
+        history_hash: None,
         created_at: t(0),
         updated_at: t(revision),
         closed_at: None,
@@ -37,6 +38,8 @@ fn history(id: &str, seq: i64) -> HistoryRow {
         at: t(seq),
         kind: "signal".into(),
         payload: format!("{{\"n\":{seq}}}"),
+        prev_hash: None,
+        hash: None,
     }
 }
 
@@ -412,6 +415,229 @@ async fn instances_are_listed_by_filter_with_pages(s: SqlStore) {
     let _ = Duration::zero();
 }
 
+/// Commit `n` chained steps of instance `id` (one row each, the first two
+/// in one batch), after `legacy` rows written as before migration 0003.
+async fn chained(s: &SqlStore, id: &str, legacy: i64, n: i64) {
+    let mut rows: Vec<HistoryRow> = (0..legacy).map(|seq| history(id, seq)).collect();
+    let mut head: Option<String> = None;
+    for seq in legacy..legacy + n {
+        let h = HistoryRow::chained(
+            id,
+            seq,
+            t(seq),
+            "signal",
+            format!("{{\"n\":{seq}}}"),
+            head.as_deref().unwrap_or(GENESIS_HASH),
+        );
+        head = h.hash.clone();
+        rows.push(h);
+    }
+    // The legacy rows (or the first row) in the first step, then a row a
+    // step; the first two steps in one batch, chained in order.
+    let first = legacy.max(1) as usize;
+    let mut groups = vec![rows[..first].to_vec()];
+    groups.extend(rows[first..].iter().map(|r| vec![r.clone()]));
+    let mut commits: Vec<StepCommit> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(k, history)| {
+            let revision = k as i64 + 1;
+            let last = history.last().unwrap();
+            StepCommit {
+                instance: Some(InstanceRow {
+                    history_len: last.seq + 1,
+                    history_hash: last.hash.clone(),
+                    ..instance(id, revision)
+                }),
+                expected_revision: (revision > 1).then_some(revision - 1),
+                history,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let rest = commits.split_off(commits.len().min(2));
+    s.commit(&commits).await.unwrap();
+    for c in rest {
+        s.commit(&[c]).await.unwrap();
+    }
+}
+
+async fn tamper(s: &SqlStore, sql: &str) {
+    sqlx::query(sql).execute(s.pool()).await.unwrap();
+}
+
+async fn history_chain_shows_altered_removed_and_reordered_rows(s: SqlStore) {
+    publish(&s).await;
+    for id in ["a", "b", "c", "d", "e", "f", "g"] {
+        chained(&s, id, 0, 5).await;
+    }
+    let ok = s.verify_history("a").await.unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    assert_eq!((ok.rows, ok.unchained), (5, 0));
+    let h = s.history("a").await.unwrap();
+    assert_eq!(h[0].prev_hash.as_deref(), Some(GENESIS_HASH));
+    assert_eq!(h[3].prev_hash, h[2].hash);
+    assert_eq!(
+        s.instance("a").await.unwrap().unwrap().history_hash,
+        h[4].hash
+    );
+
+    let broken = |c: ChainCheck| c.broken.expect("broken");
+    // A payload edited in place.
+    tamper(
+        &s,
+        "UPDATE history SET payload = '{\"n\":99}' WHERE instance_id = 'a' AND seq = 2",
+    )
+    .await;
+    let b = broken(s.verify_history("a").await.unwrap());
+    assert_eq!(b.seq, 2);
+    assert!(
+        matches!(b.problem, ChainProblem::HashMismatch { .. }),
+        "{b}"
+    );
+    assert!(b.to_string().starts_with("seq 2: row altered"), "{b}");
+    // A row deleted in the middle, at the end, at the start.
+    tamper(
+        &s,
+        "DELETE FROM history WHERE instance_id = 'b' AND seq = 1",
+    )
+    .await;
+    let b = broken(s.verify_history("b").await.unwrap());
+    assert_eq!((b.seq, b.problem), (1, ChainProblem::Gap { next: 2 }));
+    tamper(
+        &s,
+        "DELETE FROM history WHERE instance_id = 'c' AND seq = 4",
+    )
+    .await;
+    let b = broken(s.verify_history("c").await.unwrap());
+    assert_eq!(
+        (b.seq, b.problem),
+        (4, ChainProblem::Truncated { history_len: 5 })
+    );
+    tamper(
+        &s,
+        "DELETE FROM history WHERE instance_id = 'd' AND seq = 0",
+    )
+    .await;
+    assert_eq!(broken(s.verify_history("d").await.unwrap()).seq, 0);
+    // Rows 1 and 2 swapped (seq renumbered): the link shows it.
+    tamper(
+        &s,
+        "UPDATE history SET seq = -1 WHERE instance_id = 'e' AND seq = 1",
+    )
+    .await;
+    tamper(
+        &s,
+        "UPDATE history SET seq = 1 WHERE instance_id = 'e' AND seq = 2",
+    )
+    .await;
+    tamper(
+        &s,
+        "UPDATE history SET seq = 2 WHERE instance_id = 'e' AND seq = -1",
+    )
+    .await;
+    let b = broken(s.verify_history("e").await.unwrap());
+    assert_eq!(b.seq, 1);
+    assert!(
+        matches!(b.problem, ChainProblem::PrevHashMismatch { .. }),
+        "{b}"
+    );
+    // A hash removed to pass a row off as written before the chain.
+    tamper(
+        &s,
+        "UPDATE history SET hash = NULL, prev_hash = NULL WHERE instance_id = 'f' AND seq = 3",
+    )
+    .await;
+    let b = broken(s.verify_history("f").await.unwrap());
+    assert_eq!((b.seq, b.problem), (3, ChainProblem::MissingHash));
+    // The last row replaced with a consistent hash: the instance's head disagrees.
+    let h = s.history("g").await.unwrap();
+    let forged = history_hash(
+        "g",
+        4,
+        millis(t(4)),
+        "signal",
+        "{}",
+        h[3].hash.as_deref().unwrap(),
+    );
+    tamper(&s, &format!("UPDATE history SET payload = '{{}}', hash = '{forged}' WHERE instance_id = 'g' AND seq = 4")).await;
+    let b = broken(s.verify_history("g").await.unwrap());
+    assert_eq!(b.seq, 4);
+    assert!(
+        matches!(b.problem, ChainProblem::HeadMismatch { .. }),
+        "{b}"
+    );
+
+    assert!(matches!(
+        s.verify_history("nobody").await,
+        Err(Error::NotFound(_))
+    ));
+    // Every instance, in pages of three by id.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.verify_histories(after.as_deref(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|c| c.instance_id.clone());
+        seen.extend(page.into_iter().map(|c| (c.is_ok(), c.instance_id)));
+    }
+    let expected: Vec<(bool, String)> = ["a", "b", "c", "d", "e", "f", "g"]
+        .iter()
+        .map(|id| (false, id.to_string()))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+async fn rows_written_before_the_chain_are_counted_not_checked(s: SqlStore) {
+    publish(&s).await;
+    // Two rows from before migration 0003, then three chained ones.
+    chained(&s, "old", 2, 3).await;
+    let c = s.verify_history("old").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!((c.rows, c.unchained), (5, 2));
+    // An instance not stepped since the migration: nothing to check, not broken.
+    s.commit(&[start("untouched")]).await.unwrap();
+    let c = s.verify_history("untouched").await.unwrap();
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!((c.rows, c.unchained), (1, 1));
+    // The first chained row must start from the genesis: a legacy row
+    // cannot hide a removed chained one.
+    tamper(
+        &s,
+        "UPDATE history SET hash = NULL, prev_hash = NULL WHERE instance_id = 'old' AND seq = 2",
+    )
+    .await;
+    let b = s
+        .verify_history("old")
+        .await
+        .unwrap()
+        .broken
+        .expect("broken");
+    assert_eq!(b.seq, 3);
+    assert!(
+        matches!(b.problem, ChainProblem::PrevHashMismatch { .. }),
+        "{b}"
+    );
+}
+
+/// The encoding is part of the stored data: changing it would break every
+/// existing chain, so it is pinned here.
+#[test]
+fn the_history_hash_encoding_is_stable() {
+    let h = history_hash("w1", 0, 1_780_000_000_000, "started", "{}", GENESIS_HASH);
+    assert_eq!(
+        h,
+        "cf46a9a1c07abe0b2fce6ef1ae3112f082bf16f628292c14541f6d29ab3fd59c"
+    );
+    // Field boundaries count: moving a byte between fields changes the hash.
+    assert_ne!(
+        history_hash("w1", 0, 0, "ab", "c", ""),
+        history_hash("w1", 0, 0, "a", "bc", "")
+    );
+}
+
 mod support;
 
 on_every_store!("contract":
@@ -422,4 +648,6 @@ on_every_store!("contract":
     outbox_and_signals,
     definitions_are_versioned,
     instances_are_listed_by_filter_with_pages,
+    history_chain_shows_altered_removed_and_reordered_rows,
+    rows_written_before_the_chain_are_counted_not_checked,
 );

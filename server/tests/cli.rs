@@ -227,3 +227,78 @@ fn serve_on_a_read_only_database_names_the_cause_and_fails_at_once() {
     ));
     assert!(err.contains("无法建立数据库所在目录"), "{err}");
 }
+
+/// `instances verify`: each instance's history chain checked on the
+/// configured database; a row edited by SQL is named with its seq and the
+/// command fails, as it does for an unknown id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_verify_names_a_tampered_history_row() {
+    use engine::store::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+    let store = server::db::open(&url).await.unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+    // Every activity fails: each failure is recorded in the history.
+    let mut acts = engine::runtime::Activities::new();
+    for name in bundle.activities.keys() {
+        acts = acts.register(name, |_c: engine::runtime::ActivityCall| async {
+            Err(engine::runtime::ActivityError::Permanent("down".into()))
+        });
+    }
+    let rt = engine::runtime::Runtime::new(
+        store.clone(),
+        std::sync::Arc::new(engine::clock::SystemClock),
+        &bundle,
+        acts,
+        engine::runtime::Options::default(),
+    )
+    .await
+    .unwrap();
+    for id in ["w1", "w2"] {
+        let input = serde_json::json!({
+            "warning_id": id, "enterprise_id": "e1", "enterprise_name": "成都示例建设有限公司",
+            "district": "jinjiang", "person_id": "510104********1234",
+            "person_name": "张三", "reason": "核酸阳性",
+        });
+        assert!(rt.start("warning", id, input).await.unwrap());
+    }
+    rt.run_until_idle().await.unwrap();
+    let rows = store.history("w1").await.unwrap().len();
+    assert!(rows >= 2, "{rows}");
+
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("database_url: \"{url}\"\n")).unwrap();
+    let verify = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["instances", "verify"])
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("EPI_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = verify(&["w1", "w2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("w1: ok ({rows} rows)")), "{out}");
+    assert!(out.contains("w2: ok ("), "{out}");
+
+    sqlx::query("UPDATE history SET payload = replace(payload, '张三', '李四') WHERE instance_id = 'w1' AND seq = 0")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (code, out) = verify(&["--all"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("w1: broken at seq 0: row altered"), "{out}");
+    assert!(out.contains("w2: ok ("), "{out}");
+    assert!(out.contains("2 instance(s) checked, 1 broken"), "{out}");
+
+    let (code, out) = verify(&["w2", "nobody"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nobody: not found"), "{out}");
+}

@@ -442,6 +442,17 @@ impl<S: Store> Runtime<S> {
             "ignored": t.ignored,
         });
         let completed = s.status == Status::Completed;
+        // Chained to the instance's last row (its `history_hash`, loaded
+        // with the row: no extra read).
+        let history = store::HistoryRow::chained(
+            id,
+            seq,
+            now,
+            kind,
+            payload.to_string(),
+            prev.and_then(|r| r.history_hash.as_deref())
+                .unwrap_or(store::GENESIS_HASH),
+        );
         let row = InstanceRow {
             id: id.to_string(),
             kind: program.name.clone(),
@@ -457,6 +468,7 @@ impl<S: Store> Runtime<S> {
             snapshot: serde_json::to_string(s).expect("serialisable"),
             revision: prev.map(|r| r.revision + 1).unwrap_or(1),
             history_len: seq + 1,
+            history_hash: history.hash.clone(),
             created_at: prev.map(|r| r.created_at).unwrap_or(now),
             updated_at: now,
             closed_at: if completed {
@@ -467,13 +479,7 @@ impl<S: Store> Runtime<S> {
         };
         let mut c = StepCommit {
             expected_revision: prev.map(|r| r.revision),
-            history: vec![store::HistoryRow {
-                instance_id: id.to_string(),
-                seq,
-                at: now,
-                kind: kind.into(),
-                payload: payload.to_string(),
-            }],
+            history: vec![history],
             ..Default::default()
         };
         for e in &t.effects {
@@ -595,13 +601,16 @@ impl<S: Store> Runtime<S> {
                     row.history_len += 1;
                     row.status = "failed".into();
                     row.updated_at = now;
-                    c.history.push(store::HistoryRow {
-                        instance_id: id.clone(),
-                        seq: l.row.history_len,
-                        at: now,
-                        kind: "step_failed".into(),
-                        payload: json!({ "input": input, "error": e.to_string() }).to_string(),
-                    });
+                    let h = store::HistoryRow::chained(
+                        &id,
+                        l.row.history_len,
+                        now,
+                        "step_failed",
+                        json!({ "input": input, "error": e.to_string() }).to_string(),
+                        l.row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
+                    );
+                    row.history_hash = h.hash.clone();
+                    c.history.push(h);
                     c.expected_revision = Some(l.row.revision);
                     c.instance = Some(row.clone());
                     l.row = row;
@@ -799,13 +808,16 @@ impl<S: Store> Runtime<S> {
                     "activity_id": task.activity_id, "name": task.name, "attempt": task.attempt,
                     "error": error, "next_attempt_at": next,
                 });
-                c.history.push(store::HistoryRow {
-                    instance_id: row.id.clone(),
-                    seq: row.history_len,
-                    at: now,
-                    kind: "activity_attempt_failed".into(),
-                    payload: payload.to_string(),
-                });
+                let h = store::HistoryRow::chained(
+                    &row.id,
+                    row.history_len,
+                    now,
+                    "activity_attempt_failed",
+                    payload.to_string(),
+                    row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
+                );
+                new.history_hash = h.hash.clone();
+                c.history.push(h);
                 c.expected_revision = Some(row.revision);
                 c.instance = Some(new.clone());
                 *row = new;

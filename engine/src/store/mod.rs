@@ -83,11 +83,18 @@ pub struct InstanceRow {
     /// Incremented by every committed step.
     pub revision: i64,
     pub history_len: i64,
+    /// The `hash` of the instance's last history row: the head of its chain,
+    /// from which the next step's row is chained without reading history.
+    /// None until a row is written after migration 0003.
+    pub history_hash: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
 }
 
+/// One entry of an instance's history. Rows are chained: each carries the
+/// hash of the row before it in its instance, and its own hash covers that
+/// link, so an altered, removed or reordered row shows (see [`verify_chain`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
     pub instance_id: String,
@@ -95,6 +102,280 @@ pub struct HistoryRow {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub payload: String,
+    /// The previous row's `hash` ([`GENESIS_HASH`] for an instance's first
+    /// chained row). None on rows written before migration 0003.
+    pub prev_hash: Option<String>,
+    /// [`history_hash`] of this row's fields and `prev_hash`. None on rows
+    /// written before migration 0003.
+    pub hash: Option<String>,
+}
+
+impl HistoryRow {
+    /// A row chained to `prev_hash` (the instance's `history_hash`, or
+    /// [`GENESIS_HASH`] when it has none), with its hash computed.
+    pub fn chained(
+        instance_id: &str,
+        seq: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        payload: String,
+        prev_hash: &str,
+    ) -> HistoryRow {
+        let hash = history_hash(instance_id, seq, millis(at), kind, &payload, prev_hash);
+        HistoryRow {
+            instance_id: instance_id.to_string(),
+            seq,
+            at,
+            kind: kind.to_string(),
+            payload,
+            prev_hash: Some(prev_hash.to_string()),
+            hash: Some(hash),
+        }
+    }
+
+    /// The hash this row's stored fields give (None if it has no `prev_hash`).
+    pub fn computed_hash(&self) -> Option<String> {
+        let prev = self.prev_hash.as_deref()?;
+        Some(history_hash(
+            &self.instance_id,
+            self.seq,
+            millis(self.at),
+            &self.kind,
+            &self.payload,
+            prev,
+        ))
+    }
+}
+
+/// The `prev_hash` of an instance's first chained history row.
+pub const GENESIS_HASH: &str = "";
+
+/// Hex sha256 of a history row: a domain tag, then each field in order —
+/// text as its byte length (u64, big-endian) and bytes, integers as i64
+/// big-endian — so no two different rows encode alike. `at` is in unix
+/// milliseconds, as stored.
+pub fn history_hash(
+    instance_id: &str,
+    seq: i64,
+    at_ms: i64,
+    kind: &str,
+    payload: &str,
+    prev_hash: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"engine.history.v1\0");
+    let text = |h: &mut Sha256, s: &str| {
+        h.update((s.len() as u64).to_be_bytes());
+        h.update(s.as_bytes());
+    };
+    text(&mut h, instance_id);
+    h.update(seq.to_be_bytes());
+    h.update(at_ms.to_be_bytes());
+    text(&mut h, kind);
+    text(&mut h, payload);
+    text(&mut h, prev_hash);
+    hex::encode(h.finalize())
+}
+
+/// The outcome of checking one instance's history chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainCheck {
+    pub instance_id: String,
+    /// History rows read.
+    pub rows: i64,
+    /// Rows at the start of the history that have no hash: written before
+    /// migration 0003, not chained, not checked.
+    pub unchained: i64,
+    /// The first problem, in seq order; None if the chain holds.
+    pub broken: Option<ChainBreak>,
+}
+
+impl ChainCheck {
+    pub fn is_ok(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// Where a chain breaks and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub problem: ChainProblem,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainProblem {
+    /// The row's stored hash is not the hash of its fields: the row was altered.
+    HashMismatch { stored: String, computed: String },
+    /// The row's `prev_hash` is not the previous row's hash: a row before it
+    /// was removed, or rows were reordered or inserted.
+    PrevHashMismatch { expected: String, found: String },
+    /// Rows from `seq` up to (not including) `next` are missing: `next` is
+    /// the seq found where `seq` was expected.
+    Gap { next: i64 },
+    /// Rows from `seq` on are missing: the instance says it has `history_len`.
+    Truncated { history_len: i64 },
+    /// A row without a hash after chained rows (only rows written before
+    /// migration 0003, at the start, may lack one).
+    MissingHash,
+    /// Rows at and after `seq` exist beyond the instance's `history_len`.
+    Extra { history_len: i64 },
+    /// The last row's hash is not the instance's `history_hash`: the last
+    /// row was replaced (with a recomputed hash) or the instance row altered.
+    HeadMismatch {
+        instance: Option<String>,
+        last_row: Option<String>,
+    },
+}
+
+fn short(h: &str) -> &str {
+    if h.is_empty() {
+        "(genesis)"
+    } else {
+        h.get(..12).unwrap_or(h)
+    }
+}
+
+impl std::fmt::Display for ChainProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainProblem::HashMismatch { stored, computed } => write!(
+                f,
+                "row altered (stored hash {}…, its content hashes to {}…)",
+                short(stored),
+                short(computed)
+            ),
+            ChainProblem::PrevHashMismatch { expected, found } => write!(
+                f,
+                "link broken: prev_hash {}… is not the previous row's hash {}… (a row removed, inserted or reordered)",
+                short(found),
+                short(expected)
+            ),
+            ChainProblem::Gap { next } => {
+                write!(f, "row(s) missing (the next row found is seq {next})")
+            }
+            ChainProblem::Truncated { history_len } => write!(
+                f,
+                "row(s) missing at the end (the instance has {history_len} rows)"
+            ),
+            ChainProblem::MissingHash => write!(f, "row has no hash after chained rows"),
+            ChainProblem::Extra { history_len } => write!(
+                f,
+                "rows beyond the instance's history length {history_len}"
+            ),
+            ChainProblem::HeadMismatch { instance, last_row } => write!(
+                f,
+                "last row's hash {} is not the instance's history hash {}",
+                last_row.as_deref().map_or("(none)", short),
+                instance.as_deref().map_or("(none)", short)
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seq {}: {}", self.seq, self.problem)
+    }
+}
+
+/// Check an instance's history against its chain: `rows` in seq order, and
+/// the instance's `history_len` and `history_hash` (the chain's head).
+///
+/// Rows without a hash at the start were written before migration 0003 and
+/// are only counted; the first chained row after them must link to
+/// [`GENESIS_HASH`]. From there every row must hash to its stored hash,
+/// link to the previous row's hash, and follow it in seq without a gap; the
+/// last row must be the instance's head. The first failure is reported.
+pub fn verify_chain(instance: &InstanceRow, rows: &[HistoryRow]) -> ChainCheck {
+    let mut check = ChainCheck {
+        instance_id: instance.id.clone(),
+        rows: rows.len() as i64,
+        unchained: 0,
+        broken: None,
+    };
+    let brk = |seq, problem| Some(ChainBreak { seq, problem });
+    let mut expected_seq = 0;
+    // The previous chained row's hash; None while in the unchained prefix.
+    let mut prev: Option<&str> = None;
+    for r in rows {
+        if r.seq != expected_seq {
+            check.broken = if r.seq > expected_seq {
+                brk(expected_seq, ChainProblem::Gap { next: r.seq })
+            } else {
+                // A seq repeated or going back: rows out of order.
+                brk(
+                    r.seq,
+                    ChainProblem::PrevHashMismatch {
+                        expected: prev.unwrap_or(GENESIS_HASH).to_string(),
+                        found: r.prev_hash.clone().unwrap_or_default(),
+                    },
+                )
+            };
+            return check;
+        }
+        expected_seq += 1;
+        if r.seq >= instance.history_len {
+            check.broken = brk(
+                r.seq,
+                ChainProblem::Extra {
+                    history_len: instance.history_len,
+                },
+            );
+            return check;
+        }
+        let (Some(hash), Some(found_prev)) = (r.hash.as_deref(), r.prev_hash.as_deref()) else {
+            if prev.is_none() {
+                check.unchained += 1;
+                continue;
+            }
+            check.broken = brk(r.seq, ChainProblem::MissingHash);
+            return check;
+        };
+        let expected_prev = prev.unwrap_or(GENESIS_HASH);
+        if found_prev != expected_prev {
+            check.broken = brk(
+                r.seq,
+                ChainProblem::PrevHashMismatch {
+                    expected: expected_prev.to_string(),
+                    found: found_prev.to_string(),
+                },
+            );
+            return check;
+        }
+        let computed = r.computed_hash().unwrap_or_default();
+        if computed != hash {
+            check.broken = brk(
+                r.seq,
+                ChainProblem::HashMismatch {
+                    stored: hash.to_string(),
+                    computed,
+                },
+            );
+            return check;
+        }
+        prev = Some(hash);
+    }
+    if expected_seq < instance.history_len {
+        check.broken = brk(
+            expected_seq,
+            ChainProblem::Truncated {
+                history_len: instance.history_len,
+            },
+        );
+        return check;
+    }
+    if prev != instance.history_hash.as_deref() {
+        check.broken = brk(
+            (expected_seq - 1).max(0),
+            ChainProblem::HeadMismatch {
+                instance: instance.history_hash.clone(),
+                last_row: prev.map(str::to_string),
+            },
+        );
+    }
+    check
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -267,6 +548,17 @@ pub trait Store: Send + Sync + 'static {
     /// (kind, state, count) of running and ended instances, for metrics.
     fn count_by_state(&self) -> impl Future<Output = Result<Vec<(String, String, i64)>>> + Send;
     fn history(&self, id: &str) -> impl Future<Output = Result<Vec<HistoryRow>>> + Send;
+    /// Check an instance's history chain ([`verify_chain`]) on one
+    /// consistent read of the instance and its rows. NotFound if no such
+    /// instance.
+    fn verify_history(&self, id: &str) -> impl Future<Output = Result<ChainCheck>> + Send;
+    /// Check the chains of up to `limit` instances in id order after
+    /// `after` (keyset paging: pass the last id of a page for the next).
+    fn verify_histories(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ChainCheck>>> + Send;
 
     // Timers.
     /// Timers due at or before `now`, oldest first.

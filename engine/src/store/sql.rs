@@ -23,7 +23,7 @@ pub struct SqlStore {
 }
 
 const INSTANCE_COLUMNS: &str = "id, kind, definition_hash, definition_version, state, status, status_label, \
-     enterprise_id, district, person, parent_id, snapshot, revision, history_len, created_at, updated_at, closed_at";
+     enterprise_id, district, person, parent_id, snapshot, revision, history_len, created_at, updated_at, closed_at, history_hash";
 const TASK_COLUMNS: &str =
     "id, instance_id, activity_id, name, args, retry, attempt, max_attempts, status, \
      next_run_at, lease_until, last_error, result, created_at, updated_at";
@@ -121,6 +121,69 @@ impl SqlStore {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// Which instances [`SqlStore::verify_chains`] reads.
+enum ChainScope<'a> {
+    One(&'a str),
+    Page { after: Option<&'a str>, limit: i64 },
+}
+
+impl SqlStore {
+    /// Read instances and their histories in one snapshot (a read
+    /// transaction; REPEATABLE READ on PostgreSQL, so a step committed
+    /// between the two reads cannot look like a broken chain) and check
+    /// each chain. On the reader pool: it never waits for the writer.
+    async fn verify_chains(&self, scope: ChainScope<'_>) -> Result<Vec<ChainCheck>> {
+        let mut tx = self.reader.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let instances = match scope {
+            ChainScope::One(id) => {
+                let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1");
+                sqlx::query(&sql).bind(id).fetch_all(&mut *tx).await?
+            }
+            ChainScope::Page { after, limit } => {
+                let sql = format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id > $1 ORDER BY id LIMIT $2"
+                );
+                sqlx::query(&sql)
+                    .bind(after.unwrap_or_default())
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        let instances: Vec<InstanceRow> =
+            instances.iter().map(instance_row).collect::<Result<_>>()?;
+        let mut rows: std::collections::HashMap<String, Vec<HistoryRow>> =
+            std::collections::HashMap::with_capacity(instances.len());
+        let ids: Vec<Vec<Arg>> = instances
+            .iter()
+            .map(|i| vec![Arg::T(Some(i.id.clone()))])
+            .collect();
+        for chunk in ids.chunks(ROWS) {
+            let list = placeholders(chunk, self.backend).replace(['(', ')'], "");
+            let sql = format!(
+                "SELECT {HISTORY_COLUMNS} FROM history WHERE instance_id IN ({list}) ORDER BY instance_id, seq"
+            );
+            for r in bind_all(sqlx::query(&sql), chunk.to_vec())
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let h = history_row(&r)?;
+                rows.entry(h.instance_id.clone()).or_default().push(h);
+            }
+        }
+        tx.commit().await?;
+        Ok(instances
+            .iter()
+            .map(|i| verify_chain(i, rows.get(&i.id).map_or(&[][..], Vec::as_slice)))
+            .collect())
     }
 }
 
@@ -283,6 +346,7 @@ fn instance_args(i: &InstanceRow) -> Vec<Arg> {
         Arg::I(Some(millis(i.created_at))),
         Arg::I(Some(millis(i.updated_at))),
         Arg::I(opt_ms(i.closed_at)),
+        Arg::T(i.history_hash.clone()),
     ]
 }
 
@@ -341,6 +405,21 @@ fn instance_row(r: &AnyRow) -> Result<InstanceRow> {
         created_at: from_millis(r.try_get("created_at")?),
         updated_at: from_millis(r.try_get("updated_at")?),
         closed_at: r.try_get::<Option<i64>, _>("closed_at")?.map(from_millis),
+        history_hash: r.try_get("history_hash")?,
+    })
+}
+
+const HISTORY_COLUMNS: &str = "instance_id, seq, at, kind, payload, prev_hash, hash";
+
+fn history_row(r: &AnyRow) -> Result<HistoryRow> {
+    Ok(HistoryRow {
+        instance_id: r.try_get("instance_id")?,
+        seq: r.try_get("seq")?,
+        at: from_millis(r.try_get("at")?),
+        kind: r.try_get("kind")?,
+        payload: r.try_get("payload")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
     })
 }
 
@@ -512,16 +591,17 @@ impl Store for SqlStore {
                             Arg::I(Some(i.history_len)),
                             Arg::I(Some(millis(i.updated_at))),
                             Arg::I(opt_ms(i.closed_at)),
+                            Arg::T(i.history_hash.clone()),
                             Arg::I(c.expected_revision),
                         ]
                     })
                     .collect();
                 let sql = format!(
-                    "WITH v (id, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, expected) \
+                    "WITH v (id, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, history_hash, expected) \
                      AS (VALUES {}) \
                      UPDATE instances SET state = v.state, status = v.status, status_label = v.status_label, \
                      snapshot = v.snapshot, revision = v.revision, history_len = v.history_len, \
-                     updated_at = v.updated_at, closed_at = v.closed_at \
+                     updated_at = v.updated_at, closed_at = v.closed_at, history_hash = v.history_hash \
                      FROM v WHERE instances.id = v.id AND instances.revision = v.expected RETURNING instances.id",
                     placeholders(&rows, self.backend)
                 );
@@ -570,6 +650,8 @@ impl Store for SqlStore {
                     Arg::I(Some(millis(h.at))),
                     Arg::T(Some(h.kind.clone())),
                     Arg::T(Some(h.payload.clone())),
+                    Arg::T(h.prev_hash.clone()),
+                    Arg::T(h.hash.clone()),
                 ]
             }));
             let iid = c
@@ -635,7 +717,7 @@ impl Store for SqlStore {
         }
         for chunk in history.chunks(ROWS) {
             let sql = format!(
-                "INSERT INTO history (instance_id, seq, at, kind, payload) VALUES {}",
+                "INSERT INTO history ({HISTORY_COLUMNS}) VALUES {}",
                 placeholders(chunk, self.backend)
             );
             execute(&mut tx, &sql, chunk.to_vec()).await?;
@@ -811,21 +893,21 @@ impl Store for SqlStore {
     }
 
     async fn history(&self, id: &str) -> Result<Vec<HistoryRow>> {
-        let rows = sqlx::query("SELECT instance_id, seq, at, kind, payload FROM history WHERE instance_id = $1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryRow {
-                    instance_id: r.try_get("instance_id")?,
-                    seq: r.try_get("seq")?,
-                    at: from_millis(r.try_get("at")?),
-                    kind: r.try_get("kind")?,
-                    payload: r.try_get("payload")?,
-                })
-            })
-            .collect()
+        let sql =
+            format!("SELECT {HISTORY_COLUMNS} FROM history WHERE instance_id = $1 ORDER BY seq");
+        let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
+        rows.iter().map(history_row).collect()
+    }
+
+    async fn verify_history(&self, id: &str) -> Result<ChainCheck> {
+        let mut checks = self.verify_chains(ChainScope::One(id)).await?;
+        checks
+            .pop()
+            .ok_or_else(|| Error::NotFound(format!("instance {id}")))
+    }
+
+    async fn verify_histories(&self, after: Option<&str>, limit: i64) -> Result<Vec<ChainCheck>> {
+        self.verify_chains(ChainScope::Page { after, limit }).await
     }
 
     async fn due_timers(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TimerRow>> {
