@@ -97,6 +97,14 @@ pub enum Event {
     Ignored {
         note: String,
     },
+    /// An operator's repair (`runtime::Repair`): retry_step,
+    /// retry_activity, terminate or signal, with who and why.
+    OperatorAction {
+        action: String,
+        operator: String,
+        reason: String,
+        detail: Value,
+    },
     /// A row this version cannot read (kept, not hidden).
     Unreadable {
         row_kind: String,
@@ -152,6 +160,21 @@ pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
                     attempt: p["attempt"].as_i64().unwrap_or_default(),
                     error: text(&p["error"]),
                     next_attempt_at: p["next_attempt_at"].as_str().map(str::to_string),
+                });
+                continue;
+            }
+            "operator_action" => {
+                let mut detail = p.clone();
+                if let Some(m) = detail.as_object_mut() {
+                    for k in ["action", "operator", "reason"] {
+                        m.remove(k);
+                    }
+                }
+                push(Event::OperatorAction {
+                    action: text(&p["action"]),
+                    operator: text(&p["operator"]),
+                    reason: text(&p["reason"]),
+                    detail,
                 });
                 continue;
             }

@@ -733,6 +733,182 @@ async fn a_failed_step_is_chained_too(store: SqlStore) {
     assert_eq!(c.rows, 2);
 }
 
+fn repair(reason: &str) -> engine::runtime::Repair {
+    engine::runtime::Repair {
+        operator: "运维甲".into(),
+        reason: reason.into(),
+    }
+}
+
+fn kinds_of_notes(h: &[engine::store::HistoryRow]) -> Vec<String> {
+    h.iter()
+        .filter(|r| r.kind == "operator_action")
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.payload).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Repairs need a reason, are recorded in the (chained) history with who,
+/// and do what they say: terminate ends an instance for good, a signal on
+/// someone's behalf moves it, a spent activity runs once more under its key,
+/// a failed step runs again on the fixed definition.
+async fn operators_repair_with_a_reason_in_the_history(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let calls = Calls::default();
+    let sms_failures = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut acts = activities(&calls, json!({}));
+    {
+        let sms_failures = sms_failures.clone();
+        acts = acts.register("notify_enterprise", move |call: ActivityCall| {
+            let failing = call.instance_id == "w3"
+                && sms_failures.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if failing {
+                    Err(ActivityError::Permanent("号码已停机".into()))
+                } else {
+                    Ok(json!({"accepted": true}))
+                }
+            }
+        });
+    }
+    let rt = runtime_with(store.clone(), &clock, &bundle(), acts).await;
+    for id in ["w1", "w2", "w3"] {
+        rt.start("warning", id, warning_input(id)).await.unwrap();
+    }
+    rt.run_until_idle().await.unwrap();
+
+    // Terminate: a reason is required; timers go; signals are refused;
+    // nothing fires later.
+    assert!(rt.terminate("w1", &repair(" ")).await.is_err());
+    rt.terminate("w1", &repair("重复预警")).await.unwrap();
+    let row = store.instance("w1").await.unwrap().unwrap();
+    assert_eq!(row.status, engine::runtime::TERMINATED);
+    assert!(store
+        .pending_timers(Some("w1"), Page::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        rt.signal("w1", "dispose", disposal(), ent()).await,
+        Err(engine::runtime::Error::Terminated(_))
+    ));
+    assert!(rt.terminate("w1", &repair("再次")).await.is_err());
+
+    // On the enterprise's behalf: the definition's role and checks apply.
+    assert!(rt
+        .signal_as_operator(
+            "w2",
+            "dispose",
+            disposal(),
+            Actor {
+                id: "e2".into(),
+                ..ent()
+            },
+            &repair("企业电话报告")
+        )
+        .await
+        .is_err());
+    rt.signal_as_operator(
+        "w2",
+        "dispose",
+        disposal(),
+        ent(),
+        &repair("企业电话报告，系统故障无法提交"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.instance("w2").await.unwrap().unwrap().state,
+        "under_review"
+    );
+
+    // A spent activity runs once more under the same key.
+    let failed = store.tasks_of("w3").await.unwrap();
+    let spent = failed
+        .iter()
+        .find(|t| t.status == engine::store::TaskStatus::Failed)
+        .unwrap()
+        .clone();
+    sms_failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    rt.retry_task(&spent.id, &repair("已更换联络官手机"))
+        .await
+        .unwrap();
+    rt.run_until_idle().await.unwrap();
+    let again = store.task(&spent.id).await.unwrap().unwrap();
+    assert_eq!(again.status, engine::store::TaskStatus::Succeeded);
+    assert!(
+        rt.retry_task(&spent.id, &repair("再试")).await.is_err(),
+        "only spent tasks"
+    );
+
+    advance(&rt, &clock, Duration::from_secs(9 * 3600)).await;
+    assert!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|c| c.instance_id != "w1" || c.name == "record_warning_event"),
+        "nothing ran for the terminated warning but its first projection"
+    );
+    for (id, want) in [
+        ("w1", vec!["terminate"]),
+        ("w2", vec!["signal"]),
+        ("w3", vec!["retry_activity"]),
+    ] {
+        let h = store.history(id).await.unwrap();
+        assert_eq!(kinds_of_notes(&h), want, "{id}");
+        let note = h.iter().find(|r| r.kind == "operator_action").unwrap();
+        assert!(note.payload.contains("运维甲"));
+        let c = store.verify_history(id).await.unwrap();
+        assert!(c.is_ok(), "{id}: {c:?}");
+    }
+    let w2 = store.history("w2").await.unwrap();
+    assert!(w2
+        .iter()
+        .any(|r| r.kind == "signal" && r.payload.contains("运维 运维甲 代 e1")));
+
+    // A failed step, retried on the fixed definition.
+    let files = [engine::compile::program::SourceFile {
+        path: "fragile.yaml".into(),
+        text: FRAGILE.into(),
+    }];
+    let v1 = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
+    let rt1 = runtime_with(store.clone(), &clock, &v1, Activities::new()).await;
+    rt1.start("fragile", "f1", json!({})).await.unwrap();
+    advance(&rt1, &clock, Duration::from_secs(120)).await;
+    assert_eq!(
+        store.instance("f1").await.unwrap().unwrap().status,
+        "failed"
+    );
+    let fixed = [engine::compile::program::SourceFile {
+        path: "fragile.yaml".into(),
+        text: FRAGILE
+            .replace("version: 1", "version: 2")
+            .replace("${10 / vars.zero}", "${10}"),
+    }];
+    let v2 = engine::compile_bundle(&fixed, &[], &engine::Options::default()).unwrap();
+    let rt2 = runtime_with(store.clone(), &clock, &v2, Activities::new()).await;
+    assert!(rt2
+        .retry_failed_step("w2", &repair("无失败"))
+        .await
+        .is_err());
+    rt2.retry_failed_step("f1", &repair("规则已修正（除零）"))
+        .await
+        .unwrap();
+    let f1 = store.instance("f1").await.unwrap().unwrap();
+    assert_eq!(
+        (f1.state.as_str(), f1.status.as_str(), f1.definition_version),
+        ("done", "completed", 2)
+    );
+    let h = store.history("f1").await.unwrap();
+    assert_eq!(kinds_of_notes(&h), ["retry_step"]);
+    assert!(store.verify_history("f1").await.unwrap().is_ok());
+}
+
 mod support;
 
 on_every_store!("runtime":
@@ -747,4 +923,5 @@ on_every_store!("runtime":
     every_history_row_is_chained_and_tampering_shows,
     a_failed_step_is_chained_too,
     a_history_from_before_the_chain_goes_on_chained,
+    operators_repair_with_a_reason_in_the_history,
 );

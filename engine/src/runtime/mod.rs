@@ -14,7 +14,10 @@
 //! The runtime is the only writer of workflow state.
 
 pub mod activity;
+mod control;
 mod metrics;
+
+pub use control::{Repair, TERMINATED};
 
 pub use activity::{Activities, Activity, ActivityCall, ActivityError};
 pub use metrics::Metrics;
@@ -51,6 +54,11 @@ pub enum Error {
     Definition { hash: String, error: compile::Error },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// An operator's repair that does not apply (in words for the console).
+    #[error("{0}")]
+    Refused(String),
+    #[error("实例 {0} 已由运维终止")]
+    Terminated(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -391,6 +399,9 @@ impl<S: Store> Runtime<S> {
                 .load(id)
                 .await?
                 .ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
+            if l.row.status == TERMINATED {
+                return Err(Error::Terminated(id.to_string()));
+            }
             let now = self.now();
             let ev = Input::Signal {
                 at: now,
@@ -578,8 +589,9 @@ impl<S: Store> Runtime<S> {
         }
         let mut commits: Vec<StepCommit> = Vec::with_capacity(work.len());
         for (id, input, extra) in work {
-            let Some(l) = loaded.get_mut(&id) else {
-                // The instance is gone (or never was): keep only the bookkeeping.
+            let Some(l) = loaded.get_mut(&id).filter(|l| l.row.status != TERMINATED) else {
+                // The instance is gone (or never was), or an operator ended
+                // it: keep only the bookkeeping.
                 commits.push(StepCommit {
                     instance: None,
                     ..extra

@@ -583,6 +583,8 @@ impl Store for SqlStore {
                         let i = c.instance.as_ref().expect("update");
                         vec![
                             Arg::T(Some(i.id.clone())),
+                            Arg::T(Some(i.definition_hash.clone())),
+                            Arg::I(Some(i.definition_version)),
                             Arg::T(Some(i.state.clone())),
                             Arg::T(Some(i.status.clone())),
                             Arg::T(i.status_label.clone()),
@@ -597,9 +599,10 @@ impl Store for SqlStore {
                     })
                     .collect();
                 let sql = format!(
-                    "WITH v (id, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, history_hash, expected) \
+                    "WITH v (id, definition_hash, definition_version, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, history_hash, expected) \
                      AS (VALUES {}) \
-                     UPDATE instances SET state = v.state, status = v.status, status_label = v.status_label, \
+                     UPDATE instances SET definition_hash = v.definition_hash, definition_version = v.definition_version, \
+                     state = v.state, status = v.status, status_label = v.status_label, \
                      snapshot = v.snapshot, revision = v.revision, history_len = v.history_len, \
                      updated_at = v.updated_at, closed_at = v.closed_at, history_hash = v.history_hash \
                      FROM v WHERE instances.id = v.id AND instances.revision = v.expected RETURNING instances.id",

@@ -216,6 +216,24 @@ fn describe(e: &Event) -> (String, String) {
         ),
         Event::StepFailed { error } => ("步骤失败（待运维处理）".into(), error.clone()),
         Event::Ignored { note } => ("已记录未处理".into(), note.clone()),
+        Event::OperatorAction {
+            action,
+            operator,
+            reason,
+            detail,
+        } => (
+            format!(
+                "运维操作：{}",
+                match action.as_str() {
+                    "retry_step" => "重试失败的步骤",
+                    "retry_activity" => "重试活动",
+                    "terminate" => "终止实例",
+                    "signal" => "代为发送信号",
+                    other => other,
+                }
+            ),
+            format!("{operator}；原因：{reason} {}", json(detail)),
+        ),
         Event::Unreadable { row_kind, error } => {
             (format!("无法读取的记录 {row_kind}"), error.clone())
         }

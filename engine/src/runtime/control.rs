@@ -1,0 +1,250 @@
+//! Repairs an operator makes (issue 12, R8.4), each with a reason and
+//! recorded in the instance's history (chained like every other row) with
+//! who and when: retry the step that failed, run an activity that used up
+//! its attempts once more, terminate an instance, send a signal on
+//! someone's behalf. Comparable to `temporal workflow reset | terminate |
+//! signal`, for our definitions.
+
+use super::{Error, Result, Runtime};
+use crate::interpreter::{Actor, Input};
+use crate::store::{self, InstanceRow, StepCommit, Store, TaskStatus};
+use serde_json::{json, Value};
+
+/// The status of an instance an operator ended.
+pub const TERMINATED: &str = "terminated";
+
+/// Who repairs, and why (both required).
+#[derive(Debug, Clone)]
+pub struct Repair {
+    pub operator: String,
+    pub reason: String,
+}
+
+impl Repair {
+    fn check(&self) -> Result<()> {
+        if self.operator.trim().is_empty() || self.reason.trim().is_empty() {
+            return Err(Error::Refused("运维操作须注明操作人和原因".into()));
+        }
+        Ok(())
+    }
+}
+
+impl<S: Store> Runtime<S> {
+    /// A history row of an operator's action on `row`, as the commit that
+    /// writes it (the instance's revision moves on, the chain goes on).
+    fn operator_note(&self, row: &InstanceRow, payload: Value) -> StepCommit {
+        let now = self.now();
+        let h = store::HistoryRow::chained(
+            &row.id,
+            row.history_len,
+            now,
+            "operator_action",
+            payload.to_string(),
+            row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
+        );
+        let mut new = row.clone();
+        new.revision += 1;
+        new.history_len += 1;
+        new.updated_at = now;
+        new.history_hash = h.hash.clone();
+        StepCommit {
+            expected_revision: Some(row.revision),
+            instance: Some(new),
+            history: vec![h],
+            ..Default::default()
+        }
+    }
+
+    async fn row(&self, id: &str) -> Result<InstanceRow> {
+        self.inner
+            .store
+            .instance(id)
+            .await?
+            .ok_or_else(|| Error::UnknownInstance(id.to_string()))
+    }
+
+    /// Apply again the input whose step failed (a rule error in a timer or
+    /// activity handler) after the definition was fixed. The interpreter is
+    /// deterministic, so the same version would fail the same way: the
+    /// instance moves to the latest published version of its workflow
+    /// (which must still have its current state) and the input is applied
+    /// there. If it fails again the instance stays failed with a new
+    /// `step_failed` row.
+    pub async fn retry_failed_step(&self, id: &str, by: &Repair) -> Result<()> {
+        by.check()?;
+        let row = self.row(id).await?;
+        if row.status != "failed" {
+            return Err(Error::Refused(format!(
+                "实例 {id} 没有失败的步骤（状态：{}）",
+                row.status
+            )));
+        }
+        let history = self.inner.store.history(id).await?;
+        let input: Input = history
+            .iter()
+            .rev()
+            .find(|h| h.kind == "step_failed")
+            .and_then(|h| serde_json::from_str::<Value>(&h.payload).ok())
+            .and_then(|p| serde_json::from_value(p["input"].clone()).ok())
+            .ok_or_else(|| Error::Corrupt(format!("{id}: no failed step in the history")))?;
+        let latest = self
+            .inner
+            .latest
+            .get(&row.kind)
+            .cloned()
+            .ok_or_else(|| Error::UnknownWorkflow(row.kind.clone()))?;
+        let mut state = crate::inspect::state_of(&row).map_err(Error::Corrupt)?;
+        if latest.state(&state.state).is_none() {
+            return Err(Error::Refused(format!(
+                "最新版本（{}）没有实例所处的状态 {}，不能在其上重试",
+                latest.version, state.state
+            )));
+        }
+        let from = (row.definition_version, row.definition_hash.clone());
+        state.hash = latest.hash.as_str().into();
+        state.version = latest.version;
+        let mut note = self.operator_note(
+            &row,
+            json!({"action": "retry_step", "operator": by.operator, "reason": by.reason, "input": input,
+                   "from_version": from.0, "from_hash": from.1,
+                   "to_version": latest.version, "to_hash": latest.hash}),
+        );
+        if let Some(r) = note.instance.as_mut() {
+            r.definition_hash = latest.hash.clone();
+            r.definition_version = latest.version.into();
+            r.snapshot = serde_json::to_string(&state).expect("serialisable");
+        }
+        self.inner.store.commit(&[note]).await?;
+        // The same input, as of now (its time moves with the retry).
+        let input = match input {
+            Input::TimerFired { id, .. } => Input::TimerFired { at: self.now(), id },
+            Input::ActivityCompleted { id, result, .. } => Input::ActivityCompleted {
+                at: self.now(),
+                id,
+                result,
+            },
+            Input::ActivityFailed { id, error, .. } => Input::ActivityFailed {
+                at: self.now(),
+                id,
+                error,
+            },
+            Input::ChildCompleted {
+                id, status, output, ..
+            } => Input::ChildCompleted {
+                at: self.now(),
+                id,
+                status,
+                output,
+            },
+            other => other,
+        };
+        self.apply_batch(vec![(id.to_string(), input, StepCommit::default())])
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Run once more an activity task that used up its attempts (after the
+    /// gateway or the data was fixed), under the same idempotency key. The
+    /// workflow already went on from its failure; the new outcome is
+    /// recorded in the history.
+    pub async fn retry_task(&self, task_id: &str, by: &Repair) -> Result<()> {
+        by.check()?;
+        let task = self
+            .inner
+            .store
+            .task(task_id)
+            .await?
+            .ok_or_else(|| Error::Refused(format!("没有活动任务 {task_id}")))?;
+        if task.status != TaskStatus::Failed {
+            return Err(Error::Refused(format!(
+                "活动任务 {task_id} 未失败（状态：{}）",
+                task.status.as_str()
+            )));
+        }
+        let row = self.row(&task.instance_id).await?;
+        let note = self.operator_note(
+            &row,
+            json!({"action": "retry_activity", "operator": by.operator, "reason": by.reason,
+                   "activity_id": task.activity_id, "name": task.name}),
+        );
+        self.inner.store.commit(&[note]).await?;
+        let now = self.now();
+        self.inner
+            .store
+            .retry_task(
+                task_id,
+                &format!("运维重试（{}）：{}", by.operator, by.reason),
+                now,
+                now,
+            )
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// End an instance: its timers are deleted, later inputs are recorded
+    /// and ignored, signals are refused.
+    pub async fn terminate(&self, id: &str, by: &Repair) -> Result<()> {
+        by.check()?;
+        for _ in 0..5 {
+            let row = self.row(id).await?;
+            if row.status == "completed" || row.status == TERMINATED {
+                return Err(Error::Refused(format!("实例 {id} 已经结束")));
+            }
+            let state = crate::inspect::state_of(&row).map_err(Error::Corrupt)?;
+            let mut c = self.operator_note(
+                &row,
+                json!({"action": "terminate", "operator": by.operator, "reason": by.reason}),
+            );
+            if let Some(r) = c.instance.as_mut() {
+                r.status = TERMINATED.into();
+                r.status_label = Some("已由运维终止".into());
+                r.closed_at = Some(self.now());
+            }
+            c.timers_delete = state.timers.keys().cloned().collect();
+            match self.inner.store.commit(&[c]).await {
+                Ok(_) => return Ok(()),
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Refused(format!("实例 {id} 正在变化，请稍后重试")))
+    }
+
+    /// Send a signal on behalf of `actor` (whose role the definition
+    /// allows), noting the operator and the reason first. The definition's
+    /// checks apply as to the actor's own signal.
+    pub async fn signal_as_operator(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        actor: Actor,
+        by: &Repair,
+    ) -> Result<()> {
+        by.check()?;
+        let on_behalf = actor.clone();
+        let actor = Actor {
+            name: Some(format!("运维 {} 代 {}", by.operator, actor.id)),
+            ..actor
+        };
+        // A refused signal writes nothing, so the note follows a signal
+        // that was taken.
+        self.signal(id, name, payload, actor).await?;
+        for _ in 0..5 {
+            let row = self.row(id).await?;
+            let note = self.operator_note(
+                &row,
+                json!({"action": "signal", "operator": by.operator, "reason": by.reason,
+                       "signal": name, "on_behalf_of": on_behalf}),
+            );
+            match self.inner.store.commit(&[note]).await {
+                Ok(_) => return Ok(()),
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Refused(format!("实例 {id} 正在变化，请稍后重试")))
+    }
+}
