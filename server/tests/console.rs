@@ -35,7 +35,108 @@ macro_rules! on_both_databases {
     };
 }
 
-on_both_databases!(operators_search_instances_and_read_whole_histories);
+on_both_databases!(
+    operators_search_instances_and_read_whole_histories,
+    operators_repair_from_the_instance_page_with_a_reason
+);
+
+async fn operators_repair_from_the_instance_page_with_a_reason(w: World) {
+    w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    w.settle().await;
+    let ids: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, enterprise_id FROM warnings ORDER BY id LIMIT 2")
+            .fetch_all(&w.sys.pool)
+            .await
+            .unwrap();
+    let [(first, _), (second, enterprise)] = [ids[0].clone(), ids[1].clone()];
+    let page = |id: &str| format!("/ops/instances/{}", urlencoding::encode(id));
+    let mut op = w.logged_in("operator", "/ops").await;
+    let before = op.get(&page(&first)).await;
+    assert!(before.contains("id=\"terminate\""));
+    assert!(
+        before.contains("完整（已校验"),
+        "the history chain is checked on the page"
+    );
+
+    // A reason is required.
+    let no_reason = op
+        .post(&format!("{}/terminate", page(&first)), &[("reason", " ")])
+        .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    op.post(
+        &format!("{}/terminate", page(&first)),
+        &[("reason", "重复预警，已与企业核实")],
+    )
+    .await
+    .assert_redirect(&page(&first));
+    let after = op.get(&page(&first)).await;
+    assert!(after.contains("运维操作：终止实例"));
+    assert!(after.contains("重复预警，已与企业核实"));
+    assert!(
+        !after.contains("id=\"terminate\""),
+        "no repair on an ended instance"
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT COUNT(*) FROM warnings WHERE id = '{first}' AND closed_at IS NOT NULL"
+        ))
+        .await,
+        1,
+        "the projection shows it ended"
+    );
+
+    // On the enterprise's behalf: bad JSON and a wrong role are refused.
+    let signal = format!("{}/signal", page(&second));
+    let payload = r#"{"reported_to_community": true, "community": "书院街社区", "person_situation": "人员已离职"}"#;
+    let bad_json = op
+        .post(
+            &signal,
+            &[
+                ("signal", "dispose"),
+                ("role", "enterprise"),
+                ("actor", &enterprise),
+                ("payload", "{"),
+                ("reason", "电话报告"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_json.status, StatusCode::BAD_REQUEST);
+    let wrong_role = op
+        .post(
+            &signal,
+            &[
+                ("signal", "dispose"),
+                ("role", "district"),
+                ("actor", "jinjiang"),
+                ("payload", payload),
+                ("reason", "电话报告"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong_role.status, StatusCode::BAD_REQUEST);
+    op.post(
+        &signal,
+        &[
+            ("signal", "dispose"),
+            ("role", "enterprise"),
+            ("actor", &enterprise),
+            ("payload", payload),
+            ("reason", "企业系统故障，电话报告处置情况"),
+        ],
+    )
+    .await
+    .assert_redirect(&page(&second));
+    let moved = op.get(&page(&second)).await;
+    assert!(moved.contains("运维操作：代为发送信号"));
+    assert!(moved.contains("under_review"));
+    assert_eq!(
+        w.count(&format!(
+            "SELECT COUNT(*) FROM warnings WHERE id = '{second}' AND state = 'under_review'"
+        ))
+        .await,
+        1
+    );
+}
 
 async fn operators_search_instances_and_read_whole_histories(w: World) {
     w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());

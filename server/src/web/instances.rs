@@ -285,6 +285,25 @@ pub async fn instance(
         })
         .collect::<Vec<_>>();
     let history = store.history(&id).await.map_err(WebError::internal)?;
+    // The signals its definition version accepts, for the repair form.
+    let program = app
+        .sys
+        .runtime
+        .program(&r.definition_hash)
+        .await
+        .map_err(WebError::internal)?;
+    let signals = program
+        .signals
+        .iter()
+        .map(|(name, s)| context! { name => name, actors => s.actors })
+        .collect::<Vec<_>>();
+    let chain = match store.verify_history(&id).await {
+        Ok(c) => c.broken.map_or_else(
+            || format!("完整（已校验 {} 条）", c.rows),
+            |b| format!("在第 {} 条处断开：{b}", b.seq),
+        ),
+        Err(e) => format!("无法校验：{e}"),
+    };
     let events = inspect::events(&history)
         .iter()
         .map(|e| {
@@ -301,6 +320,7 @@ pub async fn instance(
             context! {
                 i => row(&r), hash => r.definition_hash, parent => r.parent_id,
                 vars => vars, timers => timers, tasks => tasks, events => events,
+                signals => signals, chain => chain,
             },
         )?
         .into_response())
@@ -341,4 +361,153 @@ pub async fn definition(
             },
         )?
         .into_response())
+}
+
+/// What an operator's repair form sends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RepairForm {
+    reason: String,
+    /// Signal: its name, on whose behalf (role and id) and its payload.
+    signal: String,
+    role: String,
+    actor: String,
+    payload: String,
+}
+
+fn repair_of(ctx: &Ctx, f: &RepairForm) -> Result<engine::runtime::Repair, WebError> {
+    let reason = f.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(WebError::BadRequest(
+            "请填写操作原因（不超过500字），它将记入实例历史".into(),
+        ));
+    }
+    Ok(engine::runtime::Repair {
+        operator: ctx.account()?.username.clone(),
+        reason: reason.to_string(),
+    })
+}
+
+/// The engine's refusals in words; anything else is an internal error.
+fn refused(e: engine::runtime::Error) -> WebError {
+    use engine::interpreter::Error as S;
+    use engine::runtime::Error as E;
+    match e {
+        E::Refused(_) | E::Terminated(_) | E::UnknownInstance(_) => {
+            WebError::BadRequest(e.to_string())
+        }
+        E::Step(S::InvalidPayload(errors)) => WebError::BadRequest(format!(
+            "信号内容不符合定义：{}",
+            errors
+                .iter()
+                .map(|f| format!("{} {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("；")
+        )),
+        E::Step(
+            s @ (S::NotAccepted { .. }
+            | S::ActorNotAllowed { .. }
+            | S::UnknownSignal(_)
+            | S::Ended(_)),
+        ) => WebError::BadRequest(format!("该实例当前不接受此信号：{s}")),
+        other => WebError::internal(other),
+    }
+}
+
+/// After a repair, the warnings projection (if the instance is a warning)
+/// shows the instance's new state at once, as after a form's signal.
+async fn refresh(app: &Shared, id: &str) -> Result<(), WebError> {
+    crate::activities::refresh_warning(&app.sys.pool, id).await?;
+    Ok(())
+}
+
+fn back_to(id: &str) -> Response {
+    axum::response::Redirect::to(&format!("/ops/instances/{}", urlencoding::encode(id)))
+        .into_response()
+}
+
+pub async fn terminate(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let by = repair_of(&ctx, &f)?;
+    app.sys.runtime.terminate(&id, &by).await.map_err(refused)?;
+    refresh(&app, &id).await?;
+    Ok(back_to(&id))
+}
+
+pub async fn retry_step(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let by = repair_of(&ctx, &f)?;
+    app.sys
+        .runtime
+        .retry_failed_step(&id, &by)
+        .await
+        .map_err(refused)?;
+    refresh(&app, &id).await?;
+    Ok(back_to(&id))
+}
+
+pub async fn signal(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let by = repair_of(&ctx, &f)?;
+    let payload: Value = if f.payload.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&f.payload)
+            .map_err(|e| WebError::BadRequest(format!("信号内容须为 JSON：{e}")))?
+    };
+    if f.signal.trim().is_empty() || f.role.trim().is_empty() || f.actor.trim().is_empty() {
+        return Err(WebError::BadRequest(
+            "请填写信号名称、代为操作的角色和账号编号".into(),
+        ));
+    }
+    let actor = engine::Actor {
+        role: f.role.trim().to_string(),
+        id: f.actor.trim().to_string(),
+        name: None,
+    };
+    app.sys
+        .runtime
+        .signal_as_operator(&id, f.signal.trim(), payload, actor, &by)
+        .await
+        .map_err(refused)?;
+    refresh(&app, &id).await?;
+    Ok(back_to(&id))
+}
+
+pub async fn retry_task(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(key): Path<String>,
+    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let by = repair_of(&ctx, &f)?;
+    let task = app
+        .sys
+        .store
+        .task(&key)
+        .await
+        .map_err(WebError::internal)?
+        .ok_or(WebError::NotFound)?;
+    app.sys
+        .runtime
+        .retry_task(&key, &by)
+        .await
+        .map_err(refused)?;
+    Ok(back_to(&task.instance_id))
 }
