@@ -7,6 +7,7 @@ pub mod adapters;
 pub mod admin;
 pub mod comparison;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod domain;

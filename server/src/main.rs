@@ -49,8 +49,94 @@ enum Command {
     },
 }
 
+/// The configuration an `instances` command works on.
+#[derive(clap::Args)]
+struct On {
+    /// Configuration file (YAML); EPI_* environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Why an operator repairs (recorded in the instance's history).
+#[derive(clap::Args)]
+struct Why {
+    /// The reason, recorded with who and when.
+    #[arg(long)]
+    reason: String,
+}
+
 #[derive(Subcommand)]
 enum InstancesCommand {
+    /// Search instances (newest first).
+    List {
+        #[command(flatten)]
+        on: On,
+        #[arg(long)]
+        kind: Option<String>,
+        /// running, completed, failed or terminated.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        enterprise: Option<String>,
+        #[arg(long)]
+        district: Option<String>,
+        /// Masked ID number of the person.
+        #[arg(long)]
+        person: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One instance: state, pending timers, activity tasks, whole history.
+    Show {
+        #[command(flatten)]
+        on: On,
+        id: String,
+    },
+    /// End an instance (its timers go; later inputs are ignored).
+    Terminate {
+        #[command(flatten)]
+        on: On,
+        id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Apply again the input whose step failed, on the latest definition.
+    Retry {
+        #[command(flatten)]
+        on: On,
+        id: String,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Run once more an activity task that used up its attempts (by its
+    /// idempotency key, `instance/aN`).
+    RetryTask {
+        #[command(flatten)]
+        on: On,
+        key: String,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Send a signal on someone's behalf.
+    Signal {
+        #[command(flatten)]
+        on: On,
+        id: String,
+        name: String,
+        /// The role the definition allows (enterprise, district, …).
+        #[arg(long)]
+        role: String,
+        /// The account id acted for (enterprise id, district code, …).
+        #[arg(long)]
+        actor: String,
+        /// The signal's payload as JSON.
+        #[arg(long)]
+        payload: Option<String>,
+        #[command(flatten)]
+        why: Why,
+    },
     /// Verify instances' tamper-evident histories (each row carries the hash
     /// of the row before it): prints `ID: ok (N rows)` or `ID: broken at seq
     /// K: …` per instance; exits 1 if any is broken or not found.
@@ -357,9 +443,170 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Instances checked per page by `instances verify --all`.
 const VERIFY_PAGE: i64 = 500;
 
+/// `instances list | show | terminate | retry | retry-task | signal`.
+async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode> {
+    use engine::store::{InstanceFilter, Page, Store as _};
+    let on = match &command {
+        InstancesCommand::List { on, .. }
+        | InstancesCommand::Show { on, .. }
+        | InstancesCommand::Terminate { on, .. }
+        | InstancesCommand::Retry { on, .. }
+        | InstancesCommand::RetryTask { on, .. }
+        | InstancesCommand::Signal { on, .. } => on,
+        InstancesCommand::Verify { .. } => unreachable!("verify has its own command"),
+    };
+    let config = server::config::Config::load(on.config.as_deref(), |k| std::env::var(k).ok())?;
+    let sys = server::system::System::open(
+        &config,
+        &server::system::Paths::repository(),
+        server::system::ClockChoice::System,
+        engine::runtime::Options::default(),
+    )
+    .await
+    .context("opening the system")?;
+    let store = &sys.store;
+    let by = |why: &Why| engine::runtime::Repair {
+        operator: format!(
+            "命令行 {}",
+            std::env::var("USER").unwrap_or_else(|_| "operator".into())
+        ),
+        reason: why.reason.clone(),
+    };
+    match command {
+        InstancesCommand::List {
+            kind,
+            status,
+            state,
+            enterprise,
+            district,
+            person,
+            limit,
+            ..
+        } => {
+            let filter = InstanceFilter {
+                kind,
+                status,
+                state,
+                enterprise_id: enterprise,
+                district,
+                person,
+                ..Default::default()
+            };
+            let total = store.count_instances(&filter).await?;
+            for r in store.instances(&filter, Page { limit, offset: 0 }).await? {
+                println!(
+                    "{}\t{} v{}\t{}\t{}{}\t{}",
+                    r.id,
+                    r.kind,
+                    r.definition_version,
+                    r.state,
+                    r.status,
+                    r.status_label
+                        .map(|l| format!("（{l}）"))
+                        .unwrap_or_default(),
+                    server::console::local_time(r.updated_at.timestamp_millis())
+                );
+            }
+            println!("{total} instance(s)");
+        }
+        InstancesCommand::Show { id, .. } => {
+            let r = store
+                .instance(&id)
+                .await?
+                .with_context(|| format!("no instance {id}"))?;
+            println!(
+                "{} — {} v{} ({}) — state {} — {}{}",
+                r.id,
+                r.kind,
+                r.definition_version,
+                r.definition_hash,
+                r.state,
+                r.status,
+                r.status_label
+                    .map(|l| format!("（{l}）"))
+                    .unwrap_or_default()
+            );
+            println!("pending timers:");
+            for t in store.pending_timers(Some(&id), Page::default()).await? {
+                println!(
+                    "  {} {} due {}",
+                    t.name,
+                    t.timer_id,
+                    server::console::local_time(t.due_at.timestamp_millis())
+                );
+            }
+            println!("activity tasks:");
+            for t in store.tasks_of(&id).await? {
+                println!(
+                    "  {} {} {} attempt {}/{}{}",
+                    t.id,
+                    t.name,
+                    t.status.as_str(),
+                    t.attempt,
+                    t.max_attempts,
+                    t.last_error.map(|e| format!(" — {e}")).unwrap_or_default()
+                );
+            }
+            println!("history:");
+            for e in engine::inspect::events(&store.history(&id).await?) {
+                let (what, detail) = server::console::describe(&e.event);
+                println!(
+                    "  {:>4} {} {what} {detail}",
+                    e.seq,
+                    server::console::local_time(e.at.timestamp_millis())
+                );
+            }
+        }
+        InstancesCommand::Terminate { id, why, .. } => {
+            sys.runtime.terminate(&id, &by(&why)).await?;
+            server::activities::refresh_warning(&sys.pool, &id).await?;
+            println!("{id}: terminated");
+        }
+        InstancesCommand::Retry { id, why, .. } => {
+            sys.runtime.retry_failed_step(&id, &by(&why)).await?;
+            server::activities::refresh_warning(&sys.pool, &id).await?;
+            let r = store.instance(&id).await?.context("instance gone")?;
+            println!("{id}: retried; now {} ({})", r.state, r.status);
+        }
+        InstancesCommand::RetryTask { key, why, .. } => {
+            sys.runtime.retry_task(&key, &by(&why)).await?;
+            println!("{key}: will run again (the server's runtime picks it up)");
+        }
+        InstancesCommand::Signal {
+            id,
+            name,
+            role,
+            actor,
+            payload,
+            why,
+            ..
+        } => {
+            let payload = match payload {
+                Some(p) => serde_json::from_str(&p).context("--payload must be JSON")?,
+                None => serde_json::Value::Null,
+            };
+            let actor = engine::Actor {
+                role,
+                id: actor,
+                name: None,
+            };
+            sys.runtime
+                .signal_as_operator(&id, &name, payload, actor, &by(&why))
+                .await?;
+            server::activities::refresh_warning(&sys.pool, &id).await?;
+            let r = store.instance(&id).await?.context("instance gone")?;
+            println!("{id}: signal {name} taken; now {}", r.state);
+        }
+        InstancesCommand::Verify { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn instances(command: InstancesCommand) -> anyhow::Result<ExitCode> {
     use engine::store::{ChainCheck, Store as _};
-    let InstancesCommand::Verify { config, ids, all } = command;
+    let InstancesCommand::Verify { config, ids, all } = command else {
+        return instances_console(command).await;
+    };
     let config = server::config::Config::load(config.as_deref(), |k| std::env::var(k).ok())?;
     let store = server::db::open(&config.database_url)
         .await

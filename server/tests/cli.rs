@@ -302,3 +302,100 @@ async fn instances_verify_names_a_tampered_history_row() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("nobody: not found"), "{out}");
 }
+
+/// `instances list | show | terminate | signal` on the configured
+/// database: what the console's pages do, from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_list_show_and_repair_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+    {
+        let store = server::db::open(&url).await.unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+        let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+        let mut acts = engine::runtime::Activities::new();
+        for name in bundle.activities.keys() {
+            acts = acts.register(name, |_c: engine::runtime::ActivityCall| async {
+                Ok(serde_json::Value::Null)
+            });
+        }
+        let rt = engine::runtime::Runtime::new(
+            store.clone(),
+            std::sync::Arc::new(engine::clock::SystemClock),
+            &bundle,
+            acts,
+            engine::runtime::Options::default(),
+        )
+        .await
+        .unwrap();
+        for id in ["w1", "w2"] {
+            let input = serde_json::json!({
+                "warning_id": id, "enterprise_id": "e1", "enterprise_name": "成都示例建设有限公司",
+                "district": "jinjiang", "person_id": "510104********1234",
+                "person_name": "张三", "reason": "核酸阳性",
+            });
+            assert!(rt.start("warning", id, input).await.unwrap());
+        }
+        rt.run_until_idle().await.unwrap();
+    }
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("database_url: \"{url}\"\n")).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_server"))
+            .arg("instances")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("EPI_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + String::from_utf8_lossy(&out.stderr).as_ref(),
+        )
+    };
+    let (code, out) = run(&["list", "--kind", "warning"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("w1\twarning v1\tawaiting_disposal"), "{out}");
+    assert!(out.contains("2 instance(s)"), "{out}");
+    let (code, out) = run(&["show", "w1"]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "second_reminder",
+        "调度活动 notify_enterprise",
+        "w1/a",
+        "状态变更",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // A repair needs a reason.
+    let (code, _) = run(&["terminate", "w1"]);
+    assert_eq!(code, 2);
+    let (code, out) = run(&["terminate", "w1", "--reason", "重复预警"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = run(&["list", "--status", "terminated"]);
+    assert!(out.contains("w1") && out.contains("1 instance(s)"), "{out}");
+    let payload = r#"{"reported_to_community": true, "community": "书院街社区", "person_situation": "人员已离职"}"#;
+    let (code, out) = run(&[
+        "signal",
+        "w2",
+        "dispose",
+        "--role",
+        "enterprise",
+        "--actor",
+        "e1",
+        "--payload",
+        payload,
+        "--reason",
+        "企业电话报告",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("now under_review"), "{out}");
+    let (_, out) = run(&["show", "w2"]);
+    assert!(out.contains("运维操作：代为发送信号"), "{out}");
+    let (code, out) = run(&["verify", "w1", "w2"]);
+    assert_eq!(code, 0, "{out}");
+}

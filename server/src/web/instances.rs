@@ -8,7 +8,7 @@
 use super::{Ctx, Shared, WebError};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use engine::inspect::{self, Event};
+use engine::inspect;
 use engine::store::{InstanceFilter, InstanceRow, Page, Store};
 use minijinja::context;
 use serde::Deserialize;
@@ -117,129 +117,6 @@ pub async fn search(
         .into_response())
 }
 
-/// An event in words for the page: (what, details).
-fn describe(e: &Event) -> (String, String) {
-    let json = |v: &Value| match v {
-        Value::Null => String::new(),
-        v => v.to_string(),
-    };
-    match e {
-        Event::Started { input } => ("启动".into(), json(input)),
-        Event::Signal {
-            name,
-            actor,
-            payload,
-        } => (
-            format!("信号 {name}"),
-            format!(
-                "{}：{} {}",
-                actor.role,
-                actor.name.as_deref().unwrap_or(&actor.id),
-                json(payload)
-            ),
-        ),
-        Event::TimerSet { name, due_at, id } => (
-            format!("设置定时器 {name}"),
-            format!(
-                "{id}，到期 {}",
-                super::render::local(due_at.timestamp_millis())
-            ),
-        ),
-        Event::TimerCancelled { id, name } => (
-            format!("取消定时器 {}", name.as_deref().unwrap_or(id)),
-            id.clone(),
-        ),
-        Event::TimerFired { id, name } => (
-            format!("定时器到期 {}", name.as_deref().unwrap_or(id)),
-            id.clone(),
-        ),
-        Event::ActivityScheduled {
-            name,
-            idempotency_key,
-            args,
-            max_attempts,
-            ..
-        } => (
-            format!("调度活动 {name}"),
-            format!(
-                "幂等键 {idempotency_key}，最多 {max_attempts} 次；参数 {}",
-                json(args)
-            ),
-        ),
-        Event::AttemptFailed {
-            name,
-            attempt,
-            error,
-            next_attempt_at,
-            ..
-        } => (
-            format!("活动 {name} 第{attempt}次尝试失败"),
-            format!(
-                "{error}{}",
-                next_attempt_at
-                    .as_deref()
-                    .map(|t| format!("；下次重试 {t}"))
-                    .unwrap_or_default()
-            ),
-        ),
-        Event::ActivityCompleted { id, name, result } => (
-            format!("活动完成 {}", name.as_deref().unwrap_or(id)),
-            json(result),
-        ),
-        Event::ActivityFailed { id, name, error } => (
-            format!("活动失败 {}", name.as_deref().unwrap_or(id)),
-            error.clone(),
-        ),
-        Event::ChildStarted { workflow, key, id } => (
-            format!("启动子流程 {workflow}"),
-            key.clone().unwrap_or_else(|| id.clone()),
-        ),
-        Event::ChildCompleted { id, status, output } => (
-            format!("子流程结束 {id}"),
-            format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
-        ),
-        Event::Decision {
-            origin,
-            expr,
-            result,
-        } => (
-            format!("规则判断 {}", if *result { "成立" } else { "不成立" }),
-            format!("{origin}：{expr}"),
-        ),
-        Event::StateChanged { from, to } => (
-            "状态变更".into(),
-            format!("{} → {to}", from.as_deref().unwrap_or("（开始）")),
-        ),
-        Event::Completed { status, output } => (
-            "流程结束".into(),
-            format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
-        ),
-        Event::StepFailed { error } => ("步骤失败（待运维处理）".into(), error.clone()),
-        Event::Ignored { note } => ("已记录未处理".into(), note.clone()),
-        Event::OperatorAction {
-            action,
-            operator,
-            reason,
-            detail,
-        } => (
-            format!(
-                "运维操作：{}",
-                match action.as_str() {
-                    "retry_step" => "重试失败的步骤",
-                    "retry_activity" => "重试活动",
-                    "terminate" => "终止实例",
-                    "signal" => "代为发送信号",
-                    other => other,
-                }
-            ),
-            format!("{operator}；原因：{reason} {}", json(detail)),
-        ),
-        Event::Unreadable { row_kind, error } => {
-            (format!("无法读取的记录 {row_kind}"), error.clone())
-        }
-    }
-}
-
 pub async fn instance(
     State(app): State<Shared>,
     ctx: Ctx,
@@ -307,7 +184,7 @@ pub async fn instance(
     let events = inspect::events(&history)
         .iter()
         .map(|e| {
-            let (what, detail) = describe(&e.event);
+            let (what, detail) = crate::console::describe(&e.event);
             context! { seq => e.seq, at => e.at.timestamp_millis(), kind => serde_json::to_value(&e.event).ok().and_then(|v| v["kind"].as_str().map(str::to_string)), what => what, detail => detail }
         })
         .collect::<Vec<_>>();

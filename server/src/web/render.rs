@@ -48,16 +48,7 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "ops_definition.html",
 ];
 
-/// Local time in Chengdu of unix milliseconds, as the pages show it.
-pub fn local(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| {
-            t.with_timezone(&chrono_tz::Asia::Shanghai)
-                .format("%Y-%m-%d %H:%M")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
+pub use crate::console::local_time as local;
 
 impl Templates {
     pub fn new() -> Templates {
