@@ -73,6 +73,8 @@ pub struct System {
     /// Set in rehearsals and tests: the clock an operator may move.
     pub adjustable: Option<Arc<dyn AdjustableClock>>,
     pub sms: Arc<dyn SmsGateway>,
+    /// SMS go to the `sms_log` table (the embedded default), not a gateway.
+    pub sms_logged: bool,
     /// In a demo, rehearsal or test with the log SMS: the messages in
     /// clear, as the phones got them (in memory only; `sms_log` and the
     /// log have their secrets redacted). Empty otherwise.
@@ -183,6 +185,7 @@ impl System {
                 .cloned()
                 .ok_or(Error::MissingForm(name))
         };
+        runtime.on_incident(incident_notices(pool.clone(), clock.clone()));
         Ok(System {
             daily_record: form("daily_record")?,
             disposal: form("disposal")?,
@@ -193,6 +196,7 @@ impl System {
             clock,
             adjustable,
             sms,
+            sms_logged: config.sms.mode == SmsMode::Log,
             sms_inbox,
             districts: Arc::new(districts),
             bundle: Arc::new(bundle),
@@ -246,4 +250,35 @@ impl System {
             .await?;
         Ok(id)
     }
+}
+
+/// Incidents (a step whose rules failed, an activity that used up its
+/// attempts) become notices in the operators' inbox, linked to the instance.
+fn incident_notices(pool: sqlx::AnyPool, clock: Arc<dyn Clock>) -> engine::runtime::IncidentSink {
+    Arc::new(move |i: engine::runtime::Incident| {
+        let (pool, now) = (pool.clone(), clock.now().timestamp_millis());
+        tokio::spawn(async move {
+            let (title, what) = match (i.kind, &i.activity) {
+                ("activity_failed", Some(a)) => ("故障：活动重试已用尽", format!("活动 {a}")),
+                _ => ("故障：流程步骤失败，等待运维处理", "规则执行".to_string()),
+            };
+            let body = format!("实例 {}：{what}失败。{}", i.instance_id, i.error);
+            let link = format!("/ops/instances/{}", urlencoding::encode(&i.instance_id));
+            let id = format!("incident/{}/{}/{now}", i.instance_id, i.kind);
+            let r = sqlx::query(
+                "INSERT INTO notices (id, recipient_kind, recipient_id, title, body, link, created_at) \
+                 VALUES ($1, 'operator', 'operators', $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(title)
+            .bind(&body)
+            .bind(&link)
+            .bind(now)
+            .execute(&pool)
+            .await;
+            if let Err(e) = r {
+                tracing::error!(incident = %id, error = %e, "could not record the incident notice");
+            }
+        });
+    })
 }

@@ -261,6 +261,11 @@ async fn a_failed_comparison_is_listed_with_its_cause_and_its_slot_can_run_again
     assert!(page.contains("比对失败"), "the failed run is listed");
     assert!(page.contains("class=\"run-error\""), "with its cause");
     assert!(page.contains("已用尽重试的活动"));
+    // Operators are told in their inbox, with a link to the instance.
+    let inbox = op.get("/notices").await;
+    inbox.assert_ok();
+    assert!(inbox.contains("故障：活动重试已用尽"), "{}", inbox.body);
+    assert!(inbox.contains("活动 run_comparison"));
     let failed: String = sqlx::query_scalar(
         "SELECT id FROM instances WHERE kind = 'comparison' AND id LIKE 'comparison/manual/%'",
     )

@@ -141,7 +141,26 @@ struct Inner<S> {
     opts: Options,
     metrics: Metrics,
     wake: tokio::sync::Notify,
+    incidents: RwLock<Option<IncidentSink>>,
 }
+
+/// Something an operator must look at (issue 12): a step whose rules
+/// failed (the instance waits), or an activity that used up its attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    pub instance_id: String,
+    /// The workflow, when the runtime has it at hand (steps; not activities).
+    pub workflow: Option<String>,
+    /// `step_failed` or `activity_failed`.
+    pub kind: &'static str,
+    /// The activity, for `activity_failed`.
+    pub activity: Option<String>,
+    pub error: String,
+}
+
+/// Where incidents are told (the application's notices, say); called after
+/// the transaction that recorded the failure committed.
+pub type IncidentSink = Arc<dyn Fn(Incident) + Send + Sync>;
 
 /// An instance as loaded for a step.
 struct Loaded {
@@ -195,6 +214,7 @@ impl<S: Store> Runtime<S> {
                 opts,
                 metrics: Metrics::new(),
                 wake: tokio::sync::Notify::new(),
+                incidents: RwLock::new(None),
             }),
         })
     }
@@ -210,6 +230,22 @@ impl<S: Store> Runtime<S> {
             tracing::warn!(%worker, tasks = taken, "took back the activity tasks this worker's previous process had claimed");
         }
         Ok(taken)
+    }
+
+    /// Tell incidents to `sink` from now on.
+    pub fn on_incident(&self, sink: IncidentSink) {
+        *self.inner.incidents.write().expect("lock") = Some(sink);
+    }
+
+    fn tell(&self, incidents: Vec<Incident>) {
+        if incidents.is_empty() {
+            return;
+        }
+        if let Some(sink) = self.inner.incidents.read().expect("lock").clone() {
+            for i in incidents {
+                sink(i);
+            }
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -588,6 +624,7 @@ impl<S: Store> Runtime<S> {
             );
         }
         let mut commits: Vec<StepCommit> = Vec::with_capacity(work.len());
+        let mut incidents = Vec::new();
         for (id, input, extra) in work {
             let Some(l) = loaded.get_mut(&id).filter(|l| l.row.status != TERMINATED) else {
                 // The instance is gone (or never was), or an operator ended
@@ -607,6 +644,13 @@ impl<S: Store> Runtime<S> {
                     // it in the history; the instance waits for an operator.
                     tracing::error!(instance = %id, error = %e, "step failed");
                     self.inner.metrics.step_failed(&l.program.name);
+                    incidents.push(Incident {
+                        instance_id: id.clone(),
+                        workflow: Some(l.program.name.clone()),
+                        kind: "step_failed",
+                        activity: None,
+                        error: e.to_string(),
+                    });
                     let mut c = extra;
                     let mut row = l.row.clone();
                     row.revision += 1;
@@ -644,7 +688,10 @@ impl<S: Store> Runtime<S> {
             commits.push(c);
         }
         match self.inner.store.commit(&commits).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.tell(incidents);
+                Ok(())
+            }
             Err(store::Error::Conflict { id, .. }) => {
                 // Another writer touched an instance; nothing was written.
                 // The work stays due and is picked up by the next round.
@@ -714,6 +761,7 @@ impl<S: Store> Runtime<S> {
         let now = self.now();
         let mut work = Vec::new();
         let mut retries = Vec::new();
+        let mut spent = Vec::new();
         for (task, out) in outcomes {
             let retry: RetryPolicy = serde_json::from_str(&task.retry).unwrap_or_default();
             let input = match out {
@@ -749,6 +797,13 @@ impl<S: Store> Runtime<S> {
                     // The workflow decides what follows (a comparison ends
                     // 比对失败); the operator's log names the cause.
                     tracing::error!(task = %task.id, instance = %task.instance_id, activity = %task.name, %error, "activity failed");
+                    spent.push(Incident {
+                        instance_id: task.instance_id.clone(),
+                        workflow: None,
+                        kind: "activity_failed",
+                        activity: Some(task.name.clone()),
+                        error: error.clone(),
+                    });
                     let done = TaskDone {
                         id: task.id.clone(),
                         status: TaskStatus::Failed,
@@ -776,6 +831,7 @@ impl<S: Store> Runtime<S> {
             ));
         }
         self.apply_batch(work).await?;
+        self.tell(spent);
         self.record_attempts(retries).await?;
         Ok(n)
     }

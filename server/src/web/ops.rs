@@ -121,7 +121,8 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
             &app,
             &ctx,
             "ops.html",
-            context! { runs, sms, counts, timers, failed_instances, failed_count, exhausted, retrying },
+            context! { runs, sms, counts, timers, failed_instances, failed_count, exhausted, retrying,
+            sms_logged => app.sys.sms_logged },
         )?
         .into_response())
 }

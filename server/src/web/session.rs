@@ -119,7 +119,9 @@ impl Ctx {
         Ok(match &self.account()?.role {
             Role::Enterprise { id, .. } => ("enterprise", id.clone()),
             Role::District { code } => ("district", code.clone()),
-            Role::City | Role::Operator => ("city", "city".to_string()),
+            Role::City => ("city", "city".to_string()),
+            // Incidents (steps failed, activities spent) come here.
+            Role::Operator => ("operator", "operators".to_string()),
             Role::Admin => return Err(WebError::Forbidden),
         })
     }
