@@ -174,6 +174,15 @@ enum AdminCommand {
         #[arg(long)]
         username: String,
     },
+    /// Create a token of the operators' JSON API (/api/v1); printed once,
+    /// stored only as its SHA-256.
+    CreateApiToken {
+        #[command(flatten)]
+        target: Target,
+        /// Who or what uses it (recorded with every repair it makes).
+        #[arg(long)]
+        name: String,
+    },
     /// Import district, city, operator and administrator accounts from CSV
     /// (header 账号,角色,区（市）县,手机号); prints each new account's
     /// generated password once. Existing accounts are left as they are.
@@ -668,6 +677,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
     let target = match &command {
         AdminCommand::CreateAdmin { target, .. }
         | AdminCommand::ResetPassword { target, .. }
+        | AdminCommand::CreateApiToken { target, .. }
         | AdminCommand::ImportAccounts { target, .. }
         | AdminCommand::ImportEnterprises { target, .. } => target,
     };
@@ -726,6 +736,12 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        AdminCommand::CreateApiToken { name, .. } => {
+            let token = server::web::api::create_token(&sys.pool, &name, now).await?;
+            println!("API token for {name} (shown once; send it as `Authorization: Bearer …`):");
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
         }
         AdminCommand::ResetPassword { username, .. } => {
             match admin::reset_password(

@@ -12,6 +12,7 @@
 //! or decide business rules (those are in the domain and `workflows/`).
 
 mod admin;
+pub mod api;
 mod auth;
 mod enterprise;
 mod error;
@@ -173,7 +174,7 @@ pub fn app_with_hashing(
         )
         .route("/window", get(admin::window))
         .route("/window/switch", post(admin::switch));
-    let mut router = router
+    let router = router
         .fallback(|| async { WebError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -182,6 +183,9 @@ pub fn app_with_hashing(
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         // Every refusal a Chinese page (axum's rejections are English text).
         .layer(axum::middleware::from_fn(error::chinese_rejections));
+    // The JSON API beside the pages: no session, CSRF or Chinese HTML
+    // error pages (it answers JSON and authenticates by token).
+    let mut router = Router::new().nest("/api/v1", api::router()).merge(router);
     // Outermost, so error pages and refusals carry them too.
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
