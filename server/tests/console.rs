@@ -305,3 +305,68 @@ async fn a_failed_comparison_is_listed_with_its_cause_and_its_slot_can_run_again
         StatusCode::BAD_REQUEST
     );
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A rule that throws inside the comparison: the run fails with the rule's
+/// position as its cause on /ops, nothing is opened, and operators are told.
+#[tokio::test]
+async fn a_rule_error_in_the_comparison_is_shown_with_its_position() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let defs = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("workflows"), &defs.path().join("workflows"));
+    copy_dir(&root.join("rules"), &defs.path().join("rules"));
+    let anomaly = defs.path().join("rules/anomaly.rhai");
+    let text = std::fs::read_to_string(&anomaly).unwrap();
+    std::fs::write(
+        &anomaly,
+        text.replace(
+            "fn evaluate(person) {\n",
+            "fn evaluate(person) {\n    let broken = person.vaccination.doses / 0;\n",
+        ),
+    )
+    .unwrap();
+    let w = World::with_paths(
+        START,
+        server::system::Paths {
+            workflows: defs.path().join("workflows"),
+            rules: defs.path().join("rules"),
+        },
+    )
+    .await;
+    w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    w.settle().await;
+    for _ in 0..30 {
+        w.clock.advance(std::time::Duration::from_secs(60));
+        w.settle().await;
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM warnings").await, 0);
+    let mut op = w.logged_in("operator", "/ops").await;
+    let page = op.get("/ops").await;
+    page.assert_ok();
+    assert!(page.contains("比对失败"), "{}", page.body);
+    let error = page
+        .body
+        .split("class=\"run-error\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("anomaly"), "the rule named: {error}");
+    assert!(
+        error.contains("line") || error.contains(":"),
+        "with its position: {error}"
+    );
+    assert!(op.get("/notices").await.contains("run_comparison"));
+}

@@ -193,19 +193,30 @@ impl World {
     ) -> World {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
-        let mut w = World::open_with(&url, start, change).await;
+        let mut w = World::open_with(&url, start, change, Paths::repository()).await;
+        w._dir = Some(dir);
+        w
+    }
+
+    /// `new` on other definitions (a copy of `workflows/` and `rules/`
+    /// changed by the test, say).
+    pub async fn with_paths(start: &str, paths: Paths) -> World {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+        let mut w = World::open_with(&url, start, |_| {}, paths).await;
         w._dir = Some(dir);
         w
     }
 
     async fn open(database_url: &str, start: &str) -> World {
-        World::open_with(database_url, start, |_| {}).await
+        World::open_with(database_url, start, |_| {}, Paths::repository()).await
     }
 
     async fn open_with(
         database_url: &str,
         start: &str,
         change: impl FnOnce(&mut server::config::Config),
+        paths: Paths,
     ) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
@@ -222,7 +233,7 @@ impl World {
         change(&mut config);
         let sys = System::open(
             &config,
-            &Paths::repository(),
+            &paths,
             ClockChoice::Adjustable(clock.clone()),
             engine::runtime::Options::default(),
         )
