@@ -426,6 +426,58 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
     b.submit("#review-submit").await;
     assert!(b.text("#warning-state").await.contains("销号办结"));
     b.shot("closed").await;
+    b.logout().await;
+
+    // The operator finds a spent activity among the incidents (the first
+    // reminder, made to have used up its attempts), runs it once more with
+    // a reason, and sees it complete.
+    sqlx::query(
+        "UPDATE tasks SET status = 'failed', last_error = '短信网关 HTTP 503 (after 8 attempt(s))' \
+         WHERE id = (SELECT id FROM tasks WHERE instance_id = $1 AND name = 'notify_enterprise' \
+                     ORDER BY created_at, id LIMIT 1)",
+    )
+    .bind(&warning)
+    .execute(&w.sys.pool)
+    .await
+    .unwrap();
+    b.login("operator", &w.passwords["operator"]).await;
+    b.go("/ops").await;
+    assert!(b
+        .text("#incident-counts")
+        .await
+        .contains("已用尽重试的活动 1"));
+    b.shot("operator-incidents").await;
+    b.go(&format!("/ops/instances/{}", urlencoding::encode(&warning)))
+        .await;
+    let reason =
+        b.c.find(Locator::Css("tr.task-failed input[name=reason]"))
+            .await
+            .unwrap();
+    reason.send_keys("短信网关已恢复").await.unwrap();
+    b.shot("operator-retry-task").await;
+    b.submit("tr.task-failed button.retry-task").await;
+    let mut done = false;
+    for _ in 0..200 {
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE instance_id = $1 AND status <> 'succeeded'",
+        )
+        .bind(&warning)
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+        if failed == 0 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done, "the retried activity completed");
+    b.go(&format!("/ops/instances/{}", urlencoding::encode(&warning)))
+        .await;
+    let page = b.text("body").await;
+    assert!(page.contains("运维操作：重试活动"), "{page}");
+    assert!(!page.contains("再执行一次"), "nothing spent any more");
+    b.shot("operator-retried").await;
     b.c.close().await.unwrap();
     let _ = std::fs::remove_dir_all(profile);
 }
