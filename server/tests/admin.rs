@@ -20,30 +20,7 @@ use web::{Client, NowMs, World};
 /// A Tuesday morning: the window is open.
 const START: &str = "2026-12-01T09:30:00+08:00";
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::World::new(super::START).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(w) = super::World::postgres(concat!("admin_", stringify!($name)), super::START).await {
-                        super::$name(w).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+on_both_databases!("admin":
     administrators_create_disable_enable_and_reset_accounts_and_no_one_else_can,
     enterprise_import_saves_nothing_on_a_bad_row_and_imports_a_good_file_once,
     the_city_window_switches_an_enterprise_to_sms_login_and_records_it,

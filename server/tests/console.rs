@@ -12,30 +12,7 @@ use web::World;
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::World::new(super::START).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(w) = super::World::postgres(concat!("console_", stringify!($name)), super::START).await {
-                        super::$name(w).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+on_both_databases!("console":
     operators_search_instances_and_read_whole_histories,
     operators_repair_from_the_instance_page_with_a_reason
 );

@@ -12,30 +12,7 @@ use web::World;
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::World::new(super::START).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(w) = super::World::postgres(concat!("explain_", stringify!($name)), super::START).await {
-                        super::$name(w).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(the_page_shows_the_data_and_rule_that_flagged_a_person);
+on_both_databases!("explain": the_page_shows_the_data_and_rule_that_flagged_a_person);
 
 async fn the_page_shows_the_data_and_rule_that_flagged_a_person(w: World) {
     w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());

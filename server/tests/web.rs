@@ -12,32 +12,7 @@ use web::{NowMs, World};
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
-/// Each test on in-memory SQLite and, when DATABASE_URL_PG is set, on a
-/// fresh PostgreSQL database.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::World::new(super::START).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(w) = super::World::postgres(concat!("web_", stringify!($name)), super::START).await {
-                        super::$name(w).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+on_both_databases!("web":
     every_page_renders_for_its_role_with_labels_and_security_headers,
     registration_refuses_bad_input_at_the_field_and_saves_nothing,
     state_changing_requests_without_the_right_csrf_token_are_refused,

@@ -13,32 +13,7 @@ use web::{Client, NowMs, World};
 
 const START: &str = "2026-12-01T04:59:00+08:00";
 
-/// Each test on a SQLite file and, when DATABASE_URL_PG is set, on a
-/// fresh PostgreSQL database.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::World::new(super::START).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(w) = super::World::postgres(concat!("faults_", stringify!($name)), super::START).await {
-                        super::$name(w).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+on_both_databases!("faults":
     a_gbk_csv_from_excel_is_imported,
     every_rejection_is_a_chinese_page,
     moving_the_rehearsal_clock_keeps_sessions_but_idle_time_still_counts,

@@ -328,3 +328,30 @@ impl NowMs for ManualClock {
         self.now().timestamp_millis()
     }
 }
+
+/// Each named `async fn(World)` of the including test file on a SQLite file
+/// and, when DATABASE_URL_PG is set, on a fresh PostgreSQL database named
+/// `{prefix}_{name}`; the file defines `START` (Chengdu time).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($prefix:literal: $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::World::new(super::START).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(w) = super::World::postgres(concat!($prefix, "_", stringify!($name)), super::START).await {
+                        super::$name(w).await;
+                    }
+                }
+            )*
+        }
+    };
+}
