@@ -134,3 +134,79 @@ pub fn describe(e: &Event) -> (String, String) {
         }
     }
 }
+
+/// One repair an operator asks for (page, API or CLI alike).
+#[derive(Debug, Clone)]
+pub enum RepairAction {
+    Terminate {
+        id: String,
+    },
+    RetryStep {
+        id: String,
+    },
+    RetryTask {
+        key: String,
+    },
+    Signal {
+        id: String,
+        name: String,
+        payload: Value,
+        actor: engine::Actor,
+    },
+}
+
+/// Why a repair was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    #[error(transparent)]
+    Runtime(#[from] engine::runtime::Error),
+    #[error(transparent)]
+    Store(#[from] engine::store::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("没有活动任务 {0}")]
+    NoTask(String),
+}
+
+/// Carry out a repair with its reason (recorded in the instance's history),
+/// then bring the warnings projection up to date when the instance is a
+/// warning. Returns the instance's id.
+pub async fn repair(
+    sys: &crate::system::System,
+    action: RepairAction,
+    by: &engine::runtime::Repair,
+) -> Result<String, RepairError> {
+    use engine::store::Store as _;
+    let rt = &sys.runtime;
+    let id = match action {
+        RepairAction::Terminate { id } => {
+            rt.terminate(&id, by).await?;
+            id
+        }
+        RepairAction::RetryStep { id } => {
+            rt.retry_failed_step(&id, by).await?;
+            id
+        }
+        RepairAction::RetryTask { key } => {
+            let task = sys
+                .store
+                .task(&key)
+                .await?
+                .ok_or_else(|| RepairError::NoTask(key.clone()))?;
+            rt.retry_task(&key, by).await?;
+            task.instance_id
+        }
+        RepairAction::Signal {
+            id,
+            name,
+            payload,
+            actor,
+        } => {
+            rt.signal_as_operator(&id, &name, payload, actor, by)
+                .await?;
+            id
+        }
+    };
+    crate::activities::refresh_warning(&sys.pool, &id).await?;
+    Ok(id)
+}

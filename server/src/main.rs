@@ -567,18 +567,24 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
             }
         }
         InstancesCommand::Terminate { id, why, .. } => {
-            sys.runtime.terminate(&id, &by(&why)).await?;
-            server::activities::refresh_warning(&sys.pool, &id).await?;
+            use server::console::{repair, RepairAction};
+            repair(&sys, RepairAction::Terminate { id: id.clone() }, &by(&why)).await?;
             println!("{id}: terminated");
         }
         InstancesCommand::Retry { id, why, .. } => {
-            sys.runtime.retry_failed_step(&id, &by(&why)).await?;
-            server::activities::refresh_warning(&sys.pool, &id).await?;
+            use server::console::{repair, RepairAction};
+            repair(&sys, RepairAction::RetryStep { id: id.clone() }, &by(&why)).await?;
             let r = store.instance(&id).await?.context("instance gone")?;
             println!("{id}: retried; now {} ({})", r.state, r.status);
         }
         InstancesCommand::RetryTask { key, why, .. } => {
-            sys.runtime.retry_task(&key, &by(&why)).await?;
+            use server::console::{repair, RepairAction};
+            repair(
+                &sys,
+                RepairAction::RetryTask { key: key.clone() },
+                &by(&why),
+            )
+            .await?;
             println!("{key}: will run again (the server's runtime picks it up)");
         }
         InstancesCommand::Signal {
@@ -590,19 +596,22 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
             why,
             ..
         } => {
+            use server::console::{repair, RepairAction};
             let payload = match payload {
                 Some(p) => serde_json::from_str(&p).context("--payload must be JSON")?,
                 None => serde_json::Value::Null,
             };
-            let actor = engine::Actor {
-                role,
-                id: actor,
-                name: None,
+            let action = RepairAction::Signal {
+                id: id.clone(),
+                name: name.clone(),
+                payload,
+                actor: engine::Actor {
+                    role,
+                    id: actor,
+                    name: None,
+                },
             };
-            sys.runtime
-                .signal_as_operator(&id, &name, payload, actor, &by(&why))
-                .await?;
-            server::activities::refresh_warning(&sys.pool, &id).await?;
+            repair(&sys, action, &by(&why)).await?;
             let r = store.instance(&id).await?.context("instance gone")?;
             println!("{id}: signal {name} taken; now {}", r.state);
         }

@@ -353,14 +353,26 @@ fn repair(op: &Operator, reason: &str) -> Result<engine::runtime::Repair, ApiErr
     })
 }
 
-async fn done(app: &Shared, id: &str) -> Result<Json<InstanceOut>, ApiError> {
-    crate::activities::refresh_warning(&app.sys.pool, id)
-        .await
-        .map_err(internal)?;
+/// Carry out a repair and answer with the instance as it is now.
+async fn carry_out(
+    app: &Shared,
+    op: &Operator,
+    reason: &str,
+    action: crate::console::RepairAction,
+) -> Result<Json<InstanceOut>, ApiError> {
+    let by = repair(op, reason)?;
+    let id = match crate::console::repair(&app.sys, action, &by).await {
+        Ok(id) => id,
+        Err(crate::console::RepairError::Runtime(e)) => return Err(refused(e)),
+        Err(e @ crate::console::RepairError::NoTask(_)) => {
+            return Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e) => return Err(internal(e)),
+    };
     let row = app
         .sys
         .store
-        .instance(id)
+        .instance(&id)
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("没有实例 {id}")))?;
@@ -377,9 +389,13 @@ async fn terminate(
     Path(id): Path<String>,
     Json(r): Json<RepairIn>,
 ) -> Result<Json<InstanceOut>, ApiError> {
-    let by = repair(&op, &r.reason)?;
-    app.sys.runtime.terminate(&id, &by).await.map_err(refused)?;
-    done(&app, &id).await
+    carry_out(
+        &app,
+        &op,
+        &r.reason,
+        crate::console::RepairAction::Terminate { id },
+    )
+    .await
 }
 
 /// Apply the failed step's input again, on the latest definition.
@@ -392,13 +408,13 @@ async fn retry(
     Path(id): Path<String>,
     Json(r): Json<RepairIn>,
 ) -> Result<Json<InstanceOut>, ApiError> {
-    let by = repair(&op, &r.reason)?;
-    app.sys
-        .runtime
-        .retry_failed_step(&id, &by)
-        .await
-        .map_err(refused)?;
-    done(&app, &id).await
+    carry_out(
+        &app,
+        &op,
+        &r.reason,
+        crate::console::RepairAction::RetryStep { id },
+    )
+    .await
 }
 
 /// Send a signal on someone's behalf.
@@ -411,18 +427,17 @@ async fn signal(
     Path(id): Path<String>,
     Json(s): Json<SignalIn>,
 ) -> Result<Json<InstanceOut>, ApiError> {
-    let by = repair(&op, &s.reason)?;
-    let actor = engine::Actor {
-        role: s.role,
-        id: s.actor,
-        name: None,
+    let action = crate::console::RepairAction::Signal {
+        id,
+        name: s.name,
+        payload: s.payload,
+        actor: engine::Actor {
+            role: s.role,
+            id: s.actor,
+            name: None,
+        },
     };
-    app.sys
-        .runtime
-        .signal_as_operator(&id, &s.name, s.payload, actor, &by)
-        .await
-        .map_err(refused)?;
-    done(&app, &id).await
+    carry_out(&app, &op, &s.reason, action).await
 }
 
 /// Run once more an activity task that used up its attempts.
@@ -435,18 +450,11 @@ async fn retry_task(
     Path(key): Path<String>,
     Json(r): Json<RepairIn>,
 ) -> Result<Json<InstanceOut>, ApiError> {
-    let by = repair(&op, &r.reason)?;
-    let task = app
-        .sys
-        .store
-        .task(&key)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("没有活动任务 {key}")))?;
-    app.sys
-        .runtime
-        .retry_task(&key, &by)
-        .await
-        .map_err(refused)?;
-    done(&app, &task.instance_id).await
+    carry_out(
+        &app,
+        &op,
+        &r.reason,
+        crate::console::RepairAction::RetryTask { key },
+    )
+    .await
 }

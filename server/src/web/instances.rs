@@ -291,56 +291,80 @@ fn refused(e: engine::runtime::Error) -> WebError {
     }
 }
 
-/// After a repair, the warnings projection (if the instance is a warning)
-/// shows the instance's new state at once, as after a form's signal.
-async fn refresh(app: &Shared, id: &str) -> Result<(), WebError> {
-    crate::activities::refresh_warning(&app.sys.pool, id).await?;
-    Ok(())
-}
-
 fn back_to(id: &str) -> Response {
     axum::response::Redirect::to(&format!("/ops/instances/{}", urlencoding::encode(id)))
         .into_response()
 }
 
+async fn carry_out(
+    app: &Shared,
+    ctx: &Ctx,
+    f: &RepairForm,
+    action: crate::console::RepairAction,
+) -> Result<Response, WebError> {
+    ctx.console()?;
+    let by = repair_of(ctx, f)?;
+    match crate::console::repair(&app.sys, action, &by).await {
+        Ok(id) => Ok(back_to(&id)),
+        Err(crate::console::RepairError::Runtime(e)) => Err(refused(e)),
+        Err(crate::console::RepairError::NoTask(_)) => Err(WebError::NotFound),
+        Err(e) => Err(WebError::internal(e)),
+    }
+}
+
+type RepairPost = axum::extract::Form<RepairForm>;
+
 pub async fn terminate(
     State(app): State<Shared>,
     ctx: Ctx,
     Path(id): Path<String>,
-    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+    axum::extract::Form(f): RepairPost,
 ) -> Result<Response, WebError> {
-    ctx.console()?;
-    let by = repair_of(&ctx, &f)?;
-    app.sys.runtime.terminate(&id, &by).await.map_err(refused)?;
-    refresh(&app, &id).await?;
-    Ok(back_to(&id))
+    carry_out(
+        &app,
+        &ctx,
+        &f,
+        crate::console::RepairAction::Terminate { id },
+    )
+    .await
 }
 
 pub async fn retry_step(
     State(app): State<Shared>,
     ctx: Ctx,
     Path(id): Path<String>,
-    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+    axum::extract::Form(f): RepairPost,
 ) -> Result<Response, WebError> {
-    ctx.console()?;
-    let by = repair_of(&ctx, &f)?;
-    app.sys
-        .runtime
-        .retry_failed_step(&id, &by)
-        .await
-        .map_err(refused)?;
-    refresh(&app, &id).await?;
-    Ok(back_to(&id))
+    carry_out(
+        &app,
+        &ctx,
+        &f,
+        crate::console::RepairAction::RetryStep { id },
+    )
+    .await
+}
+
+pub async fn retry_task(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Path(key): Path<String>,
+    axum::extract::Form(f): RepairPost,
+) -> Result<Response, WebError> {
+    carry_out(
+        &app,
+        &ctx,
+        &f,
+        crate::console::RepairAction::RetryTask { key },
+    )
+    .await
 }
 
 pub async fn signal(
     State(app): State<Shared>,
     ctx: Ctx,
     Path(id): Path<String>,
-    axum::extract::Form(f): axum::extract::Form<RepairForm>,
+    axum::extract::Form(f): RepairPost,
 ) -> Result<Response, WebError> {
-    ctx.console()?;
-    let by = repair_of(&ctx, &f)?;
     let payload: Value = if f.payload.trim().is_empty() {
         Value::Null
     } else {
@@ -352,39 +376,15 @@ pub async fn signal(
             "请填写信号名称、代为操作的角色和账号编号".into(),
         ));
     }
-    let actor = engine::Actor {
-        role: f.role.trim().to_string(),
-        id: f.actor.trim().to_string(),
-        name: None,
+    let action = crate::console::RepairAction::Signal {
+        id,
+        name: f.signal.trim().to_string(),
+        payload,
+        actor: engine::Actor {
+            role: f.role.trim().to_string(),
+            id: f.actor.trim().to_string(),
+            name: None,
+        },
     };
-    app.sys
-        .runtime
-        .signal_as_operator(&id, f.signal.trim(), payload, actor, &by)
-        .await
-        .map_err(refused)?;
-    refresh(&app, &id).await?;
-    Ok(back_to(&id))
-}
-
-pub async fn retry_task(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    Path(key): Path<String>,
-    axum::extract::Form(f): axum::extract::Form<RepairForm>,
-) -> Result<Response, WebError> {
-    ctx.console()?;
-    let by = repair_of(&ctx, &f)?;
-    let task = app
-        .sys
-        .store
-        .task(&key)
-        .await
-        .map_err(WebError::internal)?
-        .ok_or(WebError::NotFound)?;
-    app.sys
-        .runtime
-        .retry_task(&key, &by)
-        .await
-        .map_err(refused)?;
-    Ok(back_to(&task.instance_id))
+    carry_out(&app, &ctx, &f, action).await
 }
