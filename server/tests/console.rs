@@ -8,6 +8,7 @@
 mod web;
 
 use axum::http::StatusCode;
+use engine::clock::Clock;
 use web::World;
 
 const START: &str = "2026-12-01T04:59:00+08:00";
@@ -346,4 +347,105 @@ async fn a_rule_error_in_the_comparison_is_shown_with_its_position() {
         "with its position: {error}"
     );
     assert!(op.get("/notices").await.contains("run_comparison"));
+}
+
+/// A rule that throws in the 12 h review timer: the warning fails and
+/// waits (an incident on /ops); once the rule is fixed and the system runs
+/// the fixed definitions, the operator's retry from the instance page
+/// completes the step on them.
+#[tokio::test]
+async fn a_rule_error_in_a_timer_is_retried_to_completion_after_the_fix() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (broken, fixed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&broken, &fixed] {
+        copy_dir(&root.join("workflows"), &d.path().join("workflows"));
+        copy_dir(&root.join("rules"), &d.path().join("rules"));
+    }
+    let escalation = broken.path().join("rules/escalation.rhai");
+    let text = std::fs::read_to_string(&escalation).unwrap();
+    std::fs::write(
+        &escalation,
+        text.replace(
+            "fn review_overdue_target(district) {\n",
+            "fn review_overdue_target(district) {\n    let broken = 1 / 0;\n",
+        ),
+    )
+    .unwrap();
+    let paths = |d: &tempfile::TempDir| server::system::Paths {
+        workflows: d.path().join("workflows"),
+        rules: d.path().join("rules"),
+    };
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", db.path().join("epi.db").display());
+    let w = World::open_with(&url, START, |_| {}, paths(&broken)).await;
+    w.clock.set("2026-12-01T05:00:00+08:00".parse().unwrap());
+    w.settle().await;
+    let (id, enterprise): (String, String) =
+        sqlx::query_as("SELECT id, enterprise_id FROM warnings ORDER BY id LIMIT 1")
+            .fetch_one(&w.sys.pool)
+            .await
+            .unwrap();
+    let disposal = serde_json::json!({"reported_to_community": true, "community": "书院街社区", "person_situation": "人员已离职"});
+    let actor = engine::Actor {
+        role: "enterprise".into(),
+        id: enterprise,
+        name: None,
+    };
+    w.sys
+        .runtime
+        .signal(&id, "dispose", disposal, actor)
+        .await
+        .unwrap();
+    w.settle().await;
+    for _ in 0..13 {
+        w.clock.advance(std::time::Duration::from_secs(3600));
+        w.settle().await;
+    }
+    let status = |pool: sqlx::AnyPool, id: String| async move {
+        sqlx::query_scalar::<_, String>("SELECT status FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(status(w.sys.pool.clone(), id.clone()).await, "failed");
+    let mut op = w.logged_in("operator", "/ops").await;
+    assert!(op
+        .get("/ops")
+        .await
+        .contains("失败待处理的流程实例 <strong>1</strong>"));
+    let page = format!("/ops/instances/{}", urlencoding::encode(&id));
+    let failed = op.get(&page).await;
+    assert!(failed.contains("步骤失败（待运维处理）"));
+    assert!(failed.contains("id=\"retry-step\""));
+
+    // The same system restarted on the fixed rules (a new definition hash).
+    let now = w.clock.now().to_rfc3339();
+    drop(op);
+    let w2 = World::open_with(&url, &now, |_| {}, paths(&fixed)).await;
+    let mut op = w2.logged_in("operator", "/ops").await;
+    op.post(&format!("{page}/retry"), &[("reason", "规则已修正：除零")])
+        .await
+        .assert_redirect(&page);
+    assert_eq!(status(w2.sys.pool.clone(), id.clone()).await, "running");
+    let after = op.get(&page).await;
+    assert!(after.contains("运维操作：重试失败的步骤"));
+    assert!(after.contains("规则已修正：除零"));
+    w2.settle().await;
+    let notices: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM notices WHERE recipient_kind = 'city' AND title = '预警审核超时上报'",
+    )
+    .fetch_one(&w2.sys.pool)
+    .await
+    .unwrap();
+    assert_eq!(notices, 1, "the retried review timer told the city");
+    let chain: String = sqlx::query_scalar("SELECT definition_hash FROM instances WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&w2.sys.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        chain, w2.sys.bundle.workflows["warning"].hash,
+        "the instance moved to the fixed definition"
+    );
 }

@@ -212,7 +212,7 @@ impl World {
         World::open_with(database_url, start, |_| {}, Paths::repository()).await
     }
 
-    async fn open_with(
+    pub async fn open_with(
         database_url: &str,
         start: &str,
         change: impl FnOnce(&mut server::config::Config),
