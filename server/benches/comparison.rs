@@ -126,6 +126,7 @@ async fn main() {
 
     let clock = Arc::new(ManualClock::new(as_of));
     let services = Arc::new(Services {
+        store: store.clone(),
         pool: pool.clone(),
         reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,

@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 /// What the activities work with.
 pub struct Services {
+    /// The engine's store (its API, for the instance a warning shows).
+    pub store: engine::store::SqlStore,
     /// The writer (on a SQLite file, its one connection).
     pub pool: AnyPool,
     /// Reads that need not wait for the writer (`SqlStore::reader`; the
@@ -208,10 +210,7 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
 /// calls that run late or out of order still converge on the latest state.
 async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let id = arg(&call, "warning_id");
-    if warning_is_current(&s.reader, id).await.map_err(db)? {
-        return Ok(Value::Null);
-    }
-    match refresh_warning_row(&s.pool, id).await.map_err(db)? {
+    match refresh_warning(&s.store, id).await.map_err(store_err)? {
         true => Ok(Value::Null),
         false => Err(ActivityError::Permanent(format!(
             "no workflow for warning {id}"
@@ -222,76 +221,66 @@ async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, 
 /// Bring one warning's projection row up to its workflow's committed
 /// state. Idempotent; also called by the web layer right after a signal so
 /// the next page shows the new state. False if there is no such workflow.
-pub async fn refresh_warning(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
-    if warning_is_current(pool, id).await? {
-        return Ok(true);
+pub async fn refresh_warning(
+    store: &engine::store::SqlStore,
+    id: &str,
+) -> Result<bool, engine::store::Error> {
+    use engine::store::Store as _;
+    // The workflow's committed state, through the engine's API.
+    let Some(instance) = store.instance(id).await? else {
+        return Ok(false);
+    };
+    let state = engine::inspect::state_of(&instance)
+        .map_err(|e| engine::store::Error::Database(sqlx::Error::Decode(e.into())))?;
+    let flag = |name: &str| {
+        state
+            .vars
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let closed_at = instance.closed_at.map(|t| t.timestamp_millis());
+    let shown = |r: &sqlx::any::AnyRow| -> Result<bool, sqlx::Error> {
+        Ok(r.try_get::<String, _>("state")? == instance.state
+            && r.try_get::<Option<String>, _>("status_label")? == instance.status_label
+            && r.try_get::<Option<i64>, _>("closed_at")? == closed_at
+            && (r.try_get::<i64, _>("disposal_overdue")? != 0) == flag("disposal_overdue")
+            && (r.try_get::<i64, _>("review_overdue")? != 0) == flag("review_overdue"))
+    };
+    const COLUMNS: &str =
+        "enterprise_id, district, state, status_label, disposal_overdue, review_overdue, \
+                           closed_at, instance_revision";
+    // Most refreshes find the row already current (a new warning's first
+    // step, written by the comparison as 待处置): one read, no write.
+    let current = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(store.reader())
+        .await?;
+    match &current {
+        // A workflow whose projection row is not there (yet): nothing to count.
+        None => return Ok(true),
+        Some(r) if shown(r)? => return Ok(true),
+        Some(_) => {}
     }
-    refresh_warning_row(pool, id).await
-}
-
-/// Whether the projection row already shows the workflow's committed
-/// state: most refreshes find it so (a new warning's first step, written by
-/// the comparison as 待处置), and then one read does instead of a write
-/// transaction. Without a lock this is safe: a change after the read
-/// refreshes again.
-async fn warning_is_current(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
-    if let Some(r) = sqlx::query(
-        "SELECT CAST(CASE WHEN i.state = w.state AND COALESCE(i.status_label, '') = COALESCE(w.status_label, '') \
-                AND COALESCE(i.closed_at, -1) = COALESCE(w.closed_at, -1) THEN 1 ELSE 0 END AS BIGINT) AS same, \
-                i.snapshot, w.disposal_overdue, w.review_overdue \
-         FROM instances i JOIN warnings w ON w.id = i.id WHERE i.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    {
-        let snapshot: Value =
-            serde_json::from_str(&r.try_get::<String, _>("snapshot")?).unwrap_or(Value::Null);
-        let flag = |name: &str| i64::from(snapshot["vars"][name].as_bool().unwrap_or(false));
-        if r.try_get::<i64, _>("same")? == 1
-            && flag("disposal_overdue") == r.try_get::<i64, _>("disposal_overdue")?
-            && flag("review_overdue") == r.try_get::<i64, _>("review_overdue")?
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-async fn refresh_warning_row(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // Lock the projection row first (PostgreSQL's row lock, SQLite's write
-    // lock): what is read next is then the latest workflow state and the
-    // very values this update replaces, whoever else refreshes it.
+    let mut tx = store.pool().begin().await?;
+    // Lock the row (PostgreSQL's row lock, SQLite's write lock), then write
+    // only a newer revision than the one it shows: two refreshes racing
+    // never put an older state back.
     sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let Some(row) = sqlx::query(
-        "SELECT state, status_label, snapshot, closed_at, updated_at FROM instances WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
+    let Some(old) = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
     else {
-        return Ok(false);
-    };
-    let snapshot: Value =
-        serde_json::from_str(&row.try_get::<String, _>("snapshot")?).unwrap_or(Value::Null);
-    let flag = |name: &str| snapshot["vars"][name].as_bool().unwrap_or(false);
-    let state: String = row.try_get("state")?;
-    let closed_at: Option<i64> = row.try_get("closed_at")?;
-    let Some(old) = sqlx::query(
-        "SELECT enterprise_id, district, state, disposal_overdue, review_overdue, closed_at \
-         FROM warnings WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
-        // A workflow whose projection row is not there (yet): nothing to count.
         return Ok(true);
     };
+    if old.try_get::<i64, _>("instance_revision")? >= instance.revision || shown(&old)? {
+        tx.commit().await?;
+        return Ok(true);
+    }
     let before = crate::warnings::Counted {
         enterprise_id: old.try_get("enterprise_id")?,
         district: old.try_get("district")?,
@@ -301,7 +290,7 @@ async fn refresh_warning_row(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Err
         open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
     };
     let after = crate::warnings::Counted {
-        state: state.clone(),
+        state: instance.state.clone(),
         disposal_overdue: flag("disposal_overdue"),
         review_overdue: flag("review_overdue"),
         open: closed_at.is_none(),
@@ -309,14 +298,15 @@ async fn refresh_warning_row(pool: &AnyPool, id: &str) -> Result<bool, sqlx::Err
     };
     sqlx::query(
         "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
-         closed_at = $5, updated_at = $6 WHERE id = $7",
+         closed_at = $5, updated_at = $6, instance_revision = $7 WHERE id = $8",
     )
-    .bind(&state)
-    .bind(row.try_get::<Option<String>, _>("status_label")?)
+    .bind(&instance.state)
+    .bind(&instance.status_label)
     .bind(i64::from(after.disposal_overdue))
     .bind(i64::from(after.review_overdue))
     .bind(closed_at)
-    .bind(row.try_get::<i64, _>("updated_at")?)
+    .bind(instance.updated_at.timestamp_millis())
+    .bind(instance.revision)
     .bind(id)
     .execute(&mut *tx)
     .await?;

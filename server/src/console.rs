@@ -207,6 +207,6 @@ pub async fn repair(
             id
         }
     };
-    crate::activities::refresh_warning(&sys.pool, &id).await?;
+    crate::activities::refresh_warning(&sys.store, &id).await?;
     Ok(id)
 }

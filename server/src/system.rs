@@ -163,6 +163,7 @@ impl System {
         };
         let sms: Arc<dyn SmsGateway> = Arc::new(MeteredSms::new(sms, metrics.clone()));
         let services = Arc::new(Services {
+            store: store.clone(),
             pool: pool.clone(),
             reader: store.reader().clone(),
             clock: clock.clone(),
@@ -207,13 +208,12 @@ impl System {
     /// The latest instant recorded by workflows or schedules: a rehearsal
     /// clock must not start before it (time never goes back in a history).
     pub async fn latest_recorded(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
-        let a: Option<i64> = sqlx::query_scalar("SELECT MAX(updated_at) FROM instances")
-            .fetch_one(&self.pool)
-            .await?;
-        let b: Option<i64> = sqlx::query_scalar("SELECT MAX(last_fired_at) FROM schedules")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(a.max(b).and_then(chrono::DateTime::from_timestamp_millis))
+        use engine::store::Store as _;
+        Ok(self
+            .store
+            .latest_recorded()
+            .await
+            .map_err(engine::runtime::Error::from)?)
     }
 
     /// Start a comparison run now (the operator's "立即比对"). Returns its id.

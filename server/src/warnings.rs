@@ -536,7 +536,7 @@ pub async fn dispose(
     rt.signal(id, "dispose", payload, actor)
         .await
         .map_err(map_signal_error)?;
-    crate::activities::refresh_warning(pool, id).await?;
+    crate::activities::refresh_warning(rt.store(), id).await?;
     Ok(())
 }
 
@@ -564,7 +564,7 @@ pub async fn review(
     rt.signal(id, name, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    crate::activities::refresh_warning(pool, id).await?;
+    crate::activities::refresh_warning(rt.store(), id).await?;
     Ok(())
 }
 

@@ -104,6 +104,7 @@ fn activities(
 ) -> Activities {
     let clock = Arc::new(ManualClock::new(as_of())) as Arc<dyn Clock>;
     registry(Arc::new(Services {
+        store: store.clone(),
         pool: store.pool().clone(),
         reader: store.reader().clone(),
         clock: clock.clone(),

@@ -99,6 +99,7 @@ async fn closed_warnings_reopen_only_on_new_evidence(store: SqlStore) {
     health.set(0, HealthCode::Green, Some(report));
     health.set(1, HealthCode::Red, None);
     let services = Arc::new(Services {
+        store: store.clone(),
         pool: pool.clone(),
         reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,

@@ -37,6 +37,7 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
         unknown: 0.02,
     };
     let services = Arc::new(Services {
+        store: store.clone(),
         pool: pool.clone(),
         reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,

@@ -41,6 +41,7 @@ async fn start(path: &Path, clock: &Arc<ManualClock>) -> (SqlStore, Runtime<SqlS
     };
     let pool = store.pool().clone();
     let services = Arc::new(Services {
+        store: store.clone(),
         pool: pool.clone(),
         reader: pool.clone(),
         clock: clock.clone() as Arc<dyn Clock>,

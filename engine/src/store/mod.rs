@@ -615,6 +615,9 @@ pub trait Store: Send + Sync + 'static {
     fn pending_signals(&self, limit: i64) -> impl Future<Output = Result<Vec<SignalRow>>> + Send;
 
     // Schedules.
+    /// The latest instant the store has recorded (an instance's update or
+    /// a schedule's slot): a clock must not start before it.
+    fn latest_recorded(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
     fn schedule_last_fired(
         &self,
         name: &str,

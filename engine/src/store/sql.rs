@@ -842,10 +842,12 @@ impl Store for SqlStore {
     }
 
     async fn instance(&self, id: &str) -> Result<Option<InstanceRow>> {
+        // Through the readers: what is committed, without waiting for the
+        // writer (consoles and projections read here while runs write).
         let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = $1");
         let r = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         r.as_ref().map(instance_row).transpose()
     }
@@ -1129,6 +1131,16 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn latest_recorded(&self) -> Result<Option<DateTime<Utc>>> {
+        let a: Option<i64> = sqlx::query_scalar("SELECT MAX(updated_at) FROM instances")
+            .fetch_one(&self.reader)
+            .await?;
+        let b: Option<i64> = sqlx::query_scalar("SELECT MAX(last_fired_at) FROM schedules")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(a.max(b).map(from_millis))
     }
 
     async fn schedule_last_fired(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
