@@ -144,6 +144,9 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
         Some(&link),
     )
     .await?;
+    let to = crate::domain::Mobile::parse(&phone)
+        .map(|m| m.masked())
+        .unwrap_or_else(|_| "***".into());
     let m = Message {
         phone,
         template: template.to_string(),
@@ -155,7 +158,10 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
         crate::adapters::sms::Error::Rejected(r) => ActivityError::Permanent(r),
         crate::adapters::sms::Error::Unavailable(r) => ActivityError::Retryable(r),
     })?;
-    Ok(json!({"sent_to": "liaison"}))
+    // What the history keeps of the hand-over (the operator's console shows
+    // it): to whom (masked), under which key, and the gateway's answer — a
+    // refusal is the attempt's error instead.
+    Ok(json!({"to": to, "idempotency_key": call.idempotency_key, "gateway": "accepted"}))
 }
 
 async fn notice(s: Arc<Services>, call: ActivityCall, kind: &str) -> Result<Value, ActivityError> {

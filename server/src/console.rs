@@ -4,6 +4,17 @@
 use engine::inspect::Event;
 use serde_json::Value;
 
+/// Midnight in Chengdu of a `YYYY-MM-DD` day, `days` later.
+pub fn chengdu_day(day: &str, days: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let d = chrono::NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d").ok()?
+        + chrono::Duration::days(days);
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
+        .single()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Local time in Chengdu of unix milliseconds, as pages and the CLI show it.
 pub fn local_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

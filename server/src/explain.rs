@@ -11,7 +11,7 @@
 
 use crate::comparison::{read_judged, HealthCode, NatResult};
 use crate::warnings::Event;
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 use engine::runtime::Runtime;
 use engine::store::{SqlStore, Store};
 use serde::Serialize;
@@ -103,14 +103,13 @@ fn result_label(r: NatResult) -> &'static str {
 
 /// The day (Chengdu) as unix milliseconds [from, to).
 fn day_bounds(day: NaiveDate) -> (i64, i64) {
-    let tz = chrono_tz::Asia::Shanghai;
-    let start = |d: NaiveDate| {
-        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
-            .single()
+    let text = day.to_string();
+    let at = |days| {
+        crate::console::chengdu_day(&text, days)
             .map(|t| t.timestamp_millis())
             .unwrap_or_default()
     };
-    (start(day), start(day + chrono::Duration::days(1)))
+    (at(0), at(1))
 }
 
 /// What the day's runs found for the person with `id_number`.

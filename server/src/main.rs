@@ -85,6 +85,15 @@ enum InstancesCommand {
         /// Masked ID number of the person.
         #[arg(long)]
         person: Option<String>,
+        /// Definition version.
+        #[arg(long)]
+        version: Option<i64>,
+        /// Started on or after this Chengdu day (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Started on or before this Chengdu day (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -489,9 +498,19 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
             enterprise,
             district,
             person,
+            version,
+            from,
+            to,
             limit,
             ..
         } => {
+            let day = |d: Option<String>, days: i64| -> anyhow::Result<_> {
+                d.map(|d| {
+                    server::console::chengdu_day(&d, days)
+                        .with_context(|| format!("`{d}` is not a day such as 2026-12-01"))
+                })
+                .transpose()
+            };
             let filter = InstanceFilter {
                 kind,
                 status,
@@ -499,7 +518,9 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
                 enterprise_id: enterprise,
                 district,
                 person,
-                ..Default::default()
+                definition_version: version,
+                created_from: day(from, 0)?,
+                created_to: day(to, 1)?,
             };
             let total = store.count_instances(&filter).await?;
             for r in store.instances(&filter, Page { limit, offset: 0 }).await? {

@@ -141,6 +141,21 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
         warnings.min(50)
     );
     assert!(!list.contains("comparison@"));
+    // By definition version and start day (Chengdu).
+    let v1 = op
+        .get("/ops/instances?kind=warning&version=1&from=2026-12-01&to=2026-12-01")
+        .await;
+    assert_eq!(
+        v1.body.matches("class=\"instance-").count() as i64,
+        warnings.min(50)
+    );
+    for none in [
+        "/ops/instances?kind=warning&version=2",
+        "/ops/instances?kind=warning&from=2026-12-02",
+        "/ops/instances?kind=warning&to=2026-11-30",
+    ] {
+        assert!(op.get(none).await.contains("没有符合条件的流程实例"), "{none}");
+    }
 
     let page = op
         .get(&format!("/ops/instances/{}", urlencoding::encode(&warning)))
@@ -157,6 +172,9 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
         "状态变更",
         "awaiting_disposal",
         "reminders_sent",
+        // The SMS hand-over: masked number, key and the gateway's answer.
+        "活动完成 notify_enterprise",
+        "accepted",
     ] {
         assert!(page.contains(want), "{want} missing from the instance page");
     }

@@ -499,6 +499,7 @@ pub struct InstanceFilter {
     pub enterprise_id: Option<String>,
     pub district: Option<String>,
     pub person: Option<String>,
+    pub definition_version: Option<i64>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
 }

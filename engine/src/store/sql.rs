@@ -484,6 +484,11 @@ fn filter_sql(f: &InstanceFilter) -> (String, Vec<String>, Vec<i64>) {
         }
     }
     let mut ints = Vec::new();
+    if let Some(v) = f.definition_version {
+        n += 1;
+        clauses.push(format!("definition_version = ${n}"));
+        ints.push(v);
+    }
     if let Some(t) = f.created_from {
         n += 1;
         clauses.push(format!("created_at >= ${n}"));

@@ -182,6 +182,12 @@ pub struct Search {
     enterprise: Option<String>,
     district: Option<String>,
     person: Option<String>,
+    /// Definition version.
+    version: Option<i64>,
+    /// Started on or after this Chengdu day (YYYY-MM-DD) …
+    from: Option<String>,
+    /// … and on or before this one.
+    to: Option<String>,
     /// At most 500.
     limit: Option<i64>,
     offset: Option<i64>,
@@ -202,7 +208,15 @@ async fn list(
         enterprise_id: q.enterprise,
         district: q.district,
         person: q.person,
-        ..Default::default()
+        definition_version: q.version,
+        created_from: q
+            .from
+            .as_deref()
+            .and_then(|d| crate::console::chengdu_day(d, 0)),
+        created_to: q
+            .to
+            .as_deref()
+            .and_then(|d| crate::console::chengdu_day(d, 1)),
     };
     let page = Page {
         limit: q.limit.unwrap_or(50).clamp(1, 500),

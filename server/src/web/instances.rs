@@ -30,6 +30,15 @@ pub struct Search {
     district: String,
     #[serde(default)]
     person: String,
+    /// Definition version.
+    #[serde(default)]
+    version: String,
+    /// Started on or after this day, and before the day after `to`
+    /// (Chengdu days, YYYY-MM-DD).
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
     #[serde(default)]
     page: Option<i64>,
 }
@@ -71,7 +80,9 @@ pub async fn search(
         enterprise_id: some(&q.enterprise),
         district: some(&q.district),
         person: some(&q.person),
-        ..Default::default()
+        definition_version: q.version.trim().parse().ok(),
+        created_from: crate::console::chengdu_day(&q.from, 0),
+        created_to: crate::console::chengdu_day(&q.to, 1),
     };
     let store = &app.sys.store;
     let total = store
@@ -96,6 +107,9 @@ pub async fn search(
         ("enterprise", q.enterprise.as_str()),
         ("district", q.district.as_str()),
         ("person", q.person.as_str()),
+        ("version", q.version.as_str()),
+        ("from", q.from.as_str()),
+        ("to", q.to.as_str()),
     ])
     .unwrap_or_default();
     Ok(app
@@ -111,6 +125,7 @@ pub async fn search(
                 q => context! {
                     kind => q.kind, state => q.state, status => q.status,
                     enterprise => q.enterprise, district => q.district, person => q.person,
+                    version => q.version, from => q.from, to => q.to,
                 },
             },
         )?
