@@ -154,7 +154,10 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
         "/ops/instances?kind=warning&from=2026-12-02",
         "/ops/instances?kind=warning&to=2026-11-30",
     ] {
-        assert!(op.get(none).await.contains("没有符合条件的流程实例"), "{none}");
+        assert!(
+            op.get(none).await.contains("没有符合条件的流程实例"),
+            "{none}"
+        );
     }
 
     let page = op
