@@ -650,71 +650,9 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .map_err(db)?
             .into_iter()
             .collect();
-    // Warnings closed by review whose evidence may still be seen (R5.1):
-    // few, since each stops counting once a run no longer finds it.
-    let mut closed: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT id, dedupe_key, evidence FROM warnings WHERE closed_at IS NOT NULL AND evidence_gone = 0",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?
-    {
-        closed
-            .entry(r.try_get("dedupe_key").map_err(db)?)
-            .or_default()
-            .push((r.try_get("id").map_err(db)?, r.try_get("evidence").map_err(db)?));
-    }
-    let keyed = tally
-        .anomalies
-        .iter()
-        .map(|(i, reason, evidence)| {
-            let key = s
-                .rules
-                .call(
-                    "dedupe",
-                    "warning_key",
-                    &[json!(roster.staff[*i]), json!(reason)],
-                )
-                .map_err(|e| ActivityError::Permanent(e.to_string()))?;
-            let key = key.as_str().map(str::to_string).ok_or_else(|| {
-                ActivityError::Permanent(format!(
-                    "rules/dedupe.rhai: warning_key gave {key}, expected text"
-                ))
-            })?;
-            Ok((*i, reason, evidence, key))
-        })
-        .collect::<Result<Vec<_>, ActivityError>>()?;
-    // A closed warning's evidence is gone once this run finds its person
-    // without it (not found at all, or on other evidence): from then on a
-    // finding of that reason is new evidence.
-    let still: HashSet<(&str, &str)> = keyed
-        .iter()
-        .map(|(_, _, evidence, key)| (key.as_str(), evidence.as_str()))
-        .collect();
-    let gone: Vec<&str> = closed
-        .iter()
-        .flat_map(|(key, list)| {
-            list.iter()
-                .filter(|(_, evidence)| {
-                    !still.contains(&(key.as_str(), evidence.as_deref().unwrap_or_default()))
-                })
-                .map(|(id, _)| id.as_str())
-        })
-        .collect();
-    for chunk in gone.chunks(500) {
-        let marks = (2..chunk.len() + 2)
-            .map(|k| format!("${k}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql =
-            format!("UPDATE warnings SET evidence_gone = 1, updated_at = $1 WHERE id IN ({marks})");
-        let mut q = sqlx::query(&sql).bind(now);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        q.execute(&mut *tx).await.map_err(db)?;
-    }
+    let closed = closed_with_evidence(&mut tx).await?;
+    let keyed = warning_keys(&s.rules, &roster, &tally.anomalies)?;
+    mark_evidence_gone(&mut tx, &closed, &keyed, now).await?;
     // Names only of the anomalous persons.
     let mut names: HashMap<String, String> = HashMap::new();
     let flagged: Vec<&str> = {
@@ -832,6 +770,96 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         "comparison run done"
     );
     Ok(result)
+}
+
+/// Warnings closed by review whose evidence may still be seen (R5.1), by
+/// dedupe key: (id, evidence). Few, since each stops counting once a run no
+/// longer finds it.
+type ClosedEvidence = HashMap<String, Vec<(String, Option<String>)>>;
+
+async fn closed_with_evidence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<ClosedEvidence, ActivityError> {
+    let mut closed = ClosedEvidence::new();
+    for r in sqlx::query(
+        "SELECT id, dedupe_key, evidence FROM warnings WHERE closed_at IS NOT NULL AND evidence_gone = 0",
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?
+    {
+        closed
+            .entry(r.try_get("dedupe_key").map_err(db)?)
+            .or_default()
+            .push((r.try_get("id").map_err(db)?, r.try_get("evidence").map_err(db)?));
+    }
+    Ok(closed)
+}
+
+/// Each anomaly with its key from `rules/dedupe.rhai` `warning_key`:
+/// (person index, reason, evidence, key).
+fn warning_keys<'a>(
+    rules: &Rules,
+    roster: &Roster,
+    anomalies: &'a [(usize, String, String)],
+) -> Result<Vec<(usize, &'a String, &'a String, String)>, ActivityError> {
+    anomalies
+        .iter()
+        .map(|(i, reason, evidence)| {
+            let key = rules
+                .call(
+                    "dedupe",
+                    "warning_key",
+                    &[json!(roster.staff[*i]), json!(reason)],
+                )
+                .map_err(|e| ActivityError::Permanent(e.to_string()))?;
+            let key = key.as_str().map(str::to_string).ok_or_else(|| {
+                ActivityError::Permanent(format!(
+                    "rules/dedupe.rhai: warning_key gave {key}, expected text"
+                ))
+            })?;
+            Ok((*i, reason, evidence, key))
+        })
+        .collect()
+}
+
+/// A closed warning's evidence is gone once this run finds its person
+/// without it (not found at all, or on other evidence): from then on a
+/// finding of that reason is new evidence.
+async fn mark_evidence_gone(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    closed: &ClosedEvidence,
+    keyed: &[(usize, &String, &String, String)],
+    now: i64,
+) -> Result<(), ActivityError> {
+    let still: HashSet<(&str, &str)> = keyed
+        .iter()
+        .map(|(_, _, evidence, key)| (key.as_str(), evidence.as_str()))
+        .collect();
+    let gone: Vec<&str> = closed
+        .iter()
+        .flat_map(|(key, list)| {
+            list.iter()
+                .filter(|(_, evidence)| {
+                    !still.contains(&(key.as_str(), evidence.as_deref().unwrap_or_default()))
+                })
+                .map(|(id, _)| id.as_str())
+        })
+        .collect();
+    for chunk in gone.chunks(500) {
+        let marks = (2..chunk.len() + 2)
+            .map(|k| format!("${k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("UPDATE warnings SET evidence_gone = 1, updated_at = $1 WHERE id IN ({marks})");
+        let mut q = sqlx::query(&sql).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
 }
 
 /// Largest page `warnings_to_open` serves: a page becomes one rhai value
