@@ -1,9 +1,13 @@
 //! Support process of engine/tests/crash.rs: runs warning workflows on a
 //! SQLite file until idle at a given (manual) time, sending reminder SMS to
-//! a fake gateway over HTTP. The test kills it with SIGKILL at random
-//! moments and starts it again on the same database.
+//! a fake gateway over HTTP. The test chooses where it dies: with
+//! `<kill-at>` = `K:before` or `K:after` the process aborts (no unwinding,
+//! no clean-up: what SIGKILL leaves) at the K-th activity call of this run,
+//! before it does anything or after the SMS gateway accepted it (so the
+//! effect happened and its completion was never committed). The test then
+//! starts it again on the same database.
 //!
-//!   crash_worker <db> <sms-url> <now RFC 3339> <instances>
+//!   crash_worker <db> <sms-url> <now RFC 3339> <instances> [<kill-at>]
 
 use chrono::{DateTime, Utc};
 use engine::clock::{Clock, ManualClock};
@@ -12,7 +16,46 @@ use engine::store::{SqlStore, Store};
 use engine::Actor;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Where this run dies, if anywhere: the K-th activity call (counting from
+/// 1), before it starts or after its effect.
+#[derive(Clone, Copy)]
+struct KillAt {
+    call: usize,
+    after_effect: bool,
+}
+
+impl KillAt {
+    fn parse(s: &str) -> Option<KillAt> {
+        let (k, when) = s.split_once(':')?;
+        Some(KillAt {
+            call: k.parse().ok()?,
+            after_effect: when == "after",
+        })
+    }
+}
+
+/// Counts activity calls and aborts the process at the chosen one.
+#[derive(Clone)]
+struct Killer {
+    at: Option<KillAt>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Killer {
+    /// Called on entry of every activity; true when this call is the one to
+    /// die after its effect.
+    fn enter(&self) -> bool {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.at {
+            Some(k) if k.call == n && !k.after_effect => std::process::abort(),
+            Some(k) => k.call == n,
+            None => false,
+        }
+    }
+}
 
 /// Hours after creation at which instance `i` is disposed / approved, if ever.
 pub fn plan(i: usize) -> (Option<i64>, Option<i64>) {
@@ -28,9 +71,13 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
         // `cargo test` runs examples without arguments: nothing to do.
-        eprintln!("usage: crash_worker <db> <sms-url> <now> <instances>");
+        eprintln!("usage: crash_worker <db> <sms-url> <now> <instances> [<K:before|K:after>]");
         return;
     }
+    let killer = Killer {
+        at: args.get(5).and_then(|s| KillAt::parse(s)),
+        calls: Arc::default(),
+    };
     let (db, sms, now, n) = (
         &args[1],
         args[2].clone(),
@@ -46,14 +93,24 @@ async fn main() {
     let http = reqwest::Client::new();
     let mut acts = Activities::new();
     for name in bundle.activities.keys() {
-        acts = acts.register(name, |_c: ActivityCall| async { Ok(Value::Null) });
+        let killer = killer.clone();
+        acts = acts.register(name, move |_c: ActivityCall| {
+            if killer.enter() {
+                std::process::abort();
+            }
+            async { Ok(Value::Null) }
+        });
     }
     acts = acts.register("notify_enterprise", move |c: ActivityCall| {
         let http = http.clone();
         let url = sms.clone();
+        let die_after = killer.enter();
         async move {
             let body = json!({"phone": "13800000000", "template": c.args["template"], "params": c.args, "idempotency_key": c.idempotency_key});
             let resp = http.post(&url).json(&body).send().await.map_err(|e| ActivityError::Retryable(e.to_string()))?;
+            if die_after {
+                std::process::abort();
+            }
             if resp.status().is_success() {
                 Ok(json!({"accepted": true}))
             } else {
@@ -71,6 +128,8 @@ async fn main() {
     )
     .await
     .unwrap();
+    // As `server serve` does: the previous process of this worker is gone.
+    rt.take_back_leases().await.unwrap();
     // Start every warning (idempotent), then the signals the plan calls for by now.
     let items: Vec<_> = (0..n)
         .map(|i| {

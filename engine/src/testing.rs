@@ -256,15 +256,29 @@ impl TestRuntime {
     }
 }
 
+/// `DATABASE_URL_PG`, the PostgreSQL server of the tests' PostgreSQL
+/// variants; None, said on stderr, when it is not set — unless
+/// `EPI_PG_TESTS=1` (set by `scripts/test`), where a missing database fails
+/// the test instead of letting the variant pass without running.
+pub fn postgres_url(what: &str) -> Option<String> {
+    match std::env::var("DATABASE_URL_PG") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("EPI_PG_TESTS").as_deref() == Ok("1") => {
+            panic!("EPI_PG_TESTS=1 but DATABASE_URL_PG is not set: the PostgreSQL variant of {what} cannot run")
+        }
+        Err(_) => {
+            eprintln!("DATABASE_URL_PG not set: PostgreSQL variant of {what} skipped");
+            None
+        }
+    }
+}
+
 /// The URL of a fresh (dropped and re-created) PostgreSQL database named
 /// `db` on the server of `DATABASE_URL_PG`, for the PostgreSQL variants of
-/// tests; None, said on stderr, when that variable is not set.
+/// tests; see [`postgres_url`] for when that is not set.
 pub async fn fresh_postgres(db: &str) -> Option<String> {
     use sqlx::Executor;
-    let Ok(url) = std::env::var("DATABASE_URL_PG") else {
-        eprintln!("DATABASE_URL_PG not set: PostgreSQL variant of {db} skipped");
-        return None;
-    };
+    let url = postgres_url(db)?;
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&url)
         .await

@@ -163,20 +163,25 @@ fn account_from_row(r: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
     let role: String = r.try_get("role")?;
     let enterprise: Option<String> = r.try_get("enterprise_id")?;
     let district: Option<String> = r.try_get("district")?;
+    let username: String = r.try_get("username")?;
+    // A row this code does not understand is refused, never guessed at: an
+    // unknown role must not become some role with other people's rights.
+    let corrupt = |what: &str| sqlx::Error::Decode(format!("account `{username}`: {what}").into());
     let role = match role.as_str() {
         "enterprise" => Role::Enterprise {
-            id: enterprise.unwrap_or_default(),
-            district: district.unwrap_or_default(),
+            id: enterprise.ok_or_else(|| corrupt("enterprise account without enterprise_id"))?,
+            district: district.ok_or_else(|| corrupt("enterprise without a district"))?,
         },
         "district" => Role::District {
-            code: district.unwrap_or_default(),
+            code: district.ok_or_else(|| corrupt("district account without a district"))?,
         },
         "city" => Role::City,
+        "operator" => Role::Operator,
         "admin" => Role::Admin,
-        _ => Role::Operator,
+        other => return Err(corrupt(&format!("unknown role `{other}`"))),
     };
     Ok(Account {
-        username: r.try_get("username")?,
+        username,
         role,
         mobile: r.try_get("mobile")?,
         must_change_password: r.try_get::<i64, _>("must_change_password")? != 0,

@@ -642,3 +642,33 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
     let mut a = admin_client(&w, &app).await;
     assert!(a.get("/window").await.contains("成都丙设计院"));
 }
+
+/// An account whose stored role this version does not know is refused at
+/// login (an internal error, logged), never treated as some other role.
+#[tokio::test]
+async fn an_account_with_an_unknown_role_is_refused_not_made_an_operator() {
+    let w = World::new(START).await;
+    sqlx::query("UPDATE accounts SET role = 'root' WHERE username = 'operator'")
+        .execute(&w.sys.pool)
+        .await
+        .unwrap();
+    let mut c = w.client();
+    c.get("/login").await.assert_ok();
+    let r = c
+        .post(
+            "/login",
+            &[
+                ("username", "operator"),
+                ("password", &w.passwords["operator"]),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert!(
+        !r.contains("root"),
+        "the cause is logged, not shown: {}",
+        r.body
+    );
+    let r = c.get("/ops").await;
+    assert!(r.status != StatusCode::OK, "{}", r.body);
+}

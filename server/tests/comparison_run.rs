@@ -364,8 +364,7 @@ async fn comparison_run_on_an_in_memory_sqlite_and_a_current_thread_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comparison_run_on_postgres() {
-    let Ok(url) = std::env::var("DATABASE_URL_PG") else {
-        eprintln!("DATABASE_URL_PG not set: PostgreSQL variant skipped");
+    let Some(url) = engine::testing::postgres_url(module_path!()) else {
         return;
     };
     sqlx::any::install_default_drivers();

@@ -59,8 +59,7 @@ async fn domain_tables_migrate_on_sqlite() {
 
 #[tokio::test]
 async fn domain_tables_migrate_on_postgres() {
-    let Ok(url) = std::env::var("DATABASE_URL_PG") else {
-        eprintln!("DATABASE_URL_PG not set: PostgreSQL variant skipped");
+    let Some(url) = engine::testing::postgres_url(module_path!()) else {
         return;
     };
     sqlx::any::install_default_drivers();
