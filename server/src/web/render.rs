@@ -53,6 +53,10 @@ pub use crate::console::local_time as local;
 impl Templates {
     pub fn new() -> Templates {
         let mut env = Environment::new();
+        // Printing or iterating a misspelled or missing variable is an
+        // error (the page fails, the cause is logged), never a blank on the
+        // page; `{% if x %}` on an absent optional value stays allowed.
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("template {name}: {e}"));
