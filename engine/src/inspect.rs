@@ -7,7 +7,6 @@
 //! rows it is given, so the console, the CLI and tests read the same thing.
 
 use crate::interpreter::{Actor, Decision, Effect, Input};
-use crate::runtime::ActivityCall;
 use crate::store::HistoryRow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -238,7 +237,7 @@ pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
                 } => {
                     activities.insert(id.clone(), name.clone());
                     push(Event::ActivityScheduled {
-                        idempotency_key: ActivityCall::key(&h.instance_id, &id),
+                        idempotency_key: crate::store::idempotency_key(&h.instance_id, &id),
                         id,
                         name,
                         args,

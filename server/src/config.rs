@@ -7,34 +7,7 @@
 use serde::Deserialize;
 use std::time::Duration;
 
-/// A secret (token): Debug and Display print `***`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,7 +206,7 @@ impl Config {
             c.worker = v;
         }
         if let Some(v) = env("EPI_METRICS_TOKEN") {
-            c.metrics_token = Secret(v.trim().to_string());
+            c.metrics_token = Secret::new(v.trim());
         }
         if let Some(v) = env("EPI_HEALTH_MODE") {
             c.health.mode = match mode("EPI_HEALTH_MODE", v)?.as_str() {
@@ -251,7 +224,7 @@ impl Config {
             c.health.base_url = v;
         }
         if let Some(v) = env("EPI_HEALTH_TOKEN") {
-            c.health.token = Secret(v);
+            c.health.token = Secret::new(v);
         }
         if let Some(v) = env("EPI_HEALTH_TIMEOUT_MS") {
             c.health.timeout_ms = parse("EPI_HEALTH_TIMEOUT_MS", v)?;
@@ -278,7 +251,7 @@ impl Config {
             c.sms.base_url = v;
         }
         if let Some(v) = env("EPI_SMS_TOKEN") {
-            c.sms.token = Secret(v);
+            c.sms.token = Secret::new(v);
         }
         c.validate()?;
         Ok(c)

@@ -26,7 +26,7 @@ pub struct ActivityCall {
 
 impl ActivityCall {
     pub fn key(instance_id: &str, activity_id: &str) -> String {
-        format!("{instance_id}/{activity_id}")
+        crate::store::idempotency_key(instance_id, activity_id)
     }
 }
 

@@ -45,6 +45,13 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The idempotency key of an activity call (`{instance}/{activity id}`): the
+/// task's id in the store, and what an activity hands to the outside world
+/// so a retry is recognised there.
+pub fn idempotency_key(instance_id: &str, activity_id: &str) -> String {
+    format!("{instance_id}/{activity_id}")
+}
+
 pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

@@ -124,7 +124,7 @@ pub trait HealthCommission: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub base_url: String,
-    pub token: crate::config::Secret,
+    pub token: crate::secret::Secret,
     pub timeout: Duration,
     pub batch_size: usize,
     pub concurrency: usize,

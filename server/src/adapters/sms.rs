@@ -117,13 +117,13 @@ pub trait SmsGateway: Send + Sync + 'static {
 pub struct HttpSms {
     http: reqwest::Client,
     base_url: String,
-    token: crate::config::Secret,
+    token: crate::secret::Secret,
 }
 
 impl HttpSms {
     pub fn new(
         base_url: String,
-        token: crate::config::Secret,
+        token: crate::secret::Secret,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(timeout).build()?;
