@@ -41,6 +41,17 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+impl From<rules::inputs::Finding> for Diagnostic {
+    fn from(f: rules::inputs::Finding) -> Self {
+        Diagnostic {
+            file: f.file,
+            line: f.line,
+            col: f.col,
+            message: f.message,
+        }
+    }
+}
+
 /// Every problem found, sorted by file and position.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct Error(pub Vec<Diagnostic>);
@@ -92,8 +103,10 @@ pub struct Bundle {
     pub rules: Arc<Rules>,
 }
 
-/// Read every `*.yaml`/`*.yml` under `workflows` and `*.rhai` under `rules`,
-/// sorted by path. Paths are shown as given (`workflows/warning.yaml`).
+/// Read every `*.yaml`/`*.yml` under `workflows`, `*.rhai` under `rules`
+/// and the declarations of what the rules receive (`rules/inputs/*.yaml`,
+/// see [`crate::rules::inputs`]), sorted by path. Paths are shown as given
+/// (`workflows/warning.yaml`).
 pub fn load_dirs(
     workflows: &std::path::Path,
     rules: &std::path::Path,
@@ -125,6 +138,10 @@ pub fn load_dirs(
     walk(workflows, &["yaml", "yml"], &mut w)?;
     if rules.exists() {
         walk(rules, &["rhai"], &mut r)?;
+        let inputs = rules.join("inputs");
+        if inputs.is_dir() {
+            walk(&inputs, &["yaml", "yml"], &mut r)?;
+        }
     }
     w.sort();
     r.sort();
@@ -140,7 +157,14 @@ pub fn module_name(path: &str) -> String {
         .to_string()
 }
 
-/// Compile a whole tree. Child workflows must exist in it.
+/// Is `path` a declaration of rule inputs rather than a script?
+fn is_declaration(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+/// Compile a whole tree. Child workflows must exist in it. Rule files
+/// ending in `.yaml` are declarations of the rules' inputs: every declared
+/// function is run on its samples ([`crate::rules::inputs::check`]).
 pub fn compile_bundle(
     workflow_files: &[SourceFile],
     rule_files: &[SourceFile],
@@ -180,6 +204,11 @@ fn compile_inner(
 ) -> Result<Bundle, Error> {
     let mut diags = Vec::new();
     let data_keys: Vec<&str> = opts.data_keys.iter().map(String::as_str).collect();
+    let (declarations, rule_files): (Vec<SourceFile>, Vec<SourceFile>) = rule_files
+        .iter()
+        .cloned()
+        .partition(|f| is_declaration(&f.path));
+    let rule_files = rule_files.as_slice();
 
     // 1. Parse.
     let mut parsed = Vec::new();
@@ -234,6 +263,32 @@ fn compile_inner(
         }
     };
     let rules = Arc::new(rules);
+    if !declarations.is_empty() {
+        let files: Vec<(String, String)> = declarations
+            .iter()
+            .map(|f| (f.path.clone(), f.text.clone()))
+            .collect();
+        let (decls, findings) = rules::inputs::parse(&files);
+        let broken_declarations = !findings.is_empty();
+        diags.extend(findings.into_iter().map(Diagnostic::from));
+        // A script that does not compile is reported once, not again
+        // through every declared function of it.
+        if !broken_declarations {
+            let decls = rules::inputs::Declarations {
+                files: decls
+                    .files
+                    .into_iter()
+                    .filter(|f| !broken_modules.contains(&f.module))
+                    .collect(),
+                types: decls.types,
+            };
+            diags.extend(
+                rules::inputs::check(&rules, &decls, opts.limits)
+                    .into_iter()
+                    .map(Diagnostic::from),
+            );
+        }
+    }
 
     // 3. Forms and the activity catalog.
     let mut forms: BTreeMap<String, (Arc<FormSpec>, SourceFile)> = BTreeMap::new();
@@ -324,6 +379,7 @@ fn compile_inner(
             program_activities: Vec::new(),
             program_children: Vec::new(),
             edges: Vec::new(),
+            unresolved_goto: false,
         };
         if let Some(program) = wc.compile(&p.file, rule_files, activity_files.first()) {
             if workflows.contains_key(&program.name) {
@@ -356,6 +412,7 @@ fn compile_inner(
         }
     }
 
+    drop_alias_repeats(&mut diags, workflow_files);
     if diags.is_empty() {
         Ok(Bundle {
             workflows,
@@ -369,6 +426,26 @@ fn compile_inner(
         diags.dedup();
         Err(Error(diags))
     }
+}
+
+/// A YAML alias (`dispose: *submitted`) compiles the anchored text again
+/// where it is used; a mistake in that text is reported at the anchor, and
+/// the same message at an alias is dropped.
+fn drop_alias_repeats(diags: &mut Vec<Diagnostic>, files: &[SourceFile]) {
+    let at_alias = |d: &Diagnostic| {
+        files
+            .iter()
+            .find(|f| f.path == d.file)
+            .and_then(|f| f.text.lines().nth(d.line.saturating_sub(1)))
+            .and_then(|l| l.chars().nth(d.col.saturating_sub(1)))
+            == Some('*')
+    };
+    let originals: BTreeSet<(String, String)> = diags
+        .iter()
+        .filter(|d| !at_alias(d))
+        .map(|d| (d.file.clone(), d.message.clone()))
+        .collect();
+    diags.retain(|d| !at_alias(d) || !originals.contains(&(d.file.clone(), d.message.clone())));
 }
 
 /// Per-file helpers: report at a path's key or value.
@@ -636,6 +713,9 @@ struct WorkflowCx<'a> {
     program_activities: Vec<ActivitySpec>,
     program_children: Vec<ChildSpec>,
     edges: Vec<Edge>,
+    /// A `goto` named a state that does not exist: the graph is incomplete,
+    /// so its checks (unreachable states, dead ends) would only repeat that.
+    unresolved_goto: bool,
 }
 
 impl WorkflowCx<'_> {
@@ -781,7 +861,7 @@ impl WorkflowCx<'_> {
             });
         }
 
-        if let Some(initial) = initial {
+        if let (Some(initial), false) = (initial, self.unresolved_goto) {
             self.check_graph(&states, initial);
         }
         if self.cx.diags.len() != before {
@@ -939,7 +1019,10 @@ impl WorkflowCx<'_> {
     }
 
     fn goto(&mut self, from: StateId, name: &str, path: &Path) -> Option<StateId> {
-        let to = self.state_ref(name, path)?;
+        let Some(to) = self.state_ref(name, path) else {
+            self.unresolved_goto = true;
+            return None;
+        };
         self.edges.push((from, to));
         Some(to)
     }
