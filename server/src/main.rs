@@ -315,13 +315,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .and_then(|b| server::comparison::check_rules(&b.rules).err());
             match bundle {
                 Ok(b) if districts_error.is_none() && rules_error.is_none() => {
+                    let scripts = r.iter().filter(|f| f.path.ends_with(".rhai")).count();
                     println!(
-                        "ok: {} workflows, {} forms, {} schedules, {} activities, {} rule scripts",
+                        "ok: {} 个工作流，{} 个表单，{} 个定时任务，{} 个活动，{} 个规则脚本，{} 个规则输入声明（样例均已运行）",
                         b.workflows.len(),
                         b.forms.len(),
                         b.schedules.len(),
                         b.activities.len(),
-                        r.len()
+                        scripts,
+                        r.len() - scripts
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -335,7 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for p in &problems {
                         println!("{p}");
                     }
-                    println!("{} problem(s) found", problems.len());
+                    println!("共发现 {} 处问题", problems.len());
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -281,8 +281,8 @@ mod tests {
     #[test]
     fn diff_marks_what_differs() {
         let d = diff(&json!(["核酸阳性", "红码"]), &json!(["红码"]));
-        assert!(d.contains("- \"核酸阳性\","), "{d}");
-        assert!(d.contains("  \"红码\""), "{d}");
+        assert!(d.contains("-   \"核酸阳性\","), "{d}");
+        assert!(d.contains("    \"红码\""), "{d}");
         assert_eq!(compare(&json!(1), &json!(1.0)), Outcome::Pass);
     }
 

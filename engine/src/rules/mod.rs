@@ -627,6 +627,29 @@ mod tests {
     }
 
     #[test]
+    fn a_text_compared_with_a_number_is_an_error_at_run_time() {
+        let r = rules(
+            "fn lt(p) { p.doses < \"2\" }\nfn eq(p) { p.doses == \"2\" }\nfn ok(p) { p.doses < 2.5 && p.missing == () && p.code != \"red\" && p.missing ?? 1 == 1 }",
+        );
+        let p = json!({"doses": 1, "code": "green"});
+        let e = r.call("r", "lt", &[p.clone()]).unwrap_err().to_string();
+        assert!(
+            e.contains("类型不符")
+                && e.contains("`<`")
+                && e.contains("文本 \"2\"")
+                && e.contains("第 1 行"),
+            "{e}"
+        );
+        assert!(r.call("r", "eq", &[p.clone()]).is_err());
+        assert_eq!(r.call("r", "ok", &[p]).unwrap(), json!(true));
+        // The same holds in expressions of definitions.
+        let x = r.compile_expr("input.n > \"3\"", "test".into()).unwrap();
+        let mut ctx = Context::new();
+        ctx.set("input", &json!({"n": 4}));
+        assert!(r.eval(&x, &mut ctx).is_err());
+    }
+
+    #[test]
     fn syntax_errors_carry_script_positions() {
         let e = Rules::build(
             &[(

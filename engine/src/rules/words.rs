@@ -95,7 +95,7 @@ pub fn describe_parse_error(e: &P) -> String {
 fn describe_lex_error(e: &rhai::LexError) -> String {
     use rhai::LexError as L;
     match e {
-        L::UnexpectedInput(s) => format!("无法识别的字符 `{s}`"),
+        L::UnexpectedInput(s) => format!("这里不应出现 `{s}`"),
         L::UnterminatedString => "文本缺少结尾的引号".into(),
         L::StringTooLong(n) => format!("文本太长（上限 {n}）"),
         L::MalformedEscapeSequence(s) => format!("转义写法有误 `{s}`"),
