@@ -175,7 +175,13 @@ pub fn describe_eval_error(e: &E) -> String {
         E::ErrorDataRace(v, _) => format!("变量 `{v}` 正在被使用"),
         E::ErrorAssignmentToConstant(c, _) => format!("不能给常量 `{c}` 赋值"),
         E::ErrorDotExpr(s, _) => format!("属性访问出错：{s}"),
-        E::ErrorArithmetic(s, _) => format!("计算出错：{s}"),
+        E::ErrorArithmetic(s, _) => match s.split_once(": ") {
+            Some((what, expr)) if what.starts_with("Division by zero") => {
+                format!("计算出错：除数为零 `{expr}`")
+            }
+            Some((what, expr)) if what.contains("flow") => format!("计算出错：数值溢出 `{expr}`"),
+            _ => format!("计算出错：{s}"),
+        },
         E::ErrorTooManyOperations(_) => "运算次数超过上限（循环没有结束？）".into(),
         E::ErrorDataTooLarge(what, _) => format!("{what} 超过上限"),
         E::ErrorStackOverflow(_) => "函数调用嵌套太深".into(),
