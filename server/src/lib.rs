@@ -14,6 +14,7 @@ pub mod domain;
 pub mod explain;
 pub mod metrics;
 pub mod records;
+pub mod rule_cases;
 pub mod secret;
 pub mod sites;
 pub mod staff;

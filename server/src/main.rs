@@ -36,6 +36,11 @@ enum Command {
         #[arg(default_value = "rules")]
         rules: PathBuf,
     },
+    /// The rules of `rules/`: `rules test` runs the cases of `rules/tests/*.yaml`.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Set up and administer a deployment's database (SQLite or PostgreSQL,
     /// as configured): the first administrator, accounts, enterprises.
     Admin {
@@ -159,6 +164,17 @@ enum InstancesCommand {
         /// Check every instance, in pages by id.
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run every case of `<rules>/tests/*.yaml` (an input and the expected
+    /// reasons, counts or return value); print 通过/失败 per case with a diff
+    /// of expected and actual, and exit non-zero if any case fails.
+    Test {
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
     },
 }
 
@@ -297,6 +313,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
             rt.block_on(instances(command))
         }
+        Command::Rules {
+            command: RulesCommand::Test { rules },
+        } => match server::rule_cases::run_dir(&rules) {
+            Ok(ran) => {
+                let (text, ok) = server::rule_cases::report(&ran);
+                print!("{text}");
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            Err(e) => {
+                println!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Validate { workflows, rules } => {
             let (w, r) = engine::load_dirs(&workflows, &rules).with_context(|| {
                 format!("reading {} and {}", workflows.display(), rules.display())
@@ -315,13 +348,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .and_then(|b| server::comparison::check_rules(&b.rules).err());
             match bundle {
                 Ok(b) if districts_error.is_none() && rules_error.is_none() => {
+                    let scripts = r.iter().filter(|f| f.path.ends_with(".rhai")).count();
                     println!(
-                        "ok: {} workflows, {} forms, {} schedules, {} activities, {} rule scripts",
+                        "ok: {} 个工作流，{} 个表单，{} 个定时任务，{} 个活动，{} 个规则脚本，{} 个规则输入声明（样例均已运行）",
                         b.workflows.len(),
                         b.forms.len(),
                         b.schedules.len(),
                         b.activities.len(),
-                        r.len()
+                        scripts,
+                        r.len() - scripts
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -335,7 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for p in &problems {
                         println!("{p}");
                     }
-                    println!("{} problem(s) found", problems.len());
+                    println!("共发现 {} 处问题", problems.len());
                     Ok(ExitCode::FAILURE)
                 }
             }

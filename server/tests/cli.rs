@@ -31,16 +31,14 @@ fn validate_lists_every_problem_and_fails() {
     );
     assert_eq!(code, 1);
     assert!(
-        out.contains(
-            "engine/tests/fixtures/broken/workflows/bad.yaml:28:15: unknown state `nowhere`"
-        ),
+        out.contains("engine/tests/fixtures/broken/workflows/bad.yaml:28:15: 未知的状态 `nowhere`"),
         "{out}"
     );
     assert!(
         out.contains("engine/tests/fixtures/broken/rules/helpers.rhai:6:13:"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("24 problem(s) found"), "{out}");
+    assert!(out.trim_end().ends_with("共发现 23 处问题"), "{out}");
 }
 
 #[test]
@@ -49,7 +47,9 @@ fn validate_names_a_rule_function_the_comparison_needs_but_lacks() {
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(format!("{root}/rules")).unwrap() {
         let f = f.unwrap().path();
-        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        if f.is_file() {
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
     }
     // statistics.rhai without `classify`.
     let path = dir.path().join("statistics.rhai");

@@ -326,6 +326,8 @@ async fn a_rule_error_in_the_comparison_is_shown_with_its_position() {
     let defs = tempfile::tempdir().unwrap();
     copy_dir(&root.join("workflows"), &defs.path().join("workflows"));
     copy_dir(&root.join("rules"), &defs.path().join("rules"));
+    // Without the declared samples, which would refuse the broken rule at start.
+    std::fs::remove_dir_all(defs.path().join("rules/inputs")).unwrap();
     let anomaly = defs.path().join("rules/anomaly.rhai");
     let text = std::fs::read_to_string(&anomaly).unwrap();
     std::fs::write(
@@ -364,7 +366,7 @@ async fn a_rule_error_in_the_comparison_is_shown_with_its_position() {
         .to_string();
     assert!(error.contains("anomaly"), "the rule named: {error}");
     assert!(
-        error.contains("line") || error.contains(":"),
+        error.contains("除数为零") && error.contains("第 12 行"),
         "with its position: {error}"
     );
     assert!(op.get("/notices").await.contains("run_comparison"));
@@ -382,6 +384,8 @@ async fn a_rule_error_in_a_timer_is_retried_to_completion_after_the_fix() {
         copy_dir(&root.join("workflows"), &d.path().join("workflows"));
         copy_dir(&root.join("rules"), &d.path().join("rules"));
     }
+    // Without the declared samples, which would refuse the broken rule at start.
+    std::fs::remove_dir_all(broken.path().join("rules/inputs")).unwrap();
     let escalation = broken.path().join("rules/escalation.rhai");
     let text = std::fs::read_to_string(&escalation).unwrap();
     std::fs::write(

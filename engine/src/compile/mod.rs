@@ -41,6 +41,17 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+impl From<rules::inputs::Finding> for Diagnostic {
+    fn from(f: rules::inputs::Finding) -> Self {
+        Diagnostic {
+            file: f.file,
+            line: f.line,
+            col: f.col,
+            message: f.message,
+        }
+    }
+}
+
 /// Every problem found, sorted by file and position.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct Error(pub Vec<Diagnostic>);
@@ -92,8 +103,10 @@ pub struct Bundle {
     pub rules: Arc<Rules>,
 }
 
-/// Read every `*.yaml`/`*.yml` under `workflows` and `*.rhai` under `rules`,
-/// sorted by path. Paths are shown as given (`workflows/warning.yaml`).
+/// Read every `*.yaml`/`*.yml` under `workflows`, `*.rhai` under `rules`
+/// and the declarations of what the rules receive (`rules/inputs/*.yaml`,
+/// see [`crate::rules::inputs`]), sorted by path. Paths are shown as given
+/// (`workflows/warning.yaml`).
 pub fn load_dirs(
     workflows: &std::path::Path,
     rules: &std::path::Path,
@@ -125,6 +138,10 @@ pub fn load_dirs(
     walk(workflows, &["yaml", "yml"], &mut w)?;
     if rules.exists() {
         walk(rules, &["rhai"], &mut r)?;
+        let inputs = rules.join("inputs");
+        if inputs.is_dir() {
+            walk(&inputs, &["yaml", "yml"], &mut r)?;
+        }
     }
     w.sort();
     r.sort();
@@ -140,7 +157,14 @@ pub fn module_name(path: &str) -> String {
         .to_string()
 }
 
-/// Compile a whole tree. Child workflows must exist in it.
+/// Is `path` a declaration of rule inputs rather than a script?
+fn is_declaration(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+/// Compile a whole tree. Child workflows must exist in it. Rule files
+/// ending in `.yaml` are declarations of the rules' inputs: every declared
+/// function is run on its samples ([`crate::rules::inputs::check`]).
 pub fn compile_bundle(
     workflow_files: &[SourceFile],
     rule_files: &[SourceFile],
@@ -160,7 +184,7 @@ pub fn compile_program(source: &DefinitionSource, opts: &Options) -> Result<Arc<
             file: source.workflow.path.clone(),
             line: 1,
             col: 1,
-            message: "no workflow in stored definition".into(),
+            message: "保存的定义中没有工作流".into(),
         }])
     })?;
     Ok(program)
@@ -180,6 +204,11 @@ fn compile_inner(
 ) -> Result<Bundle, Error> {
     let mut diags = Vec::new();
     let data_keys: Vec<&str> = opts.data_keys.iter().map(String::as_str).collect();
+    let (declarations, rule_files): (Vec<SourceFile>, Vec<SourceFile>) = rule_files
+        .iter()
+        .cloned()
+        .partition(|f| is_declaration(&f.path));
+    let rule_files = rule_files.as_slice();
 
     // 1. Parse.
     let mut parsed = Vec::new();
@@ -195,7 +224,7 @@ fn compile_inner(
                 file: f.path.clone(),
                 line: e.line,
                 col: e.col,
-                message: e.message,
+                message: yaml_words(&e.message),
             }),
         }
     }
@@ -219,7 +248,7 @@ fn compile_inner(
                     file,
                     line: e.line,
                     col: e.col,
-                    message: format!("rhai: {}", e.message),
+                    message: e.message.clone(),
                 });
                 broken_modules.insert(module);
             }
@@ -234,6 +263,32 @@ fn compile_inner(
         }
     };
     let rules = Arc::new(rules);
+    if !declarations.is_empty() {
+        let files: Vec<(String, String)> = declarations
+            .iter()
+            .map(|f| (f.path.clone(), f.text.clone()))
+            .collect();
+        let (decls, findings) = rules::inputs::parse(&files);
+        let broken_declarations = !findings.is_empty();
+        diags.extend(findings.into_iter().map(Diagnostic::from));
+        // A script that does not compile is reported once, not again
+        // through every declared function of it.
+        if !broken_declarations {
+            let decls = rules::inputs::Declarations {
+                files: decls
+                    .files
+                    .into_iter()
+                    .filter(|f| !broken_modules.contains(&f.module))
+                    .collect(),
+                types: decls.types,
+            };
+            diags.extend(
+                rules::inputs::check(&rules, &decls, opts.limits)
+                    .into_iter()
+                    .map(Diagnostic::from),
+            );
+        }
+    }
 
     // 3. Forms and the activity catalog.
     let mut forms: BTreeMap<String, (Arc<FormSpec>, SourceFile)> = BTreeMap::new();
@@ -256,10 +311,7 @@ fn compile_inner(
                     &root.key("fields"),
                 ) {
                     if forms.contains_key(&fd.form) {
-                        cx.err_value(
-                            &root.key("form"),
-                            format!("form `{}` is defined twice", fd.form),
-                        );
+                        cx.err_value(&root.key("form"), format!("表单 `{}` 定义了两次", fd.form));
                     } else {
                         forms.insert(fd.form.clone(), (Arc::new(spec), p.file.clone()));
                     }
@@ -275,7 +327,7 @@ fn compile_inner(
                         &path.key("retry"),
                     );
                     if activities.contains_key(name) {
-                        cx.err_key(&path, format!("activity `{name}` is declared twice"));
+                        cx.err_key(&path, format!("活动 `{name}` 声明了两次"));
                     }
                     activities.insert(
                         name.clone(),
@@ -329,7 +381,7 @@ fn compile_inner(
             if workflows.contains_key(&program.name) {
                 wc.cx.err_value(
                     &Path::root().key("workflow"),
-                    format!("workflow `{}` is defined twice", program.name),
+                    format!("工作流 `{}` 定义了两次", program.name),
                 );
             } else {
                 workflows.insert(program.name.clone(), Arc::new(program));
@@ -356,6 +408,7 @@ fn compile_inner(
         }
     }
 
+    drop_alias_repeats(&mut diags, workflow_files);
     if diags.is_empty() {
         Ok(Bundle {
             workflows,
@@ -369,6 +422,65 @@ fn compile_inner(
         diags.dedup();
         Err(Error(diags))
     }
+}
+
+/// serde_yaml's and the parser's English in Chinese: `states.a: unknown
+/// field `colour`, expected one of …` -> `states.a: 未知的键 `colour`；可用的键：…`.
+fn yaml_words(message: &str) -> String {
+    let (prefix, m) = match message.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') => (format!("{p}: "), rest),
+        _ => (String::new(), message),
+    };
+    let zh = if let Some(rest) = m.strip_prefix("unknown field ") {
+        match rest.split_once(", expected one of ") {
+            Some((f, known)) => format!("未知的键 {f}；可用的键：{known}"),
+            None => match rest.split_once(", expected ") {
+                Some((f, known)) => format!("未知的键 {f}；可用的键：{known}"),
+                None => format!("未知的键 {rest}"),
+            },
+        }
+    } else if let Some(rest) = m.strip_prefix("unknown variant ") {
+        match rest.split_once(", expected one of ") {
+            Some((v, known)) => format!("未知的取值 {v}；可用：{known}"),
+            None => format!("未知的取值 {rest}"),
+        }
+    } else if let Some(f) = m.strip_prefix("missing field ") {
+        format!("缺少 {f}")
+    } else if let Some(f) = m.strip_prefix("duplicate field ") {
+        format!("{f} 写了两次")
+    } else if let Some(rest) = m.strip_prefix("invalid type: ") {
+        match rest.split_once(", expected ") {
+            Some((got, want)) => format!("类型不对：写的是 {got}，应为 {want}"),
+            None => format!("类型不对：{rest}"),
+        }
+    } else if let Some(rest) = m.strip_prefix("invalid value: ") {
+        format!("取值不对：{rest}")
+    } else if m.starts_with("unrecognised file") || m.starts_with("expected a mapping with") {
+        "无法识别的文件：顶层应以 `workflow:`、`form:`、`schedules:` 或 `activities:` 开头".into()
+    } else {
+        format!("YAML 写法有误：{m}")
+    };
+    format!("{prefix}{zh}")
+}
+
+/// A YAML alias (`dispose: *submitted`) compiles the anchored text again
+/// where it is used; a mistake in that text is reported at the anchor, and
+/// the same message at an alias is dropped.
+fn drop_alias_repeats(diags: &mut Vec<Diagnostic>, files: &[SourceFile]) {
+    let at_alias = |d: &Diagnostic| {
+        files
+            .iter()
+            .find(|f| f.path == d.file)
+            .and_then(|f| f.text.lines().nth(d.line.saturating_sub(1)))
+            .and_then(|l| l.chars().nth(d.col.saturating_sub(1)))
+            == Some('*')
+    };
+    let originals: BTreeSet<(String, String)> = diags
+        .iter()
+        .filter(|d| !at_alias(d))
+        .map(|d| (d.file.clone(), d.message.clone()))
+        .collect();
+    diags.retain(|d| !at_alias(d) || !originals.contains(&(d.file.clone(), d.message.clone())));
 }
 
 /// Per-file helpers: report at a path's key or value.
@@ -404,15 +516,13 @@ impl FileCx<'_> {
         match humantime::parse_duration(text.trim()) {
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
-                self.err_value(path, format!("duration `{text}` must be longer than zero"));
+                self.err_value(path, format!("时长 `{text}` 必须大于零"));
                 None
             }
             Err(_) => {
                 self.err_value(
                     path,
-                    format!(
-                        "bad duration `{text}`: write a number and a unit, like 30m, 6h, 12h or 1d"
-                    ),
+                    format!("时长 `{text}` 写法有误：请写数字加单位，如 30m、6h、12h 或 1d"),
                 );
                 None
             }
@@ -424,7 +534,7 @@ impl FileCx<'_> {
         let Some(d) = def else { return r };
         if let Some(a) = d.attempts {
             if a == 0 {
-                self.err_value(&path.key("attempts"), "attempts must be at least 1".into());
+                self.err_value(&path.key("attempts"), "attempts（尝试次数）至少为 1".into());
             } else {
                 r.max_attempts = a;
             }
@@ -443,7 +553,7 @@ impl FileCx<'_> {
             r.timeout = self.duration(t, &path.key("timeout")).unwrap_or(r.timeout);
         }
         if r.max_backoff < r.initial_backoff {
-            self.err_value(path, "max_backoff is shorter than backoff".into());
+            self.err_value(path, "max_backoff 不能短于 backoff".into());
         }
         r
     }
@@ -464,20 +574,16 @@ impl FileCx<'_> {
             if !is_identifier(&f.name) {
                 self.err_value(
                     &fp.key("name"),
-                    format!("field name `{}` must be letters, digits and _", f.name),
+                    format!("字段名 `{}` 只能由字母、数字和 _ 组成", f.name),
                 );
             }
             if !seen.insert(f.name.clone()) {
-                self.err_value(&fp.key("name"), format!("field `{}` appears twice", f.name));
+                self.err_value(&fp.key("name"), format!("字段 `{}` 出现了两次", f.name));
             }
             let Some(kind) = FieldKind::parse(&f.ty) else {
                 self.err_value(
                     &fp.key("type"),
-                    format!(
-                        "unknown field type `{}`; use one of {}",
-                        f.ty,
-                        FieldKind::NAMES
-                    ),
+                    format!("未知的字段类型 `{}`；可用：{}", f.ty, FieldKind::NAMES),
                 );
                 continue;
             };
@@ -485,25 +591,25 @@ impl FileCx<'_> {
             if is_choice && f.options.is_empty() {
                 self.err_value(
                     &fp.key("name"),
-                    format!("field `{}` is a {} and needs `options`", f.name, f.ty),
+                    format!("字段 `{}` 是 {}，需要写 `options`（选项）", f.name, f.ty),
                 );
             }
             if !is_choice && !f.options.is_empty() {
                 self.err_value(
                     &fp.key("options"),
-                    format!("`options` only apply to choice fields, not {}", f.ty),
+                    format!("`options` 只用于选择字段，不能用于 {}", f.ty),
                 );
             }
             if let (Some(a), Some(b)) = (f.min, f.max) {
                 if a > b {
-                    self.err_value(&fp.key("min"), format!("min {a} is greater than max {b}"));
+                    self.err_value(&fp.key("min"), format!("min {a} 大于 max {b}"));
                 }
             }
             if let (Some(a), Some(b)) = (f.min_length, f.max_length) {
                 if a > b {
                     self.err_value(
                         &fp.key("min_length"),
-                        format!("min_length {a} is greater than max_length {b}"),
+                        format!("min_length {a} 大于 max_length {b}"),
                     );
                 }
             }
@@ -543,17 +649,14 @@ impl FileCx<'_> {
         if !workflows.contains(&s.workflow) {
             self.err_value(
                 &path.key("workflow"),
-                format!("unknown workflow `{}`", s.workflow),
+                format!("未知的工作流 `{}`", s.workflow),
             );
         }
         let tz: Option<chrono_tz::Tz> = s.timezone.parse().ok();
         if tz.is_none() {
             self.err_value(
                 &path.key("timezone"),
-                format!(
-                    "unknown time zone `{}`; for Chengdu write Asia/Shanghai",
-                    s.timezone
-                ),
+                format!("未知的时区 `{}`；成都请写 Asia/Shanghai", s.timezone),
             );
         }
         let mut times = Vec::new();
@@ -562,12 +665,12 @@ impl FileCx<'_> {
                 Ok(t) => times.push(t),
                 Err(_) => self.err_value(
                     &path.key("at").index(i),
-                    format!("bad time `{t}`: write HH:MM, like 05:00"),
+                    format!("时间 `{t}` 写法有误：请写 时:分，如 05:00"),
                 ),
             }
         }
         if s.at.is_empty() {
-            self.err_value(&path.key("at"), "a schedule needs at least one time".into());
+            self.err_value(&path.key("at"), "定时任务至少需要一个时间".into());
         }
         times.sort();
         times.dedup();
@@ -578,7 +681,7 @@ impl FileCx<'_> {
             Some(other) => {
                 self.err_value(
                     &path.key("catch_up"),
-                    format!("catch_up `{other}` must be none, once or all"),
+                    format!("catch_up `{other}` 只能是 none、once 或 all"),
                 );
                 CatchUp::Once
             }
@@ -650,15 +753,12 @@ impl WorkflowCx<'_> {
         let root = Path::root();
         if d.version == 0 {
             self.cx
-                .err_value(&root.key("version"), "version must be 1 or more".into());
+                .err_value(&root.key("version"), "version（版本号）至少为 1".into());
         }
         if !is_identifier(&d.workflow) {
             self.cx.err_value(
                 &root.key("workflow"),
-                format!(
-                    "workflow name `{}` must be letters, digits and _",
-                    d.workflow
-                ),
+                format!("工作流名 `{}` 只能由字母、数字和 _ 组成", d.workflow),
             );
         }
         let input = self.vars(&d.input, &root.key("input"), true);
@@ -681,9 +781,7 @@ impl WorkflowCx<'_> {
                 if !matches!(k.as_str(), "enterprise_id" | "district" | "person") {
                     self.cx.err_key(
                         &root.key("search").key(k),
-                        format!(
-                            "unknown search field `{k}`; use enterprise_id, district or person"
-                        ),
+                        format!("未知的查询字段 `{k}`；可用 enterprise_id、district 或 person"),
                     );
                 }
                 (
@@ -699,10 +797,16 @@ impl WorkflowCx<'_> {
             let id = self.states[name];
             let terminal = if sd.terminal {
                 if !sd.timers.is_empty() {
-                    self.cx.err_key(&sp.key("timers"), format!("terminal state `{name}` cannot have timers: the workflow has ended there"));
+                    self.cx.err_key(
+                        &sp.key("timers"),
+                        format!("终止状态 `{name}` 不能有计时器：工作流到这里已经结束"),
+                    );
                 }
                 if !sd.on.is_empty() {
-                    self.cx.err_key(&sp.key("on"), format!("terminal state `{name}` cannot have transitions: the workflow has ended there"));
+                    self.cx.err_key(
+                        &sp.key("on"),
+                        format!("终止状态 `{name}` 不能有转移：工作流到这里已经结束"),
+                    );
                 }
                 let output = sd
                     .output
@@ -714,13 +818,11 @@ impl WorkflowCx<'_> {
                 })
             } else {
                 if sd.status.is_some() {
-                    self.cx.err_key(&sp.key("status"), format!("`status` is only for terminal states; add `terminal: true` to `{name}` or remove it"));
+                    self.cx.err_key(&sp.key("status"), format!("`status` 只用于终止状态：给 `{name}` 加上 `terminal: true`，或删去 `status`"));
                 }
                 if sd.output.is_some() {
-                    self.cx.err_key(
-                        &sp.key("output"),
-                        "`output` is only for terminal states".into(),
-                    );
+                    self.cx
+                        .err_key(&sp.key("output"), "`output` 只用于终止状态".into());
                 }
                 None
             };
@@ -759,7 +861,7 @@ impl WorkflowCx<'_> {
                     self.cx.err_key(
                         &op,
                         format!(
-                            "transition on undeclared signal `{sig}`; declared signals: {}",
+                            "转移所用的信号 `{sig}` 没有声明；已声明的信号：{}",
                             known.join(", ")
                         ),
                     );
@@ -832,12 +934,12 @@ impl WorkflowCx<'_> {
             let vp = path.key(name);
             if !is_identifier(name) {
                 self.cx
-                    .err_key(&vp, format!("name `{name}` must be letters, digits and _"));
+                    .err_key(&vp, format!("名称 `{name}` 只能由字母、数字和 _ 组成"));
             }
             let Some(ty) = ValueType::parse(&v.ty) else {
                 self.cx.err_value(
                     &vp.key("type"),
-                    format!("unknown type `{}`; use one of {}", v.ty, ValueType::NAMES),
+                    format!("未知的类型 `{}`；可用：{}", v.ty, ValueType::NAMES),
                 );
                 continue;
             };
@@ -847,7 +949,7 @@ impl WorkflowCx<'_> {
                     if !ty.accepts(&j) {
                         self.cx.err_value(
                             &vp.key("default"),
-                            format!("default of `{name}` is not a {}", v.ty),
+                            format!("`{name}` 的默认值不是 {}", v.ty),
                         );
                     }
                     j
@@ -866,7 +968,7 @@ impl WorkflowCx<'_> {
             if !is_input && v.required {
                 self.cx.err_value(
                     &vp.key("required"),
-                    "`required` applies to input, not variables".into(),
+                    "`required` 只用于 input（输入），不用于变量".into(),
                 );
             }
             out.push(VarSpec {
@@ -885,10 +987,8 @@ impl WorkflowCx<'_> {
             let sp = Path::root().key("signals").key(name);
             let form = match (&s.form, s.fields.is_empty()) {
                 (Some(_), false) => {
-                    self.cx.err_key(
-                        &sp.key("fields"),
-                        "give either `form` or `fields`, not both".into(),
-                    );
+                    self.cx
+                        .err_key(&sp.key("fields"), "`form` 和 `fields` 只能写一个".into());
                     None
                 }
                 (Some(f), true) => match self.forms.get(f) {
@@ -900,7 +1000,7 @@ impl WorkflowCx<'_> {
                         let known: Vec<&str> = self.forms.keys().map(String::as_str).collect();
                         self.cx.err_value(
                             &sp.key("form"),
-                            format!("unknown form `{f}`; known forms: {}", known.join(", ")),
+                            format!("未知的表单 `{f}`；已有的表单：{}", known.join(", ")),
                         );
                         None
                     }
@@ -929,17 +1029,29 @@ impl WorkflowCx<'_> {
             Some(&id) => Some(id),
             None => {
                 let known: Vec<&str> = self.states.keys().map(String::as_str).collect();
-                self.cx.err_value(
-                    path,
-                    format!("unknown state `{name}`; states: {}", known.join(", ")),
-                );
+                let mut message = format!("未知的状态 `{name}`；已有的状态：{}", known.join(", "));
+                if let Some(c) = rules::inputs::closest(name, known.iter().copied()) {
+                    message.push_str(&format!("；是否想写 `{c}`？"));
+                }
+                self.cx.err_value(path, message);
                 None
             }
         }
     }
 
     fn goto(&mut self, from: StateId, name: &str, path: &Path) -> Option<StateId> {
-        let to = self.state_ref(name, path)?;
+        let Some(to) = self.state_ref(name, path) else {
+            // The graph checks must not repeat this one mistake as
+            // unreachable states and dead ends: the edge is taken to go to
+            // the state it most likely meant (a misspelling), or else to
+            // any state.
+            let known = self.states.keys().map(String::as_str);
+            match rules::inputs::closest(name, known).map(|c| self.states[c]) {
+                Some(meant) => self.edges.push((from, meant)),
+                None => self.edges.extend((0..self.states.len()).map(|t| (from, t))),
+            }
+            return None;
+        };
         self.edges.push((from, to));
         Some(to)
     }
@@ -975,7 +1087,7 @@ impl WorkflowCx<'_> {
                     if form.field(field).is_none() {
                         self.cx.err_value(
                             &cp.key("field"),
-                            format!("signal `{sig}` has no field `{field}`"),
+                            format!("信号 `{sig}` 没有字段 `{field}`"),
                         );
                     }
                 }
@@ -989,10 +1101,8 @@ impl WorkflowCx<'_> {
             }
         }
         if !h.validate.is_empty() && scope.signal.is_none() {
-            self.cx.err_key(
-                &path.key("validate"),
-                "`validate` only applies to signal transitions".into(),
-            );
+            self.cx
+                .err_key(&path.key("validate"), "`validate` 只用于信号转移".into());
         }
         let actions = self.actions(&h.actions, &path.key("do"), scope, state);
         let goto = h
@@ -1073,7 +1183,7 @@ impl WorkflowCx<'_> {
         if kinds != 1 {
             self.cx.err_value(
                 path,
-                "an action needs exactly one of `set`, `activity` or `start_child`".into(),
+                "一个动作必须且只能写 `set`、`activity`、`start_child` 中的一个".into(),
             );
             return None;
         }
@@ -1103,7 +1213,7 @@ impl WorkflowCx<'_> {
                 .chain(misplaced(&child_only))
             {
                 self.cx
-                    .err_key(&path.key(k), format!("`{k}` does not apply to `set`"));
+                    .err_key(&path.key(k), format!("`{k}` 不能用于 `set`"));
             }
             let mut out = Vec::new();
             for (var, v) in set {
@@ -1111,9 +1221,7 @@ impl WorkflowCx<'_> {
                 if !self.def.variables.contains_key(var) {
                     self.cx.err_key(
                         &vp,
-                        format!(
-                            "`{var}` is not a declared variable; declare it under `variables:`"
-                        ),
+                        format!("`{var}` 不是已声明的变量；请在 `variables:` 下声明"),
                     );
                 }
                 out.push((var.clone(), self.template(v, &vp, scope)));
@@ -1126,7 +1234,7 @@ impl WorkflowCx<'_> {
         if let Some(name) = &a.activity {
             for k in misplaced(&child_only) {
                 self.cx
-                    .err_key(&path.key(k), format!("`{k}` does not apply to an activity"));
+                    .err_key(&path.key(k), format!("`{k}` 不能用于活动（activity）"));
             }
             let base = match self.activities.get(name) {
                 Some(decl) => decl.retry,
@@ -1134,10 +1242,7 @@ impl WorkflowCx<'_> {
                     let known: Vec<&str> = self.activities.keys().map(String::as_str).collect();
                     self.cx.err_value(
                         &path.key("activity"),
-                        format!(
-                            "unknown activity `{name}`; activities in the catalog: {}",
-                            known.join(", ")
-                        ),
+                        format!("未知的活动 `{name}`；活动目录中有：{}", known.join(", ")),
                     );
                     RetryPolicy::default()
                 }
@@ -1150,10 +1255,8 @@ impl WorkflowCx<'_> {
                 .unwrap_or(Template::Literal(Value::Null));
             if let Some(r) = &a.result {
                 if !self.def.variables.contains_key(r) {
-                    self.cx.err_value(
-                        &path.key("result"),
-                        format!("`{r}` is not a declared variable"),
-                    );
+                    self.cx
+                        .err_value(&path.key("result"), format!("`{r}` 不是已声明的变量"));
                 }
             }
             let hs = Scope {
@@ -1185,16 +1288,14 @@ impl WorkflowCx<'_> {
         }
         let workflow = a.start_child.as_ref().expect("one kind");
         for k in misplaced(&activity_only) {
-            self.cx.err_key(
-                &path.key(k),
-                format!("`{k}` does not apply to `start_child`"),
-            );
+            self.cx
+                .err_key(&path.key(k), format!("`{k}` 不能用于 `start_child`"));
         }
         if let Some(names) = self.workflow_names {
             if !names.contains(workflow) {
                 self.cx.err_value(
                     &path.key("start_child"),
-                    format!("unknown workflow `{workflow}`"),
+                    format!("未知的工作流 `{workflow}`"),
                 );
             }
         }
@@ -1253,7 +1354,7 @@ impl WorkflowCx<'_> {
                 let mut out = Vec::new();
                 for (k, x) in m {
                     let Some(k) = k.as_str() else {
-                        self.cx.err_value(path, "map keys must be text".into());
+                        self.cx.err_value(path, "映射的键必须是文本".into());
                         continue;
                     };
                     out.push((k.to_string(), self.template(x, &path.key(k), scope)));
@@ -1280,7 +1381,7 @@ impl WorkflowCx<'_> {
                 .find('}')
                 .map(|e| closing_brace(&rest[start + 2..]).unwrap_or(e))
             else {
-                self.cx.err_value(path, "`${` without a closing `}`".into());
+                self.cx.err_value(path, "`${` 缺少配对的 `}`".into());
                 return Template::Literal(Value::String(s.to_string()));
             };
             let src = &rest[start + 2..start + 2 + len];
@@ -1365,12 +1466,12 @@ impl WorkflowCx<'_> {
                         self.cx.at(
                             p,
                             format!(
-                                "unknown rule script `{module}` in `{src}`: no rules/{module}.rhai"
+                                "未知的规则脚本 `{module}`（在 `{src}` 中）：没有 rules/{module}.rhai"
                             ),
                         );
                     } else if !self.rules.has_function(&module, &function, Some(arity)) {
                         let p = at(&self.cx, 1, col);
-                        self.cx.at(p, format!("unknown rule `{module}::{function}` with {arity} argument(s) in `{src}`"));
+                        self.cx.at(p, format!("未知的规则 `{module}::{function}`（{arity} 个参数，在 `{src}` 中）"));
                     }
                 }
                 Reference::Field {
@@ -1380,19 +1481,23 @@ impl WorkflowCx<'_> {
                 } => {
                     let col = src[..offset].chars().count() + 1;
                     let missing = match root.as_str() {
-                        "vars" => (!self.def.variables.contains_key(&field)).then(|| format!("`vars.{field}` is not a declared variable")),
-                        "input" => (!self.def.input.contains_key(&field)).then(|| format!("`input.{field}` is not a declared input")),
+                        "vars" => (!self.def.variables.contains_key(&field))
+                            .then(|| format!("`vars.{field}` 不是已声明的变量")),
+                        "input" => (!self.def.input.contains_key(&field))
+                            .then(|| format!("`input.{field}` 不是已声明的输入")),
                         "signal" => match scope.signal {
-                            None => Some("`signal` is only available in signal transitions".to_string()),
+                            None => Some("`signal` 只能在信号转移中使用".to_string()),
                             Some(sig) => self
                                 .signal_form(sig)
                                 .filter(|f| f.field(&field).is_none())
-                                .map(|_| format!("signal `{sig}` has no field `{field}`")),
+                                .map(|_| format!("信号 `{sig}` 没有字段 `{field}`")),
                         },
-                        "result" | "error" if !scope.in_activity_handler => {
-                            Some(format!("`{root}` is only available in on_success, on_failure and on_child_complete"))
+                        "result" | "error" if !scope.in_activity_handler => Some(format!(
+                            "`{root}` 只能在 on_success、on_failure 和 on_child_complete 中使用"
+                        )),
+                        "item" if !scope.item => {
+                            Some("`item` 只能与 `for_each` 一起使用".to_string())
                         }
-                        "item" if !scope.item => Some("`item` is only available with `for_each`".to_string()),
                         _ => None,
                     };
                     if let Some(m) = missing {
@@ -1407,7 +1512,7 @@ impl WorkflowCx<'_> {
             Err(e) => {
                 let p = at(&self.cx, e.line, e.col);
                 self.cx
-                    .at(p, format!("rhai syntax error in `{src}`: {}", e.message));
+                    .at(p, format!("表达式 `{src}` 语法错误：{}", e.message));
                 None
             }
         }
@@ -1445,29 +1550,28 @@ impl WorkflowCx<'_> {
         if terminals.is_empty() {
             self.cx.err_key(
                 &root.key("states"),
-                "no terminal state: mark the state where the workflow ends with `terminal: true`"
-                    .into(),
+                "没有终止状态：请给工作流结束的状态加上 `terminal: true`".into(),
             );
         } else if !terminals.iter().any(|&t| from_initial[t]) {
             self.cx.err_value(
                 &root.key("initial"),
-                format!(
-                    "no terminal state can be reached from `{}`",
-                    states[initial].name
-                ),
+                format!("从 `{}` 无法到达任何终止状态", states[initial].name),
             );
         }
         for (i, s) in states.iter().enumerate() {
             let sp = root.key("states").key(&s.name);
             if !from_initial[i] {
-                self.cx.err_key(&sp, format!("state `{}` is unreachable: no transition, timer or handler goes there from `{}`", s.name, states[initial].name));
-            } else if !terminals.is_empty() && !to_terminal[i] {
                 self.cx.err_key(
                     &sp,
                     format!(
-                        "state `{}` is a dead end: no terminal state can be reached from it",
-                        s.name
+                        "状态 `{}` 无法到达：从 `{}` 出发，没有转移、计时器或处理器通往它",
+                        s.name, states[initial].name
                     ),
+                );
+            } else if !terminals.is_empty() && !to_terminal[i] {
+                self.cx.err_key(
+                    &sp,
+                    format!("状态 `{}` 是死路：从它无法到达任何终止状态", s.name),
                 );
             }
         }

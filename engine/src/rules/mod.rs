@@ -8,11 +8,15 @@
 //! `serde_json::Value`. It must not do I/O or read the clock; what a script
 //! sees is its arguments and the functions registered here.
 
+pub mod cases;
+pub mod inputs;
 mod scan;
+mod words;
 
 /// The rhai types hosts use with [`Rules::call_dynamic`] in hot loops.
 pub use rhai;
-pub use scan::{references, roots, Reference};
+pub use scan::{function_offsets, references, roots, Reference};
+pub use words::{describe_eval_error, describe_parse_error, line_col};
 
 use rhai::{Dynamic, Engine, Module, OptimizationLevel, Scope, AST};
 use serde_json::Value;
@@ -22,17 +26,17 @@ use std::sync::Arc;
 /// A rule failed. Every variant names where the rule came from.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum Error {
-    #[error("rule {origin} stopped: {message}")]
+    #[error("规则 {origin} 被中止：{message}")]
     Limit { origin: String, message: String },
-    #[error("rule {origin} failed: {message}")]
+    #[error("规则 {origin} 出错：{message}")]
     Runtime { origin: String, message: String },
-    #[error("rule {origin}: no function `{function}` with {arity} argument(s)")]
+    #[error("规则 {origin} 中没有 {arity} 个参数的函数 `{function}`")]
     NoSuchFunction {
         origin: String,
         function: String,
         arity: usize,
     },
-    #[error("rule {origin} returned a value that cannot be used: {message}")]
+    #[error("规则 {origin} 返回的值无法使用：{message}")]
     Conversion { origin: String, message: String },
 }
 
@@ -83,8 +87,13 @@ pub const CONTEXT_NAMES: &[&str] = &[
 #[derive(Debug)]
 struct Script {
     origin: String,
+    source: String,
     ast: AST,
     functions: BTreeMap<String, Vec<usize>>,
+    /// Parameter names of each function (by name and arity).
+    params: BTreeMap<(String, usize), Vec<String>>,
+    /// What the script's top level evaluated to, registered as its module.
+    module: Option<rhai::Shared<Module>>,
 }
 
 /// The rule engine: a sandboxed rhai Engine with every script of `rules/`
@@ -201,17 +210,64 @@ fn base_engine(limits: &Limits) -> Engine {
         .set_optimization_level(OptimizationLevel::Simple)
         // Scripts may not load other files: modules are the scripts given here.
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
-        .disable_symbol("eval");
+        .disable_symbol("eval")
+        // Comparing a text with a number is an error, never silently false:
+        // the operators below must be found before rhai's built-in
+        // fallbacks, which answer `false` for any two types that differ.
+        .set_fast_operators(false);
+    register_mismatches(&mut e);
     e.on_print(|s| tracing::debug!(target: "rules", "print: {s}"));
     e.on_debug(|s, src, pos| tracing::debug!(target: "rules", "debug {src:?} {pos}: {s}"));
     e
+}
+
+/// `a op b` for values of two types that cannot be compared: an error
+/// naming both values (a text and a number, a flag and a number, …).
+fn mismatch(op: &str, a: Dynamic, b: Dynamic) -> Box<rhai::EvalAltResult> {
+    rhai::EvalAltResult::ErrorRuntime(
+        format!(
+            "类型不符：`{op}` 两边是{} 和{}，文本与数字等不同类型的值不能比较",
+            words::value_word(&a),
+            words::value_word(&b)
+        )
+        .into(),
+        rhai::Position::NONE,
+    )
+    .into()
+}
+
+fn register_mismatches(e: &mut Engine) {
+    use rhai::{Array, ImmutableString as Str, Map, FLOAT, INT};
+    macro_rules! pair {
+        ($a:ty, $b:ty) => {
+            for op in ["==", "!=", "<", "<=", ">", ">="] {
+                e.register_fn(
+                    op,
+                    move |a: $a, b: $b| -> Result<bool, Box<rhai::EvalAltResult>> {
+                        Err(mismatch(op, Dynamic::from(a), Dynamic::from(b)))
+                    },
+                );
+            }
+        };
+    }
+    macro_rules! against {
+        ($a:ty; $($b:ty),*) => { $( pair!($a, $b); pair!($b, $a); )* };
+    }
+    // Numbers compare with each other and texts with characters (rhai's
+    // own operators); `()` compares with anything (`x == ()`).
+    against!(INT; Str, bool, char, Array, Map);
+    against!(FLOAT; Str, bool, char, Array, Map);
+    against!(Str; bool, Array, Map);
+    against!(bool; char, Array, Map);
+    against!(char; Array, Map);
+    against!(Array; Map);
 }
 
 fn syntax(e: &rhai::ParseError) -> SyntaxError {
     SyntaxError {
         line: e.1.line().unwrap_or(1),
         col: e.1.position().unwrap_or(1),
-        message: e.0.to_string(),
+        message: words::describe_parse_error(&e.0),
     }
 }
 
@@ -228,17 +284,13 @@ fn is_limit(e: &rhai::EvalAltResult) -> bool {
 }
 
 fn eval_error(origin: &str, e: Box<rhai::EvalAltResult>) -> Error {
-    let mut message = e.to_string();
     let inner = unwrap_fn_error(&e);
+    let mut message = words::describe_eval_error(inner);
+    let pos = inner.position();
+    if let (Some(line), Some(col)) = (pos.line(), pos.position()) {
+        message = format!("{message}（第 {line} 行第 {col} 列）");
+    }
     if is_limit(inner) {
-        message = match inner {
-            rhai::EvalAltResult::ErrorTooManyOperations(..) => {
-                "too many operations (a loop that does not end?)".to_string()
-            }
-            rhai::EvalAltResult::ErrorDataTooLarge(what, _) => format!("{what} too large"),
-            rhai::EvalAltResult::ErrorStackOverflow(..) => "calls nested too deeply".to_string(),
-            other => other.to_string(),
-        };
         return Error::Limit {
             origin: origin.to_string(),
             message,
@@ -250,9 +302,11 @@ fn eval_error(origin: &str, e: Box<rhai::EvalAltResult>) -> Error {
     }
 }
 
-fn unwrap_fn_error(e: &rhai::EvalAltResult) -> &rhai::EvalAltResult {
+/// The error where it happened, inside the calls that led there.
+pub(crate) fn unwrap_fn_error(e: &rhai::EvalAltResult) -> &rhai::EvalAltResult {
     match e {
-        rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => unwrap_fn_error(inner),
+        rhai::EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | rhai::EvalAltResult::ErrorInModule(_, inner, _) => unwrap_fn_error(inner),
         other => other,
     }
 }
@@ -271,18 +325,26 @@ impl Rules {
             match engine.compile(source) {
                 Ok(ast) => {
                     let mut functions: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+                    let mut params = BTreeMap::new();
                     for f in ast.iter_functions() {
                         functions
                             .entry(f.name.to_string())
                             .or_default()
                             .push(f.params.len());
+                        params.insert(
+                            (f.name.to_string(), f.params.len()),
+                            f.params.iter().map(|p| p.to_string()).collect(),
+                        );
                     }
                     compiled.insert(
                         name.clone(),
                         Script {
                             origin: origin.clone(),
+                            source: source.clone(),
                             ast,
                             functions,
+                            params,
+                            module: None,
                         },
                     );
                 }
@@ -292,11 +354,13 @@ impl Rules {
         if !errors.is_empty() {
             return Err(errors);
         }
-        for (name, script) in &compiled {
+        for (name, script) in compiled.iter_mut() {
             // Top-level statements run once here, inside the same limits.
             match Module::eval_ast_as_new(Scope::new(), &script.ast, &engine) {
                 Ok(module) => {
-                    engine.register_static_module(name.as_str(), module.into());
+                    let module: rhai::Shared<Module> = module.into();
+                    engine.register_static_module(name.as_str(), module.clone());
+                    script.module = Some(module);
                 }
                 Err(e) => errors.push((
                     name.clone(),
@@ -327,6 +391,43 @@ impl Rules {
 
     pub fn has_module(&self, module: &str) -> bool {
         self.scripts.contains_key(module)
+    }
+
+    /// The names of the rule modules (scripts).
+    pub fn modules(&self) -> impl Iterator<Item = &str> {
+        self.scripts.keys().map(String::as_str)
+    }
+
+    /// Where script `module` came from (`rules/anomaly.rhai`).
+    pub fn origin(&self, module: &str) -> Option<&str> {
+        self.scripts.get(module).map(|s| s.origin.as_str())
+    }
+
+    /// The text script `module` was compiled from.
+    pub fn source(&self, module: &str) -> Option<&str> {
+        self.scripts.get(module).map(|s| s.source.as_str())
+    }
+
+    /// The functions of script `module`: name and arities.
+    pub fn functions(&self, module: &str) -> Vec<(String, usize)> {
+        self.scripts
+            .get(module)
+            .map(|s| {
+                s.functions
+                    .iter()
+                    .flat_map(|(n, a)| a.iter().map(move |a| (n.clone(), *a)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Parameter names of `module::function` with `arity` arguments.
+    pub fn params(&self, module: &str, function: &str, arity: usize) -> Option<&[String]> {
+        self.scripts
+            .get(module)?
+            .params
+            .get(&(function.to_string(), arity))
+            .map(Vec::as_slice)
     }
 
     /// Compile one expression of a definition. `origin` names it in errors.
@@ -437,7 +538,7 @@ mod tests {
         assert!(matches!(e, Error::Limit { .. }), "{e:?}");
         let text = e.to_string();
         assert!(
-            text.contains("rules/r.rhai") && text.contains("too many operations"),
+            text.contains("rules/r.rhai") && text.contains("运算次数超过上限"),
             "{text}"
         );
     }
@@ -448,7 +549,7 @@ mod tests {
         let e = r.call("r", "grow", &[]).unwrap_err();
         assert!(matches!(e, Error::Limit { .. }), "{e:?}");
         assert!(e.to_string().contains("rules/r.rhai"), "{e}");
-        assert!(e.to_string().contains("too large"), "{e}");
+        assert!(e.to_string().contains("超过上限"), "{e}");
     }
 
     #[test]
@@ -523,6 +624,29 @@ mod tests {
         assert!(p("vars.n + 1").is_none());
         assert!(p("other.x").is_none());
         assert!(p("vars.x.len()").is_none());
+    }
+
+    #[test]
+    fn a_text_compared_with_a_number_is_an_error_at_run_time() {
+        let r = rules(
+            "fn lt(p) { p.doses < \"2\" }\nfn eq(p) { p.doses == \"2\" }\nfn ok(p) { p.doses < 2.5 && p.missing == () && p.code != \"red\" && p.missing ?? 1 == 1 }",
+        );
+        let p = json!({"doses": 1, "code": "green"});
+        let e = r.call("r", "lt", &[p.clone()]).unwrap_err().to_string();
+        assert!(
+            e.contains("类型不符")
+                && e.contains("`<`")
+                && e.contains("文本 \"2\"")
+                && e.contains("第 1 行"),
+            "{e}"
+        );
+        assert!(r.call("r", "eq", &[p.clone()]).is_err());
+        assert_eq!(r.call("r", "ok", &[p]).unwrap(), json!(true));
+        // The same holds in expressions of definitions.
+        let x = r.compile_expr("input.n > \"3\"", "test".into()).unwrap();
+        let mut ctx = Context::new();
+        ctx.set("input", &json!({"n": 4}));
+        assert!(r.eval(&x, &mut ctx).is_err());
     }
 
     #[test]

@@ -137,6 +137,18 @@ pub fn references(src: &str) -> Vec<Reference> {
     out
 }
 
+/// Byte offsets of the names of the functions a script defines
+/// (`fn evaluate(` gives `("evaluate", offset of evaluate)`), in order.
+pub fn function_offsets(src: &str) -> Vec<(String, usize)> {
+    let t = lex(src);
+    t.windows(2)
+        .filter_map(|w| match (&w[0].0, &w[1].0) {
+            (Tok::Ident(k), Tok::Ident(name)) if k == "fn" => Some((name.clone(), w[1].1)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Bit `i` set when the expression reads `names[i]` as a variable (not as a
 /// field, method or module name).
 pub fn roots(src: &str, names: &[&str]) -> u16 {
