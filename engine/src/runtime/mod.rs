@@ -195,6 +195,22 @@ impl<S: Store> Runtime<S> {
         activities: Activities,
         opts: Options,
     ) -> Result<Self> {
+        let rt = Self::attach(store, clock, bundle, activities, opts).await?;
+        rt.publish_at_startup(bundle).await?;
+        Ok(rt)
+    }
+
+    /// A runtime on `store` that publishes nothing: new instances run the
+    /// store's latest publication (none until [`Runtime::publish`]). For
+    /// tools working on a database a server runs on (the `policy` and
+    /// `instances` commands); `bundle` gives the schedules only.
+    pub async fn attach(
+        store: S,
+        clock: Arc<dyn Clock>,
+        bundle: &Bundle,
+        activities: Activities,
+        opts: Options,
+    ) -> Result<Self> {
         let missing = activities.missing(bundle.activities.keys());
         if !missing.is_empty() {
             return Err(Error::MissingActivities(missing));
@@ -219,7 +235,7 @@ impl<S: Store> Runtime<S> {
                 incidents: RwLock::new(None),
             }),
         };
-        rt.publish_at_startup(bundle).await?;
+        rt.follow_publications().await?;
         Ok(rt)
     }
 
