@@ -461,6 +461,93 @@ async fn city_page_lists_publishes_and_rolls_back(s: Setup) {
     assert_eq!(op.get("/policy/versions").await.status, 403);
 }
 
+async fn the_policy_commands_publish_list_migrate_and_roll_back(s: Setup) {
+    let w = &s.w;
+    w.sys.runtime.start("probe", "c1", json!({})).await.unwrap();
+    w.settle().await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(args)
+            .env("EPI_DATABASE_URL", &s.url)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + String::from_utf8_lossy(&out.stderr).as_ref(),
+        )
+    };
+    let dir = s.paths.workflows.parent().unwrap().to_str().unwrap();
+    set_probe(&s.paths, &probe(2, "cli", "waiting"));
+    let (code, out) = run(&[
+        "policy",
+        "publish",
+        "--by",
+        "李四",
+        "--reason",
+        "命令行发布",
+        "--dir",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("已发布（第 2 次发布"), "{out}");
+    let (code, out) = run(&[
+        "policy", "publish", "--by", "李四", "--reason", "再来", "--dir", dir,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("未发布") && out.contains("完全相同"), "{out}");
+    let (code, out) = run(&["policy", "versions"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("probe\tv2") && l.contains("当前") && l.contains("李四")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("probe\tv1") && l.contains("\t1/1\t")),
+        "{out}"
+    );
+    // The dry run, then the migration.
+    let migrate = [
+        "policy",
+        "migrate",
+        "--workflow",
+        "probe",
+        "--from-version",
+        "1",
+        "--by",
+        "李四",
+        "--reason",
+        "修正",
+    ];
+    let (code, out) = run(&migrate);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("可迁移 1 个实例，不能迁移 0 个") && out.contains("预演"),
+        "{out}"
+    );
+    assert_eq!(hash_of(w, "c1").await.1, 1, "a dry run moves nothing");
+    let (code, out) = run(&[&migrate[..], &["--apply"]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("已迁移 1 个实例"), "{out}");
+    assert_eq!(hash_of(w, "c1").await.1, 2);
+    let (code, out) = run(&[
+        "policy",
+        "rollback",
+        "probe@1",
+        "--by",
+        "李四",
+        "--reason",
+        "回到旧版",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("已回滚（第 3 次发布）"), "{out}");
+    w.settle().await;
+    assert_eq!(w.sys.runtime.latest_program("probe").unwrap().version, 1);
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -491,4 +578,5 @@ on_both!(
     a_running_server_follows_another_process,
     checked_migration_moves_or_names_what_is_missing,
     city_page_lists_publishes_and_rolls_back,
+    the_policy_commands_publish_list_migrate_and_roll_back,
 );
