@@ -485,3 +485,34 @@ impl<S: Store> Runtime<S> {
         Utc::now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::program::SourceFile;
+
+    fn source(dir: &str, workflow: &str, rule: &str) -> DefinitionSource {
+        let f = |name: &str, text: &str| SourceFile {
+            path: format!("{dir}/{name}"),
+            text: text.into(),
+        };
+        DefinitionSource {
+            workflow: f("workflows/w.yaml", workflow),
+            forms: vec![],
+            rules: vec![f("rules/r.rhai", rule)],
+            activities: Some(f("workflows/activities.yaml", "activities: {}")),
+        }
+    }
+
+    #[test]
+    fn the_same_files_from_another_directory_are_the_same_content() {
+        let a = source("/srv/epi", "version: 1", "fn f() { 1 }");
+        let b = source("/tmp/copy", "version: 1", "fn f() { 1 }");
+        assert!(changed_files(&a, &b).is_empty());
+        let c = source("/tmp/copy", "version: 1", "fn f() { 2 }");
+        assert_eq!(changed_files(&a, &c), ["r.rhai"]);
+        let mut d = c.clone();
+        d.rules.clear();
+        assert_eq!(changed_files(&a, &d), ["r.rhai"]);
+    }
+}
