@@ -135,6 +135,7 @@ pub fn describe(e: &Event) -> (String, String) {
                     "retry_activity" => "重试活动",
                     "terminate" => "终止实例",
                     "signal" => "代为发送信号",
+                    "migrate" => "迁移到新版本",
                     other => other,
                 }
             ),

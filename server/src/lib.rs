@@ -13,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod explain;
 pub mod metrics;
+pub mod policy_cli;
 pub mod records;
 pub mod rule_cases;
 pub mod secret;

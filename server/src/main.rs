@@ -52,6 +52,17 @@ enum Command {
         #[command(subcommand)]
         command: InstancesCommand,
     },
+    /// Policy (the city's work): publish, versions, rollback, migrate.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    #[command(flatten)]
+    Publishing(server::policy_cli::Publishing),
 }
 
 /// The configuration an `instances` command works on.
@@ -330,6 +341,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Policy { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            match command {
+                PolicyCommand::Publishing(c) => rt.block_on(server::policy_cli::run(c)),
+            }
+        }
         Command::Validate { workflows, rules } => {
             let (w, r) = engine::load_dirs(&workflows, &rules).with_context(|| {
                 format!("reading {} and {}", workflows.display(), rules.display())
@@ -509,11 +526,13 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
         InstancesCommand::Verify { .. } => unreachable!("verify has its own command"),
     };
     let config = server::config::Config::load(on.config.as_deref(), |k| std::env::var(k).ok())?;
-    let sys = server::system::System::open(
+    // A tool on the database: it publishes nothing (see `policy publish`).
+    let sys = server::system::System::open_with(
         &config,
         &server::system::Paths::repository(),
         server::system::ClockChoice::System,
         engine::runtime::Options::default(),
+        server::system::Startup::Attach,
     )
     .await
     .context("opening the system")?;
@@ -755,11 +774,12 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
     } else {
         server::system::Paths::repository()
     };
-    let sys = server::system::System::open(
+    let sys = server::system::System::open_with(
         &config,
         &paths,
         server::system::ClockChoice::System,
         engine::runtime::Options::default(),
+        server::system::Startup::Attach,
     )
     .await
     .context("opening the database")?;

@@ -83,6 +83,9 @@ pub struct System {
     pub daily_record: Arc<FormSpec>,
     pub disposal: Arc<FormSpec>,
     pub bundle: Arc<engine::Bundle>,
+    /// Where the definitions were read from at start (the city's page
+    /// publishes them, or a candidate based on them).
+    pub paths: Paths,
     /// The application's metrics (HTTP, comparison, gateways), served
     /// with the runtime's on `/metrics`.
     pub metrics: crate::metrics::AppMetrics,
@@ -94,24 +97,103 @@ pub enum ClockChoice {
     Adjustable(Arc<dyn AdjustableClock>),
 }
 
+/// Read and compile the definitions and rules under `paths`, with the
+/// checks the application adds (the rule functions the comparison calls).
+pub fn compile(paths: &Paths) -> Result<engine::Bundle, Error> {
+    let (w, r) = engine::load_dirs(&paths.workflows, &paths.rules)
+        .map_err(|e| Error::Load(e.to_string()))?;
+    compile_files(&w, &r)
+}
+
+/// Compile files already read (a candidate: the files under `paths` with
+/// some replaced, say).
+pub fn compile_files(
+    w: &[engine::compile::program::SourceFile],
+    r: &[engine::compile::program::SourceFile],
+) -> Result<engine::Bundle, Error> {
+    let bundle = engine::compile_bundle(w, r, &engine::Options::default()).map_err(|e| {
+        Error::Compile(
+            e.0.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    crate::comparison::check_rules(&bundle.rules).map_err(Error::Compile)?;
+    Ok(bundle)
+}
+
+/// The files under `paths` with one replaced by `text` (matched by file
+/// name, e.g. `warning.yaml` or `anomaly.rhai`; a new name is added beside
+/// the others of its kind), compiled: a candidate to publish.
+pub fn compile_candidate(paths: &Paths, name: &str, text: &str) -> Result<engine::Bundle, Error> {
+    use engine::compile::program::SourceFile;
+    let (mut w, mut r) = engine::load_dirs(&paths.workflows, &paths.rules)
+        .map_err(|e| Error::Load(e.to_string()))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(Error::Refused(
+            "请填写文件名，例如 warning.yaml 或 anomaly.rhai".into(),
+        ));
+    }
+    let is_rule = name.ends_with(".rhai");
+    if !is_rule && !name.ends_with(".yaml") && !name.ends_with(".yml") {
+        return Err(Error::Refused(format!(
+            "{name}：只能是 .yaml 定义或 .rhai 规则文件"
+        )));
+    }
+    let files = if is_rule { &mut r } else { &mut w };
+    let same =
+        |f: &SourceFile| Path::new(&f.path).file_name().and_then(|n| n.to_str()) == Some(name);
+    match files.iter_mut().find(|f| same(f)) {
+        Some(f) => f.text = text.to_string(),
+        None => {
+            let dir = if is_rule {
+                &paths.rules
+            } else {
+                &paths.workflows
+            };
+            files.push(SourceFile {
+                path: dir.join(name).display().to_string(),
+                text: text.to_string(),
+            });
+        }
+    }
+    compile_files(&w, &r)
+}
+
+/// Whether opening the system publishes the files (see
+/// `Runtime::publish_at_startup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// A server starting: the files' new versions are published by 启动.
+    Publish,
+    /// A tool on the database (`server policy …`, `server instances …`):
+    /// nothing is published; new instances run the latest publication.
+    Attach,
+}
+
 impl System {
+    /// The system as a server starts it: the files' new versions are
+    /// published (start-up rule), a changed content under a published
+    /// version number stops the start.
     pub async fn open(
         config: &Config,
         paths: &Paths,
         clock: ClockChoice,
         opts: Options,
     ) -> Result<System, Error> {
-        let (w, r) = engine::load_dirs(&paths.workflows, &paths.rules)
-            .map_err(|e| Error::Load(e.to_string()))?;
-        let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).map_err(|e| {
-            Error::Compile(
-                e.0.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
-        crate::comparison::check_rules(&bundle.rules).map_err(Error::Compile)?;
+        Self::open_with(config, paths, clock, opts, Startup::Publish).await
+    }
+
+    pub async fn open_with(
+        config: &Config,
+        paths: &Paths,
+        clock: ClockChoice,
+        opts: Options,
+        startup: Startup,
+    ) -> Result<System, Error> {
+        let bundle = compile(paths)?;
         let districts = Districts::load(paths.workflows.join("districts.yaml"))
             .map_err(|e| Error::Districts(e.to_string()))?;
         if let Some(dir) = config
@@ -171,14 +253,15 @@ impl System {
             sms: sms.clone(),
             rules: bundle.rules.clone(),
         });
-        let runtime = Runtime::new(
-            store.clone(),
-            clock.clone(),
-            &bundle,
-            metrics.meter_activities(registry(services)),
-            opts,
-        )
-        .await?;
+        let activities = metrics.meter_activities(registry(services));
+        let runtime = match startup {
+            Startup::Publish => {
+                Runtime::new(store.clone(), clock.clone(), &bundle, activities, opts).await?
+            }
+            Startup::Attach => {
+                Runtime::attach(store.clone(), clock.clone(), &bundle, activities, opts).await?
+            }
+        };
         let form = |name: &'static str| {
             bundle
                 .forms
@@ -201,6 +284,7 @@ impl System {
             sms_inbox,
             districts: Arc::new(districts),
             bundle: Arc::new(bundle),
+            paths: paths.clone(),
             metrics,
         })
     }

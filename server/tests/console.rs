@@ -396,6 +396,13 @@ async fn a_rule_error_in_a_timer_is_retried_to_completion_after_the_fix() {
         ),
     )
     .unwrap();
+    // The fix is a new version (the rules are part of every workflow's
+    // content; a changed content under the same number is refused).
+    for f in ["warning.yaml", "comparison.yaml"] {
+        let path = fixed.path().join("workflows").join(f);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\nversion: 1\n", "\nversion: 2\n")).unwrap();
+    }
     let paths = |d: &tempfile::TempDir| server::system::Paths {
         workflows: d.path().join("workflows"),
         rules: d.path().join("rules"),

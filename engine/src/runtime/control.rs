@@ -3,10 +3,12 @@
 //! who and when: retry the step that failed, run an activity that used up
 //! its attempts once more, terminate an instance, send a signal on
 //! someone's behalf. Comparable to `temporal workflow reset | terminate |
-//! signal`, for our definitions.
+//! signal`, for our definitions. And the one way a running instance moves
+//! to a newer published version (issue 11): `migrate`, checked first.
 
 use super::{Error, Result, Runtime};
-use crate::interpreter::{Actor, Input};
+use crate::compile::program::Program;
+use crate::interpreter::{Actor, Input, Instance};
 use crate::store::{self, InstanceRow, StepCommit, Store, TaskStatus};
 use serde_json::{json, Value};
 
@@ -88,10 +90,7 @@ impl<S: Store> Runtime<S> {
             .and_then(|p| serde_json::from_value(p["input"].clone()).ok())
             .ok_or_else(|| Error::Corrupt(format!("{id}: no failed step in the history")))?;
         let latest = self
-            .inner
-            .latest
-            .get(&row.kind)
-            .cloned()
+            .latest_program(&row.kind)
             .ok_or_else(|| Error::UnknownWorkflow(row.kind.clone()))?;
         let mut state = crate::inspect::state_of(&row).map_err(Error::Corrupt)?;
         if latest.state(&state.state).is_none() {
@@ -246,5 +245,213 @@ impl<S: Store> Runtime<S> {
             }
         }
         Err(Error::Refused(format!("实例 {id} 正在变化，请稍后重试")))
+    }
+}
+
+/// Whether one instance can move to a target version, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationCheck {
+    pub instance_id: String,
+    pub state: String,
+    pub from_version: i64,
+    pub to_version: i64,
+    /// Empty: it can move. Otherwise what is missing in the target, in words.
+    pub problems: Vec<String>,
+}
+
+/// What stops `state` (running on `from`) from going on on `to`: the
+/// current state, its pending timers (by name) and the variables must
+/// exist in the target, and activities or children still pending must be
+/// the same calls there (they are referred to by position).
+pub fn migration_problems(state: &Instance, from: &Program, to: &Program) -> Vec<String> {
+    let mut out = Vec::new();
+    if to.name != from.name {
+        out.push(format!(
+            "目标是另一个工作流 {}（实例属于 {}）",
+            to.name, from.name
+        ));
+        return out;
+    }
+    if to.version <= from.version {
+        out.push(format!(
+            "只能迁移到更高的版本（实例在版本 {}，目标是版本 {}）",
+            from.version, to.version
+        ));
+    }
+    match to.state(&state.state) {
+        None => out.push(format!(
+            "目标版本 {} 没有实例所处的状态 `{}`",
+            to.version, state.state
+        )),
+        Some(target) => {
+            for t in state.timers.values() {
+                if !target.timers.iter().any(|x| x.name == t.name) {
+                    out.push(format!(
+                        "目标版本 {} 的状态 `{}` 没有待触发的定时器 `{}`",
+                        to.version, state.state, t.name
+                    ));
+                }
+            }
+        }
+    }
+    for name in state.vars.keys() {
+        if !to.vars.iter().any(|v| &v.name == name) {
+            out.push(format!("目标版本 {} 没有变量 `{name}`", to.version));
+        }
+    }
+    for call in state.activities.values() {
+        let here = from.activities.get(call.spec).map(|a| a.name.as_str());
+        let there = to.activities.get(call.spec).map(|a| a.name.as_str());
+        if here != there {
+            out.push(format!(
+                "进行中的活动 `{}` 在目标版本中对应不上，请待其完成后再迁移",
+                here.unwrap_or("?")
+            ));
+        }
+    }
+    for call in state.children.values() {
+        let here = from.children.get(call.spec).map(|c| c.workflow.as_str());
+        let there = to.children.get(call.spec).map(|c| c.workflow.as_str());
+        if here != there {
+            out.push(format!(
+                "进行中的子流程 `{}` 在目标版本中对应不上，请待其完成后再迁移",
+                here.unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
+impl<S: Store> Runtime<S> {
+    /// Check whether instance `id` can move to the definition `to_hash`
+    /// (nothing is written).
+    pub async fn check_migration(&self, id: &str, to_hash: &str) -> Result<MigrationCheck> {
+        let row = self.row(id).await?;
+        let to = self.program(to_hash).await?;
+        self.check_row(&row, &to).await
+    }
+
+    async fn check_row(&self, row: &InstanceRow, to: &Program) -> Result<MigrationCheck> {
+        let from = self.program(&row.definition_hash).await?;
+        let state = crate::inspect::state_of(row).map_err(Error::Corrupt)?;
+        let mut problems = Vec::new();
+        if row.status != "running" {
+            problems.push(format!(
+                "实例状态为 {}，只有运行中的实例可以迁移",
+                row.status
+            ));
+        }
+        problems.extend(migration_problems(&state, &from, to));
+        Ok(MigrationCheck {
+            instance_id: row.id.clone(),
+            state: row.state.clone(),
+            from_version: row.definition_version,
+            to_version: to.version.into(),
+            problems,
+        })
+    }
+
+    /// The dry run of a bulk migration: every running instance of
+    /// `workflow` on version `from_version`, each with what stops it from
+    /// moving to `to_hash` (empty: it can).
+    pub async fn plan_migration(
+        &self,
+        workflow: &str,
+        from_version: i64,
+        to_hash: &str,
+    ) -> Result<Vec<MigrationCheck>> {
+        let to = self.program(to_hash).await?;
+        let filter = store::InstanceFilter {
+            kind: Some(workflow.to_string()),
+            status: Some("running".into()),
+            definition_version: Some(from_version),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = store::Page { limit: 500, offset };
+            let rows = self.inner.store.instances(&filter, page).await?;
+            if rows.is_empty() {
+                break;
+            }
+            offset += rows.len() as i64;
+            for r in &rows {
+                out.push(self.check_row(r, &to).await?);
+            }
+        }
+        out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(out)
+    }
+
+    /// Move a running instance to the definition `to_hash` (a newer
+    /// version of its workflow), after checking it can go on there (see
+    /// [`migration_problems`]); refused with what is missing otherwise.
+    /// Variables the target declares and the instance lacks get their
+    /// defaults. Pending timers keep their due times; when they fire, and
+    /// for every later input, the target's definition applies. Recorded in
+    /// the instance's history as an `operator_action` (`migrate`).
+    pub async fn migrate(&self, id: &str, to_hash: &str, by: &Repair) -> Result<()> {
+        by.check()?;
+        let to = self.program(to_hash).await?;
+        for _ in 0..5 {
+            let row = self.row(id).await?;
+            let check = self.check_row(&row, &to).await?;
+            if !check.problems.is_empty() {
+                return Err(Error::Refused(format!(
+                    "实例 {id} 不能迁移到版本 {}：{}",
+                    to.version,
+                    check.problems.join("；")
+                )));
+            }
+            let mut state = crate::inspect::state_of(&row).map_err(Error::Corrupt)?;
+            let mut added = Vec::new();
+            let mut vars = (*state.vars).clone();
+            for v in &to.vars {
+                if !vars.contains_key(&v.name) {
+                    vars.insert(v.name.clone(), v.default.clone());
+                    added.push(v.name.clone());
+                }
+            }
+            state.vars = std::sync::Arc::new(vars);
+            state.hash = to.hash.as_str().into();
+            state.version = to.version;
+            let mut c = self.operator_note(
+                &row,
+                json!({"action": "migrate", "operator": by.operator, "reason": by.reason,
+                       "state": row.state,
+                       "from_version": row.definition_version, "from_hash": row.definition_hash,
+                       "to_version": to.version, "to_hash": to.hash, "added_vars": added}),
+            );
+            if let Some(r) = c.instance.as_mut() {
+                r.definition_hash = to.hash.clone();
+                r.definition_version = to.version.into();
+                r.snapshot = serde_json::to_string(&state).expect("serialisable");
+            }
+            match self.inner.store.commit(&[c]).await {
+                Ok(_) => {
+                    tracing::info!(instance = %id, to_version = to.version, operator = %by.operator, "instance migrated");
+                    self.wake();
+                    return Ok(());
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Refused(format!("实例 {id} 正在变化，请稍后重试")))
+    }
+
+    /// The stored definition of `workflow` numbered `version` (the latest
+    /// stored, should an old database hold several).
+    pub async fn definition_hash(&self, workflow: &str, version: i64) -> Result<String> {
+        self.inner
+            .store
+            .definitions(workflow)
+            .await?
+            .into_iter()
+            .filter(|d| d.version == version)
+            .max_by_key(|d| d.published_at)
+            .map(|d| d.hash)
+            .ok_or_else(|| Error::Refused(format!("工作流 {workflow} 没有已发布的版本 {version}")))
     }
 }

@@ -16,8 +16,10 @@
 pub mod activity;
 mod control;
 mod metrics;
+mod publish;
 
-pub use control::{Repair, TERMINATED};
+pub use control::{MigrationCheck, Repair, TERMINATED};
+pub use publish::{Publication, VersionInfo, STARTUP};
 
 pub use activity::{Activities, Activity, ActivityCall, ActivityError};
 pub use metrics::Metrics;
@@ -134,7 +136,9 @@ struct Inner<S> {
     store: S,
     clock: Arc<dyn Clock>,
     activities: Activities,
-    latest: BTreeMap<String, Arc<Program>>,
+    /// What new instances run: the programs of the latest publication
+    /// (reloaded when another process publishes, see `follow_publications`).
+    latest: RwLock<Latest>,
     by_hash: RwLock<HashMap<String, Arc<Program>>>,
     schedules: Vec<ScheduleSpec>,
     compile: compile::Options,
@@ -142,6 +146,13 @@ struct Inner<S> {
     metrics: Metrics,
     wake: tokio::sync::Notify,
     incidents: RwLock<Option<IncidentSink>>,
+}
+
+/// The latest publication's programs, by workflow.
+#[derive(Default)]
+struct Latest {
+    seq: Option<i64>,
+    programs: BTreeMap<String, Arc<Program>>,
 }
 
 /// Something an operator must look at (issue 12): a step whose rules
@@ -170,9 +181,30 @@ struct Loaded {
 }
 
 impl<S: Store> Runtime<S> {
-    /// Publish the bundle's definitions (running instances keep theirs) and
-    /// check that every catalogued activity has an implementation.
+    /// Build a runtime on `store` and apply the start-up rule to the
+    /// bundle (see [`Runtime::publish_at_startup`]): its workflows whose
+    /// version is new are published (recorded as by [`STARTUP`]), a changed
+    /// content under a version number already published is refused, and
+    /// new instances run what the store's latest publication says (running
+    /// ones keep theirs). Also checks that every catalogued activity has an
+    /// implementation.
     pub async fn new(
+        store: S,
+        clock: Arc<dyn Clock>,
+        bundle: &Bundle,
+        activities: Activities,
+        opts: Options,
+    ) -> Result<Self> {
+        let rt = Self::attach(store, clock, bundle, activities, opts).await?;
+        rt.publish_at_startup(bundle).await?;
+        Ok(rt)
+    }
+
+    /// A runtime on `store` that publishes nothing: new instances run the
+    /// store's latest publication (none until [`Runtime::publish`]). For
+    /// tools working on a database a server runs on (the `policy` and
+    /// `instances` commands); `bundle` gives the schedules only.
+    pub async fn attach(
         store: S,
         clock: Arc<dyn Clock>,
         bundle: &Bundle,
@@ -183,31 +215,17 @@ impl<S: Store> Runtime<S> {
         if !missing.is_empty() {
             return Err(Error::MissingActivities(missing));
         }
-        let now = clock.now();
-        let mut by_hash = HashMap::new();
-        for p in bundle.workflows.values() {
-            let row = store::DefinitionRow {
-                hash: p.hash.clone(),
-                kind: p.name.clone(),
-                version: p.version.into(),
-                source: serde_json::to_string(&p.source).expect("serialisable"),
-                published_at: now,
-            };
-            if store.publish_definition(&row).await? {
-                tracing::info!(workflow = %p.name, version = p.version, hash = %p.hash, "published definition");
-                let versions = store.definitions(&p.name).await?;
-                if versions.iter().filter(|d| d.version == row.version).count() > 1 {
-                    tracing::warn!(workflow = %p.name, version = p.version, "definition changed without a new version number");
-                }
-            }
-            by_hash.insert(p.hash.clone(), p.clone());
-        }
-        Ok(Runtime {
+        let by_hash = bundle
+            .workflows
+            .values()
+            .map(|p| (p.hash.clone(), p.clone()))
+            .collect();
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 store,
                 clock,
                 activities,
-                latest: bundle.workflows.clone(),
+                latest: RwLock::new(Latest::default()),
                 by_hash: RwLock::new(by_hash),
                 schedules: bundle.schedules.clone(),
                 compile: compile::Options::default(),
@@ -216,7 +234,9 @@ impl<S: Store> Runtime<S> {
                 wake: tokio::sync::Notify::new(),
                 incidents: RwLock::new(None),
             }),
-        })
+        };
+        rt.follow_publications().await?;
+        Ok(rt)
     }
 
     /// A worker process starting: take back at once the tasks that its
@@ -321,10 +341,7 @@ impl<S: Store> Runtime<S> {
     /// exists (starting is idempotent). Invalid input is refused.
     pub async fn start(&self, workflow: &str, id: &str, input: Value) -> Result<bool> {
         let program = self
-            .inner
-            .latest
-            .get(workflow)
-            .cloned()
+            .latest_program(workflow)
             .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
         let now = self.now();
         let ev = Input::Started { at: now, input };
@@ -346,16 +363,14 @@ impl<S: Store> Runtime<S> {
         let mut commits = Vec::with_capacity(items.len());
         for (workflow, id, input) in items {
             let program = self
-                .inner
-                .latest
-                .get(*workflow)
+                .latest_program(workflow)
                 .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
             let ev = Input::Started {
                 at: now,
                 input: input.clone(),
             };
-            let t = interpreter::step(program, None, &ev)?;
-            let mut c = self.commit_for(id, None, None, program, &t, &ev, now);
+            let t = interpreter::step(&program, None, &ev)?;
+            let mut c = self.commit_for(id, None, None, &program, &t, &ev, now);
             c.insert_if_absent = true;
             commits.push(c);
         }
@@ -964,20 +979,20 @@ impl<S: Store> Runtime<S> {
                         o.instance_id,
                         p["call"].as_str().unwrap_or_default()
                     );
-                    let mut c = match self.inner.latest.get(workflow) {
+                    let mut c = match self.latest_program(workflow) {
                         Some(program) => {
                             let ev = Input::Started {
                                 at: now,
                                 input: p["input"].clone(),
                             };
-                            match interpreter::step(program, None, &ev) {
+                            match interpreter::step(&program, None, &ev) {
                                 Ok(t) => {
                                     self.inner.metrics.step(&program.name, "started");
                                     self.commit_for(
                                         &child_id,
                                         None,
                                         Some(parent),
-                                        program,
+                                        &program,
                                         &t,
                                         &ev,
                                         now,
@@ -1049,7 +1064,7 @@ impl<S: Store> Runtime<S> {
                 }
                 continue;
             }
-            let Some(program) = self.inner.latest.get(&s.workflow) else {
+            let Some(program) = self.latest_program(&s.workflow) else {
                 continue;
             };
             for slot in due {
@@ -1065,8 +1080,8 @@ impl<S: Store> Runtime<S> {
                     slot.with_timezone(&s.tz).format("%Y-%m-%dT%H:%M%:z")
                 );
                 let ev = Input::Started { at: now, input };
-                let t = interpreter::step(program, None, &ev)?;
-                let mut c = self.commit_for(&id, None, None, program, &t, &ev, now);
+                let t = interpreter::step(&program, None, &ev)?;
+                let mut c = self.commit_for(&id, None, None, &program, &t, &ev, now);
                 c.insert_if_absent = true;
                 c.schedule_fired = Some((s.name.clone(), slot));
                 if self.inner.store.commit(&[c]).await?[0] {
@@ -1081,6 +1096,7 @@ impl<S: Store> Runtime<S> {
 
     /// One round of everything that is due.
     pub async fn run_once(&self) -> Result<Progress> {
+        self.follow_publications().await?;
         Ok(Progress {
             schedules: self.run_schedules().await?,
             timers: self.fire_timers().await?,

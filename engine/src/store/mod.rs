@@ -71,6 +71,38 @@ pub struct DefinitionRow {
     pub published_at: DateTime<Utc>,
 }
 
+/// One publication (issue 11): the step that made a set of definition
+/// versions current for new instances, with who, when and why. Numbered in
+/// order; the highest `seq` is what new instances run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicationRow {
+    /// Assigned by [`Store::publish`]: 1, 2, 3, … in order.
+    pub seq: i64,
+    /// `publish`, `startup` (the files published when the server started)
+    /// or `rollback`.
+    pub kind: String,
+    pub published_by: String,
+    pub reason: String,
+    /// Wall time of the publication.
+    pub published_at: DateTime<Utc>,
+    /// The runtime's clock then (a rehearsal's simulated time; the same as
+    /// `published_at` in production).
+    pub clock_at: DateTime<Utc>,
+    /// For a rollback: the publication whose definitions became current again.
+    pub rollback_of: Option<i64>,
+    /// Every workflow current after this publication → its definition hash.
+    pub definitions: std::collections::BTreeMap<String, String>,
+}
+
+/// Instances on one definition version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionCount {
+    pub hash: String,
+    /// Not ended: running, or failed and waiting for an operator.
+    pub open: i64,
+    pub total: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRow {
     pub id: String,
@@ -533,6 +565,28 @@ pub trait Store: Send + Sync + 'static {
     fn publish_definition(&self, d: &DefinitionRow) -> impl Future<Output = Result<bool>> + Send;
     fn definition(&self, hash: &str) -> impl Future<Output = Result<Option<DefinitionRow>>> + Send;
     fn definitions(&self, kind: &str) -> impl Future<Output = Result<Vec<DefinitionRow>>> + Send;
+    /// Every stored definition version, by kind and version.
+    fn all_definitions(&self) -> impl Future<Output = Result<Vec<DefinitionRow>>> + Send;
+
+    // Publications.
+    /// Save the definitions that are new (same hash again: no-op) and the
+    /// publication, in one transaction; `p.seq` is ignored and the next
+    /// number assigned. Returns the publication as stored.
+    fn publish(
+        &self,
+        new_definitions: &[DefinitionRow],
+        p: &PublicationRow,
+    ) -> impl Future<Output = Result<PublicationRow>> + Send;
+    /// The latest publication (what new instances run), if any.
+    fn current_publication(&self) -> impl Future<Output = Result<Option<PublicationRow>>> + Send;
+    /// The latest publication's number only: what a runtime polls to notice
+    /// a publication made by another process.
+    fn publication_seq(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
+    fn publication(&self, seq: i64) -> impl Future<Output = Result<Option<PublicationRow>>> + Send;
+    /// Publications, newest first.
+    fn publications(&self, limit: i64) -> impl Future<Output = Result<Vec<PublicationRow>>> + Send;
+    /// Instances per definition hash (open and total).
+    fn count_by_definition(&self) -> impl Future<Output = Result<Vec<DefinitionCount>>> + Send;
 
     // The one write of workflow state.
     /// Apply every commit in one transaction. A revision mismatch or a

@@ -464,6 +464,24 @@ fn definition_row(r: &AnyRow) -> Result<DefinitionRow> {
     })
 }
 
+const PUBLICATION_COLUMNS: &str =
+    "seq, kind, published_by, reason, published_at, clock_at, rollback_of, definitions";
+
+fn publication_row(r: &AnyRow) -> Result<PublicationRow> {
+    let definitions: String = r.try_get("definitions")?;
+    Ok(PublicationRow {
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        published_by: r.try_get("published_by")?,
+        reason: r.try_get("reason")?,
+        published_at: from_millis(r.try_get("published_at")?),
+        clock_at: from_millis(r.try_get("clock_at")?),
+        rollback_of: r.try_get("rollback_of")?,
+        definitions: serde_json::from_str(&definitions)
+            .map_err(|e| Error::Corrupt(format!("publication definitions: {e}")))?,
+    })
+}
+
 /// WHERE clause and its text arguments for an instance filter.
 fn filter_sql(f: &InstanceFilter) -> (String, Vec<String>, Vec<i64>) {
     let mut clauses = Vec::new();
@@ -542,6 +560,120 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(definition_row).collect()
+    }
+
+    async fn all_definitions(&self) -> Result<Vec<DefinitionRow>> {
+        let rows = sqlx::query(
+            "SELECT hash, kind, version, source, published_at FROM definitions \
+             ORDER BY kind, version, published_at",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(definition_row).collect()
+    }
+
+    async fn publish(
+        &self,
+        new_definitions: &[DefinitionRow],
+        p: &PublicationRow,
+    ) -> Result<PublicationRow> {
+        let definitions = serde_json::to_string(&p.definitions).expect("serialisable");
+        // Two publishers on PostgreSQL may take the same number: the second
+        // one's insert fails on the key and goes again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.pool.begin().await?;
+            for d in new_definitions {
+                sqlx::query(
+                    "INSERT INTO definitions (hash, kind, version, source, published_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(&d.hash)
+                .bind(&d.kind)
+                .bind(d.version)
+                .bind(&d.source)
+                .bind(millis(d.published_at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let r = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO publications (seq, kind, published_by, reason, published_at, clock_at, rollback_of, definitions) \
+                 SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM publications RETURNING seq",
+            )
+            .bind(&p.kind)
+            .bind(&p.published_by)
+            .bind(&p.reason)
+            .bind(millis(p.published_at))
+            .bind(millis(p.clock_at))
+            .bind(p.rollback_of)
+            .bind(&definitions)
+            .fetch_one(&mut *tx)
+            .await;
+            match r {
+                Ok(seq) => {
+                    tx.commit().await?;
+                    return Ok(PublicationRow { seq, ..p.clone() });
+                }
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempt < 5 => {
+                    tx.rollback().await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn current_publication(&self) -> Result<Option<PublicationRow>> {
+        let sql =
+            format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY seq DESC LIMIT 1");
+        let r = sqlx::query(&sql).fetch_optional(&self.pool).await?;
+        r.as_ref().map(publication_row).transpose()
+    }
+
+    async fn publication_seq(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(seq) FROM publications")
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn publication(&self, seq: i64) -> Result<Option<PublicationRow>> {
+        let sql = format!("SELECT {PUBLICATION_COLUMNS} FROM publications WHERE seq = $1");
+        let r = sqlx::query(&sql)
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(publication_row).transpose()
+    }
+
+    async fn publications(&self, limit: i64) -> Result<Vec<PublicationRow>> {
+        let sql =
+            format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY seq DESC LIMIT $1");
+        let rows = sqlx::query(&sql)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(publication_row).collect()
+    }
+
+    async fn count_by_definition(&self) -> Result<Vec<DefinitionCount>> {
+        let rows = sqlx::query(
+            "SELECT definition_hash, \
+                    SUM(CASE WHEN status IN ('completed', 'terminated') THEN 0 ELSE 1 END) AS open, \
+                    COUNT(*) AS total \
+             FROM instances GROUP BY definition_hash",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DefinitionCount {
+                    hash: r.try_get("definition_hash")?,
+                    open: r.try_get("open")?,
+                    total: r.try_get("total")?,
+                })
+            })
+            .collect()
     }
 
     async fn commit(&self, batch: &[StepCommit]) -> Result<Vec<bool>> {

@@ -23,6 +23,7 @@ mod ops;
 mod render;
 mod review;
 mod session;
+mod versions;
 
 pub use error::WebError;
 pub use session::Ctx;
@@ -172,6 +173,9 @@ pub fn app_with_hashing(
             "/admin/enterprises",
             get(admin::import_page).post(admin::import),
         )
+        .route("/policy/versions", get(versions::page))
+        .route("/policy/versions/publish", post(versions::publish))
+        .route("/policy/versions/rollback", post(versions::rollback))
         .route("/window", get(admin::window))
         .route("/window/switch", post(admin::switch));
     let router = router

@@ -46,6 +46,7 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "ops_instances.html",
     "ops_instance.html",
     "ops_definition.html",
+    "policy_versions.html",
 ];
 
 pub use crate::console::local_time as local;
