@@ -210,7 +210,7 @@ async fn warnings_of(
     run_id: &str,
 ) -> Result<Vec<Warning>, Error> {
     let rows = sqlx::query(
-        "SELECT id, reason, evidence, state, opened_at, closed_at FROM warnings \
+        "SELECT id, reason, evidence, COALESCE(state_label, state) AS state, opened_at, closed_at FROM warnings \
          WHERE staff_id = $1 AND run_id = $2 ORDER BY id",
     )
     .bind(staff_id)
@@ -234,7 +234,7 @@ async fn warnings_of(
         out.push(Warning {
             reason: w.try_get("reason")?,
             evidence: w.try_get("evidence")?,
-            state: crate::warnings::state_label(&state).to_string(),
+            state,
             opened_at: w.try_get("opened_at")?,
             closed_at: w.try_get("closed_at")?,
             events,

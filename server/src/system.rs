@@ -112,6 +112,7 @@ impl System {
             )
         })?;
         crate::comparison::check_rules(&bundle.rules).map_err(Error::Compile)?;
+        crate::activities::check_windows(&bundle).map_err(Error::Compile)?;
         let districts = Districts::load(paths.workflows.join("districts.yaml"))
             .map_err(|e| Error::Districts(e.to_string()))?;
         if let Some(dir) = config
