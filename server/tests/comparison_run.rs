@@ -119,7 +119,7 @@ async fn run(acts: &Activities, key: &str) -> Result<serde_json::Value, Activity
         instance_id: key.into(),
         activity_id: "a1".into(),
         name: "run_comparison".into(),
-        args: serde_json::json!({"as_of": as_of().to_rfc3339()}),
+        args: serde_json::json!({"as_of": as_of().to_rfc3339(), "count_window": "24h", "nat_window": "24h"}),
         idempotency_key: format!("{key}/a1"),
         attempt: 1,
     };
