@@ -38,6 +38,9 @@ states:
     terminal: true
 "#;
 
+/// What the hook saw: the state's label and the pending deadline (ms).
+type Seen = (String, Option<i64>);
+
 const CATALOG: &str = "activities:\n  say: {}\n";
 
 fn t0() -> DateTime<Utc> {
@@ -67,9 +70,9 @@ fn a_misspelled_timer_or_field_is_a_compile_error() {
         ),
     ] {
         let flow = FLOW.replace("timers.deadline.after", wrong);
-        let e = engine::compile_bundle(&files(&flow), &[], &engine::Options::default())
-            .err()
-            .expect("refused");
+        let Err(e) = engine::compile_bundle(&files(&flow), &[], &engine::Options::default()) else {
+            panic!("{wrong} accepted");
+        };
         let text =
             e.0.iter()
                 .map(ToString::to_string)
@@ -119,7 +122,7 @@ async fn projections_follow_every_step(store: SqlStore) {
 
     // The hook fails its first call (the host's database away, say): the
     // outbox row stays and the next round tells it again.
-    let seen: Arc<Mutex<Vec<(String, i64, Option<i64>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let hook = {
         let seen = seen.clone();
@@ -139,7 +142,7 @@ async fn projections_follow_every_step(store: SqlStore) {
                 if first {
                     return Err("host database unavailable".to_string());
                 }
-                seen.lock().unwrap().push((label, 0, due));
+                seen.lock().unwrap().push((label, due));
                 Ok(())
             }
         }
@@ -170,7 +173,7 @@ async fn projections_follow_every_step(store: SqlStore) {
     );
     assert_eq!(
         seen.lock().unwrap().last().cloned(),
-        Some(("等待中".to_string(), 0, Some(due)))
+        Some(("等待中".to_string(), Some(due)))
     );
     assert!(store.pending_outbox(10).await.unwrap().is_empty());
 
@@ -178,7 +181,7 @@ async fn projections_follow_every_step(store: SqlStore) {
     rt.run_until_idle().await.unwrap();
     assert_eq!(
         seen.lock().unwrap().last().cloned(),
-        Some(("已结束".to_string(), 0, None)),
+        Some(("已结束".to_string(), None)),
         "the step the timer made is projected too"
     );
     assert!(store.pending_outbox(10).await.unwrap().is_empty());
