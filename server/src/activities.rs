@@ -685,6 +685,8 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     for ((site, counts), permille) in roster.sites.iter().zip(&tally.counts).zip(&tally.permille) {
         let mut computed = serde_json::to_value(counts).expect("serialisable");
         computed["vaccination_permille"] = json!(permille);
+        // The counts' look-back, as the definition gave it (the page says it).
+        computed["window_hours"] = json!(windows.count);
         records.push(vec![
             Arg::T(Some(format!("{}/{day}", site.id))),
             Arg::T(Some(site.enterprise_id.clone())),
@@ -864,6 +866,8 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     });
     let result = json!({
         "run_id": run_id, "number": number, "as_of": as_of.to_rfc3339(),
+        "window_hours": windows.asked_hours(), "count_window_hours": windows.count,
+        "nat_window_hours": windows.nat,
         "per_district": per_district, "summary": summary,
     });
     sqlx::query("UPDATE comparison_runs SET finished_at = $1, status = 'done', new_warnings = $2, result = $3 WHERE id = $4")

@@ -251,6 +251,8 @@ async fn check(url: &str) {
         let mut want_json = serde_json::to_value(want).unwrap();
         want_json["vaccination_permille"] =
             serde_json::json!(judge.vaccination_permille(want).unwrap());
+        // The counts' look-back as the definition gave it.
+        want_json["window_hours"] = serde_json::json!(24);
         assert_eq!(got, want_json, "{address}");
         if address == "e1-a0" {
             assert_eq!((id, by.as_str()), (&filed, "enterprise"));
