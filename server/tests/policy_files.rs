@@ -196,6 +196,20 @@ async fn policy_follows_the_files(w: World, c: Commission) {
         "the simulator leaves some without NAT"
     );
     assert_eq!(warned, expected);
+    let result: String = sqlx::query_scalar("SELECT result FROM comparison_runs")
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(
+        [
+            &result["window_hours"],
+            &result["count_window_hours"],
+            &result["nat_window_hours"]
+        ],
+        [48, 24, 48].map(serde_json::Value::from).each_ref(),
+        "the run records the windows it used"
+    );
 
     // The enterprise's warning: list and page show the 4 h deadline.
     let warning: String = sqlx::query_scalar(
