@@ -610,16 +610,8 @@ impl<S: Store> Runtime<S> {
         // The host's projection of this instance, told after the commit
         // by the outbox loop: a row in this step's own transaction, so a
         // crash between the commit and the projection loses nothing.
-        if let Some(projection) = &program.projection {
-            c.outbox_insert.push(OutboxRow {
-                id: format!("{id}/projection/{}", row.revision),
-                instance_id: id.to_string(),
-                kind: "projection".into(),
-                payload: json!({ "projection": projection }).to_string(),
-                created_at: now,
-                delivered_at: None,
-            });
-        }
+        c.outbox_insert
+            .extend(projection_row(program, id, row.revision, now));
         c.instance = Some(row);
         c
     }
@@ -1251,6 +1243,25 @@ impl<S: Store> Runtime<S> {
         let task = self.inner.store.next_task().await?;
         Ok(Some(timer.into_iter().chain(task).min()))
     }
+}
+
+/// The outbox row that tells the host's projection (if the program
+/// declares one) of the step that makes revision `revision` of `id`.
+fn projection_row(
+    program: &Program,
+    id: &str,
+    revision: i64,
+    now: DateTime<Utc>,
+) -> Option<OutboxRow> {
+    let projection = program.projection.as_ref()?;
+    Some(OutboxRow {
+        id: format!("{id}/projection/{revision}"),
+        instance_id: id.to_string(),
+        kind: "projection".into(),
+        payload: json!({ "projection": projection }).to_string(),
+        created_at: now,
+        delivered_at: None,
+    })
 }
 
 fn input_kind(i: &Input) -> &'static str {
