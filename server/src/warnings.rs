@@ -443,15 +443,13 @@ pub async fn timeline(
                 let what = spec
                     .and_then(|s| s.label.clone())
                     .unwrap_or_else(|| name.clone());
-                // What was submitted: the signal's form (the disposal), or
-                // its own fields (the return's comment).
-                let detail = match spec.and_then(|s| s.form.as_deref()) {
-                    Some(form) if form.name == disposal_form.name => {
-                        describe(disposal_form, &payload)
-                    }
-                    Some(form) => describe(form, &payload),
-                    None => Vec::new(),
-                };
+                // What was submitted, by the signal's form in this version
+                // (the disposal form, the return's comment field).
+                let detail = describe(
+                    spec.and_then(|s| s.form.as_deref())
+                        .unwrap_or(disposal_form),
+                    &payload,
+                );
                 events.push(Event {
                     at,
                     what,
