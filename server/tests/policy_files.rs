@@ -299,3 +299,46 @@ async fn policy_follows_the_files(w: World, c: Commission) {
         .unwrap()
         .is_empty());
 }
+
+/// A text naming a timer that does not exist, or a window without its
+/// unit, stops the server at start-up with the place of the mistake (and
+/// `server validate` says the same): never a wrong SMS at 05:00.
+#[tokio::test]
+async fn a_misspelled_timer_or_window_is_refused_at_start() {
+    for (file, from, to, want) in [
+        (
+            "warning.yaml",
+            "${timers.disposal_deadline.after}内按要求",
+            "${timers.disposal_dedline.after}内按要求",
+            "`timers.disposal_dedline` is not a timer",
+        ),
+        (
+            "comparison.yaml",
+            "nat_window: 48h",
+            "nat_window: 48",
+            "`nat_window`",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = changed_definitions(dir.path());
+        edit(&paths.workflows.join(file), from, to);
+        let config = server::config::Config {
+            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display()),
+            ..Default::default()
+        };
+        let clock = Arc::new(engine::clock::ManualClock::new(START.parse().unwrap()));
+        let Err(e) = server::system::System::open(
+            &config,
+            &paths,
+            server::system::ClockChoice::Adjustable(clock),
+            engine::runtime::Options::default(),
+        )
+        .await
+        else {
+            panic!("{file}: {to} accepted");
+        };
+        let e = e.to_string();
+        assert!(e.contains(want), "{e}");
+        assert!(e.contains(file), "{e}");
+    }
+}
