@@ -64,6 +64,7 @@ fn required<'a>(call: &'a ActivityCall, name: &str) -> Result<&'a str, ActivityE
 /// The registry for the runtime.
 pub fn registry(s: Arc<Services>) -> Activities {
     let a = s.clone();
+    let legacy = s.clone();
     let b = s.clone();
     let c = s.clone();
     let d = s.clone();
@@ -85,6 +86,11 @@ pub fn registry(s: Arc<Services>) -> Activities {
             run_comparison(e.clone(), call)
         })
         .projection("warning", move |call| project_warning(f.clone(), call))
+        // Warnings started on a definition from before the projection was
+        // the runtime's still call this activity; it does the same.
+        .register("record_warning_event", move |call| {
+            legacy_projection(legacy.clone(), call)
+        })
         .register("warnings_to_open", move |call| {
             warnings_to_open(g.clone(), call)
         })
@@ -217,6 +223,41 @@ async fn project_warning(
     project(&s.store, &call.instance, &call.program)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// `record_warning_event` of definitions from before `projection:`.
+async fn legacy_projection(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
+    use engine::store::Store as _;
+    let id = arg(&call, "warning_id");
+    let instance = s
+        .store
+        .instance(id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ActivityError::Permanent(format!("no workflow for warning {id}")))?;
+    let program = compile_stored(&s.store, &instance.definition_hash).await?;
+    project(&s.store, &instance, &program)
+        .await
+        .map_err(store_err)?;
+    Ok(Value::Null)
+}
+
+/// The program of a stored definition (for the legacy activity, which has
+/// no runtime at hand).
+async fn compile_stored(
+    store: &engine::store::SqlStore,
+    hash: &str,
+) -> Result<Arc<engine::compile::program::Program>, ActivityError> {
+    use engine::store::Store as _;
+    let row = store
+        .definition(hash)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ActivityError::Permanent(format!("definition {hash} is not stored")))?;
+    let source =
+        serde_json::from_str(&row.source).map_err(|e| ActivityError::Permanent(e.to_string()))?;
+    engine::compile::compile_program(&source, &engine::Options::default())
+        .map_err(|e| ActivityError::Permanent(e.to_string()))
 }
 
 /// Bring one warning's projection row up to its workflow's committed
