@@ -91,7 +91,10 @@ async fn main() {
     let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
     let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
     let http = reqwest::Client::new();
-    let mut acts = Activities::new();
+    let mut acts = Activities::new()
+        .projection("warning", |_c: engine::runtime::ProjectionCall| async {
+            Ok(())
+        });
     for name in bundle.activities.keys() {
         let killer = killer.clone();
         acts = acts.register(name, move |_c: ActivityCall| {

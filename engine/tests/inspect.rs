@@ -21,7 +21,10 @@ async fn a_warning_history_reads_as_named_events() {
     let clock = Arc::new(ManualClock::new(t0));
     // The first SMS attempt fails (the gateway is down), later ones succeed.
     let sms_calls = Arc::new(AtomicU32::new(0));
-    let mut acts = Activities::new();
+    let mut acts = Activities::new()
+        .projection("warning", |_c: engine::runtime::ProjectionCall| async {
+            Ok(())
+        });
     for name in bundle.activities.keys() {
         let sms_calls = sms_calls.clone();
         acts = acts.register(name, move |call: ActivityCall| {

@@ -268,8 +268,8 @@ fn signals_are_refused_in_the_wrong_state_or_from_the_wrong_role() {
     assert_eq!(rt.state("w1").state, "under_review");
     assert_eq!(
         rt.history("w1").len(),
-        5,
-        "start, two activity completions, the one accepted signal, its projection update"
+        3,
+        "start, the reminder's completion, the one accepted signal (the projection is the runtime's, no step)"
     );
 }
 

@@ -139,7 +139,7 @@ async fn main() {
         instance_id: "bench".into(),
         activity_id: "a1".into(),
         name: "run_comparison".into(),
-        args: serde_json::json!({"as_of": as_of.to_rfc3339()}),
+        args: serde_json::json!({"as_of": as_of.to_rfc3339(), "count_window": "24h", "nat_window": "24h"}),
         idempotency_key: "bench/a1".into(),
         attempt: 1,
     };

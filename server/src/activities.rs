@@ -49,9 +49,22 @@ fn arg<'a>(call: &'a ActivityCall, name: &str) -> &'a str {
     call.args[name].as_str().unwrap_or_default()
 }
 
+/// A text the workflow must give (a message's title or body): its absence
+/// is a definition's mistake, not worth retrying.
+fn required<'a>(call: &'a ActivityCall, name: &str) -> Result<&'a str, ActivityError> {
+    match call.args[name].as_str() {
+        Some(t) if !t.trim().is_empty() => Ok(t),
+        _ => Err(ActivityError::Permanent(format!(
+            "{}：流程定义未给出参数 `{name}`（消息的标题与正文写在 workflows/ 中）",
+            call.name
+        ))),
+    }
+}
+
 /// The registry for the runtime.
 pub fn registry(s: Arc<Services>) -> Activities {
     let a = s.clone();
+    let legacy = s.clone();
     let b = s.clone();
     let c = s.clone();
     let d = s.clone();
@@ -72,8 +85,11 @@ pub fn registry(s: Arc<Services>) -> Activities {
         .register("run_comparison", move |call| {
             run_comparison(e.clone(), call)
         })
+        .projection("warning", move |call| project_warning(f.clone(), call))
+        // Warnings started on a definition from before the projection was
+        // the runtime's still call this activity; it does the same.
         .register("record_warning_event", move |call| {
-            project_warning(f.clone(), call)
+            legacy_projection(legacy.clone(), call)
         })
         .register("warnings_to_open", move |call| {
             warnings_to_open(g.clone(), call)
@@ -119,28 +135,17 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
     let liaison: Option<String> = row.try_get("liaison_mobile").map_err(db)?;
     let phone = liaison.unwrap_or(row.try_get("contact_mobile").map_err(db)?);
     let template = arg(&call, "template");
-    let (title, body) = match template {
-        "warning_returned" => (
-            "预警处置被退回整改".to_string(),
-            format!("{}的预警处置情况被退回整改，处理意见：{}", arg(&call, "person_name"), arg(&call, "comment")),
-        ),
-        _ => (
-            format!("疫情预警提醒（第{}次）", call.args["round"]),
-            format!(
-                "贵单位人员{}存在异常（{}），请在预警产生8小时内按要求完成处置并在【预警处置】中填报。",
-                arg(&call, "person_name"),
-                arg(&call, "reason")
-            ),
-        ),
-    };
+    // The texts are the workflow's (workflows/warning.yaml), the same for
+    // the notice and the SMS.
+    let (title, body) = (required(&call, "title")?, required(&call, "text")?);
     let link = format!("/warnings/{}", arg(&call, "warning_id"));
     insert_notice(
         &s,
         &call.idempotency_key,
         "enterprise",
         enterprise,
-        &title,
-        &body,
+        title,
+        body,
         Some(&link),
     )
     .await?;
@@ -170,39 +175,36 @@ async fn notice(s: Arc<Services>, call: ActivityCall, kind: &str) -> Result<Valu
     } else {
         arg(&call, "district").to_string()
     };
-    let title = match arg(&call, "template") {
-        "disposal_overdue" => "预警超时未处置",
-        "review_overdue" => "预警审核超时上报",
-        other => other,
-    };
     let link = format!("/warnings/{}", arg(&call, "warning_id"));
     insert_notice(
         &s,
         &call.idempotency_key,
         kind,
         &recipient,
-        title,
-        arg(&call, "text"),
+        required(&call, "title")?,
+        required(&call, "text")?,
         Some(&link),
     )
     .await?;
     Ok(Value::Null)
 }
 
-/// One notice per affected district per run, with its count (R6.1).
+/// One notice per affected district per run, with its count (R6.1): the
+/// workflow's `text` with `{count}` replaced.
 async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let Some(per) = call.args["per_district"].as_object() else {
         return Ok(Value::Null);
     };
+    let (title, text) = (required(&call, "title")?, required(&call, "text")?);
     for (district, n) in per {
         let id = format!("{}/{district}", call.idempotency_key);
-        let body = format!("本轮比对辖区内新增预警{n}条，请督促企业及时处置。");
+        let body = text.replace("{count}", &n.to_string());
         insert_notice(
             &s,
             &id,
             "district",
             district,
-            "新增疫情预警",
+            title,
             &body,
             Some("/district"),
         )
@@ -211,32 +213,93 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
     Ok(Value::Null)
 }
 
-/// Bring a warning's row in the `warnings` projection up to its workflow's
-/// committed state. Reads the instance rather than trusting arguments, so
-/// calls that run late or out of order still converge on the latest state.
-async fn project_warning(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
+/// The projection `warning` (workflows/warning.yaml `projection: warning`):
+/// the runtime calls it after every committed step of a warning's
+/// workflow, from an outbox row written in that step's transaction.
+async fn project_warning(
+    s: Arc<Services>,
+    call: engine::runtime::ProjectionCall,
+) -> Result<(), String> {
+    project(&s.store, &call.instance, &call.program)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `record_warning_event` of definitions from before `projection:`.
+async fn legacy_projection(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
+    use engine::store::Store as _;
     let id = arg(&call, "warning_id");
-    match refresh_warning(&s.store, id).await.map_err(store_err)? {
-        true => Ok(Value::Null),
-        false => Err(ActivityError::Permanent(format!(
-            "no workflow for warning {id}"
-        ))),
-    }
+    let instance = s
+        .store
+        .instance(id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ActivityError::Permanent(format!("no workflow for warning {id}")))?;
+    let program = compile_stored(&s.store, &instance.definition_hash).await?;
+    project(&s.store, &instance, &program)
+        .await
+        .map_err(store_err)?;
+    Ok(Value::Null)
+}
+
+/// The program of a stored definition (for the legacy activity, which has
+/// no runtime at hand).
+async fn compile_stored(
+    store: &engine::store::SqlStore,
+    hash: &str,
+) -> Result<Arc<engine::compile::program::Program>, ActivityError> {
+    use engine::store::Store as _;
+    let row = store
+        .definition(hash)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| ActivityError::Permanent(format!("definition {hash} is not stored")))?;
+    let source =
+        serde_json::from_str(&row.source).map_err(|e| ActivityError::Permanent(e.to_string()))?;
+    engine::compile::compile_program(&source, &engine::Options::default())
+        .map_err(|e| ActivityError::Permanent(e.to_string()))
 }
 
 /// Bring one warning's projection row up to its workflow's committed
 /// state. Idempotent; also called by the web layer right after a signal so
-/// the next page shows the new state. False if there is no such workflow.
+/// the next page shows the new state (the runtime's projection follows and
+/// finds it current). False if there is no such workflow.
 pub async fn refresh_warning(
-    store: &engine::store::SqlStore,
+    rt: &engine::runtime::Runtime<engine::store::SqlStore>,
     id: &str,
-) -> Result<bool, engine::store::Error> {
+) -> Result<bool, engine::runtime::Error> {
     use engine::store::Store as _;
-    // The workflow's committed state, through the engine's API.
-    let Some(instance) = store.instance(id).await? else {
+    let Some(instance) = rt.store().instance(id).await? else {
         return Ok(false);
     };
-    let state = engine::inspect::state_of(&instance)
+    let program = rt.program(&instance.definition_hash).await?;
+    project(rt.store(), &instance, &program).await?;
+    Ok(true)
+}
+
+/// The due time the pages show: the earliest pending timer the definition
+/// marks `deadline: true` (unix ms).
+pub fn due_at(
+    state: &engine::interpreter::Instance,
+    program: &engine::compile::program::Program,
+) -> Option<i64> {
+    state
+        .timers
+        .values()
+        .filter(|t| program.timer(&t.name).is_some_and(|spec| spec.deadline))
+        .map(|t| t.due_at.timestamp_millis())
+        .min()
+}
+
+/// Write what `instance` shows into its projection row, unless the row
+/// already shows it or a newer revision.
+async fn project(
+    store: &engine::store::SqlStore,
+    instance: &engine::store::InstanceRow,
+    program: &engine::compile::program::Program,
+) -> Result<(), engine::store::Error> {
+    let id = instance.id.as_str();
+    let state = engine::inspect::state_of(instance)
         .map_err(|e| engine::store::Error::Database(sqlx::Error::Decode(e.into())))?;
     let flag = |name: &str| {
         state
@@ -246,26 +309,29 @@ pub async fn refresh_warning(
             .unwrap_or(false)
     };
     let closed_at = instance.closed_at.map(|t| t.timestamp_millis());
+    let due_at = due_at(&state, program);
+    let label = program.state_label(&instance.state).to_string();
     let shown = |r: &sqlx::any::AnyRow| -> Result<bool, sqlx::Error> {
         Ok(r.try_get::<String, _>("state")? == instance.state
             && r.try_get::<Option<String>, _>("status_label")? == instance.status_label
             && r.try_get::<Option<i64>, _>("closed_at")? == closed_at
+            && r.try_get::<Option<i64>, _>("due_at")? == due_at
+            && r.try_get::<Option<String>, _>("state_label")?.as_deref() == Some(label.as_str())
             && (r.try_get::<i64, _>("disposal_overdue")? != 0) == flag("disposal_overdue")
             && (r.try_get::<i64, _>("review_overdue")? != 0) == flag("review_overdue"))
     };
     const COLUMNS: &str =
         "enterprise_id, district, state, status_label, disposal_overdue, review_overdue, \
-                           closed_at, instance_revision";
-    // Most refreshes find the row already current (a new warning's first
-    // step, written by the comparison as 待处置): one read, no write.
+                           closed_at, due_at, state_label, instance_revision";
+    // Most refreshes find the row already current: one read, no write.
     let current = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
         .bind(id)
         .fetch_optional(store.reader())
         .await?;
     match &current {
         // A workflow whose projection row is not there (yet): nothing to count.
-        None => return Ok(true),
-        Some(r) if shown(r)? => return Ok(true),
+        None => return Ok(()),
+        Some(r) if shown(r)? => return Ok(()),
         Some(_) => {}
     }
     let mut tx = store.pool().begin().await?;
@@ -281,11 +347,11 @@ pub async fn refresh_warning(
         .fetch_optional(&mut *tx)
         .await?
     else {
-        return Ok(true);
+        return Ok(());
     };
     if old.try_get::<i64, _>("instance_revision")? >= instance.revision || shown(&old)? {
         tx.commit().await?;
-        return Ok(true);
+        return Ok(());
     }
     let before = crate::warnings::Counted {
         enterprise_id: old.try_get("enterprise_id")?,
@@ -304,7 +370,7 @@ pub async fn refresh_warning(
     };
     sqlx::query(
         "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
-         closed_at = $5, updated_at = $6, instance_revision = $7 WHERE id = $8",
+         closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
     )
     .bind(&instance.state)
     .bind(&instance.status_label)
@@ -313,6 +379,8 @@ pub async fn refresh_warning(
     .bind(closed_at)
     .bind(instance.updated_at.timestamp_millis())
     .bind(instance.revision)
+    .bind(due_at)
+    .bind(&label)
     .bind(id)
     .execute(&mut *tx)
     .await?;
@@ -320,7 +388,7 @@ pub async fn refresh_warning(
         crate::warnings::add_to_counts(&mut tx, &[(before, -1), (after, 1)]).await?;
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Local day in Chengdu of an instant.
@@ -427,10 +495,12 @@ fn judge_parts(
     rules: &engine::rules::Rules,
     roster: &Roster,
     as_of: DateTime<Utc>,
+    windows: Windows,
     mut parts: tokio::sync::mpsc::Receiver<Part>,
 ) -> Result<Tally, comparison::Error> {
     let n = roster.sites.len();
-    let mut judge = Judge::new(rules, as_of, chrono::Duration::hours(24));
+    let mut judge = Judge::new(rules, as_of, chrono::Duration::hours(windows.count.into()))
+        .with_nat_window(chrono::Duration::hours(windows.nat.into()));
     let mut counts = vec![Counts::default(); n];
     let mut data: Vec<Vec<u8>> = vec![Vec::new(); n];
     let mut anomalies = Vec::new();
@@ -492,6 +562,90 @@ fn judge_parts(
     })
 }
 
+/// The look-back windows of a run, in hours, as `workflows/comparison.yaml`
+/// gives them to `run_comparison` (`count_window`, `nat_window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// The counts of the daily record (R4.2, R4.5).
+    pub count: u32,
+    /// The reports rules/anomaly.rhai sees.
+    pub nat: u32,
+}
+
+impl Windows {
+    /// From the call's arguments; a missing or unreadable one is the
+    /// definition's mistake (permanent).
+    pub fn of(call: &ActivityCall) -> Result<Windows, ActivityError> {
+        let get = |name: &str| {
+            hours(&call.args[name]).map_err(|e| {
+                ActivityError::Permanent(format!("run_comparison 的参数 `{name}`：{e}"))
+            })
+        };
+        Ok(Windows {
+            count: get("count_window")?,
+            nat: get("nat_window")?,
+        })
+    }
+
+    /// What the health commission is asked for (`window_hours`): the longer.
+    pub fn asked_hours(&self) -> u32 {
+        self.count.max(self.nat)
+    }
+}
+
+/// Every `run_comparison` call of the definitions gives readable windows
+/// (checked at start-up and by `validate`, so a mistyped `nat_window` is
+/// found before the 05:00 run). Windows computed by an expression are
+/// checked when the run reads them.
+pub fn check_windows(bundle: &engine::Bundle) -> Result<(), String> {
+    use engine::compile::program::Template;
+    for p in bundle.workflows.values() {
+        for a in p.activities.iter().filter(|a| a.name == "run_comparison") {
+            let Template::Map(entries) = &a.args else {
+                continue;
+            };
+            for name in ["count_window", "nat_window"] {
+                match entries.iter().find(|(k, _)| k == name) {
+                    None => {
+                        return Err(format!(
+                            "workflows/{}.yaml：run_comparison 缺少参数 `{name}`（如 24h）",
+                            p.name
+                        ))
+                    }
+                    Some((_, Template::Literal(v))) => hours(v)
+                        .map_err(|e| {
+                            format!(
+                                "workflows/{}.yaml：run_comparison 的参数 `{name}`：{e}",
+                                p.name
+                            )
+                        })
+                        .map(drop)?,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whole hours of a window written `24h` or `2d` (at most 30 days).
+pub fn hours(v: &Value) -> Result<u32, String> {
+    let text = v.as_str().map(str::trim).unwrap_or_default();
+    let parsed = if let Some(h) = text.strip_suffix('h') {
+        h.trim().parse::<u32>().ok()
+    } else if let Some(d) = text.strip_suffix('d') {
+        d.trim().parse::<u32>().ok().and_then(|d| d.checked_mul(24))
+    } else {
+        None
+    };
+    match parsed {
+        Some(h) if (1..=720).contains(&h) => Ok(h),
+        _ => Err(format!(
+            "应写作整小时或整天数（1h 至 30d），如 24h 或 2d，而不是 {v}"
+        )),
+    }
+}
+
 /// The comparison run: fetch, count per address, fill the day's records,
 /// evaluate anomalies, open warnings not already open (R5.1). Returns what
 /// workflows/comparison.yaml expects. Repeated with the same key, it returns
@@ -514,18 +668,21 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .as_str()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| s.clock.now());
+    let windows = Windows::of(&call)?;
     let started = std::time::Instant::now();
     let roster = Arc::new(load_roster(&s.pool).await?);
     let loaded = started.elapsed();
 
     // Fetch and judge in a pipeline: part k is judged while later parts are
     // on their way.
-    let mut parts = s.health.query_parts(as_of, 24, roster.ids.clone());
+    let mut parts = s
+        .health
+        .query_parts(as_of, windows.asked_hours(), roster.ids.clone());
     let (to_judge, judging) = tokio::sync::mpsc::channel::<Part>(4);
     let judged = {
         let rules = s.rules.clone();
         let roster = roster.clone();
-        tokio::task::spawn_blocking(move || judge_parts(&rules, &roster, as_of, judging))
+        tokio::task::spawn_blocking(move || judge_parts(&rules, &roster, as_of, windows, judging))
     };
     let mut fetch_error = None;
     while let Some(part) = parts.next().await {
@@ -569,6 +726,8 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     for ((site, counts), permille) in roster.sites.iter().zip(&tally.counts).zip(&tally.permille) {
         let mut computed = serde_json::to_value(counts).expect("serialisable");
         computed["vaccination_permille"] = json!(permille);
+        // The counts' look-back, as the definition gave it (the page says it).
+        computed["window_hours"] = json!(windows.count);
         records.push(vec![
             Arg::T(Some(format!("{}/{day}", site.id))),
             Arg::T(Some(site.enterprise_id.clone())),
@@ -748,6 +907,8 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     });
     let result = json!({
         "run_id": run_id, "number": number, "as_of": as_of.to_rfc3339(),
+        "window_hours": windows.asked_hours(), "count_window_hours": windows.count,
+        "nat_window_hours": windows.nat,
         "per_district": per_district, "summary": summary,
     });
     sqlx::query("UPDATE comparison_runs SET finished_at = $1, status = 'done', new_warnings = $2, result = $3 WHERE id = $4")

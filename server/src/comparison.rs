@@ -194,11 +194,15 @@ impl Words {
 /// (`rules/statistics.rhai`, R3.2) and the reasons they are anomalous
 /// (`rules/anomaly.rhai`, R4.4). Only reports sampled in
 /// `(as_of - window, as_of]` count (R4.2, R4.5): the rules see the person's
-/// data with the reports outside the window removed.
+/// data with the reports outside the window removed. The anomaly rule sees
+/// the reports of its own window (`with_nat_window`; the same by default),
+/// as `workflows/comparison.yaml` declares them.
 pub struct Judge<'r> {
     rules: &'r Rules,
     as_of: DateTime<Utc>,
     from: DateTime<Utc>,
+    /// Start of the anomaly rule's window.
+    nat_from: DateTime<Utc>,
     words: Words,
     memo: HashMap<Profile, Increments>,
     classify_calls: usize,
@@ -212,11 +216,19 @@ impl<'r> Judge<'r> {
             rules,
             as_of,
             from: as_of - window,
+            nat_from: as_of - window,
             words: Words::new(),
             memo: HashMap::new(),
             classify_calls: 0,
             evidence: Vec::new(),
         }
+    }
+
+    /// The anomaly rule sees the reports sampled in `window` before the run
+    /// (`nat_window` of workflows/comparison.yaml) instead of the counts'.
+    pub fn with_nat_window(mut self, window: Duration) -> Self {
+        self.nat_from = self.as_of - window;
+        self
     }
 
     /// Count one person into `counts` (None: unknown to the health
@@ -315,7 +327,7 @@ impl<'r> Judge<'r> {
         let reports: rhai::Array = r
             .nat_reports
             .iter()
-            .filter(|n| n.sampled_at > self.from && n.sampled_at <= self.as_of)
+            .filter(|n| n.sampled_at > self.nat_from && n.sampled_at <= self.as_of)
             .map(|n| {
                 let mut m = rhai::Map::new();
                 m.insert("sampled_at".into(), n.sampled_at.to_rfc3339().into());

@@ -56,6 +56,9 @@ pub struct Run {
     pub run_id: String,
     pub instance_id: String,
     pub as_of: i64,
+    /// The hours of health data the run asked for (its `window_hours`;
+    /// None for runs from before it was recorded, which asked for 24).
+    pub window_hours: Option<i64>,
     pub definition_version: Option<i64>,
     pub definition_hash: Option<String>,
     /// None: unknown to the health commission at the time.
@@ -141,7 +144,7 @@ pub async fn explain(
         let staff_id: String = s.try_get("id")?;
         let address_id: Option<String> = s.try_get("address_id")?;
         let rows = sqlx::query(
-            "SELECT r.id, r.as_of, p.data FROM comparison_runs r \
+            "SELECT r.id, r.as_of, r.result, p.data FROM comparison_runs r \
              JOIN comparison_persons p ON p.run_id = r.id AND p.address_id = $1 \
              WHERE r.as_of >= $2 AND r.as_of < $3 ORDER BY r.as_of",
         )
@@ -167,6 +170,10 @@ pub async fn explain(
             runs.push(Run {
                 warnings: warnings_of(pool, rt, disposal_form, &staff_id, &run_id).await?,
                 as_of: r.try_get("as_of")?,
+                window_hours: r
+                    .try_get::<Option<String>, _>("result")?
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v["window_hours"].as_i64()),
                 definition_version: instance.as_ref().map(|i| i.definition_version),
                 definition_hash: instance.map(|i| i.definition_hash),
                 health: j.record.map(|h| Health {
@@ -210,7 +217,7 @@ async fn warnings_of(
     run_id: &str,
 ) -> Result<Vec<Warning>, Error> {
     let rows = sqlx::query(
-        "SELECT id, reason, evidence, state, opened_at, closed_at FROM warnings \
+        "SELECT id, reason, evidence, COALESCE(state_label, state) AS state, opened_at, closed_at FROM warnings \
          WHERE staff_id = $1 AND run_id = $2 ORDER BY id",
     )
     .bind(staff_id)
@@ -234,7 +241,7 @@ async fn warnings_of(
         out.push(Warning {
             reason: w.try_get("reason")?,
             evidence: w.try_get("evidence")?,
-            state: crate::warnings::state_label(&state).to_string(),
+            state,
             opened_at: w.try_get("opened_at")?,
             closed_at: w.try_get("closed_at")?,
             events,

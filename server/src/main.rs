@@ -359,10 +359,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // The functions the comparison run calls by name must exist.
             let bundle = engine::compile_bundle(&w, &r, &engine::Options::default());
-            let rules_error = bundle
-                .as_ref()
-                .ok()
-                .and_then(|b| server::comparison::check_rules(&b.rules).err());
+            let rules_error = bundle.as_ref().ok().and_then(|b| {
+                server::comparison::check_rules(&b.rules)
+                    .and_then(|()| server::activities::check_windows(b))
+                    .err()
+            });
             match bundle {
                 Ok(b) if districts_error.is_none() && rules_error.is_none() => {
                     let scripts = r.iter().filter(|f| f.path.ends_with(".rhai")).count();

@@ -81,25 +81,33 @@ pub struct WarningRow {
     pub disposal_overdue: bool,
     pub review_overdue: bool,
     pub opened_at: i64,
-    /// R5.3: disposal due 8 h after the first notification.
-    pub disposal_due: i64,
+    /// The due time of the workflow's pending deadline timer (`deadline:
+    /// true` in its definition, R5.3 / R6.2), None when none is pending.
+    pub due_at: Option<i64>,
     pub closed_at: Option<i64>,
 }
 
-/// The Chinese label of a warning state (as in workflows/warning.yaml).
-pub fn state_label(state: &str) -> &'static str {
-    match state {
-        "awaiting_disposal" => "待处置",
-        "under_review" => "待审核",
-        "rectifying" => "退回整改",
-        "closed" => "销号办结",
-        _ => "处理中",
-    }
+/// The states of a workflow with the labels its definition gives them, in
+/// the order written (the filters' options).
+pub fn state_options(program: &engine::compile::program::Program) -> Vec<(String, String)> {
+    program
+        .states
+        .iter()
+        .map(|s| (s.name.clone(), program.state_label(&s.name).to_string()))
+        .collect()
 }
 
-pub const STATES: [&str; 4] = ["awaiting_disposal", "under_review", "rectifying", "closed"];
-
-const DISPOSAL_WINDOW_MS: i64 = 8 * 3600 * 1000;
+/// Rows the projection has not labelled yet (opened by a comparison an
+/// instant before their workflow's first step) get the label `program`
+/// (the current definition) gives their state.
+pub fn label_rows(rows: &mut [WarningRow], program: Option<&engine::compile::program::Program>) {
+    for r in rows.iter_mut().filter(|r| r.state_label.is_empty()) {
+        r.state_label = match program {
+            Some(p) => p.state_label(&r.state).to_string(),
+            None => r.state.clone(),
+        };
+    }
+}
 
 fn row(r: &sqlx::any::AnyRow) -> Result<WarningRow, sqlx::Error> {
     let state: String = r.try_get("state")?;
@@ -113,18 +121,20 @@ fn row(r: &sqlx::any::AnyRow) -> Result<WarningRow, sqlx::Error> {
         person_name: r.try_get("person_name")?,
         person_masked: r.try_get("person_masked")?,
         reason: r.try_get("reason")?,
-        state_label: state_label(&state).to_string(),
+        state_label: r
+            .try_get::<Option<String>, _>("state_label")?
+            .unwrap_or_default(),
         state,
         disposal_overdue: r.try_get::<i64, _>("disposal_overdue")? != 0,
         review_overdue: r.try_get::<i64, _>("review_overdue")? != 0,
         opened_at,
-        disposal_due: opened_at + DISPOSAL_WINDOW_MS,
+        due_at: r.try_get("due_at")?,
         closed_at: r.try_get("closed_at")?,
     })
 }
 
 const COLUMNS: &str = "w.id, w.enterprise_id, e.name AS enterprise_name, w.district, d.name AS district_name, \
-    w.person_name, w.person_masked, w.reason, w.state, w.disposal_overdue, w.review_overdue, w.opened_at, w.closed_at";
+    w.person_name, w.person_masked, w.reason, w.state, w.state_label, w.disposal_overdue, w.review_overdue, w.opened_at, w.due_at, w.closed_at";
 const FROM: &str = "FROM warnings w JOIN enterprises e ON e.id = w.enterprise_id JOIN districts d ON d.code = w.district";
 
 /// One page of a warnings list with its counts.
@@ -400,86 +410,74 @@ pub struct Event {
 
 /// The warning's history, in words: opening, reminders, submissions with
 /// what was submitted, returns with the comment, deadlines passed, closing.
+/// Signals and timers are named by the labels the instance's own
+/// definition version gives them; the current deadline is the due time of
+/// its pending `deadline: true` timer.
 pub async fn timeline(
     rt: &Runtime<SqlStore>,
     disposal_form: &engine::compile::form::FormSpec,
     id: &str,
 ) -> Result<(Vec<Event>, Option<i64>), Error> {
+    use engine::inspect::Event as E;
     let store = rt.store();
     let instance = store.instance(id).await?.ok_or(Error::NotFound)?;
     let program = rt.program(&instance.definition_hash).await?;
     let history = store.history(id).await?;
-    // Timer ids (`t3`) to their names in the definition, from the steps
-    // that set them.
-    let timer_names: std::collections::HashMap<String, String> = engine::inspect::events(&history)
-        .into_iter()
-        .filter_map(|e| match e.event {
-            engine::inspect::Event::TimerSet { id, name, .. } => Some((id, name)),
-            _ => None,
-        })
-        .collect();
     let mut events = Vec::new();
-    for h in &history {
-        let p: Value = serde_json::from_str(&h.payload).unwrap_or(Value::Null);
-        let at = h.at.timestamp_millis();
-        let input = &p["input"];
+    for e in engine::inspect::events(&history) {
+        let at = e.at.timestamp_millis();
         let ev = |what: &str| Event {
             at,
             what: what.to_string(),
             who: None,
             detail: Vec::new(),
         };
-        match h.kind.as_str() {
-            "started" => events.push(ev("预警生成")),
-            "signal" => {
-                let actor = &input["actor"];
-                let who = actor["name"]
-                    .as_str()
-                    .or(actor["id"].as_str())
-                    .map(|s| s.to_string());
-                let payload = &input["payload"];
-                let (what, detail) = match input["name"].as_str() {
-                    Some("dispose") => ("企业提交处置情况", describe(disposal_form, payload)),
-                    Some("approve") => ("区（市）县审核：已处置完毕，销号办结", Vec::new()),
-                    Some("return") => (
-                        "区（市）县审核：退回整改",
-                        vec![(
-                            "处理意见".to_string(),
-                            payload["comment"].as_str().unwrap_or("").to_string(),
-                        )],
-                    ),
-                    _ => ("信号", Vec::new()),
-                };
+        match e.event {
+            E::Started { .. } => events.push(ev("预警生成")),
+            E::Signal {
+                name,
+                actor,
+                payload,
+            } => {
+                let spec = program.signals.get(&name);
+                let what = spec
+                    .and_then(|s| s.label.clone())
+                    .unwrap_or_else(|| name.clone());
+                // What was submitted, by the signal's form in this version
+                // (the disposal form, the return's comment field).
+                let detail = describe(
+                    spec.and_then(|s| s.form.as_deref())
+                        .unwrap_or(disposal_form),
+                    &payload,
+                );
                 events.push(Event {
                     at,
-                    what: what.to_string(),
-                    who,
+                    what,
+                    who: actor.name.clone().or(Some(actor.id.clone())),
                     detail,
                 });
             }
-            "timer_fired" => {
-                // Named as the instance's own definition version names it.
-                let fired = engine::inspect::events(std::slice::from_ref(h));
-                let name = fired.iter().find_map(|e| match &e.event {
-                    engine::inspect::Event::TimerFired { id, .. } => timer_names.get(id),
-                    _ => None,
-                });
-                let Some(label) = name.and_then(|n| program.timer_label(n)) else {
-                    continue;
-                };
-                events.push(ev(label));
+            // Named as the instance's own definition version names it.
+            E::TimerFired {
+                name: Some(name), ..
+            } => {
+                if let Some(label) = program.timer_label(&name) {
+                    events.push(ev(label));
+                }
             }
+            E::Completed {
+                status: Some(status),
+                ..
+            } => events.push(ev(&status)),
             _ => {}
         }
     }
-    let pending = store
-        .pending_timers(Some(id), engine::store::Page::default())
-        .await?;
-    let next_deadline = pending
-        .iter()
-        .filter(|t| t.name.contains("deadline"))
-        .map(|t| t.due_at.timestamp_millis())
-        .min();
+    let state = engine::inspect::state_of(&instance).map_err(|e| {
+        Error::Store(engine::store::Error::Database(sqlx::Error::Decode(
+            e.into(),
+        )))
+    })?;
+    let next_deadline = crate::activities::due_at(&state, &program);
     Ok((events, next_deadline))
 }
 
@@ -536,7 +534,7 @@ pub async fn dispose(
     rt.signal(id, "dispose", payload, actor)
         .await
         .map_err(map_signal_error)?;
-    crate::activities::refresh_warning(rt.store(), id).await?;
+    crate::activities::refresh_warning(rt, id).await?;
     Ok(())
 }
 
@@ -564,7 +562,7 @@ pub async fn review(
     rt.signal(id, name, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    crate::activities::refresh_warning(rt.store(), id).await?;
+    crate::activities::refresh_warning(rt, id).await?;
     Ok(())
 }
 

@@ -241,7 +241,10 @@ async fn instances_verify_names_a_tampered_history_row() {
     let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
     let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
     // Every activity fails: each failure is recorded in the history.
-    let mut acts = engine::runtime::Activities::new();
+    let mut acts = engine::runtime::Activities::new()
+        .projection("warning", |_c: engine::runtime::ProjectionCall| async {
+            Ok(())
+        });
     for name in bundle.activities.keys() {
         acts = acts.register(name, |_c: engine::runtime::ActivityCall| async {
             Err(engine::runtime::ActivityError::Permanent("down".into()))
@@ -314,7 +317,10 @@ async fn instances_list_show_and_repair_from_the_command_line() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
         let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
-        let mut acts = engine::runtime::Activities::new();
+        let mut acts = engine::runtime::Activities::new()
+            .projection("warning", |_c: engine::runtime::ProjectionCall| async {
+                Ok(())
+            });
         for name in bundle.activities.keys() {
             acts = acts.register(name, |_c: engine::runtime::ActivityCall| async {
                 Ok(serde_json::Value::Null)

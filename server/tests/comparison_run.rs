@@ -119,7 +119,7 @@ async fn run(acts: &Activities, key: &str) -> Result<serde_json::Value, Activity
         instance_id: key.into(),
         activity_id: "a1".into(),
         name: "run_comparison".into(),
-        args: serde_json::json!({"as_of": as_of().to_rfc3339()}),
+        args: serde_json::json!({"as_of": as_of().to_rfc3339(), "count_window": "24h", "nat_window": "24h"}),
         idempotency_key: format!("{key}/a1"),
         attempt: 1,
     };
@@ -251,6 +251,8 @@ async fn check(url: &str) {
         let mut want_json = serde_json::to_value(want).unwrap();
         want_json["vaccination_permille"] =
             serde_json::json!(judge.vaccination_permille(want).unwrap());
+        // The counts' look-back as the definition gave it.
+        want_json["window_hours"] = serde_json::json!(24);
         assert_eq!(got, want_json, "{address}");
         if address == "e1-a0" {
             assert_eq!((id, by.as_str()), (&filed, "enterprise"));

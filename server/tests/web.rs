@@ -660,6 +660,10 @@ async fn daily_record_form_validates_and_refuses_a_second_record(w: World) {
     let page = e.get(&to).await;
     page.assert_ok();
     assert!(page.contains("尚未比对"));
+    assert!(
+        page.contains("系统每天05:00、10:00、15:00自动比对"),
+        "the times of workflows/schedules.yaml"
+    );
     // A second record for the same address and day (R3.1).
     let r = e.post("/records", &fields).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

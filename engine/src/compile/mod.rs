@@ -742,6 +742,42 @@ struct WorkflowCx<'a> {
 }
 
 impl WorkflowCx<'_> {
+    /// `timers.NAME` and `timers.NAME.FIELD` (`rest` starts at `timers`):
+    /// NAME must be a timer of this workflow, FIELD one of
+    /// [`TIMER_FIELDS`]. None when it is.
+    fn timer_reference(&self, name: &str, rest: &str) -> Option<String> {
+        let known: Vec<&str> = self
+            .def
+            .states
+            .values()
+            .flat_map(|s| s.timers.keys().map(String::as_str))
+            .collect();
+        if !known.contains(&name) {
+            return Some(format!(
+                "`timers.{name}` is not a timer of this workflow; timers: {}",
+                known.join(", ")
+            ));
+        }
+        let after = rest
+            .trim_start_matches("timers")
+            .trim_start()
+            .strip_prefix('.')?
+            .trim_start()
+            .strip_prefix(name)?
+            .trim_start();
+        let field: String = after
+            .strip_prefix('.')?
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        (!TIMER_FIELDS.contains(&field.as_str())).then(|| {
+            format!(
+                "`timers.{name}.{field}` is not known; use one of {}",
+                TIMER_FIELDS.join(", ")
+            )
+        })
+    }
     fn compile(
         &mut self,
         file: &SourceFile,
@@ -847,6 +883,7 @@ impl WorkflowCx<'_> {
                     name: tname.clone(),
                     label: td.label.clone(),
                     after,
+                    deadline: td.deadline,
                     from_start: td.from == definition::TimerAnchor::Start,
                     guard,
                     actions,
@@ -904,7 +941,10 @@ impl WorkflowCx<'_> {
         let hash = hex::encode(Sha256::digest(
             serde_json::to_vec(&source).expect("serialisable"),
         ));
+        let timer_values = timer_values(&states);
         Some(Program {
+            projection: d.projection.clone(),
+            timer_values,
             name: d.workflow.clone(),
             version: d.version,
             title: d.title.clone(),
@@ -1498,6 +1538,7 @@ impl WorkflowCx<'_> {
                         "item" if !scope.item => {
                             Some("`item` 只能与 `for_each` 一起使用".to_string())
                         }
+                        "timers" => self.timer_reference(&field, &src[offset..]),
                         _ => None,
                     };
                     if let Some(m) = missing {
@@ -1598,4 +1639,25 @@ fn closing_brace(s: &str) -> Option<usize> {
         prev = c;
     }
     None
+}
+
+/// What an expression reads of a timer: `timers.NAME.after` (its duration
+/// in words, `8小时`), `.hours`, `.minutes` (whole numbers) and `.label`.
+pub const TIMER_FIELDS: [&str; 4] = ["after", "hours", "minutes", "label"];
+
+/// The `timers` value expressions read: every timer of the workflow by
+/// name (the first state declaring a name wins).
+fn timer_values(states: &[StateSpec]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for t in states.iter().flat_map(|s| &s.timers) {
+        m.entry(t.name.clone()).or_insert_with(|| {
+            serde_json::json!({
+                "after": program::duration_zh(t.after),
+                "hours": t.after.as_secs() / 3600,
+                "minutes": t.after.as_secs() / 60,
+                "label": t.label,
+            })
+        });
+    }
+    serde_json::Value::Object(m)
 }

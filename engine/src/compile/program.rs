@@ -48,12 +48,52 @@ pub struct Program {
     pub children: Vec<ChildSpec>,
     pub rules: Arc<Rules>,
     pub source: DefinitionSource,
+    /// The host's projection of this workflow's instances (`projection:`),
+    /// kept by the runtime after every committed step.
+    pub projection: Option<String>,
+    /// What expressions read as `timers`: each timer's duration in words
+    /// (`after`), `hours`, `minutes` and `label`, so a message can name a
+    /// duration it cannot contradict.
+    pub timer_values: Value,
 }
 
 impl Program {
     pub fn state(&self, name: &str) -> Option<&StateSpec> {
         self.state_index.get(name).map(|&i| &self.states[i])
     }
+
+    /// The label the definition gives a state (its name when it has none).
+    pub fn state_label<'a>(&'a self, name: &'a str) -> &'a str {
+        self.state(name)
+            .and_then(|s| s.label.as_deref())
+            .unwrap_or(name)
+    }
+
+    /// A timer by its name in any state.
+    pub fn timer(&self, name: &str) -> Option<&TimerSpec> {
+        self.states
+            .iter()
+            .flat_map(|s| &s.timers)
+            .find(|t| t.name == name)
+    }
+}
+
+/// A duration in Chinese words as messages write it: `8小时`, `30分钟`,
+/// `1小时30分钟`, `45秒`.
+pub fn duration_zh(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, s % 3600 / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}小时"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}分钟"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}秒"));
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +184,8 @@ pub struct TimerSpec {
     pub name: String,
     pub label: Option<String>,
     pub after: Duration,
+    /// Shown as the current deadline while pending (`deadline: true`).
+    pub deadline: bool,
     pub from_start: bool,
     pub guard: Option<Expr>,
     pub actions: Vec<Action>,
@@ -153,11 +195,7 @@ pub struct TimerSpec {
 impl Program {
     /// The label the definition gives a timer (by its name in any state).
     pub fn timer_label(&self, name: &str) -> Option<&str> {
-        self.states
-            .iter()
-            .flat_map(|s| &s.timers)
-            .find(|t| t.name == name)
-            .and_then(|t| t.label.as_deref())
+        self.timer(name).and_then(|t| t.label.as_deref())
     }
 }
 

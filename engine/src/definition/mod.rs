@@ -62,6 +62,12 @@ pub struct WorkflowDef {
     pub signals: BTreeMap<String, SignalDef>,
     pub initial: String,
     pub states: BTreeMap<String, StateDef>,
+    /// A projection the host keeps of this workflow's instances (the
+    /// warnings list, say): after every committed step the runtime tells
+    /// the host's hook of that name, durably (an outbox row written in the
+    /// step's own transaction).
+    #[serde(default)]
+    pub projection: Option<String>,
 }
 
 /// A typed input field or variable.
@@ -136,6 +142,10 @@ pub struct TimerDef {
     pub after: String,
     #[serde(default)]
     pub from: TimerAnchor,
+    /// A deadline: while it is pending its due time is what pages show as
+    /// the current deadline (处置期限).
+    #[serde(default)]
+    pub deadline: bool,
     /// Guard evaluated when the timer fires; false means it does nothing.
     #[serde(default, rename = "if")]
     pub guard: Option<String>,

@@ -424,6 +424,7 @@ struct Extra<'a> {
 
 const VARS_BIT: u16 = 1 << 1;
 const ITEM_BIT: u16 = 1 << 6;
+const TIMERS_BIT: u16 = 1 << 8;
 
 /// The expression context of one handler, built on first use (most steps
 /// evaluate nothing) and kept up to date as actions set variables.
@@ -555,7 +556,7 @@ impl Run<'_> {
             None => self
                 .program
                 .rules
-                .eval_bool(e, cx.get(self.at, s, e.roots))?,
+                .eval_bool(e, self.context(cx, s, e.roots))?,
         };
         self.decisions.push(Decision {
             origin: e.origin.clone(),
@@ -569,7 +570,18 @@ impl Run<'_> {
         if let Some(v) = e.path.as_deref().and_then(|p| cx.read(s, p)) {
             return Ok(v);
         }
-        Ok(self.rules().eval(e, cx.get(self.at, s, e.roots))?)
+        Ok(self.rules().eval(e, self.context(cx, s, e.roots))?)
+    }
+
+    /// The rhai context with the names in `roots` bound, `timers` (the
+    /// program's timer durations and labels) among them.
+    fn context<'c>(&self, cx: &'c mut Cx, s: &Instance, roots: u16) -> &'c mut Context {
+        let timers = roots & TIMERS_BIT != 0 && cx.bound & TIMERS_BIT == 0;
+        let c = cx.get(self.at, s, roots);
+        if timers {
+            c.set("timers", &self.program.timer_values);
+        }
+        c
     }
 
     fn render(&self, t: &Template, cx: &mut Cx, s: &Instance) -> Result<Value, Error> {

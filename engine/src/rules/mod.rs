@@ -80,7 +80,7 @@ impl Default for Limits {
 /// where the expression is evaluated (`signal` in signal handlers, `result`
 /// in activity handlers, `item` in `for_each`); unset ones are `()`.
 pub const CONTEXT_NAMES: &[&str] = &[
-    "input", "vars", "signal", "actor", "result", "error", "item", "now",
+    "input", "vars", "signal", "actor", "result", "error", "item", "now", "timers",
 ];
 
 /// One compiled script of `rules/`.

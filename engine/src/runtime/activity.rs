@@ -3,6 +3,8 @@
 //! idempotency key that stays the same across retries and crashes: the
 //! instance id and the activity id the interpreter assigned.
 
+use crate::compile::program::Program;
+use crate::store::InstanceRow;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,10 +56,40 @@ where
     }
 }
 
-/// The activities a runtime can run, by name.
+/// What a projection hook is told after a step of an instance whose
+/// workflow declares `projection:` committed: the instance as it is now
+/// (it may have moved on since that step: the hook writes what it shows,
+/// and only over an older revision) and the program it runs.
+#[derive(Debug, Clone)]
+pub struct ProjectionCall {
+    pub projection: String,
+    pub instance: InstanceRow,
+    pub program: Arc<Program>,
+}
+
+/// The host's side of a projection a workflow declares (`projection:`):
+/// called by the runtime's outbox loop after each committed step, until it
+/// succeeds (an error leaves the outbox row for the next round), so it must
+/// be idempotent.
+pub trait Projection: Send + Sync + 'static {
+    fn project(&self, call: ProjectionCall) -> BoxFuture<Result<(), String>>;
+}
+
+impl<F, Fut> Projection for F
+where
+    F: Fn(ProjectionCall) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    fn project(&self, call: ProjectionCall) -> BoxFuture<Result<(), String>> {
+        Box::pin(self(call))
+    }
+}
+
+/// The activities a runtime can run, by name, and the projections it keeps.
 #[derive(Clone, Default)]
 pub struct Activities {
     map: BTreeMap<String, Arc<dyn Activity>>,
+    projections: BTreeMap<String, Arc<dyn Projection>>,
 }
 
 impl Activities {
@@ -72,6 +104,16 @@ impl Activities {
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Activity>> {
         self.map.get(name)
+    }
+
+    /// The hook of the projection `name` that workflows declare.
+    pub fn projection(mut self, name: &str, p: impl Projection) -> Self {
+        self.projections.insert(name.to_string(), Arc::new(p));
+        self
+    }
+
+    pub fn get_projection(&self, name: &str) -> Option<&Arc<dyn Projection>> {
+        self.projections.get(name)
     }
 
     /// Names declared in the catalog that have no implementation here.

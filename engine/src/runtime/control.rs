@@ -33,8 +33,9 @@ impl Repair {
 
 impl<S: Store> Runtime<S> {
     /// A history row of an operator's action on `row`, as the commit that
-    /// writes it (the instance's revision moves on, the chain goes on).
-    fn operator_note(&self, row: &InstanceRow, payload: Value) -> StepCommit {
+    /// writes it (the instance's revision moves on, the chain goes on), with
+    /// the row that tells the host's projection, if its workflow has one.
+    async fn operator_note(&self, row: &InstanceRow, payload: Value) -> Result<StepCommit> {
         let now = self.now();
         let h = store::HistoryRow::chained(
             &row.id,
@@ -49,12 +50,16 @@ impl<S: Store> Runtime<S> {
         new.history_len += 1;
         new.updated_at = now;
         new.history_hash = h.hash.clone();
-        StepCommit {
+        let program = self.program(&row.definition_hash).await?;
+        Ok(StepCommit {
             expected_revision: Some(row.revision),
+            outbox_insert: super::projection_row(&program, &row.id, new.revision, now)
+                .into_iter()
+                .collect(),
             instance: Some(new),
             history: vec![h],
             ..Default::default()
-        }
+        })
     }
 
     async fn row(&self, id: &str) -> Result<InstanceRow> {
@@ -107,7 +112,7 @@ impl<S: Store> Runtime<S> {
             json!({"action": "retry_step", "operator": by.operator, "reason": by.reason, "input": input,
                    "from_version": from.0, "from_hash": from.1,
                    "to_version": latest.version, "to_hash": latest.hash}),
-        );
+        ).await?;
         if let Some(r) = note.instance.as_mut() {
             r.definition_hash = latest.hash.clone();
             r.definition_version = latest.version.into();
@@ -162,11 +167,13 @@ impl<S: Store> Runtime<S> {
             )));
         }
         let row = self.row(&task.instance_id).await?;
-        let note = self.operator_note(
-            &row,
-            json!({"action": "retry_activity", "operator": by.operator, "reason": by.reason,
+        let note = self
+            .operator_note(
+                &row,
+                json!({"action": "retry_activity", "operator": by.operator, "reason": by.reason,
                    "activity_id": task.activity_id, "name": task.name}),
-        );
+            )
+            .await?;
         self.inner.store.commit(&[note]).await?;
         let now = self.now();
         self.inner
@@ -192,10 +199,12 @@ impl<S: Store> Runtime<S> {
                 return Err(Error::Refused(format!("实例 {id} 已经结束")));
             }
             let state = crate::inspect::state_of(&row).map_err(Error::Corrupt)?;
-            let mut c = self.operator_note(
-                &row,
-                json!({"action": "terminate", "operator": by.operator, "reason": by.reason}),
-            );
+            let mut c = self
+                .operator_note(
+                    &row,
+                    json!({"action": "terminate", "operator": by.operator, "reason": by.reason}),
+                )
+                .await?;
             if let Some(r) = c.instance.as_mut() {
                 r.status = TERMINATED.into();
                 r.status_label = Some("已由运维终止".into());
@@ -233,11 +242,13 @@ impl<S: Store> Runtime<S> {
         self.signal(id, name, payload, actor).await?;
         for _ in 0..5 {
             let row = self.row(id).await?;
-            let note = self.operator_note(
-                &row,
-                json!({"action": "signal", "operator": by.operator, "reason": by.reason,
+            let note = self
+                .operator_note(
+                    &row,
+                    json!({"action": "signal", "operator": by.operator, "reason": by.reason,
                        "signal": name, "on_behalf_of": on_behalf}),
-            );
+                )
+                .await?;
             match self.inner.store.commit(&[note]).await {
                 Ok(_) => return Ok(()),
                 Err(store::Error::Conflict { .. }) => continue,
@@ -416,13 +427,15 @@ impl<S: Store> Runtime<S> {
             state.vars = std::sync::Arc::new(vars);
             state.hash = to.hash.as_str().into();
             state.version = to.version;
-            let mut c = self.operator_note(
-                &row,
-                json!({"action": "migrate", "operator": by.operator, "reason": by.reason,
+            let mut c = self
+                .operator_note(
+                    &row,
+                    json!({"action": "migrate", "operator": by.operator, "reason": by.reason,
                        "state": row.state,
                        "from_version": row.definition_version, "from_hash": row.definition_hash,
                        "to_version": to.version, "to_hash": to.hash, "added_vars": added}),
-            );
+                )
+                .await?;
             if let Some(r) = c.instance.as_mut() {
                 r.definition_hash = to.hash.clone();
                 r.definition_version = to.version.into();

@@ -21,7 +21,7 @@ mod publish;
 pub use control::{MigrationCheck, Repair, TERMINATED};
 pub use publish::{Publication, VersionInfo, STARTUP};
 
-pub use activity::{Activities, Activity, ActivityCall, ActivityError};
+pub use activity::{Activities, Activity, ActivityCall, ActivityError, Projection, ProjectionCall};
 pub use metrics::Metrics;
 
 use crate::clock::Clock;
@@ -52,6 +52,8 @@ pub enum Error {
     UnknownInstance(String),
     #[error("activities declared in the catalog but not implemented: {}", .0.join(", "))]
     MissingActivities(Vec<String>),
+    #[error("projections declared by workflows but not registered: {}", .0.join(", "))]
+    MissingProjections(Vec<String>),
     #[error("stored definition {hash} does not compile: {error}")]
     Definition { hash: String, error: compile::Error },
     #[error("stored data is corrupt: {0}")]
@@ -214,6 +216,16 @@ impl<S: Store> Runtime<S> {
         let missing = activities.missing(bundle.activities.keys());
         if !missing.is_empty() {
             return Err(Error::MissingActivities(missing));
+        }
+        let mut missing: Vec<String> = bundle
+            .workflows
+            .values()
+            .filter_map(|p| p.projection.clone())
+            .filter(|name| activities.get_projection(name).is_none())
+            .collect();
+        missing.dedup();
+        if !missing.is_empty() {
+            return Err(Error::MissingProjections(missing));
         }
         let by_hash = bundle
             .workflows
@@ -610,8 +622,90 @@ impl<S: Store> Runtime<S> {
                 }
             }
         }
+        // The host's projection of this instance, told after the commit
+        // by the outbox loop: a row in this step's own transaction, so a
+        // crash between the commit and the projection loses nothing.
+        c.outbox_insert
+            .extend(projection_row(program, id, row.revision, now));
         c.instance = Some(row);
         c
+    }
+
+    /// Tell the projection hooks of the instances in `rows` (outbox rows of
+    /// kind `projection`), once per instance and projection, with the
+    /// instance as it is now. Rows whose hook succeeded (or whose instance
+    /// is gone) are marked delivered; the others stay for the next round.
+    /// Returns how many were delivered.
+    async fn project(&self, rows: Vec<(OutboxRow, String)>) -> Result<usize> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids: Vec<String> = rows.iter().map(|r| r.0.instance_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let loaded: HashMap<String, InstanceRow> = self
+            .inner
+            .store
+            .instances_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for (o, projection) in rows {
+            groups
+                .entry((o.instance_id, projection))
+                .or_default()
+                .push(o.id);
+        }
+        let delivered: Vec<Vec<String>> = futures::stream::iter(groups)
+            .map(|((instance, projection), outbox)| {
+                let this = self.clone();
+                let row = loaded.get(&instance).cloned();
+                async move {
+                    let Some(row) = row else {
+                        return Some(outbox);
+                    };
+                    let Some(hook) = this.inner.activities.get_projection(&projection).cloned()
+                    else {
+                        tracing::error!(%instance, %projection, "no hook registered for the projection; skipped");
+                        return Some(outbox);
+                    };
+                    let program = match this.program(&row.definition_hash).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
+                            return None;
+                        }
+                    };
+                    let call = ProjectionCall {
+                        projection: projection.clone(),
+                        instance: row,
+                        program,
+                    };
+                    match hook.project(call).await {
+                        Ok(()) => Some(outbox),
+                        Err(e) => {
+                            tracing::warn!(%instance, %projection, error = %e, "projection failed; retried next round");
+                            None
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.inner.opts.concurrency.max(1))
+            .filter_map(|d| async move { d })
+            .collect()
+            .await;
+        let delivered: Vec<String> = delivered.into_iter().flatten().collect();
+        let n = delivered.len();
+        if n > 0 {
+            let c = StepCommit {
+                outbox_delivered: delivered,
+                ..Default::default()
+            };
+            self.inner.store.commit(&[c]).await?;
+        }
+        Ok(n)
     }
 
     /// Apply inputs to instances, several per instance in order, and commit
@@ -960,10 +1054,11 @@ impl<S: Store> Runtime<S> {
             .store
             .pending_outbox(self.inner.opts.outbox_batch)
             .await?;
-        let n = rows.len();
+        let mut n = rows.len();
         let now = self.now();
         let mut starts = Vec::new();
         let mut work = Vec::new();
+        let mut projections = Vec::new();
         for o in rows {
             let p: Value =
                 serde_json::from_str(&o.payload).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -1030,6 +1125,11 @@ impl<S: Store> Runtime<S> {
                         },
                     ));
                 }
+                "projection" => {
+                    let name = p["projection"].as_str().unwrap_or_default().to_string();
+                    n -= 1;
+                    projections.push((o, name));
+                }
                 other => {
                     tracing::error!(kind = other, "unknown outbox row");
                     starts.push(StepCommit {
@@ -1043,6 +1143,8 @@ impl<S: Store> Runtime<S> {
             self.inner.store.commit(&starts).await?;
         }
         self.apply_batch(work).await?;
+        // After the steps above, whose own projection rows come next round.
+        n += self.project(projections).await?;
         Ok(n)
     }
 
@@ -1157,6 +1259,25 @@ impl<S: Store> Runtime<S> {
         let task = self.inner.store.next_task().await?;
         Ok(Some(timer.into_iter().chain(task).min()))
     }
+}
+
+/// The outbox row that tells the host's projection (if the program
+/// declares one) of the step that makes revision `revision` of `id`.
+fn projection_row(
+    program: &Program,
+    id: &str,
+    revision: i64,
+    now: DateTime<Utc>,
+) -> Option<OutboxRow> {
+    let projection = program.projection.as_ref()?;
+    Some(OutboxRow {
+        id: format!("{id}/projection/{revision}"),
+        instance_id: id.to_string(),
+        kind: "projection".into(),
+        payload: json!({ "projection": projection }).to_string(),
+        created_at: now,
+        delivered_at: None,
+    })
 }
 
 fn input_kind(i: &Input) -> &'static str {

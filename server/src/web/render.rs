@@ -88,8 +88,20 @@ impl Templates {
             context! { username => a.username, role => role, role_label => label }
         });
         let now = app.sys.clock.now();
+        // When comparisons run, as workflows/schedules.yaml has it (pages
+        // that promise the numbers say when they come).
+        let comparison_times = app
+            .sys
+            .bundle
+            .schedules
+            .iter()
+            .filter(|s| s.workflow == "comparison")
+            .flat_map(|s| s.times.iter().map(|t| t.format("%H:%M").to_string()))
+            .collect::<Vec<_>>()
+            .join("、");
         let base = context! {
             me => me,
+            comparison_times => comparison_times,
             csrf => ctx.csrf,
             now => local(now.timestamp_millis()),
             rehearsal => app.sys.adjustable.is_some(),

@@ -17,11 +17,23 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-fn state_options() -> Vec<minijinja::Value> {
-    warnings::STATES
-        .iter()
-        .map(|s| context! { code => s, label => warnings::state_label(s) })
-        .collect()
+/// The warning workflow's current definition: its states and their labels.
+fn warning_program(app: &Shared) -> Option<std::sync::Arc<engine::compile::program::Program>> {
+    app.sys.bundle.workflows.get("warning").cloned()
+}
+
+/// The filter's options and each state's label (the counts' captions),
+/// as workflows/warning.yaml names them.
+fn state_options(app: &Shared) -> (Vec<minijinja::Value>, BTreeMap<String, String>) {
+    let options = warning_program(app)
+        .map(|p| warnings::state_options(&p))
+        .unwrap_or_default();
+    let labels = options.iter().cloned().collect();
+    let options = options
+        .into_iter()
+        .map(|(code, label)| context! { code, label })
+        .collect();
+    (options, labels)
 }
 
 /// The enterprise's warnings; other roles go to their own list.
@@ -36,17 +48,19 @@ pub async fn warnings(
     }
     let scope = ctx.warning_scope()?;
     let warnings::Page {
-        rows: list,
+        rows: mut list,
         total,
         counts,
     } = warnings::list(&app.sys.reader, &scope, &f).await?;
+    warnings::label_rows(&mut list, warning_program(&app).as_deref());
+    let (states, labels) = state_options(&app);
     Ok(app
         .templates
         .page(
             &app,
             &ctx,
             "warnings.html",
-            context! { list, counts, filter => f, pages => pages(total, f.page), states => state_options() },
+            context! { list, counts, filter => f, pages => pages(total, f.page), states, labels },
         )?
         .into_response())
 }
@@ -62,10 +76,12 @@ pub async fn district_home(
         _ => ctx.warning_scope()?,
     };
     let warnings::Page {
-        rows: list,
+        rows: mut list,
         total,
         counts,
     } = warnings::list(&app.sys.reader, &scope, &f).await?;
+    warnings::label_rows(&mut list, warning_program(&app).as_deref());
+    let (states, labels) = state_options(&app);
     let (kind, id) = ctx.inbox()?;
     let unread = warnings::unread(&app.sys.reader, kind, &id).await?;
     let district = match &ctx.account()?.role {
@@ -83,7 +99,7 @@ pub async fn district_home(
             &ctx,
             "district.html",
             context! { list, counts, filter => f, pages => pages(total, f.page),
-            states => state_options(), unread, district },
+            states, labels, unread, district },
         )?
         .into_response())
 }
@@ -96,7 +112,11 @@ async fn warning_view(
     errors: &BTreeMap<String, String>,
     message: Option<String>,
 ) -> Result<Response, WebError> {
-    let w = warnings::get(&app.sys.reader, &ctx.warning_scope()?, id).await?;
+    let mut w = warnings::get(&app.sys.reader, &ctx.warning_scope()?, id).await?;
+    warnings::label_rows(
+        std::slice::from_mut(&mut w),
+        warning_program(app).as_deref(),
+    );
     let (timeline, next_deadline) =
         warnings::timeline(&app.sys.runtime, &app.sys.disposal, id).await?;
     let role = ctx.account()?.role.name();
