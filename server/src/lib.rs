@@ -3,6 +3,7 @@
 //! configuration.
 pub mod accounts;
 pub mod activities;
+pub mod backtest;
 pub mod adapters;
 pub mod admin;
 pub mod comparison;

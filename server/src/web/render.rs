@@ -46,6 +46,9 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "ops_instances.html",
     "ops_instance.html",
     "ops_definition.html",
+    "policy.html",
+    "policy_backtest.html",
+    "policy_result.html",
 ];
 
 pub use crate::console::local_time as local;
