@@ -105,12 +105,9 @@ impl Candidate {
     /// the rule functions a comparison calls exist, and take the NAT
     /// look-back the definitions declare (24 h when none does).
     pub fn compile(&self) -> Result<Compiled, Error> {
-        let bundle = engine::compile_bundle(
-            &self.workflows,
-            &self.rules,
-            &engine::Options::default(),
-        )
-        .map_err(|e| Error::Candidate(e.0.iter().map(ToString::to_string).collect()))?;
+        let bundle =
+            engine::compile_bundle(&self.workflows, &self.rules, &engine::Options::default())
+                .map_err(|e| Error::Candidate(e.0.iter().map(ToString::to_string).collect()))?;
         comparison::check_rules(&bundle.rules).map_err(|e| Error::Candidate(vec![e]))?;
         let declared = declared_window_hours(&self.workflows);
         Ok(Compiled {
@@ -523,7 +520,11 @@ pub async fn backtest(
             }
         }
         list.sort_by(|a, b| {
-            (&a.district, &a.enterprise, &a.staff_id).cmp(&(&b.district, &b.enterprise, &b.staff_id))
+            (&a.district, &a.enterprise, &a.staff_id).cmp(&(
+                &b.district,
+                &b.enterprise,
+                &b.staff_id,
+            ))
         });
     }
     let window_note = (window_hours != run.window_hours).then(|| {
@@ -742,7 +743,10 @@ mod tests {
 
     #[test]
     fn the_declared_window_is_read_when_present() {
-        assert_eq!(declared_window_hours(&[file("workflows/a.yaml", "a: 1")]), None);
+        assert_eq!(
+            declared_window_hours(&[file("workflows/a.yaml", "a: 1")]),
+            None
+        );
         assert_eq!(
             declared_window_hours(&[file(
                 "workflows/comparison.yaml",

@@ -3,9 +3,9 @@
 //! configuration.
 pub mod accounts;
 pub mod activities;
-pub mod backtest;
 pub mod adapters;
 pub mod admin;
+pub mod backtest;
 pub mod comparison;
 pub mod config;
 pub mod console;

@@ -918,7 +918,10 @@ async fn policy_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.csv {
         std::fs::write(file, report.persons_csv())
             .with_context(|| format!("writing {}", file.display()))?;
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("backtest");
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("backtest");
         let districts = file.with_file_name(format!("{stem}-districts.csv"));
         std::fs::write(&districts, report.districts_csv())
             .with_context(|| format!("writing {}", districts.display()))?;

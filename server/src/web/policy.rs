@@ -25,7 +25,9 @@ pub async fn home(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
     let workflows = bundle
         .workflows
         .values()
-        .map(|p| context! { name => p.name, title => p.title, version => p.version, hash => p.hash })
+        .map(
+            |p| context! { name => p.name, title => p.title, version => p.version, hash => p.hash },
+        )
         .collect::<Vec<_>>();
     let files = Candidate::current(bundle)
         .files()
@@ -33,12 +35,7 @@ pub async fn home(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
         .collect::<Vec<_>>();
     Ok(app
         .templates
-        .page(
-            &app,
-            &ctx,
-            "policy.html",
-            context! { workflows, files },
-        )?
+        .page(&app, &ctx, "policy.html", context! { workflows, files })?
         .into_response())
 }
 
@@ -222,7 +219,10 @@ pub async fn backtest_csv(
     };
     let file = format!(
         "backtest-{}-{name}.csv",
-        report.run.number.map_or_else(|| "run".into(), |n| n.to_string())
+        report
+            .run
+            .number
+            .map_or_else(|| "run".into(), |n| n.to_string())
     );
     Ok((
         [
