@@ -305,6 +305,10 @@ pub struct Report {
     pub no_longer: Vec<Change>,
     pub changed: Vec<Change>,
     pub elapsed_ms: u64,
+    /// When the last row of the run was read, and when the last person
+    /// was judged (ms from the start; judging overlaps reading).
+    pub read_ms: u64,
+    pub judge_ms: u64,
 }
 
 /// One address's stored data with where it belongs.
@@ -336,13 +340,11 @@ fn mask(id: &str) -> String {
 }
 
 fn judge_sites(
-    rules: &Rules,
+    judge: &mut Judge<'_>,
+    part: &mut Part,
     run: &Run,
-    window: chrono::Duration,
     sites: &[Site],
-) -> Result<Part, Error> {
-    let mut judge = Judge::new(rules, run.as_of, window);
-    let mut part = Part::default();
+) -> Result<(), Error> {
     let mut reasons = Vec::new();
     for site in sites {
         let persons = comparison::read_judged(&site.data).map_err(|e| Error::Data {
@@ -397,7 +399,7 @@ fn judge_sites(
             reasons.clear();
         }
     }
-    Ok(part)
+    Ok(())
 }
 
 /// Judge the stored data of `run` (the latest finished run when None) with
@@ -409,28 +411,6 @@ pub async fn backtest(
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     let run = self::run(pool, run).await?;
-    // One row per address (25,000 for a million persons); the enterprise's
-    // district, as the run counted it.
-    let rows = sqlx::query(
-        "SELECT p.address_id, COALESCE(e.name, '') AS enterprise, COALESCE(e.district, '') AS district, p.data \
-         FROM comparison_persons p LEFT JOIN addresses a ON a.id = p.address_id \
-         LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE p.run_id = $1",
-    )
-    .bind(&run.id)
-    .fetch_all(pool)
-    .await?;
-    let sites = rows
-        .iter()
-        .map(|r| {
-            Ok(Site {
-                address: r.try_get("address_id")?,
-                enterprise: r.try_get("enterprise")?,
-                district: r.try_get("district")?,
-                data: r.try_get("data")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    drop(rows);
     let names: HashMap<String, String> = sqlx::query("SELECT code, name FROM districts")
         .fetch_all(pool)
         .await?
@@ -438,30 +418,69 @@ pub async fn backtest(
         .map(|r| Ok((r.try_get("code")?, r.try_get("name")?)))
         .collect::<Result<_, sqlx::Error>>()?;
 
-    let rules = candidate.rules.clone();
+    // Judging is CPU work: one thread per core off the async threads, each
+    // with its own Judge, fed batches of addresses while later rows are
+    // still being read (one row per address: 25,000 for a million persons).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let window = chrono::Duration::hours(i64::from(candidate.window_hours));
+    let (mut senders, mut workers) = (Vec::new(), Vec::new());
+    for _ in 0..threads {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Site>>(4);
+        let rules = candidate.rules.clone();
+        let run = run.clone();
+        workers.push(tokio::task::spawn_blocking(move || {
+            let mut judge = Judge::new(&rules, run.as_of, window);
+            let mut part = Part::default();
+            while let Some(batch) = rx.blocking_recv() {
+                judge_sites(&mut judge, &mut part, &run, &batch)?;
+            }
+            Ok::<_, Error>(part)
+        }));
+        senders.push(tx);
+    }
+    {
+        use futures::TryStreamExt as _;
+        // The enterprise's district, as the run counted it.
+        let mut rows = sqlx::query(
+            "SELECT p.address_id, COALESCE(e.name, '') AS enterprise, COALESCE(e.district, '') AS district, p.data \
+             FROM comparison_persons p LEFT JOIN addresses a ON a.id = p.address_id \
+             LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE p.run_id = $1",
+        )
+        .bind(&run.id)
+        .fetch(pool);
+        const BATCH: usize = 32;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut k = 0;
+        while let Some(r) = rows.try_next().await? {
+            batch.push(Site {
+                address: r.try_get("address_id")?,
+                enterprise: r.try_get("enterprise")?,
+                district: r.try_get("district")?,
+                data: r.try_get("data")?,
+            });
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if senders[k % threads].send(full).await.is_err() {
+                    break; // that worker stopped on an error, reported below
+                }
+                k += 1;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = senders[k % threads].send(batch).await;
+        }
+    }
+    drop(senders);
+    let read_ms = started.elapsed().as_millis() as u64;
+    let mut parts = Vec::with_capacity(threads);
+    for w in workers {
+        parts.push(
+            w.await
+                .map_err(|e| Error::Read(format!("judging: {e}")))??,
+        );
+    }
+    let judge_ms = started.elapsed().as_millis() as u64;
     let window_hours = candidate.window_hours;
-    let judged_run = run.clone();
-    // Judging is CPU work: one thread per core, each with its own Judge
-    // over a share of the addresses, off the async threads.
-    let parts = tokio::task::spawn_blocking(move || {
-        let window = chrono::Duration::hours(i64::from(window_hours));
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(sites.len().max(1));
-        let share = sites.len().div_ceil(threads).max(1);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = sites
-                .chunks(share)
-                .map(|chunk| s.spawn(|| judge_sites(&rules, &judged_run, window, chunk)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a judging thread panicked"))
-                .collect::<Result<Vec<_>, Error>>()
-        })
-    })
-    .await
-    .map_err(|e| Error::Read(format!("judging: {e}")))??;
 
     let mut districts: BTreeMap<String, DistrictCounts> = BTreeMap::new();
     let mut reasons: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -564,6 +583,8 @@ pub async fn backtest(
         changed,
         run,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        read_ms,
+        judge_ms,
     })
 }
 

@@ -396,3 +396,86 @@ async fn the_city_back_tests_on_its_page_and_other_roles_are_refused(w: World) {
     }
     assert_eq!(rows(&w).await, before, "the pages wrote nothing");
 }
+
+/// `server policy backtest` on the deployment's database: the report, the
+/// CSV files, and a refused candidate.
+#[tokio::test]
+async fn the_command_line_back_test_prints_the_report_and_writes_the_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+    let w = World::open_with(&url, START, rates, server::system::Paths::repository()).await;
+    let run = run_at_five(&w).await;
+    let only_yellow = stored(&w, &run)
+        .await
+        .iter()
+        .filter(|p| p.2 == ["黄码"])
+        .count();
+    let before = rows(&w).await;
+
+    let candidate = dir.path().join("candidate");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for sub in ["workflows", "workflows/forms", "rules"] {
+        std::fs::create_dir_all(candidate.join(sub)).unwrap();
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, candidate.join(sub).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let anomaly = candidate.join("rules/anomaly.rhai");
+    let text = std::fs::read_to_string(&anomaly).unwrap();
+    std::fs::write(&anomaly, text.replace(NO_YELLOW.0, NO_YELLOW.1)).unwrap();
+    let csv = dir.path().join("changes.csv");
+    let cli = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["policy", "backtest"])
+            .args(args)
+            .env("EPI_DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "--candidate".as_ref(),
+        candidate.as_os_str(),
+        "--run".as_ref(),
+        run.as_ref(),
+        "--csv".as_ref(),
+        csv.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("不再预警：{only_yellow} 人")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("锦江区住建交局\t60\t"), "{stdout}");
+    let persons = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        persons
+            .lines()
+            .filter(|l| l.starts_with("不再预警,"))
+            .count(),
+        only_yellow
+    );
+    let districts = std::fs::read_to_string(dir.path().join("changes-districts.csv")).unwrap();
+    assert!(districts.contains("全市,60,"));
+
+    std::fs::write(
+        &anomaly,
+        text.replace("fn evaluate(person)", "fn evaluated(person)"),
+    )
+    .unwrap();
+    let out = cli(&["--candidate".as_ref(), candidate.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("候选定义或规则有误") && stdout.contains("fn evaluate"),
+        "{stdout}"
+    );
+    assert_eq!(rows(&w).await, before, "the command wrote nothing");
+}
