@@ -622,13 +622,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n{:<10}\t人数\t预警人数(比对→回测)\t预警条数(比对→回测)\t新增\t不再\t原因变化",
-            "区（市）县"
+            "\n区（市）县\t人数\t预警人数(比对→回测)\t预警条数(比对→回测)\t新增\t不再\t原因变化"
         );
         for d in self.districts.iter().chain([&self.total]) {
             let _ = writeln!(
                 s,
-                "{:<10}\t{}\t{} → {}\t{} → {}\t{}\t{}\t{}",
+                "{}\t{}\t{} → {}\t{} → {}\t{}\t{}\t{}",
                 d.name,
                 d.persons,
                 d.flagged_before,
