@@ -171,16 +171,24 @@ pub async fn backtest(
 ) -> Result<Response, WebError> {
     ctx.policy()?;
     let s = submitted(&app, &body)?;
-    let report = match run_backtest(&app, &s).await? {
+    let mut report = match run_backtest(&app, &s).await? {
         Ok(r) => r,
         Err(problems) => {
             let validation = context! { ok => false, problems };
             return form_page(&app, &ctx, Some(&s), Some(validation)).await;
         }
     };
-    let list = |l: &[backtest::Change]| {
-        context! { total => l.len(), shown => l.iter().take(SHOWN).collect::<Vec<_>>() }
+    // The lists go to the page cut to their first SHOWN persons.
+    let list = |mut l: Vec<backtest::Change>| {
+        let total = l.len();
+        l.truncate(SHOWN);
+        context! { total, shown => l }
     };
+    let (newly, no_longer, changed) = (
+        list(std::mem::take(&mut report.newly)),
+        list(std::mem::take(&mut report.no_longer)),
+        list(std::mem::take(&mut report.changed)),
+    );
     Ok(app
         .templates
         .page(
@@ -190,9 +198,9 @@ pub async fn backtest(
             context! {
                 report => report,
                 as_of => report.run.as_of.timestamp_millis(),
-                newly => list(&report.newly),
-                no_longer => list(&report.no_longer),
-                changed_persons => list(&report.changed),
+                newly,
+                no_longer,
+                changed_persons => changed,
                 changed_files => s.changed.iter().map(|(path, text)| context! { path, text }).collect::<Vec<_>>(),
                 run_id => report.run.id,
             },
