@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod activities;
 pub mod adapters;
 pub mod admin;
+pub mod backtest;
 pub mod comparison;
 pub mod config;
 pub mod console;

@@ -52,7 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: InstancesCommand,
     },
-    /// Policy (the city's work): publish, versions, rollback, migrate.
+    /// Policy (the city's work): publish, versions, rollback, migrate,
+    /// back-tests of candidate definitions and rules.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -63,6 +64,11 @@ enum Command {
 enum PolicyCommand {
     #[command(flatten)]
     Publishing(server::policy_cli::Publishing),
+    /// Judge again the per-person data a finished comparison run stored
+    /// with candidate definitions and rules (R8.2); print the counts per
+    /// district before and after and the persons whose finding changed.
+    /// Writes nothing to the database.
+    Backtest(BacktestArgs),
 }
 
 /// The configuration an `instances` command works on.
@@ -345,6 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
             match command {
                 PolicyCommand::Publishing(c) => rt.block_on(server::policy_cli::run(c)),
+                PolicyCommand::Backtest(args) => rt.block_on(policy_backtest(args)),
             }
         }
         Command::Validate { workflows, rules } => {
@@ -905,4 +912,63 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// Configuration file (YAML); EPI_* environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The comparison run (its id); default: the latest finished run.
+    #[arg(long)]
+    run: Option<String>,
+    /// Directory with the candidate's `workflows/` and `rules/`.
+    #[arg(long)]
+    candidate: PathBuf,
+    /// Write the changed persons to this CSV file (and the counts per
+    /// district beside it, `NAME-districts.csv`).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// How many persons of each list to print.
+    #[arg(long, default_value_t = 50)]
+    show: usize,
+}
+
+/// `policy backtest`: exit 0 with the report, 1 when the candidate does
+/// not compile or there is no run to test.
+async fn policy_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
+    use server::backtest::{self, Candidate};
+    let candidate = match Candidate::from_dir(&args.candidate).and_then(|c| c.compile()) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let config = server::config::Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    let store = server::db::open(&config.database_url)
+        .await
+        .context("opening the database")?;
+    let report = match backtest::backtest(store.reader(), args.run.as_deref(), &candidate).await {
+        Ok(r) => r,
+        Err(e @ (backtest::Error::NoRun(_) | backtest::Error::Candidate(_))) => {
+            println!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print!("{}", report.text(args.show));
+    if let Some(file) = &args.csv {
+        std::fs::write(file, report.persons_csv())
+            .with_context(|| format!("writing {}", file.display()))?;
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("backtest");
+        let districts = file.with_file_name(format!("{stem}-districts.csv"));
+        std::fs::write(&districts, report.districts_csv())
+            .with_context(|| format!("writing {}", districts.display()))?;
+        println!("已写入 {} 和 {}", file.display(), districts.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

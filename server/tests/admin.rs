@@ -234,7 +234,7 @@ async fn administrators_create_disable_enable_and_reset_accounts_and_no_one_else
     assert_eq!(d.get("/window").await.status, StatusCode::FORBIDDEN);
     for (user, home) in [
         ("operator", "/ops"),
-        ("city", "/ops"),
+        ("city", "/policy"),
         (server::demo::ENTERPRISE_USER, "/home"),
     ] {
         let mut c = Client::new(app.clone());
@@ -534,8 +534,8 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
     .await
     .unwrap();
     let mut c = Client::new(app.clone());
-    c.login("city", &w.passwords["city"], "/ops").await;
-    let r = c.get("/ops").await;
+    c.login("city", &w.passwords["city"], "/policy").await;
+    let r = c.get("/policy").await;
     assert!(
         r.contains("href=\"/window\""),
         "the city's menu links the window"

@@ -215,7 +215,7 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
 
     let mut d = w.logged_in("jinjiang", "/district").await;
     assert_eq!(d.get("/ops/instances").await.status, StatusCode::FORBIDDEN);
-    let mut city = w.logged_in("city", "/ops").await;
+    let mut city = w.logged_in("city", "/policy").await;
     assert_eq!(
         city.get(&format!("/ops/instances/{}", urlencoding::encode(&warning)))
             .await

@@ -74,6 +74,6 @@ async fn the_page_shows_the_data_and_rule_that_flagged_a_person(w: World) {
     assert!(refused.contains("id=\"not-found\""));
     let mut e = w.logged_in(server::demo::ENTERPRISE_USER, "/home").await;
     assert_eq!(e.get(&path).await.status, StatusCode::FORBIDDEN);
-    let mut city = w.logged_in("city", "/ops").await;
+    let mut city = w.logged_in("city", "/policy").await;
     assert_eq!(city.get(&path).await.status, StatusCode::FORBIDDEN);
 }

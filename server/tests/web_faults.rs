@@ -295,7 +295,7 @@ async fn every_link_on_every_page_leads_somewhere(w: World) {
         (e, "/home"),
         (d, "/district"),
         (w.logged_in("operator", "/ops").await, "/ops"),
-        (w.logged_in("city", "/ops").await, "/ops"),
+        (w.logged_in("city", "/policy").await, "/policy"),
         (admin, "/admin"),
         (w.client(), "/login"),
     ] {

@@ -16,7 +16,8 @@ fn home_of(role: &Role) -> &'static str {
     match role {
         Role::Enterprise { .. } => "/home",
         Role::District { .. } => "/district",
-        Role::City | Role::Operator => "/ops",
+        Role::City => "/policy",
+        Role::Operator => "/ops",
         Role::Admin => "/admin",
     }
 }

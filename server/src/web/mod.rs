@@ -20,6 +20,7 @@ mod explain;
 mod instances;
 mod metrics;
 mod ops;
+mod policy;
 mod render;
 mod review;
 mod session;
@@ -164,6 +165,13 @@ pub fn app_with_hashing(
         .route("/ops/run-comparison", post(ops::run_comparison))
         .route("/ops/rerun-comparison", post(ops::rerun_comparison))
         .route("/ops/clock", post(ops::advance_clock))
+        .route("/policy", get(policy::home))
+        .route("/policy/validate", post(policy::validate))
+        .route(
+            "/policy/backtest",
+            get(policy::backtest_page).post(policy::backtest),
+        )
+        .route("/policy/backtest.csv", post(policy::backtest_csv))
         .route("/admin", get(admin::page))
         .route("/admin/accounts", post(admin::create))
         .route("/admin/accounts/disable", post(admin::disable))

@@ -47,6 +47,9 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "ops_instance.html",
     "ops_definition.html",
     "policy_versions.html",
+    "policy.html",
+    "policy_backtest.html",
+    "policy_result.html",
 ];
 
 pub use crate::console::local_time as local;

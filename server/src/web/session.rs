@@ -59,9 +59,19 @@ impl Ctx {
         }
     }
 
+    /// Operators only: comparison runs, the rehearsal clock, incidents
+    /// (the city has its own home, `policy()`).
     pub fn operator(&self) -> Result<(), WebError> {
         match &self.account()?.role {
-            Role::Operator | Role::City => Ok(()),
+            Role::Operator => Ok(()),
+            _ => Err(WebError::Forbidden),
+        }
+    }
+
+    /// Policy staff (市住建局): definitions, validation, back-tests.
+    pub fn policy(&self) -> Result<(), WebError> {
+        match &self.account()?.role {
+            Role::City => Ok(()),
             _ => Err(WebError::Forbidden),
         }
     }
