@@ -133,6 +133,7 @@ async fn main() {
         health: Arc::new(health.clone()),
         sms: Arc::new(LogSms::new(pool.clone(), clock as Arc<dyn Clock>)),
         rules: bundle.rules.clone(),
+        rules_by_version: Default::default(),
     });
     let acts = registry(services);
     let call = ActivityCall {

@@ -34,7 +34,48 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub health: Arc<dyn HealthCommission>,
     pub sms: Arc<dyn SmsGateway>,
+    /// The rules of the definitions this process started with: used only
+    /// for a call whose instance is not stored (never in a running system).
     pub rules: Arc<Rules>,
+    /// Rules by definition hash, compiled from the stored source once.
+    pub rules_by_version: std::sync::Mutex<HashMap<String, Arc<Rules>>>,
+}
+
+impl Services {
+    /// The rules of the definition version the calling instance runs: a
+    /// comparison started after a publication judges by the published
+    /// rules, one started before keeps its own (R8.3), without a restart.
+    pub async fn rules_for(&self, call: &ActivityCall) -> Result<Arc<Rules>, ActivityError> {
+        use engine::store::Store as _;
+        let Some(row) = self
+            .store
+            .instance(&call.instance_id)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(self.rules.clone());
+        };
+        let hash = row.definition_hash;
+        if let Some(r) = self.rules_by_version.lock().expect("lock").get(&hash) {
+            return Ok(r.clone());
+        }
+        let def = self
+            .store
+            .definition(&hash)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ActivityError::Permanent(format!("定义 {hash} 未保存")))?;
+        let source = serde_json::from_str(&def.source)
+            .map_err(|e| ActivityError::Permanent(format!("定义 {hash}：{e}")))?;
+        let program = engine::compile::compile_program(&source, &engine::Options::default())
+            .map_err(|e| ActivityError::Permanent(format!("定义 {hash}：{e}")))?;
+        let rules = program.rules.clone();
+        self.rules_by_version
+            .lock()
+            .expect("lock")
+            .insert(hash, rules.clone());
+        Ok(rules)
+    }
 }
 
 fn db(e: sqlx::Error) -> ActivityError {
@@ -598,12 +639,21 @@ impl Windows {
 /// found before the 05:00 run). Windows computed by an expression are
 /// checked when the run reads them.
 pub fn check_windows(bundle: &engine::Bundle) -> Result<(), String> {
+    declared_windows(bundle).map(drop)
+}
+
+/// The windows the definitions give `run_comparison` (the first call with
+/// literal windows; None when every call computes them), each call checked.
+/// The back-test reads a candidate's windows here, as the run would.
+pub fn declared_windows(bundle: &engine::Bundle) -> Result<Option<Windows>, String> {
     use engine::compile::program::Template;
+    let mut found = None;
     for p in bundle.workflows.values() {
         for a in p.activities.iter().filter(|a| a.name == "run_comparison") {
             let Template::Map(entries) = &a.args else {
                 continue;
             };
+            let mut literal = Vec::new();
             for name in ["count_window", "nat_window"] {
                 match entries.iter().find(|(k, _)| k == name) {
                     None => {
@@ -612,20 +662,21 @@ pub fn check_windows(bundle: &engine::Bundle) -> Result<(), String> {
                             p.name
                         ))
                     }
-                    Some((_, Template::Literal(v))) => hours(v)
-                        .map_err(|e| {
-                            format!(
-                                "workflows/{}.yaml：run_comparison 的参数 `{name}`：{e}",
-                                p.name
-                            )
-                        })
-                        .map(drop)?,
+                    Some((_, Template::Literal(v))) => literal.push(hours(v).map_err(|e| {
+                        format!(
+                            "workflows/{}.yaml：run_comparison 的参数 `{name}`：{e}",
+                            p.name
+                        )
+                    })?),
                     Some(_) => {}
                 }
             }
+            if let (&[count, nat], None) = (&literal[..], found) {
+                found = Some(Windows { count, nat });
+            }
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Whole hours of a window written `24h` or `2d` (at most 30 days).
@@ -663,7 +714,8 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         let text: String = r.try_get("result").map_err(db)?;
         return serde_json::from_str(&text).map_err(|e| ActivityError::Permanent(e.to_string()));
     }
-    comparison::check_rules(&s.rules).map_err(ActivityError::Permanent)?;
+    let rules = s.rules_for(&call).await?;
+    comparison::check_rules(&rules).map_err(ActivityError::Permanent)?;
     let as_of: DateTime<Utc> = call.args["as_of"]
         .as_str()
         .and_then(|t| t.parse().ok())
@@ -680,7 +732,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
         .query_parts(as_of, windows.asked_hours(), roster.ids.clone());
     let (to_judge, judging) = tokio::sync::mpsc::channel::<Part>(4);
     let judged = {
-        let rules = s.rules.clone();
+        let rules = rules.clone();
         let roster = roster.clone();
         tokio::task::spawn_blocking(move || judge_parts(&rules, &roster, as_of, windows, judging))
     };
@@ -810,7 +862,7 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             .into_iter()
             .collect();
     let closed = closed_with_evidence(&mut tx).await?;
-    let keyed = warning_keys(&s.rules, &roster, &tally.anomalies)?;
+    let keyed = warning_keys(&rules, &roster, &tally.anomalies)?;
     mark_evidence_gone(&mut tx, &closed, &keyed, now).await?;
     // Names only of the anomalous persons.
     let mut names: HashMap<String, String> = HashMap::new();

@@ -109,10 +109,13 @@ impl Candidate {
             engine::compile_bundle(&self.workflows, &self.rules, &engine::Options::default())
                 .map_err(|e| Error::Candidate(e.0.iter().map(ToString::to_string).collect()))?;
         comparison::check_rules(&bundle.rules).map_err(|e| Error::Candidate(vec![e]))?;
-        let declared = declared_window_hours(&self.workflows);
+        let declared =
+            crate::activities::declared_windows(&bundle).map_err(|e| Error::Candidate(vec![e]))?;
+        let default = DEFAULT_WINDOW_HOURS;
         Ok(Compiled {
             rules: bundle.rules.clone(),
-            window_hours: declared.unwrap_or(DEFAULT_WINDOW_HOURS),
+            count_window_hours: declared.map_or(default, |w| w.count),
+            window_hours: declared.map_or(default, |w| w.nat),
             window_declared: declared.is_some(),
         })
     }
@@ -122,56 +125,13 @@ impl Candidate {
 #[derive(Clone)]
 pub struct Compiled {
     pub rules: Arc<Rules>,
+    /// The daily record's counts window (`count_window`): the run's
+    /// counting, which the back-test repeats as it was.
+    pub count_window_hours: u32,
+    /// The NAT look-back the anomaly rule sees (`nat_window`).
     pub window_hours: u32,
     /// The definitions declare the look-back (otherwise the default).
     pub window_declared: bool,
-}
-
-/// The NAT look-back the workflow definitions declare, if any: a key
-/// `window_hours` (whole hours), or a key naming a window or look-back
-/// (`nat_window`, `lookback`, …) with a duration such as `48h` or `2d`.
-/// `comparison.yaml` is looked at first.
-pub fn declared_window_hours(workflows: &[SourceFile]) -> Option<u32> {
-    fn find(v: &serde_yaml::Value) -> Option<u32> {
-        use serde_yaml::Value;
-        match v {
-            Value::Mapping(m) => {
-                for (k, v) in m {
-                    let Some(k) = k.as_str() else { continue };
-                    if k == "window_hours" {
-                        if let Some(h) = v.as_u64().and_then(|h| u32::try_from(h).ok()) {
-                            return Some(h);
-                        }
-                    }
-                    let named = k.contains("window") || k.contains("lookback");
-                    if let (true, Some(h)) = (named, v.as_str().and_then(hours)) {
-                        return Some(h);
-                    }
-                }
-                m.values().find_map(find)
-            }
-            Value::Sequence(s) => s.iter().find_map(find),
-            Value::Tagged(t) => find(&t.value),
-            _ => None,
-        }
-    }
-    fn hours(s: &str) -> Option<u32> {
-        let s = s.trim();
-        let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-        let n: u32 = n.parse().ok()?;
-        match unit.trim() {
-            "h" => Some(n),
-            "d" => n.checked_mul(24),
-            _ => None,
-        }
-    }
-    let mut files: Vec<&SourceFile> = workflows.iter().collect();
-    files.sort_by_key(|f| !f.path.ends_with("comparison.yaml"));
-    files.iter().find_map(|f| {
-        serde_yaml::from_str::<serde_yaml::Value>(&f.text)
-            .ok()
-            .and_then(|v| find(&v))
-    })
 }
 
 /// A finished comparison run that can be back-tested.
@@ -193,7 +153,14 @@ fn run_of(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
     let result: Option<String> = r.try_get("result")?;
     let window_hours = result
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("window_hours").and_then(|h| h.as_u64()))
+        .and_then(|v| {
+            // The NAT look-back the run kept reports for (`window_hours`:
+            // what was asked of the health commission, before windows were
+            // split).
+            ["nat_window_hours", "window_hours"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|h| h.as_u64()))
+        })
         .and_then(|h| u32::try_from(h).ok())
         .unwrap_or(DEFAULT_WINDOW_HOURS);
     Ok(Run {
@@ -422,14 +389,15 @@ pub async fn backtest(
     // with its own Judge, fed batches of addresses while later rows are
     // still being read (one row per address: 25,000 for a million persons).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let window = chrono::Duration::hours(i64::from(candidate.window_hours));
+    let count_window = chrono::Duration::hours(i64::from(candidate.count_window_hours));
+    let nat_window = chrono::Duration::hours(i64::from(candidate.window_hours));
     let (mut senders, mut workers) = (Vec::new(), Vec::new());
     for _ in 0..threads {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Site>>(4);
         let rules = candidate.rules.clone();
         let run = run.clone();
         workers.push(tokio::task::spawn_blocking(move || {
-            let mut judge = Judge::new(&rules, run.as_of, window);
+            let mut judge = Judge::new(&rules, run.as_of, count_window).with_nat_window(nat_window);
             let mut part = Part::default();
             while let Some(batch) = rx.blocking_recv() {
                 judge_sites(&mut judge, &mut part, &run, &batch)?;
@@ -753,35 +721,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file(path: &str, text: &str) -> SourceFile {
-        SourceFile {
-            path: path.into(),
-            text: text.into(),
-        }
-    }
-
-    #[test]
-    fn the_declared_window_is_read_when_present() {
-        assert_eq!(
-            declared_window_hours(&[file("workflows/a.yaml", "a: 1")]),
-            None
-        );
-        assert_eq!(
-            declared_window_hours(&[file(
-                "workflows/comparison.yaml",
-                "states:\n  comparing:\n    on_enter:\n      - args: { window_hours: 48 }\n"
-            )]),
-            Some(48)
-        );
-        assert_eq!(
-            declared_window_hours(&[
-                file("workflows/warning.yaml", "x: 1"),
-                file("workflows/comparison.yaml", "lookback:\n  nat_window: 2d\n")
-            ]),
-            Some(48)
-        );
-    }
 
     #[test]
     fn ids_are_masked() {

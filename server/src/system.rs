@@ -253,6 +253,7 @@ impl System {
             health,
             sms: sms.clone(),
             rules: bundle.rules.clone(),
+            rules_by_version: Default::default(),
         });
         let activities = metrics.meter_activities(registry(services));
         let runtime = match startup {

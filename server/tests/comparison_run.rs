@@ -111,6 +111,7 @@ fn activities(
         health,
         sms: Arc::new(LogSms::new(store.pool().clone(), clock)),
         rules,
+        rules_by_version: Default::default(),
     }))
 }
 

@@ -106,6 +106,7 @@ async fn closed_warnings_reopen_only_on_new_evidence(store: SqlStore) {
         health: Arc::new(health.clone()),
         sms: Arc::new(LogSms::new(pool.clone(), clock.clone() as Arc<dyn Clock>)),
         rules: bundle.rules.clone(),
+        rules_by_version: Default::default(),
     });
     let rt = Runtime::new(
         store.clone(),

@@ -44,6 +44,7 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
         health: Arc::new(Simulator::new(11, rates)),
         sms: Arc::new(LogSms::new(pool.clone(), clock.clone() as Arc<dyn Clock>)),
         rules: bundle.rules.clone(),
+        rules_by_version: Default::default(),
     });
     let rt = Runtime::new(
         store.clone(),

@@ -48,6 +48,7 @@ async fn start(path: &Path, clock: &Arc<ManualClock>) -> (SqlStore, Runtime<SqlS
         health: Arc::new(Simulator::new(11, rates)),
         sms: Arc::new(LogSms::new(pool, clock.clone() as Arc<dyn Clock>)),
         rules: bundle.rules.clone(),
+        rules_by_version: Default::default(),
     });
     let rt = Runtime::new(
         store.clone(),

@@ -17,9 +17,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The warning workflow's current definition: its states and their labels.
+/// The warning workflow's current definition (the latest publication, so
+/// a published change shows without a restart): its states and labels.
 fn warning_program(app: &Shared) -> Option<std::sync::Arc<engine::compile::program::Program>> {
-    app.sys.bundle.workflows.get("warning").cloned()
+    app.sys.runtime.latest_program("warning")
 }
 
 /// The filter's options and each state's label (the counts' captions),
