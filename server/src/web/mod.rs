@@ -13,6 +13,7 @@
 
 mod admin;
 pub mod api;
+mod audit;
 mod auth;
 mod enterprise;
 mod error;
@@ -172,6 +173,7 @@ pub fn app_with_hashing(
             "/admin/enterprises",
             get(admin::import_page).post(admin::import),
         )
+        .route("/admin/audit", get(audit::page))
         .route("/window", get(admin::window))
         .route("/window/switch", post(admin::switch));
     let router = router
