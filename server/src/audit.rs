@@ -38,7 +38,11 @@ pub async fn write(
     target: &str,
     client: &str,
 ) -> Result<(), sqlx::Error> {
-    let id = format!("{at:014}-{:016x}", rand::random::<u64>());
+    // Ordered by time, then (within one millisecond of one process) by
+    // order of writing; the random part keeps processes apart.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{at:014}-{seq:012}-{:08x}", rand::random::<u32>());
     sqlx::query(
         "INSERT INTO access_audit (id, at, username, role, action, target, client) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

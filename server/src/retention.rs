@@ -138,7 +138,18 @@ pub async fn purge_personal_data(
         |kind: &str| (as_of - chrono::Duration::days(args.policy[kind].days)).timestamp_millis();
     let keep_runs = |kind: &str| args.policy[kind].keep_last_runs.unwrap_or(0);
     let started = std::time::Instant::now();
-    let done = if let Some(v) = b
+    // A two-step batch cut short by a crash finishes first, on its own ids,
+    // whatever else has become due since.
+    let resumed = match plan_of(&s, key).await?.map(|p| p.kind) {
+        Some(k) if k == "closed_warnings" => b.closed_warnings(cut("closed_warnings")).await?,
+        Some(k) if k == "finished_workflows" => {
+            b.finished_workflows(cut("finished_workflows")).await?
+        }
+        _ => None,
+    };
+    let done = if let Some(v) = resumed {
+        v
+    } else if let Some(v) = b
         .comparison_persons(cut("comparison_persons"), keep_runs("comparison_persons"))
         .await?
     {
@@ -192,6 +203,28 @@ pub async fn purge_personal_data(
             took_ms = started.elapsed().as_millis() as u64, "retention batch");
     }
     Ok(done)
+}
+
+/// The workflows a two-step batch fixed before purging them.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Plan {
+    kind: String,
+    ids: Vec<String>,
+}
+
+async fn plan_of(s: &Services, key: &str) -> Result<Option<Plan>, ActivityError> {
+    let t: Option<Option<String>> =
+        sqlx::query_scalar("SELECT planned FROM retention_batches WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(db)?;
+    t.flatten()
+        .map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| ActivityError::Permanent(format!("planned ids of {key}: {e}")))
+        })
+        .transpose()
 }
 
 async fn stored_result(s: &Services, key: &str) -> Result<Option<Value>, ActivityError> {
@@ -400,20 +433,15 @@ impl Batch<'_> {
 
     /// The ids this batch fixed earlier (a repeat after a crash between its
     /// steps), or those `pick` gives now, fixed under the batch's key.
-    async fn planned<F, Fut>(&self, pick: F) -> Result<Vec<String>, ActivityError>
+    async fn planned<F, Fut>(&self, kind: &str, pick: F) -> Result<Vec<String>, ActivityError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<String>, ActivityError>>,
     {
-        let earlier: Option<Option<String>> =
-            sqlx::query_scalar("SELECT planned FROM retention_batches WHERE key = $1")
-                .bind(self.key)
-                .fetch_optional(&self.s.pool)
-                .await
-                .map_err(db)?;
-        if let Some(Some(t)) = earlier {
-            return serde_json::from_str(&t)
-                .map_err(|e| ActivityError::Permanent(format!("planned ids: {e}")));
+        if let Some(plan) = plan_of(self.s, self.key).await? {
+            if plan.kind == kind {
+                return Ok(plan.ids);
+            }
         }
         let ids = pick().await?;
         if !ids.is_empty() {
@@ -422,7 +450,7 @@ impl Batch<'_> {
                  ON CONFLICT (key) DO UPDATE SET planned = excluded.planned",
             )
             .bind(self.key)
-            .bind(serde_json::to_string(&ids).expect("serialisable"))
+            .bind(serde_json::to_string(&Plan { kind: kind.to_string(), ids: ids.clone() }).expect("serialisable"))
             .bind(self.s.clock.now().timestamp_millis())
             .execute(&self.s.pool)
             .await
@@ -450,7 +478,7 @@ impl Batch<'_> {
     /// through the engine's API, then their projection rows and counts.
     async fn closed_warnings(&self, cut: i64) -> Result<Option<Value>, ActivityError> {
         let ids = self
-            .planned(|| async {
+            .planned("closed_warnings", || async {
                 sqlx::query_scalar::<_, String>(
                     "SELECT id FROM warnings WHERE closed_at IS NOT NULL AND closed_at < $1 \
                      AND (evidence_gone = 1 OR evidence IS NULL) ORDER BY closed_at, id LIMIT $2",
@@ -524,7 +552,7 @@ impl Batch<'_> {
     async fn finished_workflows(&self, cut: i64) -> Result<Option<Value>, ActivityError> {
         let before = engine::store::from_millis(cut);
         let ids = self
-            .planned(|| async {
+            .planned("finished_workflows", || async {
                 let mut ids = Vec::new();
                 for kind in ["comparison", "retention"] {
                     let room = self.limit - ids.len() as i64;
@@ -553,7 +581,10 @@ impl Batch<'_> {
                 return Ok(Some(self.finish(tx, "finished_workflows", n).await?));
             }
         }
-        // The purge's own records of batches, once their runs are long over.
+        // The purge's own records of batches, once their runs are long over
+        // (never today's: a run in progress needs its own).
+        let day_ago = self.s.clock.now().timestamp_millis() - 86_400_000;
+        let cut = cut.min(day_ago);
         let mut tx = self.s.pool.begin().await.map_err(db)?;
         let n = sqlx::query(
             "DELETE FROM retention_batches WHERE key IN \

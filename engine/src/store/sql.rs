@@ -239,9 +239,26 @@ fn read_pool(opts: AnyConnectOptions) -> AnyPool {
 }
 
 /// An instance (`i`) that is over: completed or terminated (a failed one
-/// waits for an operator), with no child still running or failed.
-const FINISHED: &str = "i.status IN ('completed', 'terminated') AND NOT EXISTS \
-     (SELECT 1 FROM instances c WHERE c.parent_id = i.id AND c.status NOT IN ('completed', 'terminated'))";
+/// waits for an operator), with no child still running or failed. A
+/// child's `parent_id` is `{parent id}#{call}`: on SQLite (binary
+/// collation) the prefix is an index range; PostgreSQL's collation may not
+/// order bytes, so there it is a `LIKE` (a `%` or `_` in an id can only
+/// make it find a child that is not one, keeping the parent: never the
+/// other way).
+fn finished(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "i.status IN ('completed', 'terminated') AND NOT EXISTS \
+             (SELECT 1 FROM instances c WHERE c.parent_id >= i.id || '#' AND c.parent_id < i.id || '$' \
+              AND c.status NOT IN ('completed', 'terminated'))"
+        }
+        Backend::Postgres => {
+            "i.status IN ('completed', 'terminated') AND NOT EXISTS \
+             (SELECT 1 FROM instances c WHERE c.parent_id LIKE i.id || '#%' \
+              AND c.status NOT IN ('completed', 'terminated'))"
+        }
+    }
+}
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
 const ROWS: usize = 400;
@@ -984,8 +1001,9 @@ impl Store for SqlStore {
         limit: i64,
     ) -> Result<Vec<String>> {
         let ids = sqlx::query_scalar::<_, String>(&format!(
-            "SELECT i.id FROM instances i WHERE i.kind = $1 AND i.closed_at < $2 AND {FINISHED} \
-             ORDER BY i.closed_at, i.id LIMIT $3"
+            "SELECT i.id FROM instances i WHERE i.kind = $1 AND i.closed_at < $2 AND {} \
+             ORDER BY i.closed_at, i.id LIMIT $3",
+            finished(self.backend)
         ))
         .bind(kind)
         .bind(millis(before))
@@ -1006,7 +1024,10 @@ impl Store for SqlStore {
             let list = placeholders(&rows, self.backend).replace(['(', ')'], "");
             let found = fetch_ids(
                 &mut tx,
-                &format!("SELECT i.id FROM instances i WHERE i.id IN ({list}) AND {FINISHED}"),
+                &format!(
+                    "SELECT i.id FROM instances i WHERE i.id IN ({list}) AND {}",
+                    finished(self.backend)
+                ),
                 rows,
             )
             .await?;
