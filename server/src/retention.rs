@@ -665,3 +665,44 @@ pub async fn reclaim_storage(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arguments `workflows/retention.yaml` gives the purge.
+    fn repository_args() -> Value {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/retention.yaml");
+        let y: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut args =
+            serde_json::to_value(&y["states"]["purging"]["on_enter"][0]["args"]).unwrap();
+        args["as_of"] = json!("2026-12-01T02:30:00+08:00");
+        args["totals"] = Value::Null;
+        args
+    }
+
+    #[test]
+    fn the_repository_policy_names_every_kind_and_passes_its_checks() {
+        let args: Args = serde_json::from_value(repository_args()).unwrap();
+        assert_eq!(checked(&args), Ok(()));
+        assert_eq!(args.policy["comparison_persons"].days, 30);
+    }
+
+    #[test]
+    fn a_policy_missing_a_kind_or_naming_an_unknown_one_is_refused() {
+        let mut a = repository_args();
+        a["policy"].as_object_mut().unwrap().remove("sms_log");
+        let args: Args = serde_json::from_value(a).unwrap();
+        assert!(checked(&args).unwrap_err().contains("sms_log"));
+        let mut a = repository_args();
+        a["policy"]["photos"] = json!({ "days": 3 });
+        let args: Args = serde_json::from_value(a).unwrap();
+        assert!(checked(&args).unwrap_err().contains("photos"));
+        let mut a = repository_args();
+        a["policy"]["comparison_runs"]["days"] = json!(7);
+        let args: Args = serde_json::from_value(a).unwrap();
+        assert!(checked(&args).is_err());
+    }
+}
