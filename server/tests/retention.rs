@@ -370,6 +370,27 @@ async fn rehearsal_purge(url: &str) {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     assert_eq!(totals(run), want);
+    // The space was returned (SQLite: incremental vacuum of a new file;
+    // PostgreSQL: plain VACUUM outside a transaction).
+    let reclaim = w
+        .sys
+        .store
+        .tasks_of(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "reclaim_storage")
+        .unwrap();
+    assert_eq!(
+        reclaim.status,
+        engine::store::TaskStatus::Succeeded,
+        "{reclaim:?}"
+    );
+    let how: Value = serde_json::from_str(reclaim.result.as_deref().unwrap()).unwrap();
+    assert!(
+        matches!(how["vacuum"].as_str(), Some("incremental" | "postgres")),
+        "{how}"
+    );
     assert_eq!(state.output, serde_json::to_value(&want).unwrap());
 
     // Per-person data: the four oldest runs' is gone; the last nine runs'
