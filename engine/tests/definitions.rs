@@ -16,10 +16,11 @@ fn every_definition_and_rule_compiles() {
         Ok(b) => b,
         Err(e) => panic!("definitions do not compile:\n{e}"),
     };
-    for name in ["warning", "comparison"] {
+    for name in ["warning", "comparison", "retention"] {
         assert!(bundle.workflows.contains_key(name), "{name} missing");
     }
-    assert_eq!(bundle.schedules.len(), 1);
+    // The comparison runs and the nightly retention purge.
+    assert_eq!(bundle.schedules.len(), 2);
 }
 
 #[test]

@@ -638,6 +638,75 @@ fn the_history_hash_encoding_is_stable() {
     );
 }
 
+/// Retention (issue 15): `finished_before` offers and `purge_instances`
+/// removes only completed or terminated instances with no child still
+/// running, with their history, timers, tasks; a repeat removes nothing.
+async fn only_finished_instances_without_unfinished_children_are_purged(s: SqlStore) {
+    publish(&s).await;
+    let ended = |id: &str, status: &str, parent: Option<&str>| {
+        let mut c = start(id);
+        let row = c.instance.as_mut().unwrap();
+        row.kind = "comparison".into();
+        row.status = status.into();
+        row.closed_at = (status != "running").then(|| t(5));
+        row.parent_id = parent.map(str::to_string);
+        c
+    };
+    s.commit(&[
+        ended("done", "completed", None),
+        ended("stopped", "terminated", None),
+        ended("running", "running", None),
+        ended("failed", "failed", None),
+        // A finished parent whose child still runs, and one whose child ended.
+        ended("parent-busy", "completed", None),
+        ended("busy-child", "running", Some("parent-busy#c1")),
+        ended("parent-idle", "completed", None),
+        ended("idle-child", "completed", Some("parent-idle#c1")),
+    ])
+    .await
+    .unwrap();
+    let mut offered = s.finished_before("comparison", t(6), 100).await.unwrap();
+    offered.sort();
+    assert_eq!(offered, ["done", "idle-child", "parent-idle", "stopped"]);
+    assert!(s
+        .finished_before("comparison", t(5), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let all: Vec<String> = [
+        "done",
+        "stopped",
+        "running",
+        "failed",
+        "parent-busy",
+        "busy-child",
+        "parent-idle",
+        "idle-child",
+        "nonexistent",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let mut purged = s.purge_instances(&all).await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["done", "idle-child", "parent-idle", "stopped"]);
+    for id in &purged {
+        assert!(s.instance(id).await.unwrap().is_none());
+        assert!(s.history(id).await.unwrap().is_empty());
+        assert!(s.tasks_of(id).await.unwrap().is_empty());
+        assert!(s
+            .pending_timers(Some(id), Page::default())
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    for id in ["running", "failed", "parent-busy", "busy-child"] {
+        assert!(s.instance(id).await.unwrap().is_some(), "{id} kept");
+        assert_eq!(s.history(id).await.unwrap().len(), 1);
+    }
+    assert!(s.purge_instances(&all).await.unwrap().is_empty());
+}
+
 mod support;
 
 on_every_store!("contract":
@@ -650,4 +719,5 @@ on_every_store!("contract":
     instances_are_listed_by_filter_with_pages,
     history_chain_shows_altered_removed_and_reordered_rows,
     rows_written_before_the_chain_are_counted_not_checked,
+    only_finished_instances_without_unfinished_children_are_purged,
 );

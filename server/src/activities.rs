@@ -111,7 +111,8 @@ pub fn registry(s: Arc<Services>) -> Activities {
     let d = s.clone();
     let e = s.clone();
     let f = s.clone();
-    let g = s;
+    let g = s.clone();
+    let (h, i) = (s.clone(), s);
     Activities::new()
         .register("notify_enterprise", move |call| {
             notify_enterprise(a.clone(), call)
@@ -134,6 +135,12 @@ pub fn registry(s: Arc<Services>) -> Activities {
         })
         .register("warnings_to_open", move |call| {
             warnings_to_open(g.clone(), call)
+        })
+        .register("purge_personal_data", move |call| {
+            crate::retention::purge_personal_data(h.clone(), call)
+        })
+        .register("reclaim_storage", move |call| {
+            crate::retention::reclaim_storage(i.clone(), call)
         })
 }
 

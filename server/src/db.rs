@@ -71,6 +71,10 @@ pub async fn check(url: &str) -> Result<(), Error> {
         .await
         .map_err(|e| sqlite_error(&path, url, &e))?;
     let tried = async {
+        // A new file is made with incremental vacuum (the retention purge
+        // returns space a bounded step at a time); it must come before WAL
+        // mode and any table. No effect on an existing file.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL").await?;
         conn.execute("PRAGMA journal_mode=WAL").await?;
         conn.execute("BEGIN IMMEDIATE").await?;
         let wrote = conn

@@ -47,6 +47,8 @@ pub struct AppMetrics {
     failed_tasks: IntGauge,
     retrying_tasks: IntGauge,
     store_fresh: IntGauge,
+    retention_purged: IntCounterVec,
+    retention_batch: Histogram,
 }
 
 impl Default for AppMetrics {
@@ -156,6 +158,19 @@ impl AppMetrics {
                 "1 when this scrape read the store's gauges (incidents, instances, pending timers); 0 when they are from an earlier scrape (the store did not answer in time)",
             )
             .expect("metric"),
+            retention_purged: counter(
+                "retention_purged_total",
+                "Rows removed by the retention purge (workflows/retention.yaml), by kind of data",
+                &["kind"],
+            ),
+            retention_batch: Histogram::with_opts(
+                HistogramOpts::new(
+                    "retention_batch_duration_seconds",
+                    "Time of one retention purge batch (one transaction, or two for workflows)",
+                )
+                .buckets(LATENCY.to_vec()),
+            )
+            .expect("metric"),
         };
         for c in [
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -174,6 +189,8 @@ impl AppMetrics {
             Box::new(m.failed_tasks.clone()),
             Box::new(m.retrying_tasks.clone()),
             Box::new(m.store_fresh.clone()),
+            Box::new(m.retention_purged.clone()),
+            Box::new(m.retention_batch.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }
@@ -278,8 +295,39 @@ impl AppMetrics {
         String::from_utf8(buf).expect("utf-8")
     }
 
-    /// `activities` with `run_comparison` timed and its result counted.
+    /// One batch of the retention purge and what it returned; a batch
+    /// repeated after a crash (`replayed`) was counted when it ran.
+    pub fn retention_batch(&self, took: Duration, result: &Result<Value, ActivityError>) {
+        if let Ok(v) = result {
+            if v["replayed"].as_bool() == Some(true) {
+                return;
+            }
+            if let (Some(kind), Some(n)) = (v["kind"].as_str(), v["purged"].as_u64()) {
+                self.retention_batch.observe(took.as_secs_f64());
+                self.retention_purged.with_label_values(&[kind]).inc_by(n);
+            }
+        }
+    }
+
+    /// `activities` with `run_comparison` timed and its result counted,
+    /// and the retention purge's batches counted.
     pub fn meter_activities(&self, activities: Activities) -> Activities {
+        let activities = match activities.get("purge_personal_data").cloned() {
+            Some(inner) => {
+                let m = self.clone();
+                activities.register("purge_personal_data", move |call: ActivityCall| {
+                    let inner = inner.clone();
+                    let m = m.clone();
+                    async move {
+                        let started = std::time::Instant::now();
+                        let r = inner.call(call).await;
+                        m.retention_batch(started.elapsed(), &r);
+                        r
+                    }
+                })
+            }
+            None => activities,
+        };
         let Some(inner) = activities.get("run_comparison").cloned() else {
             return activities;
         };

@@ -353,10 +353,13 @@ async fn log_sms_keeps_one_row_per_key_and_never_stores_or_logs_a_secret() {
     );
     assert_eq!(rows[1].1, r#"{"code":"******"}"#);
     let log = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+    // The log line names the template and key, with the mobile masked and
+    // no parameters (issue 15: no personal data in logs).
     assert!(
-        log.contains("jj00000001") && log.contains("******"),
+        log.contains("register/jj00000001") && log.contains("account_created"),
         "{log}"
     );
+    assert!(!log.contains("13800000000"), "{log}");
     assert!(
         !log.contains("Pw-5ecret-x9") && !log.contains("402917"),
         "{log}"

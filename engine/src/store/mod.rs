@@ -676,6 +676,24 @@ pub trait Store: Send + Sync + 'static {
     fn enqueue_signal(&self, s: &SignalRow) -> impl Future<Output = Result<i64>> + Send;
     fn pending_signals(&self, limit: i64) -> impl Future<Output = Result<Vec<SignalRow>>> + Send;
 
+    // Retention (purging finished workflows' personal data).
+    /// Ids of up to `limit` finished instances (status `completed` or
+    /// `terminated`) of `kind` closed before `before`, oldest first, that
+    /// have no unfinished child: what [`Store::purge_instances`] may remove.
+    fn finished_before(
+        &self,
+        kind: &str,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Remove, in one transaction, those of `ids` that are finished
+    /// (`completed` or `terminated`) and have no unfinished child, with
+    /// their history, timers, tasks, outbox rows and inbox signals. Running
+    /// and failed instances (an operator's case) are never touched; ids
+    /// that do not exist (purged before) are skipped, so a repeat is
+    /// harmless. Returns the ids removed.
+    fn purge_instances(&self, ids: &[String]) -> impl Future<Output = Result<Vec<String>>> + Send;
+
     // Schedules.
     /// The latest instant the store has recorded (an instance's update or
     /// a schedule's slot): a clock must not start before it.

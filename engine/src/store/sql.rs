@@ -70,8 +70,16 @@ impl SqlStore {
                             // and the burst of warning workflows after it
                             // otherwise spill and re-read pages and
                             // checkpoint every few hundred commits.
+                            // auto_vacuum=INCREMENTAL takes effect on a
+                            // database that has no tables yet (a new file):
+                            // space freed by the retention purge can then be
+                            // returned a bounded step at a time
+                            // (`PRAGMA incremental_vacuum`). Older files
+                            // keep their mode until one VACUUM (the
+                            // application's retention does it once).
                             conn.execute(
-                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                                "PRAGMA auto_vacuum=INCREMENTAL; \
+                                 PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
                                  PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; \
                                  PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=10000;",
                             )
@@ -228,6 +236,28 @@ fn read_pool(opts: AnyConnectOptions) -> AnyPool {
             })
         })
         .connect_lazy_with(opts)
+}
+
+/// An instance (`i`) that is over: completed or terminated (a failed one
+/// waits for an operator), with no child still running or failed. A
+/// child's `parent_id` is `{parent id}#{call}`: on SQLite (binary
+/// collation) the prefix is an index range; PostgreSQL's collation may not
+/// order bytes, so there it is a `LIKE` (a `%` or `_` in an id can only
+/// make it find a child that is not one, keeping the parent: never the
+/// other way).
+fn finished(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "i.status IN ('completed', 'terminated') AND NOT EXISTS \
+             (SELECT 1 FROM instances c WHERE c.parent_id >= i.id || '#' AND c.parent_id < i.id || '$' \
+              AND c.status NOT IN ('completed', 'terminated'))"
+        }
+        Backend::Postgres => {
+            "i.status IN ('completed', 'terminated') AND NOT EXISTS \
+             (SELECT 1 FROM instances c WHERE c.parent_id LIKE i.id || '#%' \
+              AND c.status NOT IN ('completed', 'terminated'))"
+        }
+    }
 }
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
@@ -1094,6 +1124,72 @@ impl Store for SqlStore {
             }
         };
         rows.iter().map(timer_row).collect()
+    }
+
+    async fn finished_before(
+        &self,
+        kind: &str,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let ids = sqlx::query_scalar::<_, String>(&format!(
+            "SELECT i.id FROM instances i WHERE i.kind = $1 AND i.closed_at < $2 AND {} \
+             ORDER BY i.closed_at, i.id LIMIT $3",
+            finished(self.backend)
+        ))
+        .bind(kind)
+        .bind(millis(before))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn purge_instances(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut purged = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS) {
+            let rows: Vec<Vec<Arg>> = chunk
+                .iter()
+                .map(|id| vec![Arg::T(Some(id.clone()))])
+                .collect();
+            let list = placeholders(&rows, self.backend).replace(['(', ')'], "");
+            let found = fetch_ids(
+                &mut tx,
+                &format!(
+                    "SELECT i.id FROM instances i WHERE i.id IN ({list}) AND {}",
+                    finished(self.backend)
+                ),
+                rows,
+            )
+            .await?;
+            if found.is_empty() {
+                continue;
+            }
+            let rows: Vec<Vec<Arg>> = found
+                .iter()
+                .map(|id| vec![Arg::T(Some(id.clone()))])
+                .collect();
+            let list = placeholders(&rows, self.backend).replace(['(', ')'], "");
+            for (table, column) in [
+                ("history", "instance_id"),
+                ("timers", "instance_id"),
+                ("tasks", "instance_id"),
+                ("outbox", "instance_id"),
+                ("signals", "instance_id"),
+                ("instances", "id"),
+            ] {
+                bind_all(
+                    sqlx::query(&format!("DELETE FROM {table} WHERE {column} IN ({list})")),
+                    rows.clone(),
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            purged.extend(found);
+        }
+        tx.commit().await?;
+        Ok(purged)
     }
 
     async fn count_timers(&self) -> Result<i64> {

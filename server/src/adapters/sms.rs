@@ -273,7 +273,12 @@ impl SmsGateway for LogSms {
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
             if r.rows_affected() > 0 {
-                tracing::info!(target: "sms", phone = %m.phone, template = %m.template, key = %m.idempotency_key, %params, "SMS (logged, not sent)");
+                // The log keeps no personal data (issue 15): the mobile
+                // masked, no parameters (names, reasons are in sms_log).
+                let to = crate::domain::Mobile::parse(&m.phone)
+                    .map(|p| p.masked())
+                    .unwrap_or_else(|_| "***".into());
+                tracing::info!(target: "sms", to = %to, template = %m.template, key = %m.idempotency_key, "SMS (logged, not sent)");
                 if let Some(inbox) = console {
                     println!("【短信·演示】{} {} {}", m.phone, m.template, m.params);
                     inbox.push(m);

@@ -95,7 +95,7 @@ fn refused(e: engine::runtime::Error) -> ApiError {
 }
 
 /// The operator a valid token names.
-pub struct Operator(String);
+pub struct Operator(String, String);
 
 impl FromRequestParts<Shared> for Operator {
     type Rejection = ApiError;
@@ -115,7 +115,13 @@ impl FromRequestParts<Shared> for Operator {
         .fetch_optional(&app.sys.reader)
         .await
         .map_err(internal)?;
-        name.map(Operator)
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let client =
+            super::session::client_address(&parts.headers, peer, app.options.trust_forwarded_for);
+        name.map(|n| Operator(n, client))
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "令牌无效或已撤销".into()))
     }
 }
@@ -198,9 +204,13 @@ pub struct Search {
     responses((status = 200, body = [InstanceOut]), (status = 401, body = Problem)))]
 async fn list(
     State(app): State<Shared>,
-    _op: Operator,
+    op: Operator,
     Query(q): Query<Search>,
 ) -> Result<Json<Vec<InstanceOut>>, ApiError> {
+    let asked = format!("{q:?}");
+    crate::audit::api(&app.sys, &op.0, &op.1, "api_search_instances", &asked)
+        .await
+        .map_err(internal)?;
     let filter = InstanceFilter {
         kind: q.kind,
         status: q.status,
@@ -274,9 +284,12 @@ pub struct InstanceDetail {
     responses((status = 200, body = InstanceDetail), (status = 404, body = Problem)))]
 async fn show(
     State(app): State<Shared>,
-    _op: Operator,
+    op: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<InstanceDetail>, ApiError> {
+    crate::audit::api(&app.sys, &op.0, &op.1, "api_show_instance", &id)
+        .await
+        .map_err(internal)?;
     let store = &app.sys.store;
     let row = store
         .instance(&id)
@@ -375,6 +388,10 @@ async fn carry_out(
     action: crate::console::RepairAction,
 ) -> Result<Json<InstanceOut>, ApiError> {
     let by = repair(op, reason)?;
+    let (what, target) = crate::audit::repair(&action);
+    crate::audit::api(&app.sys, &op.0, &op.1, what, &target)
+        .await
+        .map_err(internal)?;
     let id = match crate::console::repair(&app.sys, action, &by).await {
         Ok(id) => id,
         Err(crate::console::RepairError::Runtime(e)) => return Err(refused(e)),

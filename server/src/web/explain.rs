@@ -44,6 +44,13 @@ pub async fn page(
     let mut persons = Vec::new();
     let mut not_found = None;
     if let (true, Ok(id), Some(day), true) = (asked, &id, day, errors.is_empty()) {
+        crate::audit::view(
+            &app.sys,
+            &ctx,
+            "explain",
+            &crate::audit::explain_target(&ask.id_number, &day.to_string()),
+        )
+        .await?;
         match explain::explain(
             &app.sys.reader,
             &app.sys.runtime,

@@ -138,6 +138,7 @@ pub async fn instance(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     ctx.console()?;
+    crate::audit::view(&app.sys, &ctx, "view_instance", &id).await?;
     let store = &app.sys.store;
     let r = store
         .instance(&id)
@@ -319,6 +320,8 @@ async fn carry_out(
 ) -> Result<Response, WebError> {
     ctx.console()?;
     let by = repair_of(ctx, f)?;
+    let (what, target) = crate::audit::repair(&action);
+    crate::audit::action(&app.sys, ctx, what, &target).await?;
     match crate::console::repair(&app.sys, action, &by).await {
         Ok(id) => Ok(back_to(&id)),
         Err(crate::console::RepairError::Runtime(e)) => Err(refused(e)),

@@ -13,6 +13,7 @@
 
 mod admin;
 pub mod api;
+mod audit;
 mod auth;
 mod enterprise;
 mod error;
@@ -184,6 +185,7 @@ pub fn app_with_hashing(
         .route("/policy/versions", get(versions::page))
         .route("/policy/versions/publish", post(versions::publish))
         .route("/policy/versions/rollback", post(versions::rollback))
+        .route("/admin/audit", get(audit::page))
         .route("/window", get(admin::window))
         .route("/window/switch", post(admin::switch));
     let router = router

@@ -162,7 +162,8 @@ pub struct ClockForm {
     minutes: String,
 }
 
-/// Rehearsal only: move the clock forward (at most 7 days at a time).
+/// Rehearsal only: move the clock forward (at most 60 days at a time: 40
+/// days show the retention policy at work).
 pub async fn advance_clock(
     State(app): State<Shared>,
     ctx: Ctx,
@@ -177,13 +178,13 @@ pub async fn advance_clock(
         .trim()
         .parse()
         .ok()
-        .filter(|m| (1..=7 * 24 * 60).contains(m))
-        .ok_or_else(|| WebError::BadRequest("请填写1至10080之间的分钟数".into()))?;
+        .filter(|m| (1..=60 * 24 * 60).contains(m))
+        .ok_or_else(|| WebError::BadRequest("请填写1至86400之间的分钟数".into()))?;
     // Sessions' idle and absolute deadlines are on this clock: move them
     // with it, so a rehearsal's jump does not log everyone out (the time
     // people spend idle is what passes on the wall, not the jump). Before
     // the move, so no request sees the new time with the old deadlines.
-    let ms = i64::try_from(minutes * 60_000).expect("at most 7 days");
+    let ms = i64::try_from(minutes * 60_000).expect("at most 60 days");
     // (The SMS proof's 15 minutes too; NULL stays NULL.)
     sqlx::query(
         "UPDATE sessions SET last_seen = last_seen + $1, expires_at = expires_at + $2, \
@@ -194,6 +195,7 @@ pub async fn advance_clock(
     .bind(ms)
     .execute(&app.sys.pool)
     .await?;
+    crate::audit::action(&app.sys, &ctx, "ops_advance_clock", &minutes.to_string()).await?;
     let now = clock.advance_by(std::time::Duration::from_secs(minutes * 60));
     tracing::info!(%now, minutes, "rehearsal clock moved forward; sessions kept");
     app.sys.runtime.wake();

@@ -42,6 +42,7 @@ const TEMPLATES: &[(&str, &str)] = &templates![
     "admin_done.html",
     "admin_import.html",
     "admin_window.html",
+    "admin_audit.html",
     "explain.html",
     "ops_instances.html",
     "ops_instance.html",

@@ -185,7 +185,7 @@ fn form_urlencoded_value(input: &[u8], key: &str) -> Option<String> {
 /// The address throttling counts by: the peer's, or with a trusted proxy
 /// in front the last entry of `X-Forwarded-For` (the one the proxy added;
 /// entries before it are whatever the client sent).
-fn client_address(
+pub(super) fn client_address(
     headers: &axum::http::HeaderMap,
     peer: Option<std::net::IpAddr>,
     trust_forwarded_for: bool,
