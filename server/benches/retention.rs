@@ -110,6 +110,7 @@ async fn simulate(persons: i64, days: i64, retention: bool) -> Outcome {
             clock.clone() as Arc<dyn Clock>,
         )),
         rules: bundle.rules.clone(),
+        rules_by_version: Default::default(),
     });
     let activities = server::activities::registry(services);
     let purge = activities.get("purge_personal_data").cloned().unwrap();
