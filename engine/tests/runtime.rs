@@ -344,9 +344,17 @@ async fn running_instances_finish_on_the_version_they_started_with(store: SqlSto
         .iter_mut()
         .find(|f| f.path.ends_with("warning.yaml"))
         .unwrap();
+    let v: u32 = f
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     f.text = f
         .text
-        .replace("version: 1", "version: 2")
+        .replacen(&format!("version: {v}"), &format!("version: {}", v + 1), 1)
         .replace("after: 12h", "after: 2h");
     let v2 = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
     let rt2 = Runtime::new(
@@ -365,7 +373,7 @@ async fn running_instances_finish_on_the_version_they_started_with(store: SqlSto
     let versions = rt2.store().definitions("warning").await.unwrap();
     assert_eq!(
         versions.iter().map(|d| d.version).collect::<Vec<_>>(),
-        [1, 2]
+        [i64::from(v), i64::from(v) + 1]
     );
     rt2.signal("old", "dispose", disposal(), ent())
         .await

@@ -7,12 +7,12 @@
 //! decisions stay in `workflows/` and `rules/`; this module only carries
 //! them out.
 
-use crate::adapters::health::HealthCommission;
 use crate::adapters::health::Part;
-use crate::adapters::sms::{Message, SmsGateway};
+use crate::adapters::sms::Message;
 use crate::comparison::{self, Counts, Judge};
+pub use crate::services::Services;
+use crate::services::{db, store_err};
 use chrono::{DateTime, Utc};
-use engine::clock::Clock;
 use engine::rules::Rules;
 use engine::runtime::{Activities, ActivityCall, ActivityError};
 use engine::store::sql::{insert_many, Arg};
@@ -21,70 +21,6 @@ use serde_json::{json, Value};
 use sqlx::{AnyPool, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-
-/// What the activities work with.
-pub struct Services {
-    /// The engine's store (its API, for the instance a warning shows).
-    pub store: engine::store::SqlStore,
-    /// The writer (on a SQLite file, its one connection).
-    pub pool: AnyPool,
-    /// Reads that need not wait for the writer (`SqlStore::reader`; the
-    /// same pool on PostgreSQL and in-memory SQLite).
-    pub reader: AnyPool,
-    pub clock: Arc<dyn Clock>,
-    pub health: Arc<dyn HealthCommission>,
-    pub sms: Arc<dyn SmsGateway>,
-    /// The rules of the definitions this process started with: used only
-    /// for a call whose instance is not stored (never in a running system).
-    pub rules: Arc<Rules>,
-    /// Rules by definition hash, compiled from the stored source once.
-    pub rules_by_version: std::sync::Mutex<HashMap<String, Arc<Rules>>>,
-}
-
-impl Services {
-    /// The rules of the definition version the calling instance runs: a
-    /// comparison started after a publication judges by the published
-    /// rules, one started before keeps its own (R8.3), without a restart.
-    pub async fn rules_for(&self, call: &ActivityCall) -> Result<Arc<Rules>, ActivityError> {
-        use engine::store::Store as _;
-        let Some(row) = self
-            .store
-            .instance(&call.instance_id)
-            .await
-            .map_err(store_err)?
-        else {
-            return Ok(self.rules.clone());
-        };
-        let hash = row.definition_hash;
-        if let Some(r) = self.rules_by_version.lock().expect("lock").get(&hash) {
-            return Ok(r.clone());
-        }
-        let def = self
-            .store
-            .definition(&hash)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| ActivityError::Permanent(format!("定义 {hash} 未保存")))?;
-        let source = serde_json::from_str(&def.source)
-            .map_err(|e| ActivityError::Permanent(format!("定义 {hash}：{e}")))?;
-        let program = engine::compile::compile_program(&source, &engine::Options::default())
-            .map_err(|e| ActivityError::Permanent(format!("定义 {hash}：{e}")))?;
-        let rules = program.rules.clone();
-        self.rules_by_version
-            .lock()
-            .expect("lock")
-            .insert(hash, rules.clone());
-        Ok(rules)
-    }
-}
-
-fn db(e: sqlx::Error) -> ActivityError {
-    ActivityError::Retryable(format!("database: {e}"))
-}
-
-fn store_err(e: engine::store::Error) -> ActivityError {
-    ActivityError::Retryable(e.to_string())
-}
 
 fn arg<'a>(call: &'a ActivityCall, name: &str) -> &'a str {
     call.args[name].as_str().unwrap_or_default()
@@ -268,7 +204,7 @@ async fn project_warning(
     s: Arc<Services>,
     call: engine::runtime::ProjectionCall,
 ) -> Result<(), String> {
-    project(&s.store, &call.instance, &call.program)
+    crate::warnings::project(&s.store, &call.instance, &call.program)
         .await
         .map_err(|e| e.to_string())
 }
@@ -283,160 +219,11 @@ async fn legacy_projection(s: Arc<Services>, call: ActivityCall) -> Result<Value
         .await
         .map_err(store_err)?
         .ok_or_else(|| ActivityError::Permanent(format!("no workflow for warning {id}")))?;
-    let program = compile_stored(&s.store, &instance.definition_hash).await?;
-    project(&s.store, &instance, &program)
+    let program = crate::services::compile_stored(&s.store, &instance.definition_hash).await?;
+    crate::warnings::project(&s.store, &instance, &program)
         .await
         .map_err(store_err)?;
     Ok(Value::Null)
-}
-
-/// The program of a stored definition (for the legacy activity, which has
-/// no runtime at hand).
-async fn compile_stored(
-    store: &engine::store::SqlStore,
-    hash: &str,
-) -> Result<Arc<engine::compile::program::Program>, ActivityError> {
-    use engine::store::Store as _;
-    let row = store
-        .definition(hash)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| ActivityError::Permanent(format!("definition {hash} is not stored")))?;
-    let source =
-        serde_json::from_str(&row.source).map_err(|e| ActivityError::Permanent(e.to_string()))?;
-    engine::compile::compile_program(&source, &engine::Options::default())
-        .map_err(|e| ActivityError::Permanent(e.to_string()))
-}
-
-/// Bring one warning's projection row up to its workflow's committed
-/// state. Idempotent; also called by the web layer right after a signal so
-/// the next page shows the new state (the runtime's projection follows and
-/// finds it current). False if there is no such workflow.
-pub async fn refresh_warning(
-    rt: &engine::runtime::Runtime<engine::store::SqlStore>,
-    id: &str,
-) -> Result<bool, engine::runtime::Error> {
-    use engine::store::Store as _;
-    let Some(instance) = rt.store().instance(id).await? else {
-        return Ok(false);
-    };
-    let program = rt.program(&instance.definition_hash).await?;
-    project(rt.store(), &instance, &program).await?;
-    Ok(true)
-}
-
-/// The due time the pages show: the earliest pending timer the definition
-/// marks `deadline: true` (unix ms).
-pub fn due_at(
-    state: &engine::interpreter::Instance,
-    program: &engine::compile::program::Program,
-) -> Option<i64> {
-    state
-        .timers
-        .values()
-        .filter(|t| program.timer(&t.name).is_some_and(|spec| spec.deadline))
-        .map(|t| t.due_at.timestamp_millis())
-        .min()
-}
-
-/// Write what `instance` shows into its projection row, unless the row
-/// already shows it or a newer revision.
-async fn project(
-    store: &engine::store::SqlStore,
-    instance: &engine::store::InstanceRow,
-    program: &engine::compile::program::Program,
-) -> Result<(), engine::store::Error> {
-    let id = instance.id.as_str();
-    let state = engine::inspect::state_of(instance)
-        .map_err(|e| engine::store::Error::Database(sqlx::Error::Decode(e.into())))?;
-    let flag = |name: &str| {
-        state
-            .vars
-            .get(name)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
-    let closed_at = instance.closed_at.map(|t| t.timestamp_millis());
-    let due_at = due_at(&state, program);
-    let label = program.state_label(&instance.state).to_string();
-    let shown = |r: &sqlx::any::AnyRow| -> Result<bool, sqlx::Error> {
-        Ok(r.try_get::<String, _>("state")? == instance.state
-            && r.try_get::<Option<String>, _>("status_label")? == instance.status_label
-            && r.try_get::<Option<i64>, _>("closed_at")? == closed_at
-            && r.try_get::<Option<i64>, _>("due_at")? == due_at
-            && r.try_get::<Option<String>, _>("state_label")?.as_deref() == Some(label.as_str())
-            && (r.try_get::<i64, _>("disposal_overdue")? != 0) == flag("disposal_overdue")
-            && (r.try_get::<i64, _>("review_overdue")? != 0) == flag("review_overdue"))
-    };
-    const COLUMNS: &str =
-        "enterprise_id, district, state, status_label, disposal_overdue, review_overdue, \
-                           closed_at, due_at, state_label, instance_revision";
-    // Most refreshes find the row already current: one read, no write.
-    let current = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(store.reader())
-        .await?;
-    match &current {
-        // A workflow whose projection row is not there (yet): nothing to count.
-        None => return Ok(()),
-        Some(r) if shown(r)? => return Ok(()),
-        Some(_) => {}
-    }
-    let mut tx = store.pool().begin().await?;
-    // Lock the row (PostgreSQL's row lock, SQLite's write lock), then write
-    // only a newer revision than the one it shows: two refreshes racing
-    // never put an older state back.
-    sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    let Some(old) = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
-        return Ok(());
-    };
-    if old.try_get::<i64, _>("instance_revision")? >= instance.revision || shown(&old)? {
-        tx.commit().await?;
-        return Ok(());
-    }
-    let before = crate::warnings::Counted {
-        enterprise_id: old.try_get("enterprise_id")?,
-        district: old.try_get("district")?,
-        state: old.try_get("state")?,
-        disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
-        review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
-        open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
-    };
-    let after = crate::warnings::Counted {
-        state: instance.state.clone(),
-        disposal_overdue: flag("disposal_overdue"),
-        review_overdue: flag("review_overdue"),
-        open: closed_at.is_none(),
-        ..before.clone()
-    };
-    sqlx::query(
-        "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
-         closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
-    )
-    .bind(&instance.state)
-    .bind(&instance.status_label)
-    .bind(i64::from(after.disposal_overdue))
-    .bind(i64::from(after.review_overdue))
-    .bind(closed_at)
-    .bind(instance.updated_at.timestamp_millis())
-    .bind(instance.revision)
-    .bind(due_at)
-    .bind(&label)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    if before != after {
-        crate::warnings::add_to_counts(&mut tx, &[(before, -1), (after, 1)]).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Local day in Chengdu of an instant.

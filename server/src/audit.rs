@@ -12,20 +12,17 @@
 //! accounted for is not shown. Must not: store full ID numbers, mobiles,
 //! passwords or tokens in a target.
 
-use crate::accounts::Role;
+use crate::accounts::{Account, Role};
 use crate::system::System;
-use crate::web::Ctx;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
 
-fn role_name(role: &Role) -> &'static str {
-    match role {
-        Role::Enterprise { .. } => "enterprise",
-        Role::District { .. } => "district",
-        Role::City => "city",
-        Role::Operator => "operator",
-        Role::Admin => "admin",
-    }
+/// Who asked: the logged-in account (if any) and the client address the
+/// session layer determined (`web::Ctx::who`).
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    pub account: Option<&'a Account>,
+    pub client: &'a str,
 }
 
 /// Write one row.
@@ -62,18 +59,23 @@ pub async fn write(
 /// A view of personal data (`action`: `view_warning`, `explain`,
 /// `view_instance`, …) by a district, city or operator account. An
 /// enterprise looking at its own staff is not recorded (it keeps them).
-pub async fn view(sys: &System, ctx: &Ctx, action: &str, target: &str) -> Result<(), sqlx::Error> {
-    match ctx.account.as_ref() {
+pub async fn view(
+    sys: &System,
+    who: Who<'_>,
+    action: &str,
+    target: &str,
+) -> Result<(), sqlx::Error> {
+    match who.account {
         Some(a) if matches!(a.role, Role::District { .. } | Role::City | Role::Operator) => {
             let now = sys.clock.now().timestamp_millis();
             write(
                 &sys.pool,
                 now,
                 &a.username,
-                role_name(&a.role),
+                a.role.name(),
                 action,
                 target,
-                &ctx.client,
+                who.client,
             )
             .await
         }
@@ -84,11 +86,11 @@ pub async fn view(sys: &System, ctx: &Ctx, action: &str, target: &str) -> Result
 /// An administrative action or an export, by whoever is logged in.
 pub async fn action(
     sys: &System,
-    ctx: &Ctx,
+    who: Who<'_>,
     action: &str,
     target: &str,
 ) -> Result<(), sqlx::Error> {
-    let Some(a) = ctx.account.as_ref() else {
+    let Some(a) = who.account else {
         return Ok(());
     };
     let now = sys.clock.now().timestamp_millis();
@@ -96,10 +98,10 @@ pub async fn action(
         &sys.pool,
         now,
         &a.username,
-        role_name(&a.role),
+        a.role.name(),
         action,
         target,
-        &ctx.client,
+        who.client,
     )
     .await
 }

@@ -219,6 +219,6 @@ pub async fn repair(
             id
         }
     };
-    crate::activities::refresh_warning(&sys.runtime, &id).await?;
+    crate::warnings::refresh_warning(&sys.runtime, &id).await?;
     Ok(id)
 }

@@ -20,6 +20,7 @@ pub mod records;
 pub mod retention;
 pub mod rule_cases;
 pub mod secret;
+pub mod services;
 pub mod sites;
 pub mod staff;
 pub mod system;

@@ -19,7 +19,7 @@
 //! application's rows and counts what is gone — a crash between the steps
 //! resumes on the same ids. Must not: run SQL on the engine's tables.
 
-use crate::activities::Services;
+use crate::services::Services;
 use engine::runtime::{ActivityCall, ActivityError};
 use engine::store::sql::Backend;
 use engine::store::Store as _;

@@ -5,12 +5,13 @@
 //!
 //! Must not hold business rules or HTTP: it only assembles.
 
-use crate::activities::{registry, Services};
+use crate::activities::registry;
 use crate::adapters::health::{HealthCommission, HttpHealth};
 use crate::adapters::health_sim::Simulator;
 use crate::adapters::sms::{HttpSms, Inbox, LogSms, MeteredSms, SmsGateway};
 use crate::config::{Config, HealthMode, SmsMode};
 use crate::domain::Districts;
+use crate::services::Services;
 use engine::clock::{AdjustableClock, Clock};
 use engine::compile::form::FormSpec;
 use engine::runtime::{Options, Runtime};

@@ -279,7 +279,7 @@ pub struct Counted {
 
 /// Add `sign` × each row to `warning_counts`, in the caller's transaction.
 /// Every write of the `warnings` projection calls this in the same
-/// transaction (the comparison's insert, `activities::refresh_warning`),
+/// transaction (the comparison's insert, `warnings::refresh_warning`),
 /// so the counts never disagree with the rows.
 pub async fn add_to_counts(
     conn: &mut sqlx::AnyConnection,
@@ -477,7 +477,7 @@ pub async fn timeline(
             e.into(),
         )))
     })?;
-    let next_deadline = crate::activities::due_at(&state, &program);
+    let next_deadline = due_at(&state, &program);
     Ok((events, next_deadline))
 }
 
@@ -534,7 +534,7 @@ pub async fn dispose(
     rt.signal(id, "dispose", payload, actor)
         .await
         .map_err(map_signal_error)?;
-    crate::activities::refresh_warning(rt, id).await?;
+    refresh_warning(rt, id).await?;
     Ok(())
 }
 
@@ -562,7 +562,7 @@ pub async fn review(
     rt.signal(id, name, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    crate::activities::refresh_warning(rt, id).await?;
+    refresh_warning(rt, id).await?;
     Ok(())
 }
 
@@ -644,5 +644,136 @@ pub async fn mark_read(
     .bind(recipient)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Bring one warning's projection row up to its workflow's committed
+/// state. Idempotent; also called by the web layer right after a signal so
+/// the next page shows the new state (the runtime's projection follows and
+/// finds it current). False if there is no such workflow.
+pub async fn refresh_warning(
+    rt: &engine::runtime::Runtime<engine::store::SqlStore>,
+    id: &str,
+) -> Result<bool, engine::runtime::Error> {
+    use engine::store::Store as _;
+    let Some(instance) = rt.store().instance(id).await? else {
+        return Ok(false);
+    };
+    let program = rt.program(&instance.definition_hash).await?;
+    project(rt.store(), &instance, &program).await?;
+    Ok(true)
+}
+
+/// The due time the pages show: the earliest pending timer the definition
+/// marks `deadline: true` (unix ms).
+pub fn due_at(
+    state: &engine::interpreter::Instance,
+    program: &engine::compile::program::Program,
+) -> Option<i64> {
+    state
+        .timers
+        .values()
+        .filter(|t| program.timer(&t.name).is_some_and(|spec| spec.deadline))
+        .map(|t| t.due_at.timestamp_millis())
+        .min()
+}
+
+/// Write what `instance` shows into its projection row, unless the row
+/// already shows it or a newer revision.
+pub async fn project(
+    store: &engine::store::SqlStore,
+    instance: &engine::store::InstanceRow,
+    program: &engine::compile::program::Program,
+) -> Result<(), engine::store::Error> {
+    let id = instance.id.as_str();
+    let state = engine::inspect::state_of(instance)
+        .map_err(|e| engine::store::Error::Database(sqlx::Error::Decode(e.into())))?;
+    let flag = |name: &str| {
+        state
+            .vars
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let closed_at = instance.closed_at.map(|t| t.timestamp_millis());
+    let due_at = due_at(&state, program);
+    let label = program.state_label(&instance.state).to_string();
+    let shown = |r: &sqlx::any::AnyRow| -> Result<bool, sqlx::Error> {
+        Ok(r.try_get::<String, _>("state")? == instance.state
+            && r.try_get::<Option<String>, _>("status_label")? == instance.status_label
+            && r.try_get::<Option<i64>, _>("closed_at")? == closed_at
+            && r.try_get::<Option<i64>, _>("due_at")? == due_at
+            && r.try_get::<Option<String>, _>("state_label")?.as_deref() == Some(label.as_str())
+            && (r.try_get::<i64, _>("disposal_overdue")? != 0) == flag("disposal_overdue")
+            && (r.try_get::<i64, _>("review_overdue")? != 0) == flag("review_overdue"))
+    };
+    const COLUMNS: &str =
+        "enterprise_id, district, state, status_label, disposal_overdue, review_overdue, \
+                           closed_at, due_at, state_label, instance_revision";
+    // Most refreshes find the row already current: one read, no write.
+    let current = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(store.reader())
+        .await?;
+    match &current {
+        // A workflow whose projection row is not there (yet): nothing to count.
+        None => return Ok(()),
+        Some(r) if shown(r)? => return Ok(()),
+        Some(_) => {}
+    }
+    let mut tx = store.pool().begin().await?;
+    // Lock the row (PostgreSQL's row lock, SQLite's write lock), then write
+    // only a newer revision than the one it shows: two refreshes racing
+    // never put an older state back.
+    sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let Some(old) = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(());
+    };
+    if old.try_get::<i64, _>("instance_revision")? >= instance.revision || shown(&old)? {
+        tx.commit().await?;
+        return Ok(());
+    }
+    let before = Counted {
+        enterprise_id: old.try_get("enterprise_id")?,
+        district: old.try_get("district")?,
+        state: old.try_get("state")?,
+        disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
+        review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
+        open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
+    };
+    let after = Counted {
+        state: instance.state.clone(),
+        disposal_overdue: flag("disposal_overdue"),
+        review_overdue: flag("review_overdue"),
+        open: closed_at.is_none(),
+        ..before.clone()
+    };
+    sqlx::query(
+        "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
+         closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
+    )
+    .bind(&instance.state)
+    .bind(&instance.status_label)
+    .bind(i64::from(after.disposal_overdue))
+    .bind(i64::from(after.review_overdue))
+    .bind(closed_at)
+    .bind(instance.updated_at.timestamp_millis())
+    .bind(instance.revision)
+    .bind(due_at)
+    .bind(&label)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if before != after {
+        add_to_counts(&mut tx, &[(before, -1), (after, 1)]).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }

@@ -365,7 +365,7 @@ async fn instances_list_show_and_repair_from_the_command_line() {
     };
     let (code, out) = run(&["list", "--kind", "warning"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("w1\twarning v1\tawaiting_disposal"), "{out}");
+    assert!(out.contains("w1\twarning v2\tawaiting_disposal"), "{out}");
     assert!(out.contains("2 instance(s)"), "{out}");
     let (code, out) = run(&["show", "w1"]);
     assert_eq!(code, 0, "{out}");

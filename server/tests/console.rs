@@ -141,16 +141,16 @@ async fn operators_search_instances_and_read_whole_histories(w: World) {
         warnings.min(50)
     );
     assert!(!list.contains("comparison@"));
-    // By definition version and start day (Chengdu).
+    // By definition version (workflows/warning.yaml's) and start day (Chengdu).
     let v1 = op
-        .get("/ops/instances?kind=warning&version=1&from=2026-12-01&to=2026-12-01")
+        .get("/ops/instances?kind=warning&version=2&from=2026-12-01&to=2026-12-01")
         .await;
     assert_eq!(
         v1.body.matches("class=\"instance-").count() as i64,
         warnings.min(50)
     );
     for none in [
-        "/ops/instances?kind=warning&version=2",
+        "/ops/instances?kind=warning&version=3",
         "/ops/instances?kind=warning&from=2026-12-02",
         "/ops/instances?kind=warning&to=2026-11-30",
     ] {
@@ -330,14 +330,12 @@ async fn a_rule_error_in_the_comparison_is_shown_with_its_position() {
     std::fs::remove_dir_all(defs.path().join("rules/inputs")).unwrap();
     let anomaly = defs.path().join("rules/anomaly.rhai");
     let text = std::fs::read_to_string(&anomaly).unwrap();
-    std::fs::write(
-        &anomaly,
-        text.replace(
-            "fn evaluate(person) {\n",
-            "fn evaluate(person) {\n    let broken = person.vaccination.doses / 0;\n",
-        ),
-    )
-    .unwrap();
+    let text = text.replace(
+        "fn evaluate(person) {\n",
+        "fn evaluate(person) {\n    let broken = person.vaccination.doses / 0;\n",
+    );
+    let broken_line = 1 + text.lines().position(|l| l.contains("let broken")).unwrap();
+    std::fs::write(&anomaly, text).unwrap();
     let w = World::with_paths(
         START,
         server::system::Paths {
@@ -366,7 +364,7 @@ async fn a_rule_error_in_the_comparison_is_shown_with_its_position() {
         .to_string();
     assert!(error.contains("anomaly"), "the rule named: {error}");
     assert!(
-        error.contains("除数为零") && error.contains("第 12 行"),
+        error.contains("除数为零") && error.contains(&format!("第 {broken_line} 行")),
         "with its position: {error}"
     );
     assert!(op.get("/notices").await.contains("run_comparison"));
@@ -398,10 +396,10 @@ async fn a_rule_error_in_a_timer_is_retried_to_completion_after_the_fix() {
     .unwrap();
     // The fix is a new version (the rules are part of every workflow's
     // content; a changed content under the same number is refused).
-    for f in ["warning.yaml", "comparison.yaml"] {
+    for f in ["warning.yaml", "comparison.yaml", "retention.yaml"] {
         let path = fixed.path().join("workflows").join(f);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text.replace("\nversion: 1\n", "\nversion: 2\n")).unwrap();
+        std::fs::write(&path, next_version(&text)).unwrap();
     }
     let paths = |d: &tempfile::TempDir| server::system::Paths {
         workflows: d.path().join("workflows"),
@@ -480,4 +478,20 @@ async fn a_rule_error_in_a_timer_is_retried_to_completion_after_the_fix() {
         chain, w2.sys.bundle.workflows["warning"].hash,
         "the instance moved to the fixed definition"
     );
+}
+
+/// The definition with its `version:` one higher.
+fn next_version(text: &str) -> String {
+    let v: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .expect("a version line")
+        .trim()
+        .parse()
+        .unwrap();
+    text.replacen(
+        &format!("\nversion: {v}\n"),
+        &format!("\nversion: {}\n", v + 1),
+        1,
+    )
 }

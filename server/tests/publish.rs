@@ -390,7 +390,7 @@ async fn checked_migration_moves_or_names_what_is_missing(s: Setup) {
 
 async fn city_page_lists_publishes_and_rolls_back(s: Setup) {
     let w = &s.w;
-    let mut c = w.logged_in("city", "/ops").await;
+    let mut c = w.logged_in("city", "/policy").await;
     let page = c.get("/policy/versions").await;
     page.assert_ok();
     assert!(

@@ -91,7 +91,13 @@ pub async fn create(
     Form(form): Form<NewAccount>,
 ) -> Result<Response, WebError> {
     let me = ctx.admin()?.username.clone();
-    crate::audit::action(&app.sys, &ctx, "admin_create_account", form.username.trim()).await?;
+    crate::audit::action(
+        &app.sys,
+        ctx.who(),
+        "admin_create_account",
+        form.username.trim(),
+    )
+    .await?;
     match admin::create_account(&app.sys.pool, &app.sys.districts, &form, &me, now_ms(&app)).await {
         Ok(password) => done(
             &app,
@@ -120,7 +126,7 @@ pub async fn disable(
     Form(t): Form<Target>,
 ) -> Result<Response, WebError> {
     let me = ctx.admin()?.username.clone();
-    crate::audit::action(&app.sys, &ctx, "admin_disable_account", &t.username).await?;
+    crate::audit::action(&app.sys, ctx.who(), "admin_disable_account", &t.username).await?;
     admin::set_disabled(
         &app.sys.pool,
         Some(&app.sessions),
@@ -139,7 +145,7 @@ pub async fn enable(
     Form(t): Form<Target>,
 ) -> Result<Response, WebError> {
     let me = ctx.admin()?.username.clone();
-    crate::audit::action(&app.sys, &ctx, "admin_enable_account", &t.username).await?;
+    crate::audit::action(&app.sys, ctx.who(), "admin_enable_account", &t.username).await?;
     admin::set_disabled(
         &app.sys.pool,
         Some(&app.sessions),
@@ -158,7 +164,7 @@ pub async fn reset(
     Form(t): Form<Target>,
 ) -> Result<Response, WebError> {
     let me = ctx.admin()?.username.clone();
-    crate::audit::action(&app.sys, &ctx, "admin_reset_password", &t.username).await?;
+    crate::audit::action(&app.sys, ctx.who(), "admin_reset_password", &t.username).await?;
     let delivery = match t.delivery.as_str() {
         "sms" => Delivery::Sms,
         _ => Delivery::Show,
@@ -219,7 +225,7 @@ pub async fn import(
     mut multipart: Multipart,
 ) -> Result<Response, WebError> {
     let me = ctx.admin()?.username.clone();
-    crate::audit::action(&app.sys, &ctx, "admin_import_enterprises", "").await?;
+    crate::audit::action(&app.sys, ctx.who(), "admin_import_enterprises", "").await?;
     let bytes = uploaded(&mut multipart).await?;
     let text = match bytes.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
         None => Err(admin::Error::Refused("请选择要导入的CSV文件".into())),
@@ -322,7 +328,13 @@ pub async fn switch(
         mobile: value("mobile"),
         agent_name: value("agent_name"),
     };
-    crate::audit::action(&app.sys, &ctx, "window_switch_to_sms", &form.credit_code).await?;
+    crate::audit::action(
+        &app.sys,
+        ctx.who(),
+        "window_switch_to_sms",
+        &form.credit_code,
+    )
+    .await?;
     match admin::switch_to_sms(
         &app.sys.pool,
         Some(&app.sessions),

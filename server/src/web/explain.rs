@@ -46,7 +46,7 @@ pub async fn page(
     if let (true, Ok(id), Some(day), true) = (asked, &id, day, errors.is_empty()) {
         crate::audit::view(
             &app.sys,
-            &ctx,
+            ctx.who(),
             "explain",
             &crate::audit::explain_target(&ask.id_number, &day.to_string()),
         )

@@ -138,7 +138,7 @@ pub async fn instance(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     ctx.console()?;
-    crate::audit::view(&app.sys, &ctx, "view_instance", &id).await?;
+    crate::audit::view(&app.sys, ctx.who(), "view_instance", &id).await?;
     let store = &app.sys.store;
     let r = store
         .instance(&id)
@@ -321,7 +321,7 @@ async fn carry_out(
     ctx.console()?;
     let by = repair_of(ctx, f)?;
     let (what, target) = crate::audit::repair(&action);
-    crate::audit::action(&app.sys, ctx, what, &target).await?;
+    crate::audit::action(&app.sys, ctx.who(), what, &target).await?;
     match crate::console::repair(&app.sys, action, &by).await {
         Ok(id) => Ok(back_to(&id)),
         Err(crate::console::RepairError::Runtime(e)) => Err(refused(e)),

@@ -195,7 +195,13 @@ pub async fn advance_clock(
     .bind(ms)
     .execute(&app.sys.pool)
     .await?;
-    crate::audit::action(&app.sys, &ctx, "ops_advance_clock", &minutes.to_string()).await?;
+    crate::audit::action(
+        &app.sys,
+        ctx.who(),
+        "ops_advance_clock",
+        &minutes.to_string(),
+    )
+    .await?;
     let now = clock.advance_by(std::time::Duration::from_secs(minutes * 60));
     tracing::info!(%now, minutes, "rehearsal clock moved forward; sessions kept");
     app.sys.runtime.wake();

@@ -144,7 +144,7 @@ pub async fn warning_page(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    crate::audit::view(&app.sys, &ctx, "view_warning", &id).await?;
+    crate::audit::view(&app.sys, ctx.who(), "view_warning", &id).await?;
     warning_view(&app, &ctx, &id, &Value::Null, &BTreeMap::new(), None).await
 }
 

@@ -39,6 +39,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Who is asking, as the access audit records it.
+    pub fn who(&self) -> crate::audit::Who<'_> {
+        crate::audit::Who {
+            account: self.account.as_ref(),
+            client: &self.client,
+        }
+    }
+
     pub fn account(&self) -> Result<&Account, WebError> {
         self.account.as_ref().ok_or(WebError::Login)
     }
