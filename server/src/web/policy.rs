@@ -178,6 +178,7 @@ pub async fn backtest(
             return form_page(&app, &ctx, Some(&s), Some(validation)).await;
         }
     };
+    crate::audit::view(&app.sys, ctx.who(), "view_backtest", &report.run.id).await?;
     // The lists go to the page cut to their first SHOWN persons.
     let list = |mut l: Vec<backtest::Change>| {
         let total = l.len();
@@ -225,6 +226,13 @@ pub async fn backtest_csv(
     } else {
         (report.persons_csv(), "persons")
     };
+    crate::audit::action(
+        &app.sys,
+        ctx.who(),
+        "export_backtest_csv",
+        &format!("{}:{name}", report.run.id),
+    )
+    .await?;
     let file = format!(
         "backtest-{}-{name}.csv",
         report
