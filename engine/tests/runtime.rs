@@ -389,8 +389,8 @@ async fn running_instances_finish_on_the_version_they_started_with(store: SqlSto
             .iter()
             .any(|c| c.instance_id == id && c.name == "notify_city")
     };
-    assert!(escalated("new"), "version 2 escalates after 2 h");
-    assert!(!escalated("old"), "version 1 still waits 12 h");
+    assert!(escalated("new"), "the new version escalates after 2 h");
+    assert!(!escalated("old"), "the old version still waits 12 h");
     assert_eq!(
         rt2.store()
             .instance("old")
@@ -398,7 +398,7 @@ async fn running_instances_finish_on_the_version_they_started_with(store: SqlSto
             .unwrap()
             .unwrap()
             .definition_version,
-        1
+        i64::from(v)
     );
     advance(&rt2, &clock, Duration::from_secs(10 * 3600)).await;
     assert!(escalated("old"));

@@ -351,6 +351,60 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
     b.shot("records").await;
     b.logout().await;
 
+    // The city publishes a shorter disposal deadline on its page (a
+    // candidate warning.yaml pasted as a new version); the warning the
+    // next run opens follows it, without a restart.
+    b.login("city", &w.passwords["city"]).await;
+    assert_eq!(b.path().await, "/policy");
+    b.go("/policy/versions").await;
+    let current = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/warning.yaml"),
+    )
+    .unwrap();
+    let version: u32 = current
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let at = current.find("      disposal_deadline:").unwrap();
+    let candidate = format!(
+        "{}{}",
+        &current[..at],
+        current[at..].replacen("after: 8h", "after: 4h", 1)
+    )
+    .replacen(
+        &format!("\nversion: {version}\n"),
+        &format!("\nversion: {}\n", version + 1),
+        1,
+    );
+    b.c.find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("处置期限缩短为4小时")
+        .await
+        .unwrap();
+    b.c.find(Locator::Css("input[name=file]"))
+        .await
+        .unwrap()
+        .send_keys("warning.yaml")
+        .await
+        .unwrap();
+    b.c.execute(
+        "document.querySelector('textarea[name=text]').value = arguments[0]",
+        vec![serde_json::Value::String(candidate)],
+    )
+    .await
+    .unwrap();
+    b.shot("city-publish").await;
+    b.submit("form[action='/policy/versions/publish'] button[type=submit]")
+        .await;
+    let published = b.text("body").await;
+    assert!(published.contains("处置期限缩短为4小时"), "{published}");
+    b.shot("city-published").await;
+    b.logout().await;
+
     // The operator runs a comparison now.
     b.login("operator", &w.passwords["operator"]).await;
     b.submit("#run-comparison").await;
@@ -374,9 +428,18 @@ async fn register_maintain_record_dispose_return_dispose_close_in_chromium() {
 
     // The enterprise disposes.
     b.login(&username, "Browser2026").await;
+    b.go("/notices").await;
+    let notices = b.text("body").await;
+    assert!(notices.contains("请在预警产生4小时内"), "{notices}");
     b.go("/warnings").await;
     b.shot("warnings-list").await;
     b.go(&format!("/warnings/{warning}")).await;
+    // Opened at 09:00 on the published version: due 4 hours later.
+    let page = b.text("body").await;
+    assert!(
+        page.contains("当前期限") && page.contains("2026-12-01 13:00"),
+        "{page}"
+    );
     assert!(b.text("#attachment-1").await.contains("处置要求及防疫措施"));
     b.select("f-reported_to_community", "是").await;
     b.fill("f-community", "红星路社区").await;
