@@ -63,7 +63,7 @@ pub fn registry(s: Arc<Services>) -> Activities {
         .register("run_comparison", move |call| {
             run_comparison(e.clone(), call)
         })
-        .projection("warning", move |call| project_warning(f.clone(), call))
+        .projection("warning", WarningProjection(f))
         // Warnings started on a definition from before the projection was
         // the runtime's still call this activity; it does the same.
         .register("record_warning_event", move |call| {
@@ -198,15 +198,34 @@ async fn digest(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityE
 }
 
 /// The projection `warning` (workflows/warning.yaml `projection: warning`):
-/// the runtime calls it after every committed step of a warning's
-/// workflow, from an outbox row written in that step's transaction.
-async fn project_warning(
-    s: Arc<Services>,
-    call: engine::runtime::ProjectionCall,
-) -> Result<(), String> {
-    crate::warnings::project(&s.store, &call.instance, &call.program)
-        .await
-        .map_err(|e| e.to_string())
+/// the runtime tells it after every committed step of a warning's
+/// workflow, from an outbox row written in that step's transaction, a page
+/// of warnings at a time (one write transaction per page).
+struct WarningProjection(Arc<Services>);
+
+impl engine::runtime::Projection for WarningProjection {
+    fn project(
+        &self,
+        call: engine::runtime::ProjectionCall,
+    ) -> engine::runtime::activity::BoxFuture<Result<(), String>> {
+        self.project_many(vec![call])
+    }
+
+    fn project_many(
+        &self,
+        calls: Vec<engine::runtime::ProjectionCall>,
+    ) -> engine::runtime::activity::BoxFuture<Result<(), String>> {
+        let s = self.0.clone();
+        Box::pin(async move {
+            let items: Vec<_> = calls
+                .iter()
+                .map(|c| (&c.instance, c.program.as_ref()))
+                .collect();
+            crate::warnings::project_many(&s.store, &items)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// `record_warning_event` of definitions from before `projection:`.

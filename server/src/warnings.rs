@@ -16,7 +16,7 @@ use engine::store::{SqlStore, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyPool, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -685,94 +685,178 @@ pub async fn project(
     instance: &engine::store::InstanceRow,
     program: &engine::compile::program::Program,
 ) -> Result<(), engine::store::Error> {
-    let id = instance.id.as_str();
-    let state = engine::inspect::state_of(instance)
-        .map_err(|e| engine::store::Error::Database(sqlx::Error::Decode(e.into())))?;
-    let flag = |name: &str| {
-        state
-            .vars
-            .get(name)
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
-    let closed_at = instance.closed_at.map(|t| t.timestamp_millis());
-    let due_at = due_at(&state, program);
-    let label = program.state_label(&instance.state).to_string();
-    let shown = |r: &sqlx::any::AnyRow| -> Result<bool, sqlx::Error> {
-        Ok(r.try_get::<String, _>("state")? == instance.state
-            && r.try_get::<Option<String>, _>("status_label")? == instance.status_label
-            && r.try_get::<Option<i64>, _>("closed_at")? == closed_at
-            && r.try_get::<Option<i64>, _>("due_at")? == due_at
-            && r.try_get::<Option<String>, _>("state_label")?.as_deref() == Some(label.as_str())
-            && (r.try_get::<i64, _>("disposal_overdue")? != 0) == flag("disposal_overdue")
-            && (r.try_get::<i64, _>("review_overdue")? != 0) == flag("review_overdue"))
-    };
-    const COLUMNS: &str =
-        "enterprise_id, district, state, status_label, disposal_overdue, review_overdue, \
-                           closed_at, due_at, state_label, instance_revision";
-    // Most refreshes find the row already current: one read, no write.
-    let current = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(store.reader())
-        .await?;
-    match &current {
-        // A workflow whose projection row is not there (yet): nothing to count.
-        None => return Ok(()),
-        Some(r) if shown(r)? => return Ok(()),
-        Some(_) => {}
+    project_many(store, &[(instance, program)]).await
+}
+
+/// What an instance shows in its projection row.
+#[derive(Debug, PartialEq)]
+struct Shown {
+    state: String,
+    status_label: Option<String>,
+    closed_at: Option<i64>,
+    due_at: Option<i64>,
+    label: String,
+    disposal_overdue: bool,
+    review_overdue: bool,
+}
+
+impl Shown {
+    fn of(
+        instance: &engine::store::InstanceRow,
+        program: &engine::compile::program::Program,
+    ) -> Result<Shown, engine::store::Error> {
+        let state = engine::inspect::state_of(instance)
+            .map_err(|e| engine::store::Error::Database(sqlx::Error::Decode(e.into())))?;
+        let flag = |name: &str| {
+            state
+                .vars
+                .get(name)
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        Ok(Shown {
+            state: instance.state.clone(),
+            status_label: instance.status_label.clone(),
+            closed_at: instance.closed_at.map(|t| t.timestamp_millis()),
+            due_at: due_at(&state, program),
+            label: program.state_label(&instance.state).to_string(),
+            disposal_overdue: flag("disposal_overdue"),
+            review_overdue: flag("review_overdue"),
+        })
+    }
+
+    fn read(r: &sqlx::any::AnyRow) -> Result<Shown, sqlx::Error> {
+        Ok(Shown {
+            state: r.try_get("state")?,
+            status_label: r.try_get("status_label")?,
+            closed_at: r.try_get("closed_at")?,
+            due_at: r.try_get("due_at")?,
+            label: r
+                .try_get::<Option<String>, _>("state_label")?
+                .unwrap_or_default(),
+            disposal_overdue: r.try_get::<i64, _>("disposal_overdue")? != 0,
+            review_overdue: r.try_get::<i64, _>("review_overdue")? != 0,
+        })
+    }
+}
+
+const PROJECTED: &str = "id, enterprise_id, district, state, status_label, disposal_overdue, \
+     review_overdue, closed_at, due_at, state_label, instance_revision";
+
+/// The projection rows of `ids`, by id.
+async fn projected_rows<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    conn: E,
+    ids: &[&str],
+) -> Result<HashMap<String, sqlx::any::AnyRow>, sqlx::Error> {
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {PROJECTED} FROM warnings WHERE id IN ({})",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    q.fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("id")?, r)))
+        .collect()
+}
+
+/// [`project`] for many instances in one write transaction (the runtime
+/// tells a page of them at once: one transaction instead of one per
+/// warning keeps the 05:00 run's writer free).
+pub async fn project_many(
+    store: &engine::store::SqlStore,
+    items: &[(
+        &engine::store::InstanceRow,
+        &engine::compile::program::Program,
+    )],
+) -> Result<(), engine::store::Error> {
+    let mut wanted = Vec::with_capacity(items.len());
+    for (instance, program) in items {
+        wanted.push((*instance, Shown::of(instance, program)?));
+    }
+    // Most refreshes find their rows already current: reads only.
+    let mut stale = Vec::new();
+    for chunk in wanted.chunks(500) {
+        let ids: Vec<&str> = chunk.iter().map(|(i, _)| i.id.as_str()).collect();
+        let rows = projected_rows(store.reader(), &ids).await?;
+        for (instance, shown) in chunk {
+            // A workflow whose projection row is not there (yet): nothing to count.
+            if let Some(r) = rows.get(&instance.id) {
+                if Shown::read(r)? != *shown {
+                    stale.push((*instance, shown));
+                }
+            }
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
     }
     let mut tx = store.pool().begin().await?;
-    // Lock the row (PostgreSQL's row lock, SQLite's write lock), then write
-    // only a newer revision than the one it shows: two refreshes racing
-    // never put an older state back.
-    sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    let Some(old) = sqlx::query(&format!("SELECT {COLUMNS} FROM warnings WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
-        return Ok(());
-    };
-    if old.try_get::<i64, _>("instance_revision")? >= instance.revision || shown(&old)? {
-        tx.commit().await?;
-        return Ok(());
+    let mut counted = Vec::new();
+    for chunk in stale.chunks(500) {
+        let ids: Vec<&str> = chunk.iter().map(|(i, _)| i.id.as_str()).collect();
+        // Lock the rows (PostgreSQL's row locks, SQLite's write lock), then
+        // write only a newer revision than each shows: refreshes racing
+        // never put an older state back.
+        for id in &ids {
+            sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = projected_rows(&mut *tx, &ids).await?;
+        for (instance, shown) in chunk {
+            let Some(old) = rows.get(&instance.id) else {
+                continue;
+            };
+            if old.try_get::<i64, _>("instance_revision")? >= instance.revision
+                || Shown::read(old)? == **shown
+            {
+                continue;
+            }
+            let before = Counted {
+                enterprise_id: old.try_get("enterprise_id")?,
+                district: old.try_get("district")?,
+                state: old.try_get("state")?,
+                disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
+                review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
+                open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
+            };
+            let after = Counted {
+                state: shown.state.clone(),
+                disposal_overdue: shown.disposal_overdue,
+                review_overdue: shown.review_overdue,
+                open: shown.closed_at.is_none(),
+                ..before.clone()
+            };
+            sqlx::query(
+                "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
+                 closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
+            )
+            .bind(&shown.state)
+            .bind(&shown.status_label)
+            .bind(i64::from(shown.disposal_overdue))
+            .bind(i64::from(shown.review_overdue))
+            .bind(shown.closed_at)
+            .bind(instance.updated_at.timestamp_millis())
+            .bind(instance.revision)
+            .bind(shown.due_at)
+            .bind(&shown.label)
+            .bind(&instance.id)
+            .execute(&mut *tx)
+            .await?;
+            if before != after {
+                counted.push((before, -1));
+                counted.push((after, 1));
+            }
+        }
     }
-    let before = Counted {
-        enterprise_id: old.try_get("enterprise_id")?,
-        district: old.try_get("district")?,
-        state: old.try_get("state")?,
-        disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
-        review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
-        open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
-    };
-    let after = Counted {
-        state: instance.state.clone(),
-        disposal_overdue: flag("disposal_overdue"),
-        review_overdue: flag("review_overdue"),
-        open: closed_at.is_none(),
-        ..before.clone()
-    };
-    sqlx::query(
-        "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
-         closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
-    )
-    .bind(&instance.state)
-    .bind(&instance.status_label)
-    .bind(i64::from(after.disposal_overdue))
-    .bind(i64::from(after.review_overdue))
-    .bind(closed_at)
-    .bind(instance.updated_at.timestamp_millis())
-    .bind(instance.revision)
-    .bind(due_at)
-    .bind(&label)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    if before != after {
-        add_to_counts(&mut tx, &[(before, -1), (after, 1)]).await?;
+    if !counted.is_empty() {
+        add_to_counts(&mut tx, &counted).await?;
     }
     tx.commit().await?;
     Ok(())

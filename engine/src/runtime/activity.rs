@@ -73,6 +73,19 @@ pub struct ProjectionCall {
 /// be idempotent.
 pub trait Projection: Send + Sync + 'static {
     fn project(&self, call: ProjectionCall) -> BoxFuture<Result<(), String>>;
+
+    /// A page of instances at once; all succeed or the page is told again.
+    /// A host that can write them in one transaction says so here; by
+    /// default, one `project` after the other.
+    fn project_many(&self, calls: Vec<ProjectionCall>) -> BoxFuture<Result<(), String>> {
+        let each: Vec<_> = calls.into_iter().map(|c| self.project(c)).collect();
+        Box::pin(async move {
+            for f in each {
+                f.await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl<F, Fut> Projection for F

@@ -651,48 +651,65 @@ impl<S: Store> Runtime<S> {
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
-        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        // Per projection, pages of instances (each instance once, with the
+        // outbox rows that told it), handed to the hook a page at a time.
+        let mut groups: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for (o, projection) in rows {
             groups
-                .entry((o.instance_id, projection))
+                .entry(projection)
+                .or_default()
+                .entry(o.instance_id)
                 .or_default()
                 .push(o.id);
         }
-        let delivered: Vec<Vec<String>> = futures::stream::iter(groups)
-            .map(|((instance, projection), outbox)| {
+        let mut pages = Vec::new();
+        for (projection, instances) in groups {
+            let instances: Vec<(String, Vec<String>)> = instances.into_iter().collect();
+            for page in instances.chunks(PROJECTION_PAGE) {
+                pages.push((projection.clone(), page.to_vec()));
+            }
+        }
+        let delivered: Vec<Vec<String>> = futures::stream::iter(pages)
+            .map(|(projection, page)| {
                 let this = self.clone();
-                let row = loaded.get(&instance).cloned();
+                let loaded = &loaded;
                 async move {
-                    let Some(row) = row else {
-                        return Some(outbox);
-                    };
+                    let mut outbox = Vec::new();
                     let Some(hook) = this.inner.activities.get_projection(&projection).cloned()
                     else {
-                        tracing::error!(%instance, %projection, "no hook registered for the projection; skipped");
-                        return Some(outbox);
+                        tracing::error!(%projection, "no hook registered for the projection; skipped");
+                        return Some(page.into_iter().flat_map(|p| p.1).collect());
                     };
-                    let program = match this.program(&row.definition_hash).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
-                            return None;
-                        }
-                    };
-                    let call = ProjectionCall {
-                        projection: projection.clone(),
-                        instance: row,
-                        program,
-                    };
-                    match hook.project(call).await {
+                    let mut calls = Vec::with_capacity(page.len());
+                    for (instance, rows) in page {
+                        outbox.extend(rows);
+                        // An instance that is gone: nothing to tell.
+                        let Some(row) = loaded.get(&instance).cloned() else {
+                            continue;
+                        };
+                        let program = match this.program(&row.definition_hash).await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
+                                return None;
+                            }
+                        };
+                        calls.push(ProjectionCall {
+                            projection: projection.clone(),
+                            instance: row,
+                            program,
+                        });
+                    }
+                    match hook.project_many(calls).await {
                         Ok(()) => Some(outbox),
                         Err(e) => {
-                            tracing::warn!(%instance, %projection, error = %e, "projection failed; retried next round");
+                            tracing::warn!(%projection, error = %e, "projection failed; retried next round");
                             None
                         }
                     }
                 }
             })
-            .buffer_unordered(self.inner.opts.concurrency.max(1))
+            .buffer_unordered(4)
             .filter_map(|d| async move { d })
             .collect()
             .await;
@@ -1260,6 +1277,9 @@ impl<S: Store> Runtime<S> {
         Ok(Some(timer.into_iter().chain(task).min()))
     }
 }
+
+/// Instances handed to a projection hook at once.
+const PROJECTION_PAGE: usize = 500;
 
 /// The outbox row that tells the host's projection (if the program
 /// declares one) of the step that makes revision `revision` of `id`.
