@@ -34,6 +34,9 @@ pub enum Error {
     Store(#[from] engine::store::Error),
 }
 
+/// The signal of workflows/warning.yaml an enterprise's disposal is.
+pub const DISPOSE: &str = "dispose";
+
 /// Whose warnings.
 #[derive(Debug, Clone)]
 pub enum Scope {
@@ -531,7 +534,7 @@ pub async fn dispose(
         id: enterprise.to_string(),
         name: Some(actor_name.to_string()),
     };
-    rt.signal(id, "dispose", payload, actor)
+    rt.signal(id, DISPOSE, payload, actor)
         .await
         .map_err(map_signal_error)?;
     refresh_warning(rt, id).await?;

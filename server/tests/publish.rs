@@ -580,3 +580,82 @@ on_both!(
     city_page_lists_publishes_and_rolls_back,
     the_policy_commands_publish_list_migrate_and_roll_back,
 );
+
+/// A published change of the disposal form shows on the warnings that run
+/// the new version (here: one moved there by a checked migration), while a
+/// warning still on the old version keeps its own form.
+#[tokio::test]
+async fn the_warning_page_shows_the_disposal_form_of_its_own_version() {
+    let w = World::new("2026-12-01T09:59:00+08:00").await;
+    w.clock.set("2026-12-01T10:00:00+08:00".parse().unwrap());
+    w.settle().await;
+    let opened: Vec<(String, String)> = sqlx::query_as(
+        "SELECT w.id, a.username FROM warnings w JOIN accounts a ON a.enterprise_id = w.enterprise_id \
+         ORDER BY w.id LIMIT 2",
+    )
+    .fetch_all(&w.sys.pool)
+    .await
+    .unwrap();
+    assert_eq!(opened.len(), 2, "the 10:00 run opened warnings");
+
+    // The candidate: the form's first label changed, every workflow one
+    // version up (forms and rules are part of each workflow's content).
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    copy_dir(&root.join("workflows"), &dir.path().join("workflows"));
+    copy_dir(&root.join("rules"), &dir.path().join("rules"));
+    let form = dir.path().join("workflows/forms/disposal.yaml");
+    let text = std::fs::read_to_string(&form).unwrap();
+    assert!(text.contains("label: 已报备社区"));
+    std::fs::write(
+        &form,
+        text.replace("label: 已报备社区", "label: 已向所在社区报告"),
+    )
+    .unwrap();
+    for f in ["warning.yaml", "comparison.yaml", "retention.yaml"] {
+        let path = dir.path().join("workflows").join(f);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: u32 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("version: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(
+            &path,
+            text.replacen(
+                &format!("\nversion: {v}\n"),
+                &format!("\nversion: {}\n", v + 1),
+                1,
+            ),
+        )
+        .unwrap();
+    }
+    let bundle = server::system::compile(&Paths {
+        workflows: dir.path().join("workflows"),
+        rules: dir.path().join("rules"),
+    })
+    .unwrap();
+    w.sys
+        .runtime
+        .publish(&bundle, &by("处置表单措辞"))
+        .await
+        .unwrap();
+    let new_hash = bundle.workflows["warning"].hash.clone();
+    let (moved, stays) = (&opened[0], &opened[1]);
+    w.sys
+        .runtime
+        .migrate(&moved.0, &new_hash, &repair("表单措辞修订"))
+        .await
+        .unwrap();
+
+    for ((id, user), label) in [(moved, "已向所在社区报告"), (stays, "已报备社区")] {
+        let mut c = w.client();
+        let password = &w.passwords[user];
+        c.login(user, password, "/home").await;
+        let page = c.get(&format!("/warnings/{id}")).await;
+        page.assert_ok();
+        assert!(page.contains(label), "{id}: {label}\n{}", page.body);
+    }
+}

@@ -105,6 +105,36 @@ pub async fn district_home(
         .into_response())
 }
 
+/// The disposal form of warning `id`'s own definition version, so a
+/// published change of the form reaches the warnings started on it (the
+/// files' form when the instance is not stored).
+async fn disposal_form(
+    app: &Shared,
+    id: &str,
+) -> Result<std::sync::Arc<engine::compile::form::FormSpec>, WebError> {
+    use engine::store::Store as _;
+    let Some(row) = app
+        .sys
+        .store
+        .instance(id)
+        .await
+        .map_err(WebError::internal)?
+    else {
+        return Ok(app.sys.disposal.clone());
+    };
+    let program = app
+        .sys
+        .runtime
+        .program(&row.definition_hash)
+        .await
+        .map_err(WebError::internal)?;
+    Ok(program
+        .signals
+        .get(warnings::DISPOSE)
+        .and_then(|s| s.form.clone())
+        .unwrap_or_else(|| app.sys.disposal.clone()))
+}
+
 async fn warning_view(
     app: &Shared,
     ctx: &Ctx,
@@ -118,8 +148,8 @@ async fn warning_view(
         std::slice::from_mut(&mut w),
         warning_program(app).as_deref(),
     );
-    let (timeline, next_deadline) =
-        warnings::timeline(&app.sys.runtime, &app.sys.disposal, id).await?;
+    let form = disposal_form(app, id).await?;
+    let (timeline, next_deadline) = warnings::timeline(&app.sys.runtime, &form, id).await?;
     let role = ctx.account()?.role.name();
     let can_dispose =
         role == "enterprise" && matches!(w.state.as_str(), "awaiting_disposal" | "rectifying");
@@ -129,7 +159,7 @@ async fn warning_view(
         ctx,
         "warning.html",
         context! { w, timeline, next_deadline, can_dispose, can_review,
-        form => &*app.sys.disposal, values, errors, message },
+        form => &*form, values, errors, message },
     )?;
     let status = if errors.is_empty() && message.is_none() {
         StatusCode::OK
@@ -162,7 +192,7 @@ pub async fn dispose(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
     let (enterprise, _) = ctx.enterprise()?;
-    let values = form_values(&app.sys.disposal, &pairs);
+    let values = form_values(&*disposal_form(&app, &id).await?, &pairs);
     match warnings::dispose(
         &app.sys.runtime,
         &app.sys.pool,
