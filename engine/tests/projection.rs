@@ -63,11 +63,11 @@ fn files(flow: &str) -> Vec<SourceFile> {
 #[test]
 fn a_misspelled_timer_or_field_is_a_compile_error() {
     for (wrong, want) in [
-        ("timers.deadlne.after", "`timers.deadlne` is not a timer"),
         (
-            "timers.deadline.aftr",
-            "`timers.deadline.aftr` is not known",
+            "timers.deadlne.after",
+            "`timers.deadlne` 不是本流程的计时器",
         ),
+        ("timers.deadline.aftr", "`timers.deadline.aftr` 未知"),
     ] {
         let flow = FLOW.replace("timers.deadline.after", wrong);
         let Err(e) = engine::compile_bundle(&files(&flow), &[], &engine::Options::default()) else {

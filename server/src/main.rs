@@ -369,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rules_error = bundle.as_ref().ok().and_then(|b| {
                 server::comparison::check_rules(&b.rules)
                     .and_then(|()| server::activities::check_windows(b))
+                    .and_then(|()| server::retention::check_policy(b))
                     .err()
             });
             match bundle {

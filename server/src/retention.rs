@@ -19,7 +19,7 @@
 //! application's rows and counts what is gone — a crash between the steps
 //! resumes on the same ids. Must not: run SQL on the engine's tables.
 
-use crate::services::Services;
+use crate::services::{db, store_err, Services};
 use engine::runtime::{ActivityCall, ActivityError};
 use engine::store::sql::Backend;
 use engine::store::Store as _;
@@ -90,12 +90,55 @@ fn checked(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn db(e: sqlx::Error) -> ActivityError {
-    ActivityError::Retryable(format!("database: {e}"))
-}
-
-fn store_err(e: engine::store::Error) -> ActivityError {
-    ActivityError::Retryable(e.to_string())
+/// Every `purge_personal_data` call of the definitions gives a readable
+/// policy (checked at start-up, by `validate` and before a publication, so
+/// a mistyped kind or a zero is found before the night's purge).
+pub fn check_policy(bundle: &engine::Bundle) -> Result<(), String> {
+    use engine::compile::program::Template;
+    /// The value of a template without expressions.
+    fn literal(t: &Template) -> Option<Value> {
+        match t {
+            Template::Literal(v) => Some(v.clone()),
+            Template::Map(entries) => entries
+                .iter()
+                .map(|(k, t)| Some((k.clone(), literal(t)?)))
+                .collect::<Option<serde_json::Map<_, _>>>()
+                .map(Value::Object),
+            Template::List(items) => items
+                .iter()
+                .map(literal)
+                .collect::<Option<_>>()
+                .map(Value::Array),
+            _ => None,
+        }
+    }
+    for p in bundle.workflows.values() {
+        for a in p
+            .activities
+            .iter()
+            .filter(|a| a.name == "purge_personal_data")
+        {
+            let Template::Map(entries) = &a.args else {
+                continue;
+            };
+            let field = |name: &str| entries.iter().find(|(k, _)| k == name).map(|e| &e.1);
+            let (Some(policy), Some(batch)) = (
+                field("policy").and_then(literal),
+                field("batch").and_then(literal),
+            ) else {
+                continue; // computed: checked when the purge reads it
+            };
+            let args = Args {
+                as_of: String::new(),
+                totals: None,
+                batch: batch.as_i64().unwrap_or(0),
+                policy: serde_json::from_value(policy)
+                    .map_err(|e| format!("workflows/{}.yaml：保留期限 policy：{e}", p.name))?,
+            };
+            checked(&args).map_err(|e| format!("workflows/{}.yaml：{e}", p.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// What one call of `purge_personal_data` hands back to the workflow:

@@ -122,6 +122,7 @@ pub fn compile_files(
     })?;
     crate::comparison::check_rules(&bundle.rules).map_err(Error::Compile)?;
     crate::activities::check_windows(&bundle).map_err(Error::Compile)?;
+    crate::retention::check_policy(&bundle).map_err(Error::Compile)?;
     Ok(bundle)
 }
 

@@ -42,11 +42,19 @@ async fn views_of_warnings_are_recorded_and_only_administrators_read_them(w: Wor
     e.get(&format!("/warnings/{warning}")).await.assert_ok();
     assert!(rows(&w).await.is_empty());
 
-    // The district viewing the warning leaves a record.
+    // The district's list (its home) and its view of the warning each
+    // leave a record; the list's names the warnings it showed.
     let mut d = w.logged_in(&district, "/district").await;
+    let listed = rows(&w).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].0.as_str(), listed[0].2.as_str()),
+        (district.as_str(), "view_warning_list")
+    );
+    assert!(listed[0].3.split(',').any(|id| id == warning), "{listed:?}");
     d.get(&format!("/warnings/{warning}")).await.assert_ok();
     assert_eq!(
-        rows(&w).await,
+        rows(&w).await[1..],
         [(
             district.clone(),
             "district".into(),
@@ -63,14 +71,14 @@ async fn views_of_warnings_are_recorded_and_only_administrators_read_them(w: Wor
         .await
         .assert_ok();
     let all = rows(&w).await;
-    assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!(all[1].0, "operator");
-    assert_eq!(all[1].2, "explain");
-    assert!(!all[1].3.contains(&id_number), "{all:?}");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[2].0, "operator");
+    assert_eq!(all[2].2, "explain");
+    assert!(!all[2].3.contains(&id_number), "{all:?}");
     assert!(
-        all[1].3.contains(&id_number[..3])
-            && all[1].3.contains('*')
-            && all[1].3.ends_with("2026-12-01"),
+        all[2].3.contains(&id_number[..3])
+            && all[2].3.contains('*')
+            && all[2].3.ends_with("2026-12-01"),
         "{all:?}"
     );
 

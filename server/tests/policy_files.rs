@@ -304,13 +304,19 @@ async fn policy_follows_the_files(w: World, c: Commission) {
 /// unit, stops the server at start-up with the place of the mistake (and
 /// `server validate` says the same): never a wrong SMS at 05:00.
 #[tokio::test]
-async fn a_misspelled_timer_or_window_is_refused_at_start() {
+async fn a_misspelled_timer_window_or_retention_is_refused_at_start() {
     for (file, from, to, want) in [
         (
             "warning.yaml",
             "${timers.disposal_deadline.after}内按要求",
             "${timers.disposal_dedline.after}内按要求",
-            "`timers.disposal_dedline` is not a timer",
+            "`timers.disposal_dedline` 不是本流程的计时器",
+        ),
+        (
+            "retention.yaml",
+            "comparison_persons: { days: 30, keep_last_runs: 9 }",
+            "comparison_persons: { days: 0, keep_last_runs: 9 }",
+            "`comparison_persons` 的保留天数应至少为 1",
         ),
         (
             "comparison.yaml",

@@ -754,7 +754,7 @@ impl WorkflowCx<'_> {
             .collect();
         if !known.contains(&name) {
             return Some(format!(
-                "`timers.{name}` is not a timer of this workflow; timers: {}",
+                "`timers.{name}` 不是本流程的计时器；已有的计时器：{}",
                 known.join(", ")
             ));
         }
@@ -773,7 +773,7 @@ impl WorkflowCx<'_> {
             .collect();
         (!TIMER_FIELDS.contains(&field.as_str())).then(|| {
             format!(
-                "`timers.{name}.{field}` is not known; use one of {}",
+                "`timers.{name}.{field}` 未知；可用：{}",
                 TIMER_FIELDS.join(", ")
             )
         })

@@ -81,6 +81,9 @@ pub async fn district_home(
         total,
         counts,
     } = warnings::list(&app.sys.reader, &scope, &f).await?;
+    // A list names persons and their reasons: the page of warnings seen.
+    let seen: Vec<&str> = list.iter().map(|w| w.id.as_str()).collect();
+    crate::audit::view(&app.sys, ctx.who(), "view_warning_list", &seen.join(",")).await?;
     warnings::label_rows(&mut list, warning_program(&app).as_deref());
     let (states, labels) = state_options(&app);
     let (kind, id) = ctx.inbox()?;
