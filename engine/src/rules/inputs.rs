@@ -221,7 +221,7 @@ impl Declarations {
                 .map(|t| self.describe(t))
                 .collect::<Vec<_>>()
                 .join("或"),
-            Ty::Named(n) => format!("{n}"),
+            Ty::Named(n) => n.to_string(),
         }
     }
 

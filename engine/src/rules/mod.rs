@@ -632,7 +632,7 @@ mod tests {
             "fn lt(p) { p.doses < \"2\" }\nfn eq(p) { p.doses == \"2\" }\nfn ok(p) { p.doses < 2.5 && p.missing == () && p.code != \"red\" && p.missing ?? 1 == 1 }",
         );
         let p = json!({"doses": 1, "code": "green"});
-        let e = r.call("r", "lt", &[p.clone()]).unwrap_err().to_string();
+        let e = r.call("r", "lt", std::slice::from_ref(&p)).unwrap_err().to_string();
         assert!(
             e.contains("类型不符")
                 && e.contains("`<`")
@@ -640,7 +640,7 @@ mod tests {
                 && e.contains("第 1 行"),
             "{e}"
         );
-        assert!(r.call("r", "eq", &[p.clone()]).is_err());
+        assert!(r.call("r", "eq", std::slice::from_ref(&p)).is_err());
         assert_eq!(r.call("r", "ok", &[p]).unwrap(), json!(true));
         // The same holds in expressions of definitions.
         let x = r.compile_expr("input.n > \"3\"", "test".into()).unwrap();

@@ -118,7 +118,7 @@ fn zh_why(why: &str) -> String {
     if why.contains("to terminate this statement") || why.contains("to terminate") {
         return "语句之间用 `;` 分隔".into();
     }
-    format!("{why}")
+    why.to_string()
 }
 
 fn zh_expr(what: &str) -> String {
