@@ -632,7 +632,10 @@ mod tests {
             "fn lt(p) { p.doses < \"2\" }\nfn eq(p) { p.doses == \"2\" }\nfn ok(p) { p.doses < 2.5 && p.missing == () && p.code != \"red\" && p.missing ?? 1 == 1 }",
         );
         let p = json!({"doses": 1, "code": "green"});
-        let e = r.call("r", "lt", std::slice::from_ref(&p)).unwrap_err().to_string();
+        let e = r
+            .call("r", "lt", std::slice::from_ref(&p))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("类型不符")
                 && e.contains("`<`")
