@@ -765,9 +765,13 @@ async fn run(args: &Args, server: &mut Server) -> anyhow::Result<bool> {
                 })
                 .collect::<Result<_, sqlx::Error>>()?;
         let sim = Simulator::new(SIM_SEED, rates);
+        // The windows workflows/comparison.yaml gives the run.
+        let windows = server::activities::declared_windows(&bundle)
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| anyhow::anyhow!("comparison.yaml declares no windows"))?;
         let ids: Vec<String> = persons.iter().map(|p| p.id_number.clone()).collect();
         let answers: HashMap<String, HealthRecord> = sim
-            .answer(as_of, 24, &ids)
+            .answer(as_of, windows.asked_hours(), &ids)
             .into_iter()
             .map(|r| (r.id_number.clone(), r))
             .collect();
@@ -776,7 +780,7 @@ async fn run(args: &Args, server: &mut Server) -> anyhow::Result<bool> {
             &persons,
             &answers,
             as_of,
-            chrono::Duration::hours(24),
+            chrono::Duration::hours(windows.nat.into()),
         )?;
         expected = outcome
             .anomalies

@@ -67,17 +67,7 @@ pub async fn view(
 ) -> Result<(), sqlx::Error> {
     match who.account {
         Some(a) if matches!(a.role, Role::District { .. } | Role::City | Role::Operator) => {
-            let now = sys.clock.now().timestamp_millis();
-            write(
-                &sys.pool,
-                now,
-                &a.username,
-                a.role.name(),
-                action,
-                target,
-                who.client,
-            )
-            .await
+            self::action(sys, who, action, target).await
         }
         _ => Ok(()),
     }
