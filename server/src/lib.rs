@@ -12,7 +12,7 @@ pub mod config;
 pub mod console;
 pub mod db;
 pub mod demo;
-pub mod domain;
+pub use ::domain;
 pub mod explain;
 pub mod metrics;
 pub mod policy_cli;
