@@ -1,5 +1,5 @@
 //! Layering: no import cycles between the top-level modules of each crate.
-//! A module of `domain/src`, `server/src` or `engine/src` may use another only if that
+//! A module of `domain/src`, `engine/src`, `application/src` or `server/src` may use another only if that
 //! one does not (directly or through others) use it back; otherwise the two
 //! are one layer in two files. Read from the `crate::…` paths of the
 //! sources (comments and `#[cfg(test)]` modules left out).
@@ -125,9 +125,9 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 #[test]
 fn no_import_cycles_between_modules() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for krate in ["domain", "engine", "server"] {
+    for krate in ["domain", "engine", "application", "server"] {
         let g = graph(&root.join(krate).join("src"));
-        assert!(g.len() > 5, "{krate}: modules not found");
+        assert!(!g.is_empty(), "{krate}: modules not found");
         let found = cycles(&g);
         let described: Vec<String> = found
             .iter()

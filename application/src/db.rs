@@ -1,5 +1,5 @@
 //! The application's database: the engine's store plus the domain tables of
-//! `server/migrations` (enterprises, accounts, districts, addresses, staff,
+//! `application/migrations` (enterprises, accounts, districts, addresses, staff,
 //! daily records, comparison runs, the warnings projection, notices, the SMS
 //! log), in one SQLite file or one PostgreSQL database.
 //!
