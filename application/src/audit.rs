@@ -15,7 +15,7 @@
 use crate::accounts::{Account, Role};
 use crate::system::System;
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 /// Who asked: the logged-in account (if any) and the client address the
 /// session layer determined (`web::Ctx::who`).
@@ -129,7 +129,7 @@ pub struct Filter {
 }
 
 /// One row as the page shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Entry {
     pub at: i64,
     pub username: String,
@@ -184,16 +184,7 @@ pub async fn list(reader: &AnyPool, f: &Filter) -> Result<(Vec<Entry>, i64), Lis
     .await?;
     let entries = rows
         .iter()
-        .map(|r| {
-            Ok(Entry {
-                at: r.try_get("at")?,
-                username: r.try_get("username")?,
-                role: r.try_get("role")?,
-                action: r.try_get("action")?,
-                target: r.try_get("target")?,
-                client: r.try_get("client")?,
-            })
-        })
+        .map(<Entry as sqlx::FromRow<_>>::from_row)
         .collect::<Result<_, sqlx::Error>>()?;
     Ok((entries, total))
 }

@@ -150,25 +150,46 @@ pub struct Run {
 const RUN_COLUMNS: &str = "id, number, as_of, persons, anomalies, result";
 
 fn run_of(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
-    let result: Option<String> = r.try_get("result")?;
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        id: String,
+        number: Option<i64>,
+        as_of: i64,
+        persons: i64,
+        anomalies: i64,
+        result: Option<String>,
+    }
+    let r = <Stored as sqlx::FromRow<_>>::from_row(r)?;
+    let damaged =
+        |column: &str, e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::ColumnDecode {
+            index: format!("comparison_runs.{column} of {}", r.id),
+            source: e,
+        };
+    let result = r
+        .result
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()
+        .map_err(|e| damaged("result", Box::new(e)))?;
+    // The NAT look-back the run kept reports for (`window_hours`: what was
+    // asked of the health commission, before windows were split); runs
+    // from before it was recorded did not say.
     let window_hours = result
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| {
-            // The NAT look-back the run kept reports for (`window_hours`:
-            // what was asked of the health commission, before windows were
-            // split).
             ["nat_window_hours", "window_hours"]
                 .iter()
                 .find_map(|k| v.get(*k).and_then(|h| h.as_u64()))
         })
         .and_then(|h| u32::try_from(h).ok())
         .unwrap_or(DEFAULT_WINDOW_HOURS);
+    let as_of = DateTime::from_timestamp_millis(r.as_of)
+        .ok_or_else(|| damaged("as_of", format!("{} ms is not a time", r.as_of).into()))?;
     Ok(Run {
-        id: r.try_get("id")?,
-        number: r.try_get("number")?,
-        as_of: DateTime::from_timestamp_millis(r.try_get("as_of")?).unwrap_or_default(),
-        persons: r.try_get("persons")?,
-        anomalies: r.try_get("anomalies")?,
+        id: r.id,
+        number: r.number,
+        as_of,
+        persons: r.persons,
+        anomalies: r.anomalies,
         window_hours,
     })
 }

@@ -107,18 +107,39 @@ pub struct Record {
 }
 
 fn record(r: &sqlx::any::AnyRow) -> Result<Record, sqlx::Error> {
-    use sqlx::Row;
-    let fields: String = r.try_get("fields")?;
-    let computed: Option<String> = r.try_get("computed")?;
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        id: String,
+        address_id: String,
+        address: String,
+        day: String,
+        fields: String,
+        computed: Option<String>,
+        computed_at: Option<i64>,
+        created_by: String,
+    }
+    let r = <Stored as sqlx::FromRow<_>>::from_row(r)?;
+    // Both columns are written as JSON here: text that does not parse is
+    // a damaged row, reported with its column (not shown as empty).
+    let json = |column: &str, text: &str| {
+        serde_json::from_str::<Value>(text).map_err(|e| sqlx::Error::ColumnDecode {
+            index: format!("daily_records.{column} of {}", r.id),
+            source: Box::new(e),
+        })
+    };
     Ok(Record {
-        id: r.try_get("id")?,
-        address_id: r.try_get("address_id")?,
-        address: r.try_get("address")?,
-        day: r.try_get("day")?,
-        fields: serde_json::from_str(&fields).unwrap_or(Value::Null),
-        computed: computed.and_then(|c| serde_json::from_str(&c).ok()),
-        computed_at: r.try_get("computed_at")?,
-        created_by: r.try_get("created_by")?,
+        fields: json("fields", &r.fields)?,
+        computed: r
+            .computed
+            .as_deref()
+            .map(|c| json("computed", c))
+            .transpose()?,
+        id: r.id,
+        address_id: r.address_id,
+        address: r.address,
+        day: r.day,
+        computed_at: r.computed_at,
+        created_by: r.created_by,
     })
 }
 

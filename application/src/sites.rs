@@ -11,7 +11,7 @@ use crate::accounts::new_id;
 use crate::domain::{Address, IdNumber, Mobile, PersonName};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ fn one(field: &str, message: impl Into<String>) -> Error {
 /// Rows per page in every list.
 pub const PAGE_SIZE: i64 = 20;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AddressRow {
     pub id: String,
     pub address: String,
@@ -53,15 +53,7 @@ pub async fn addresses(pool: &AnyPool, enterprise: &str) -> Result<Vec<AddressRo
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|r| {
-            Ok(AddressRow {
-                id: r.try_get("id")?,
-                address: r.try_get("address")?,
-                district: r.try_get("district")?,
-                district_name: r.try_get("district_name")?,
-                staff: r.try_get("staff")?,
-            })
-        })
+        .map(AddressRow::from_row)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Error::from)
 }
@@ -156,7 +148,7 @@ pub struct LiaisonForm {
 }
 
 /// The enterprise's profile as the pages show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Profile {
     pub id: String,
     pub name: String,
@@ -183,21 +175,12 @@ const BASE_COLUMNS: &str = "e.liaison_name AS base_liaison, \
      THEN 1 ELSE 0 END AS BIGINT) AS base_staffed";
 
 fn profile_of(r: &AnyRow) -> Result<Profile, sqlx::Error> {
-    let kind: String = r.try_get("kind")?;
-    Ok(Profile {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        credit_code: r.try_get("credit_code")?,
-        kind: crate::domain::EnterpriseType::parse(&kind)
-            .map(|k| k.label().to_string())
-            .unwrap_or(kind),
-        district: r.try_get("district")?,
-        district_name: r.try_get("district_name")?,
-        contact_name: r.try_get("contact_name")?,
-        contact_mobile: r.try_get("contact_mobile")?,
-        liaison_name: r.try_get("liaison_name")?,
-        liaison_mobile: r.try_get("liaison_mobile")?,
-    })
+    let mut p = Profile::from_row(r)?;
+    // The stored code shown by its label (an unknown code as it is).
+    if let Ok(k) = crate::domain::EnterpriseType::parse(&p.kind) {
+        p.kind = k.label().to_string();
+    }
+    Ok(p)
 }
 
 fn base_data_of(r: &AnyRow) -> Result<BaseData, sqlx::Error> {
@@ -296,16 +279,25 @@ pub struct Person {
 }
 
 fn person(r: &sqlx::any::AnyRow) -> Result<Person, sqlx::Error> {
-    let id_number: String = r.try_get("id_number")?;
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        id: String,
+        name: String,
+        id_number: String,
+        mobile: Option<String>,
+        address_id: String,
+        address: String,
+    }
+    let r = Stored::from_row(r)?;
     Ok(Person {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        id_masked: IdNumber::parse(&id_number)
+        id: r.id,
+        name: r.name,
+        id_masked: IdNumber::parse(&r.id_number)
             .map(|n| n.masked())
             .unwrap_or_else(|_| "****".into()),
-        mobile: r.try_get("mobile")?,
-        address_id: r.try_get("address_id")?,
-        address: r.try_get("address")?,
+        mobile: r.mobile,
+        address_id: r.address_id,
+        address: r.address,
     })
 }
 

@@ -15,7 +15,7 @@ use engine::store::sql::{insert_many, Arg};
 use engine::store::{SqlStore, Store};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,28 +112,51 @@ pub fn label_rows(rows: &mut [WarningRow], program: Option<&engine::compile::pro
     }
 }
 
+/// A row of [`COLUMNS`] as the database returns it (flags as integers,
+/// a label not yet written as NULL).
+#[derive(sqlx::FromRow)]
+struct Stored {
+    id: String,
+    enterprise_id: String,
+    enterprise_name: String,
+    district: String,
+    district_name: String,
+    person_name: String,
+    person_masked: String,
+    reason: String,
+    state: String,
+    state_label: Option<String>,
+    disposal_overdue: i64,
+    review_overdue: i64,
+    opened_at: i64,
+    due_at: Option<i64>,
+    closed_at: Option<i64>,
+}
+
+impl From<Stored> for WarningRow {
+    fn from(r: Stored) -> WarningRow {
+        WarningRow {
+            id: r.id,
+            enterprise_id: r.enterprise_id,
+            enterprise_name: r.enterprise_name,
+            district: r.district,
+            district_name: r.district_name,
+            person_name: r.person_name,
+            person_masked: r.person_masked,
+            reason: r.reason,
+            state: r.state,
+            state_label: r.state_label.unwrap_or_default(),
+            disposal_overdue: r.disposal_overdue != 0,
+            review_overdue: r.review_overdue != 0,
+            opened_at: r.opened_at,
+            due_at: r.due_at,
+            closed_at: r.closed_at,
+        }
+    }
+}
+
 fn row(r: &sqlx::any::AnyRow) -> Result<WarningRow, sqlx::Error> {
-    let state: String = r.try_get("state")?;
-    let opened_at: i64 = r.try_get("opened_at")?;
-    Ok(WarningRow {
-        id: r.try_get("id")?,
-        enterprise_id: r.try_get("enterprise_id")?,
-        enterprise_name: r.try_get("enterprise_name")?,
-        district: r.try_get("district")?,
-        district_name: r.try_get("district_name")?,
-        person_name: r.try_get("person_name")?,
-        person_masked: r.try_get("person_masked")?,
-        reason: r.try_get("reason")?,
-        state_label: r
-            .try_get::<Option<String>, _>("state_label")?
-            .unwrap_or_default(),
-        state,
-        disposal_overdue: r.try_get::<i64, _>("disposal_overdue")? != 0,
-        review_overdue: r.try_get::<i64, _>("review_overdue")? != 0,
-        opened_at,
-        due_at: r.try_get("due_at")?,
-        closed_at: r.try_get("closed_at")?,
-    })
+    Stored::from_row(r).map(WarningRow::from)
 }
 
 const COLUMNS: &str = "w.id, w.enterprise_id, e.name AS enterprise_name, w.district, d.name AS district_name, \
@@ -580,6 +603,29 @@ pub struct Notice {
     pub read: bool,
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredNotice {
+    id: String,
+    title: String,
+    body: String,
+    link: Option<String>,
+    created_at: i64,
+    read_at: Option<i64>,
+}
+
+impl From<StoredNotice> for Notice {
+    fn from(r: StoredNotice) -> Notice {
+        Notice {
+            id: r.id,
+            title: r.title,
+            body: r.body,
+            link: r.link,
+            created_at: r.created_at,
+            read: r.read_at.is_some(),
+        }
+    }
+}
+
 /// The number of unread notices in an inbox.
 pub async fn unread(pool: &AnyPool, kind: &str, recipient: &str) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(
@@ -618,16 +664,7 @@ pub async fn notices(
     .await?;
     let list = rows
         .iter()
-        .map(|r| {
-            Ok(Notice {
-                id: r.try_get("id")?,
-                title: r.try_get("title")?,
-                body: r.try_get("body")?,
-                link: r.try_get("link")?,
-                created_at: r.try_get("created_at")?,
-                read: r.try_get::<Option<i64>, _>("read_at")?.is_some(),
-            })
-        })
+        .map(|r| StoredNotice::from_row(r).map(Notice::from))
         .collect::<Result<_, sqlx::Error>>()?;
     Ok((list, total, unread))
 }
@@ -729,16 +766,25 @@ impl Shown {
     }
 
     fn read(r: &sqlx::any::AnyRow) -> Result<Shown, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            state: String,
+            status_label: Option<String>,
+            closed_at: Option<i64>,
+            due_at: Option<i64>,
+            state_label: Option<String>,
+            disposal_overdue: i64,
+            review_overdue: i64,
+        }
+        let r = Stored::from_row(r)?;
         Ok(Shown {
-            state: r.try_get("state")?,
-            status_label: r.try_get("status_label")?,
-            closed_at: r.try_get("closed_at")?,
-            due_at: r.try_get("due_at")?,
-            label: r
-                .try_get::<Option<String>, _>("state_label")?
-                .unwrap_or_default(),
-            disposal_overdue: r.try_get::<i64, _>("disposal_overdue")? != 0,
-            review_overdue: r.try_get::<i64, _>("review_overdue")? != 0,
+            state: r.state,
+            status_label: r.status_label,
+            closed_at: r.closed_at,
+            due_at: r.due_at,
+            label: r.state_label.unwrap_or_default(),
+            disposal_overdue: r.disposal_overdue != 0,
+            review_overdue: r.review_overdue != 0,
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::accounts::{new_id, SessionCache};
 use crate::adapters::sms::{Message, SmsGateway};
 use crate::domain::{CreditCode, Mobile, PersonName};
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 use std::collections::BTreeMap;
 
 /// The documents the window checks.
@@ -98,25 +98,43 @@ const SWITCH_COLUMNS: &str =
      s.previous_methods, s.handled_by, s.handled_at";
 
 fn switch_from_row(r: &sqlx::any::AnyRow) -> Result<Switch, Error> {
-    let documents: String = r.try_get("documents")?;
-    let codes: Vec<String> = serde_json::from_str(&documents).unwrap_or_default();
-    let previous: Option<String> = r.try_get("previous_methods")?;
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        id: String,
+        enterprise: String,
+        username: String,
+        mobile: String,
+        documents: String,
+        agent_name: Option<String>,
+        previous_methods: Option<String>,
+        handled_by: String,
+        handled_at: i64,
+    }
+    let r = Stored::from_row(r)?;
+    // Written by `switch` as a JSON list of document codes: anything else
+    // is a damaged row, said as such (not shown as "no documents").
+    let codes: Vec<String> = serde_json::from_str(&r.documents).map_err(|e| {
+        Error::Internal(format!(
+            "login-method switch {}: documents column is not a JSON list of codes: {e}",
+            r.id
+        ))
+    })?;
     Ok(Switch {
-        id: r.try_get("id")?,
-        enterprise: r.try_get("enterprise")?,
-        username: r.try_get("username")?,
-        mobile: masked(&r.try_get::<String, _>("mobile")?),
+        mobile: masked(&r.mobile),
         documents: codes
             .iter()
             .filter_map(|c| Document::parse(c))
             .map(Document::label)
             .collect(),
-        agent_name: r.try_get("agent_name")?,
         previous_methods: LoginMethod::labels(&LoginMethod::split(
-            previous.as_deref().unwrap_or_default(),
+            r.previous_methods.as_deref().unwrap_or_default(),
         )),
-        handled_by: r.try_get("handled_by")?,
-        handled_at: r.try_get("handled_at")?,
+        id: r.id,
+        enterprise: r.enterprise,
+        username: r.username,
+        agent_name: r.agent_name,
+        handled_by: r.handled_by,
+        handled_at: r.handled_at,
         sms_sent: None,
     })
 }
