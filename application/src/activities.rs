@@ -10,6 +10,7 @@
 use crate::adapters::health::Part;
 use crate::adapters::sms::Message;
 use crate::comparison::{self, Counts, Judge};
+use crate::domain::day_of;
 pub use crate::services::Services;
 use crate::services::{db, store_err};
 use chrono::{DateTime, Utc};
@@ -243,13 +244,6 @@ async fn legacy_projection(s: Arc<Services>, call: ActivityCall) -> Result<Value
         .await
         .map_err(store_err)?;
     Ok(Value::Null)
-}
-
-/// Local day in Chengdu of an instant.
-pub fn day_of(t: DateTime<Utc>) -> String {
-    t.with_timezone(&chrono_tz::Asia::Shanghai)
-        .format("%Y-%m-%d")
-        .to_string()
 }
 
 /// The staff of a run, office address by office address.

@@ -15,6 +15,7 @@
 mod macros;
 
 pub mod credit_code;
+pub mod day;
 pub mod districts;
 pub mod enterprise_type;
 pub mod id_number;
@@ -24,6 +25,7 @@ pub mod phone;
 pub mod text;
 
 pub use credit_code::CreditCode;
+pub use day::day_of;
 pub use districts::{District, DistrictCode, Districts};
 pub use enterprise_type::EnterpriseType;
 pub use id_number::IdNumber;

@@ -856,7 +856,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AdminCommand::CreateApiToken { name, .. } => {
-            let token = server::web::api::create_token(&sys.pool, &name, now).await?;
+            let token = server::api_tokens::create(&sys.pool, &name, now).await?;
             println!("API token for {name} (shown once; send it as `Authorization: Bearer …`):");
             println!("{token}");
             Ok(ExitCode::SUCCESS)

@@ -157,3 +157,25 @@ fn the_check_finds_a_cycle() {
     g.insert("d".to_string(), BTreeSet::from(["a".to_string()]));
     assert_eq!(cycles(&g), vec![vec!["a", "b", "c"]]);
 }
+
+/// Handlers render; the SQL they need lives in the application crate. A
+/// query written in `server/src/web` is a layer crossed.
+#[test]
+fn web_handlers_run_no_sql() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&web).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for (i, line) in code.lines().enumerate() {
+            if ["sqlx::query", "query_scalar(", "query_as("]
+                .iter()
+                .any(|q| line.contains(q))
+            {
+                found.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "SQL in web handlers:\n{}", found.join("\n"));
+}

@@ -108,13 +108,9 @@ impl FromRequestParts<Shared> for Operator {
             .and_then(|v| v.strip_prefix("Bearer "))
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "需要运维接口令牌".into()))?;
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
-        )
-        .bind(crate::accounts::sha256_hex(token))
-        .fetch_optional(&app.sys.reader)
-        .await
-        .map_err(internal)?;
+        let name = crate::api_tokens::name_of(&app.sys.reader, token)
+            .await
+            .map_err(internal)?;
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -124,22 +120,6 @@ impl FromRequestParts<Shared> for Operator {
         name.map(|n| Operator(n, client))
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "令牌无效或已撤销".into()))
     }
-}
-
-/// Create a token named `name`; returns it (shown once, stored hashed).
-pub async fn create_token(
-    pool: &sqlx::AnyPool,
-    name: &str,
-    now_ms: i64,
-) -> Result<String, sqlx::Error> {
-    let token = crate::accounts::new_token();
-    sqlx::query("INSERT INTO api_tokens (token_sha256, name, created_at) VALUES ($1, $2, $3)")
-        .bind(crate::accounts::sha256_hex(&token))
-        .bind(name)
-        .bind(now_ms)
-        .execute(pool)
-        .await?;
-    Ok(token)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,7 +4,7 @@
 //! the review form (district), notices inboxes, and the directory of
 //! Attachment 2.
 
-use super::enterprise::{field_errors, form_values};
+use super::forms::{field_errors, form_values};
 use super::render::pages;
 use super::{Ctx, Shared, WebError};
 use crate::accounts::Role;
