@@ -70,10 +70,7 @@ fn files(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
 }
 
 fn is_yaml(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
 /// Every document of a YAML file, merge keys (`<<:`) applied as compose
@@ -82,7 +79,8 @@ fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = read(path);
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
-            let mut v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut v =
+                Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             v.apply_merge()
                 .unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
             v
@@ -132,7 +130,9 @@ fn epi_names(text: &str) -> BTreeSet<String> {
         let boundary = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
         let mut end = at + 4;
         while end < bytes.len()
-            && (bytes[end].is_ascii_uppercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_')
+            && (bytes[end].is_ascii_uppercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
         {
             end += 1;
         }
@@ -164,7 +164,12 @@ fn config_variables() -> BTreeSet<String> {
         names.extend(epi_names(&read(s)));
     }
     // The scan must find the long-standing ones, or it proves nothing.
-    for known in ["EPI_DATABASE_URL", "EPI_LISTEN", "EPI_HEALTH_TOKEN", "EPI_SMS_TOKEN"] {
+    for known in [
+        "EPI_DATABASE_URL",
+        "EPI_LISTEN",
+        "EPI_HEALTH_TOKEN",
+        "EPI_SMS_TOKEN",
+    ] {
         assert!(
             names.contains(known),
             "{known} not found in {sources:?}: the scan no longer finds the configuration's variables"
@@ -210,7 +215,10 @@ fn dockerfile() -> (Vec<Instruction>, Vec<Stage>) {
             }
         }
     }
-    assert!(current.is_empty(), "Dockerfile ends inside a continued line");
+    assert!(
+        current.is_empty(),
+        "Dockerfile ends inside a continued line"
+    );
     let (mut globals, mut stages) = (Vec::new(), Vec::<Stage>::new());
     for l in logical.iter().filter(|l| !l.trim().is_empty()) {
         let (keyword, args) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
@@ -276,7 +284,11 @@ fn the_image_entrypoint_is_the_binary_the_builder_builds() {
         .expect("a stage runs cargo build");
     let builder_name = builder.name.as_deref().expect("the builder stage is named");
     for part in ["--release", "-p server", "--features \"${FEATURES}\""] {
-        assert!(build.args.contains(part), "cargo build lacks `{part}`: {}", build.args);
+        assert!(
+            build.args.contains(part),
+            "cargo build lacks `{part}`: {}",
+            build.args
+        );
     }
     assert!(
         builder
@@ -286,7 +298,10 @@ fn the_image_entrypoint_is_the_binary_the_builder_builds() {
         "the builder declares ARG FEATURES=temporal"
     );
     assert!(
-        builder.body.iter().any(|i| i.keyword == "RUN" && i.args.contains("protobuf-compiler")),
+        builder
+            .body
+            .iter()
+            .any(|i| i.keyword == "RUN" && i.args.contains("protobuf-compiler")),
         "the builder installs protoc (Debian protobuf-compiler)"
     );
     // The binary cargo builds is the one the tests run.
@@ -305,7 +320,11 @@ fn the_image_entrypoint_is_the_binary_the_builder_builds() {
     let staged = *words.get(at + 1).expect("where the binary is put");
     // The runtime stage: the binary copied from the builder, as ENTRYPOINT.
     let runtime = stages.last().unwrap();
-    assert_ne!(runtime.name.as_deref(), Some(builder_name), "a separate runtime stage");
+    assert_ne!(
+        runtime.name.as_deref(),
+        Some(builder_name),
+        "a separate runtime stage"
+    );
     assert!(
         runtime.image.contains("slim") || runtime.image.contains("distroless"),
         "a small runtime image, not {}",
@@ -323,9 +342,14 @@ fn the_image_entrypoint_is_the_binary_the_builder_builds() {
             let w: Vec<&str> = a.split_whitespace().collect();
             (w.len() == 3 && w[1] == staged).then(|| w[2].to_string())
         })
-        .unwrap_or_else(|| panic!("the runtime stage copies {staged} from {builder_name}: {copied:?}"));
+        .unwrap_or_else(|| {
+            panic!("the runtime stage copies {staged} from {builder_name}: {copied:?}")
+        });
     let (entrypoint, cmd) = image_command();
-    assert_eq!(entrypoint, dest, "ENTRYPOINT is the binary copied from the builder");
+    assert_eq!(
+        entrypoint, dest,
+        "ENTRYPOINT is the binary copied from the builder"
+    );
     assert_eq!(cmd, ["serve"], "default CMD");
     // Non-root, no HEALTHCHECK (the orchestrators probe).
     let user = runtime
@@ -343,7 +367,10 @@ fn the_image_entrypoint_is_the_binary_the_builder_builds() {
             "no HEALTHCHECK: compose and Kubernetes probe /healthz"
         );
     }
-    assert!(globals.iter().all(|i| i.keyword == "ARG"), "only ARGs before FROM");
+    assert!(
+        globals.iter().all(|i| i.keyword == "ARG"),
+        "only ARGs before FROM"
+    );
 }
 
 #[test]
@@ -357,7 +384,11 @@ fn the_files_the_dockerfile_copies_exist_and_are_in_the_build_context() {
         .collect();
     let mut sources = Vec::new();
     for s in &stages {
-        for i in s.body.iter().filter(|i| matches!(i.keyword.as_str(), "COPY" | "ADD")) {
+        for i in s
+            .body
+            .iter()
+            .filter(|i| matches!(i.keyword.as_str(), "COPY" | "ADD"))
+        {
             if i.args.starts_with("--from=") {
                 continue;
             }
@@ -373,7 +404,11 @@ fn the_files_the_dockerfile_copies_exist_and_are_in_the_build_context() {
     assert!(!sources.is_empty());
     for src in &sources {
         let path = root().join(src);
-        assert!(path.exists(), "COPY {src}: not in the repository ({})", path.display());
+        assert!(
+            path.exists(),
+            "COPY {src}: not in the repository ({})",
+            path.display()
+        );
         let first = src.trim_start_matches("./").split('/').next().unwrap();
         assert!(
             !ignored.iter().any(|p| p == first),
@@ -381,7 +416,10 @@ fn the_files_the_dockerfile_copies_exist_and_are_in_the_build_context() {
         );
     }
     // The build context keeps target/ out.
-    assert!(ignored.iter().any(|p| p == "target"), ".dockerignore: target/");
+    assert!(
+        ignored.iter().any(|p| p == "target"),
+        ".dockerignore: target/"
+    );
     // What `server serve` and `server worker` read at run time from their
     // working directory (`--workflows`, `--rules` default to ./workflows and
     // ./rules): in the image, beside the WORKDIR.
@@ -533,7 +571,10 @@ fn every_yaml_file_under_deploy_parses() {
         "k8s/kustomization.yaml",
         "temporal/helm-values.yaml",
     ] {
-        assert!(names.iter().any(|n| n == want), "deploy/{want} missing: {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "deploy/{want} missing: {names:?}"
+        );
     }
     let mut documents = 0;
     for f in &all {
@@ -547,7 +588,10 @@ fn every_yaml_file_under_deploy_parses() {
             f.display()
         );
     }
-    assert!(documents > all.len(), "the k8s files hold several documents");
+    assert!(
+        documents > all.len(),
+        "the k8s files hold several documents"
+    );
 }
 
 #[test]
@@ -584,7 +628,10 @@ fn every_epi_variable_the_deployment_sets_is_one_the_config_reads() {
                 let ks = sources
                     .get(&source)
                     .unwrap_or_else(|| panic!("{w} takes {source}, not defined in deploy/k8s"));
-                set.extend(ks.iter().map(|k| (format!("k8s {source} (envFrom {w})"), k.clone())));
+                set.extend(
+                    ks.iter()
+                        .map(|k| (format!("k8s {source} (envFrom {w})"), k.clone())),
+                );
             }
         }
     }
@@ -629,7 +676,10 @@ fn secrets_are_in_the_secret_and_settings_in_the_configmap() {
             if source.starts_with("ConfigMap/") {
                 assert!(!secret, "{k} is a secret but sits in {source}");
             } else {
-                assert!(secret, "{k} is not a secret but sits in {source}: use the ConfigMap");
+                assert!(
+                    secret,
+                    "{k} is not a secret but sits in {source}: use the ConfigMap"
+                );
             }
         }
     }
@@ -732,7 +782,10 @@ fn workloads_have_probes_on_served_routes_resources_and_a_non_root_user() {
     let docs = manifests();
     let ws = workloads(&docs);
     assert!(
-        ws.iter().filter(|(w, _)| w.starts_with("Deployment/")).count() >= 2,
+        ws.iter()
+            .filter(|(w, _)| w.starts_with("Deployment/"))
+            .count()
+            >= 2,
         "web and worker Deployments: {:?}",
         ws.iter().map(|(w, _)| w).collect::<Vec<_>>()
     );
@@ -780,9 +833,15 @@ fn workloads_have_probes_on_served_routes_resources_and_a_non_root_user() {
                 let p = get(ctr, &[probe]).unwrap_or_else(|| panic!("{at}: {probe}"));
                 if let Some(http) = p.get("httpGet") {
                     let path = str_of(http, &["path"]).unwrap_or("/");
-                    assert!(served.contains(path), "{at}: {probe} on {path}, not a route: {served:?}");
+                    assert!(
+                        served.contains(path),
+                        "{at}: {probe} on {path}, not a route: {served:?}"
+                    );
                     let port = http.get("port").expect("probe port");
-                    assert!(ports.contains(port), "{at}: {probe} port {port:?} not a container port");
+                    assert!(
+                        ports.contains(port),
+                        "{at}: {probe} port {port:?} not a container port"
+                    );
                 } else {
                     assert!(
                         p.get("tcpSocket").is_some() || p.get("grpc").is_some(),
@@ -797,7 +856,11 @@ fn workloads_have_probes_on_served_routes_resources_and_a_non_root_user() {
 #[test]
 fn the_web_service_selects_the_web_pods_on_their_port() {
     let docs = manifests();
-    let services: Vec<&Value> = docs.iter().map(|(_, d)| d).filter(|d| kind(d) == "Service").collect();
+    let services: Vec<&Value> = docs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| kind(d) == "Service")
+        .collect();
     assert!(!services.is_empty(), "a Service for the web");
     for svc in services {
         let selector = get(svc, &["spec", "selector"])
@@ -814,7 +877,12 @@ fn the_web_service_selects_the_web_pods_on_their_port() {
                     .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
             })
             .collect();
-        assert_eq!(pods.len(), 1, "Service {} selects one Deployment", name(svc));
+        assert_eq!(
+            pods.len(),
+            1,
+            "Service {} selects one Deployment",
+            name(svc)
+        );
         let ctr_ports: Vec<Value> = seq(pods[0], &["spec", "template", "spec", "containers"])
             .iter()
             .flat_map(|c| seq(c, &["ports"]))
@@ -823,7 +891,11 @@ fn the_web_service_selects_the_web_pods_on_their_port() {
             .collect();
         for port in seq(svc, &["spec", "ports"]) {
             let target = port.get("targetPort").expect("targetPort");
-            assert!(ctr_ports.contains(target), "Service {}: targetPort {target:?}", name(svc));
+            assert!(
+                ctr_ports.contains(target),
+                "Service {}: targetPort {target:?}",
+                name(svc)
+            );
         }
         // The Deployment behind it runs the web server.
         let args = seq(pods[0], &["spec", "template", "spec", "containers"])[0]
@@ -851,7 +923,10 @@ fn the_kustomization_lists_every_manifest_and_its_references_resolve() {
     }
     for f in files(&dir, &|p| is_yaml(p) && !p.ends_with("kustomization.yaml")) {
         let rel = f.strip_prefix(&dir).unwrap().display().to_string();
-        assert!(listed.contains(&rel), "{rel} is not in kustomization.yaml resources");
+        assert!(
+            listed.contains(&rel),
+            "{rel} is not in kustomization.yaml resources"
+        );
     }
     // ConfigMaps: defined or generated; their files exist.
     let docs = manifests();
@@ -861,13 +936,19 @@ fn the_kustomization_lists_every_manifest_and_its_references_resolve() {
         for f in seq(g, &["files"]) {
             let f = f.as_str().unwrap();
             let file = f.split_once('=').map_or(f, |(_, p)| p);
-            assert!(dir.join(file).exists(), "configMapGenerator file {file} missing");
+            assert!(
+                dir.join(file).exists(),
+                "configMapGenerator file {file} missing"
+            );
         }
     }
     for (w, pod) in workloads(&docs) {
         for v in seq(pod, &["volumes"]) {
             if let Some(n) = str_of(v, &["configMap", "name"]) {
-                assert!(defined.contains(&format!("ConfigMap/{n}")), "{w}: volume ConfigMap/{n}");
+                assert!(
+                    defined.contains(&format!("ConfigMap/{n}")),
+                    "{w}: volume ConfigMap/{n}"
+                );
             }
         }
         for ctr in containers(pod) {
@@ -893,7 +974,11 @@ fn compose_runs_temporal_the_one_shot_set_ups_the_web_and_two_workers() {
         .filter(|(_, s)| is_ours(str_of(s, &["image"])))
         .map(|(n, s)| (n, compose_command(s).unwrap_or_default()))
         .collect();
-    let running = |sub: &str| ours.iter().filter(|(_, c)| c.first().map(String::as_str) == Some(sub)).count();
+    let running = |sub: &str| {
+        ours.iter()
+            .filter(|(_, c)| c.first().map(String::as_str) == Some(sub))
+            .count()
+    };
     assert_eq!(running("migrate"), 1, "one migrate service: {ours:?}");
     assert!(running("serve") >= 1, "a web service: {ours:?}");
     assert!(running("worker") >= 2, "two workers: {ours:?}");
@@ -906,7 +991,11 @@ fn compose_runs_temporal_the_one_shot_set_ups_the_web_and_two_workers() {
         ("temporal-schema", "temporalio/admin-tools:"),
     ] {
         assert!(svcs.contains_key(want), "compose service {want}");
-        assert!(image_of(want).starts_with(image), "{want}: image {}", image_of(want));
+        assert!(
+            image_of(want).starts_with(image),
+            "{want}: image {}",
+            image_of(want)
+        );
     }
     // Dependencies exist; the server processes wait for the migrations and
     // the search attributes; what they wait on with service_healthy has a
@@ -916,7 +1005,10 @@ fn compose_runs_temporal_the_one_shot_set_ups_the_web_and_two_workers() {
             assert!(svcs.contains_key(&dep), "{n} depends on unknown {dep}");
             let condition = str_of(s, &["depends_on", &dep, "condition"]);
             if condition == Some("service_healthy") {
-                assert!(svcs[&dep].get("healthcheck").is_some(), "{n} waits for {dep}'s health");
+                assert!(
+                    svcs[&dep].get("healthcheck").is_some(),
+                    "{n} waits for {dep}'s health"
+                );
             }
         }
         // Local files mounted exist.
@@ -964,9 +1056,7 @@ fn retention_days(s: &str) -> f64 {
 /// The first mapping under `key` anywhere in `v`.
 fn find<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     match v {
-        Value::Mapping(m) => m
-            .get(key)
-            .or_else(|| m.values().find_map(|v| find(v, key))),
+        Value::Mapping(m) => m.get(key).or_else(|| m.values().find_map(|v| find(v, key))),
         Value::Sequence(s) => s.iter().find_map(|v| find(v, key)),
         _ => None,
     }
@@ -985,17 +1075,27 @@ fn the_temporal_namespace_set_up_matches_the_configuration_and_the_retention_pol
     let svcs: BTreeMap<String, &Value> = services(&c).into_iter().collect();
     let web_env = svcs
         .values()
-        .find(|s| is_ours(str_of(s, &["image"])) && compose_env(s).contains_key("EPI_TEMPORAL_NAMESPACE"))
+        .find(|s| {
+            is_ours(str_of(s, &["image"])) && compose_env(s).contains_key("EPI_TEMPORAL_NAMESPACE")
+        })
         .map(|s| compose_env(s))
         .expect("compose sets EPI_TEMPORAL_NAMESPACE");
     let setup = compose_env(svcs["temporal-setup"]);
-    assert_eq!(setup["NAMESPACE"], web_env["EPI_TEMPORAL_NAMESPACE"], "compose: one namespace");
-    let mut retentions = vec![("compose temporal-setup".to_string(), setup["NAMESPACE_RETENTION"].clone())];
+    assert_eq!(
+        setup["NAMESPACE"], web_env["EPI_TEMPORAL_NAMESPACE"],
+        "compose: one namespace"
+    );
+    let mut retentions = vec![(
+        "compose temporal-setup".to_string(),
+        setup["NAMESPACE_RETENTION"].clone(),
+    )];
 
     let docs = manifests();
     let config = docs
         .iter()
-        .find(|(_, d)| kind(d) == "ConfigMap" && get(d, &["data", "EPI_TEMPORAL_NAMESPACE"]).is_some())
+        .find(|(_, d)| {
+            kind(d) == "ConfigMap" && get(d, &["data", "EPI_TEMPORAL_NAMESPACE"]).is_some()
+        })
         .map(|(_, d)| d)
         .expect("a ConfigMap with EPI_TEMPORAL_NAMESPACE");
     let namespace = str_of(config, &["data", "EPI_TEMPORAL_NAMESPACE"]).unwrap();
@@ -1004,10 +1104,22 @@ fn the_temporal_namespace_set_up_matches_the_configuration_and_the_retention_pol
         .flat_map(|(_, pod)| containers(pod).cloned().collect::<Vec<_>>())
         .filter(|c| str_of(c, &["image"]).is_some_and(|i| i.starts_with("temporalio/admin-tools")))
         .flat_map(|c| seq(&c, &["env"]).to_vec())
-        .filter_map(|e| Some((str_of(&e, &["name"])?.to_string(), str_of(&e, &["value"])?.to_string())))
+        .filter_map(|e| {
+            Some((
+                str_of(&e, &["name"])?.to_string(),
+                str_of(&e, &["value"])?.to_string(),
+            ))
+        })
         .collect();
-    assert_eq!(job_env.get("NAMESPACE").map(String::as_str), Some(namespace), "k8s: one namespace");
-    retentions.push(("k8s temporal-setup Job".into(), job_env["NAMESPACE_RETENTION"].clone()));
+    assert_eq!(
+        job_env.get("NAMESPACE").map(String::as_str),
+        Some(namespace),
+        "k8s: one namespace"
+    );
+    retentions.push((
+        "k8s temporal-setup Job".into(),
+        job_env["NAMESPACE_RETENTION"].clone(),
+    ));
     let address = str_of(config, &["data", "EPI_TEMPORAL_ADDRESS"]).unwrap();
     assert!(
         address.ends_with(&format!("//{}", job_env["TEMPORAL_ADDRESS"])),
@@ -1021,7 +1133,10 @@ fn the_temporal_namespace_set_up_matches_the_configuration_and_the_retention_pol
         .iter()
         .find(|n| str_of(n, &["name"]) == Some(namespace))
         .unwrap_or_else(|| panic!("the Helm values create namespace {namespace}"));
-    retentions.push(("Helm values".into(), str_of(entry, &["retention"]).unwrap().to_string()));
+    retentions.push((
+        "Helm values".into(),
+        str_of(entry, &["retention"]).unwrap().to_string(),
+    ));
     for (at, r) in &retentions {
         assert!(
             retention_days(r) >= keep,
@@ -1032,7 +1147,13 @@ fn the_temporal_namespace_set_up_matches_the_configuration_and_the_retention_pol
     // The set-up script creates the agreed search attributes as Keyword.
     let script = read(&deploy().join("k8s/temporal-setup.sh"));
     for sa in SEARCH_ATTRIBUTES {
-        assert!(script.contains(sa), "temporal-setup.sh does not create {sa}");
+        assert!(
+            script.contains(sa),
+            "temporal-setup.sh does not create {sa}"
+        );
     }
-    assert!(script.contains("--type Keyword"), "search attributes are Keyword");
+    assert!(
+        script.contains("--type Keyword"),
+        "search attributes are Keyword"
+    );
 }
