@@ -355,8 +355,7 @@ fn the_image_entrypoint_is_the_binary_the_builder_builds() {
     let user = runtime
         .body
         .iter()
-        .filter(|i| i.keyword == "USER")
-        .next_back()
+        .rfind(|i| i.keyword == "USER")
         .map(|i| i.args.clone())
         .expect("the runtime stage sets USER");
     let uid = user.split(':').next().unwrap();
@@ -427,8 +426,7 @@ fn the_files_the_dockerfile_copies_exist_and_are_in_the_build_context() {
     let workdir = runtime
         .body
         .iter()
-        .filter(|i| i.keyword == "WORKDIR")
-        .next_back()
+        .rfind(|i| i.keyword == "WORKDIR")
         .map(|i| i.args.trim_end_matches('/').to_string())
         .expect("WORKDIR");
     for dir in ["workflows", "rules"] {
