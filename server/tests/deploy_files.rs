@@ -172,7 +172,7 @@ fn config_variables() -> BTreeSet<String> {
     ] {
         assert!(
             names.contains(known),
-            "{known} not found in {sources:?}: the scan no longer finds the configuration's variables"
+            "{known} not found in {sources:?}: the scan no longer finds the configuration's variables: make config_variables() use the configuration's own list of them"
         );
     }
     names.extend(AGREED_VARIABLES.iter().map(|s| s.to_string()));
@@ -631,6 +631,27 @@ fn every_epi_variable_the_deployment_sets_is_one_the_config_reads() {
                         .map(|k| (format!("k8s {source} (envFrom {w})"), k.clone())),
                 );
             }
+        }
+    }
+    // Kubernetes would add docker-link variables for every Service of the
+    // namespace to every pod (Service epi-web: EPI_WEB_SERVICE_HOST,
+    // EPI_WEB_PORT, …): variables the configuration does not read.
+    let services: Vec<&str> = docs
+        .iter()
+        .filter(|(_, d)| kind(d) == "Service")
+        .map(|(_, d)| name(d))
+        .collect();
+    for (w, pod) in workloads(&docs) {
+        if !containers(pod).any(|c| is_ours(str_of(c, &["image"]))) {
+            continue;
+        }
+        let links = pod.get("enableServiceLinks").and_then(Value::as_bool);
+        for svc in &services {
+            let injected = format!("{}_SERVICE_HOST", svc.to_uppercase().replace('-', "_"));
+            assert!(
+                links == Some(false) || !injected.starts_with("EPI_"),
+                "{w}: Kubernetes would inject {injected} (Service {svc}): set enableServiceLinks: false"
+            );
         }
     }
     // The Dockerfile's ENV.
