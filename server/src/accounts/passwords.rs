@@ -116,47 +116,10 @@ pub async fn login_password(
     {
         return Err(Error::BadCredentials);
     }
-    let pair = format!("login-pair:{client}|{username}");
-    let by_client = format!("login-client:{client}");
-    let by_account = format!("login:{username}");
+    let checks = login_checks(pool, username, client, now_ms).await?;
     let attempt = new_id();
-    // From a known address the attempt still counts on the account, but
-    // the account's back-off does not hold it back.
-    let account_limit = if known_address(pool, username, client, now_ms).await? {
-        Limit::Count {
-            max: i64::MAX,
-            window_ms: LOGIN_WINDOW_MS,
-        }
-    } else {
-        Limit::Backoff {
-            free: LOGIN_FREE_PER_ACCOUNT,
-            window_ms: LOGIN_WINDOW_MS,
-            cap_ms: LOGIN_BACKOFF_CAP_MS,
-        }
-    };
-    take(
-        pool,
-        &[
-            (
-                pair.clone(),
-                Limit::Count {
-                    max: LOGIN_MAX_PER_PAIR,
-                    window_ms: LOGIN_WINDOW_MS,
-                },
-            ),
-            (
-                by_client.clone(),
-                Limit::Count {
-                    max: LOGIN_MAX_PER_CLIENT,
-                    window_ms: LOGIN_WINDOW_MS,
-                },
-            ),
-            (by_account.clone(), account_limit),
-        ],
-        Some(&attempt),
-        now_ms,
-    )
-    .await?;
+    take(pool, &checks, Some(&attempt), now_ms).await?;
+    let [pair, by_client, by_account] = checks.map(|(key, _)| key);
     let keys = [pair.as_str(), by_client.as_str(), by_account.as_str()];
     let found = load_account(pool, username).await?;
     // Verify against a fixed hash when the account does not exist, so the
@@ -182,6 +145,47 @@ pub async fn login_password(
         }
         _ => Err(Error::BadCredentials),
     }
+}
+
+/// The keys a password login is counted on: this account from this client
+/// address, this client, and this account from anywhere (in that order).
+async fn login_checks(
+    pool: &AnyPool,
+    username: &str,
+    client: &str,
+    now_ms: i64,
+) -> Result<[(String, Limit); 3], Error> {
+    // From a known address the attempt still counts on the account, but
+    // the account's back-off does not hold it back.
+    let account_limit = if known_address(pool, username, client, now_ms).await? {
+        Limit::Count {
+            max: i64::MAX,
+            window_ms: LOGIN_WINDOW_MS,
+        }
+    } else {
+        Limit::Backoff {
+            free: LOGIN_FREE_PER_ACCOUNT,
+            window_ms: LOGIN_WINDOW_MS,
+            cap_ms: LOGIN_BACKOFF_CAP_MS,
+        }
+    };
+    Ok([
+        (
+            format!("login-pair:{client}|{username}"),
+            Limit::Count {
+                max: LOGIN_MAX_PER_PAIR,
+                window_ms: LOGIN_WINDOW_MS,
+            },
+        ),
+        (
+            format!("login-client:{client}"),
+            Limit::Count {
+                max: LOGIN_MAX_PER_CLIENT,
+                window_ms: LOGIN_WINDOW_MS,
+            },
+        ),
+        (format!("login:{username}"), account_limit),
+    ])
 }
 
 /// An argon2id hash of a random string nobody knows, made once.

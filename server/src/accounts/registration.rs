@@ -43,6 +43,17 @@ pub struct Registered {
     pub sms_sent: bool,
 }
 
+/// A registration form whose every field is well formed.
+struct Valid {
+    name: EnterpriseName,
+    code: CreditCode,
+    kind: EnterpriseType,
+    district: crate::domain::District,
+    address: Address,
+    contact: PersonName,
+    mobile: Mobile,
+}
+
 /// Register an enterprise (R1.1–R1.2): check every field, create the
 /// enterprise, its first office address (the registered address) and its
 /// account in one transaction, then text the credentials to the contact.
@@ -59,6 +70,38 @@ pub async fn register(
     client: &str,
     now_ms: i64,
 ) -> Result<Registered, Error> {
+    let v = check(districts, form)?;
+    count(pool, client, &v.mobile, now_ms).await?;
+    let password = generate_password();
+    let hash = hashing
+        .run({
+            let p = password.clone();
+            move || hash_password(&p)
+        })
+        .await??;
+    let (enterprise_id, username) = create(pool, &v, &hash, now_ms).await?;
+    let sent = sms
+        .send(Message {
+            phone: v.mobile.as_str().to_string(),
+            template: "account_created".into(),
+            params: serde_json::json!({"username": username, "password": password}),
+            idempotency_key: format!("register/{username}"),
+            secret: vec!["password".into()],
+        })
+        .await;
+    if let Err(e) = &sent {
+        tracing::warn!(%username, error = %e, "registration SMS not sent");
+    }
+    Ok(Registered {
+        enterprise_id,
+        username,
+        mobile_masked: v.mobile.masked(),
+        sms_sent: sent.is_ok(),
+    })
+}
+
+/// Every field checked; all problems at once, by field.
+fn check(districts: &crate::domain::Districts, form: &Registration) -> Result<Valid, Error> {
     let mut errors = BTreeMap::new();
     let name = EnterpriseName::parse(&form.name)
         .map_err(|e| errors.insert("name".into(), format!("企业名称{e}")))
@@ -82,62 +125,62 @@ pub async fn register(
     let mobile = Mobile::parse(&form.contact_mobile)
         .map_err(|e| errors.insert("contact_mobile".into(), e.to_string()))
         .ok();
-    let (
-        Some(name),
-        Some(code),
-        Some(kind),
-        Some(district),
-        Some(address),
-        Some(contact),
-        Some(mobile),
-        true,
-    ) = (
-        name,
-        code,
-        kind,
-        district,
-        address,
-        contact,
-        mobile,
-        errors.is_empty(),
-    )
-    else {
-        return Err(Error::Invalid(errors));
-    };
-    take(
-        pool,
-        &[
-            (
-                format!("register-client:{client}"),
-                Limit::Count {
-                    max: REGISTER_MAX_PER_CLIENT,
-                    window_ms: REGISTER_WINDOW_CLIENT_MS,
-                },
-            ),
-            (
-                format!("register-mobile:{}", mobile.as_str()),
-                Limit::Count {
-                    max: REGISTER_MAX_PER_MOBILE,
-                    window_ms: REGISTER_WINDOW_MOBILE_MS,
-                },
-            ),
-        ],
-        None,
-        now_ms,
-    )
-    .await?;
-    let password = generate_password();
-    let hash = hashing
-        .run({
-            let p = password.clone();
-            move || hash_password(&p)
-        })
-        .await??;
+    match (name, code, kind, district, address, contact, mobile) {
+        (
+            Some(name),
+            Some(code),
+            Some(kind),
+            Some(district),
+            Some(address),
+            Some(contact),
+            Some(mobile),
+        ) if errors.is_empty() => Ok(Valid {
+            name,
+            code,
+            kind,
+            district,
+            address,
+            contact,
+            mobile,
+        }),
+        _ => Err(Error::Invalid(errors)),
+    }
+}
+
+/// Count the registration per client address and per contact mobile.
+async fn count(pool: &AnyPool, client: &str, mobile: &Mobile, now_ms: i64) -> Result<(), Error> {
+    let checks = [
+        (
+            format!("register-client:{client}"),
+            Limit::Count {
+                max: REGISTER_MAX_PER_CLIENT,
+                window_ms: REGISTER_WINDOW_CLIENT_MS,
+            },
+        ),
+        (
+            format!("register-mobile:{}", mobile.as_str()),
+            Limit::Count {
+                max: REGISTER_MAX_PER_MOBILE,
+                window_ms: REGISTER_WINDOW_MOBILE_MS,
+            },
+        ),
+    ];
+    take(pool, &checks, None, now_ms).await
+}
+
+/// The enterprise, its registered address and its account, in one
+/// transaction; (enterprise id, account name).
+async fn create(
+    pool: &AnyPool,
+    v: &Valid,
+    hash: &str,
+    now_ms: i64,
+) -> Result<(String, String), Error> {
     let enterprise_id = new_id();
     let mut tx = pool.begin().await?;
     let taken: Option<String> =
         sqlx::query_scalar("SELECT id FROM enterprises WHERE credit_code = $1")
-            .bind(code.as_str())
+            .bind(v.code.as_str())
             .fetch_optional(&mut *tx)
             .await?;
     if taken.is_some() {
@@ -146,35 +189,19 @@ pub async fn register(
             "该统一社会信用代码已注册，请直接登录或使用短信验证码登录",
         ));
     }
-    // Account names: "qy" and eight digits, unique.
-    let mut username = String::new();
-    for _ in 0..20 {
-        let candidate = format!("qy{:08}", rand::thread_rng().gen_range(0..100_000_000u32));
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT username FROM accounts WHERE username = $1")
-                .bind(&candidate)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            username = candidate;
-            break;
-        }
-    }
-    if username.is_empty() {
-        return Err(Error::Internal("no free account name".into()));
-    }
+    let username = free_username(&mut tx).await?;
     sqlx::query(
         "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
     )
     .bind(&enterprise_id)
-    .bind(code.as_str())
-    .bind(name.as_str())
-    .bind(kind.code())
-    .bind(district.code.as_str())
-    .bind(address.as_str())
-    .bind(contact.as_str())
-    .bind(mobile.as_str())
+    .bind(v.code.as_str())
+    .bind(v.name.as_str())
+    .bind(v.kind.code())
+    .bind(v.district.code.as_str())
+    .bind(v.address.as_str())
+    .bind(v.contact.as_str())
+    .bind(v.mobile.as_str())
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
@@ -183,8 +210,8 @@ pub async fn register(
     )
     .bind(new_id())
     .bind(&enterprise_id)
-    .bind(address.as_str())
-    .bind(district.code.as_str())
+    .bind(v.address.as_str())
+    .bind(v.district.code.as_str())
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
@@ -194,31 +221,30 @@ pub async fn register(
     )
     .bind(&username)
     .bind(&enterprise_id)
-    .bind(district.code.as_str())
-    .bind(mobile.as_str())
-    .bind(&hash)
+    .bind(v.district.code.as_str())
+    .bind(v.mobile.as_str())
+    .bind(hash)
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let sent = sms
-        .send(Message {
-            phone: mobile.as_str().to_string(),
-            template: "account_created".into(),
-            params: serde_json::json!({"username": username, "password": password}),
-            idempotency_key: format!("register/{username}"),
-            secret: vec!["password".into()],
-        })
-        .await;
-    if let Err(e) = &sent {
-        tracing::warn!(%username, error = %e, "registration SMS not sent");
+    Ok((enterprise_id, username))
+}
+
+/// An account name not yet taken: "qy" and eight digits.
+async fn free_username(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<String, Error> {
+    for _ in 0..20 {
+        let candidate = format!("qy{:08}", rand::thread_rng().gen_range(0..100_000_000u32));
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT username FROM accounts WHERE username = $1")
+                .bind(&candidate)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if exists.is_none() {
+            return Ok(candidate);
+        }
     }
-    Ok(Registered {
-        enterprise_id,
-        username,
-        mobile_masked: mobile.masked(),
-        sms_sent: sent.is_ok(),
-    })
+    Err(Error::Internal("no free account name".into()))
 }
 
 /// Create (or reset) an account directly: district, city and operator

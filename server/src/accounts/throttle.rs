@@ -68,34 +68,7 @@ pub(super) async fn take(
     keys.sort_unstable();
     keys.dedup();
     let mut tx = pool.begin().await?;
-    let postgres = tx.backend_name().eq_ignore_ascii_case("postgresql");
-    for key in &keys {
-        if postgres {
-            let lock = i64::from_be_bytes(
-                Sha256::digest(key.as_bytes())[..8]
-                    .try_into()
-                    .expect("8 bytes"),
-            );
-            sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS l",
-            )
-            .bind(lock)
-            .fetch_one(&mut *tx)
-            .await?;
-        }
-        // Old events go as new ones come, so the table stays small.
-        let longest = checks
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, l)| l.window_ms())
-            .max()
-            .unwrap_or(0);
-        sqlx::query("DELETE FROM throttle_events WHERE key = $1 AND at <= $2")
-            .bind(*key)
-            .bind(now_ms - longest)
-            .execute(&mut *tx)
-            .await?;
-    }
+    hold_and_prune(&mut tx, checks, &keys, now_ms).await?;
     let mut wait = 0;
     for (key, limit) in checks {
         let row = sqlx::query(
@@ -137,6 +110,46 @@ pub(super) async fn take(
         {
             tracing::debug!(error = %e, "throttle events not pruned");
         }
+    }
+    Ok(())
+}
+
+/// Hold every key for the rest of `tx` (PostgreSQL: an advisory lock per
+/// key, in key order; SQLite: the write lock the first `DELETE` takes) and
+/// drop the keys' events older than their longest window.
+async fn hold_and_prune(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    checks: &[(String, Limit)],
+    keys: &[&str],
+    now_ms: i64,
+) -> Result<(), Error> {
+    let postgres = tx.backend_name().eq_ignore_ascii_case("postgresql");
+    for key in keys {
+        if postgres {
+            let lock = i64::from_be_bytes(
+                Sha256::digest(key.as_bytes())[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock($1)) AS l",
+            )
+            .bind(lock)
+            .fetch_one(&mut **tx)
+            .await?;
+        }
+        // Old events go as new ones come, so the table stays small.
+        let longest = checks
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, l)| l.window_ms())
+            .max()
+            .unwrap_or(0);
+        sqlx::query("DELETE FROM throttle_events WHERE key = $1 AND at <= $2")
+            .bind(*key)
+            .bind(now_ms - longest)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
