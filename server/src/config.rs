@@ -539,7 +539,10 @@ fn explain(e: &figment::Error) -> String {
     let key = e.path.join(".");
     match &e.kind {
         Kind::UnknownField(field, expected) => {
-            let full = if key.is_empty() {
+            // figment's path already ends with the field; be sure it does.
+            let full = if e.path.last() == Some(field) {
+                key
+            } else if key.is_empty() {
                 field.clone()
             } else {
                 format!("{key}.{field}")

@@ -88,7 +88,7 @@ pub async fn send_login_code(
         secret: vec!["code".into()],
     })
     .await
-    .map_err(|e| Error::Sms(e.to_string()))
+    .map_err(Error::Sms)
 }
 
 /// Log in with the latest code sent to the account: valid 5 minutes, used

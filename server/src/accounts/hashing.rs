@@ -102,6 +102,6 @@ impl Hashing {
             out
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))
+        .map_err(Error::from)
     }
 }

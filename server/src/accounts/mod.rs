@@ -73,9 +73,15 @@ pub enum Error {
     #[error("{0}")]
     Throttled(Refusal),
     #[error("短信发送失败，请稍后再试")]
-    Sms(String),
+    Sms(#[source] crate::adapters::sms::Error),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// argon2 refused to hash (never with its default parameters).
+    #[error("internal: password hashing: {0}")]
+    Hash(#[source] argon2::password_hash::Error),
+    /// The hashing task panicked or was cancelled.
+    #[error("internal: password hashing task: {0}")]
+    Join(#[from] tokio::task::JoinError),
     #[error("internal: {0}")]
     Internal(String),
 }

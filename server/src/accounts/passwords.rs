@@ -39,7 +39,7 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| Error::Internal(e.to_string()))
+        .map_err(Error::Hash)
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {

@@ -92,9 +92,9 @@ fn invalid_configuration_lists_every_problem() {
         message.contains("ftp") && message.contains("sim"),
         "{message}"
     );
-    let Err(Error::Env { name, .. }) = Config::load_vars(None, vars(&[("EPI_LISTEN", "x")])).and(
-        Config::load_vars(None, vars(&[("EPI_COOKIE_SECURE", "yes")])),
-    ) else {
+    let Err(Error::Env { name, .. }) =
+        Config::load_vars(None, vars(&[("EPI_COOKIE_SECURE", "yes")]))
+    else {
         panic!("refused")
     };
     assert_eq!(name, "EPI_COOKIE_SECURE");
