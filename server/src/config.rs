@@ -366,7 +366,7 @@ pub enum Error {
         path: String,
         problems: Vec<String>,
         #[source]
-        source: figment::Error,
+        source: Box<figment::Error>,
     },
     #[error("环境变量 {name}：{message}")]
     Env { name: String, message: String },
@@ -439,7 +439,7 @@ impl Config {
         figment.extract().map_err(|source| Error::File {
             path,
             problems: source.clone().into_iter().map(|e| explain(&e)).collect(),
-            source,
+            source: Box::new(source),
         })
     }
 }

@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 
-/// Longer account names and passwords are refused before any work.
+/// Longer account names are refused before any work.
 const MAX_USERNAME_CHARS: usize = 64;
 
 /// Why an attempt was refused before it was tried.
@@ -169,8 +169,7 @@ const ACCOUNT_COLUMNS: &str =
     "a.username, a.role, a.enterprise_id, a.mobile, a.must_change_password, \
      COALESCE(a.district, e.district) AS district";
 
-/// Hash a password with argon2id (default parameters, random salt). CPU
-
+/// The account and its password hash, unless it is unknown or disabled.
 async fn load_account(pool: &AnyPool, username: &str) -> Result<Option<(Account, String)>, Error> {
     let row = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a \
