@@ -430,7 +430,7 @@ async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use server::system::{ClockChoice, Paths, System};
-    let config = server::config::Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(args.config.as_deref())?;
     if (args.demo || args.simulated_clock.is_some()) && config.is_production() {
         anyhow::bail!(
             "--demo and --simulated-clock are refused on a production configuration \
@@ -558,7 +558,7 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
         | InstancesCommand::Signal { on, .. } => on,
         InstancesCommand::Verify { .. } => unreachable!("verify has its own command"),
     };
-    let config = server::config::Config::load(on.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(on.config.as_deref())?;
     // A tool on the database: it publishes nothing (see `policy publish`).
     let sys = server::system::System::open_with(
         &config,
@@ -733,7 +733,7 @@ async fn instances(command: InstancesCommand) -> anyhow::Result<ExitCode> {
     let InstancesCommand::Verify { config, ids, all } = command else {
         return instances_console(command).await;
     };
-    let config = server::config::Config::load(config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(config.as_deref())?;
     let store = server::db::open(&config.database_url)
         .await
         .context("opening the database")?;
@@ -798,7 +798,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
         | AdminCommand::ImportAccounts { target, .. }
         | AdminCommand::ImportEnterprises { target, .. } => target,
     };
-    let config = server::config::Config::load(target.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(target.config.as_deref())?;
     let paths = if target.workflows.exists() {
         server::system::Paths {
             workflows: target.workflows.clone(),
@@ -970,7 +970,7 @@ async fn policy_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let config = server::config::Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(args.config.as_deref())?;
     let store = server::db::open(&config.database_url)
         .await
         .context("opening the database")?;
