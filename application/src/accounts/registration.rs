@@ -72,11 +72,12 @@ pub async fn register(
 ) -> Result<Registered, Error> {
     let v = check(districts, form)?;
     count(pool, client, &v.mobile, now_ms).await?;
-    let password = generate_password();
+    // Zeroed when dropped; it leaves only in the SMS (whose log redacts it).
+    let password = crate::secret::Secret::new(generate_password());
     let hash = hashing
         .run({
             let p = password.clone();
-            move || hash_password(&p)
+            move || hash_password(p.expose())
         })
         .await??;
     let (enterprise_id, username) = create(pool, &v, &hash, now_ms).await?;
@@ -84,7 +85,7 @@ pub async fn register(
         .send(Message {
             phone: v.mobile.as_str().to_string(),
             template: "account_created".into(),
-            params: serde_json::json!({"username": username, "password": password}),
+            params: serde_json::json!({"username": username, "password": password.expose()}),
             idempotency_key: format!("register/{username}"),
             secret: vec!["password".into()],
         })

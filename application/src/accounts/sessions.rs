@@ -200,3 +200,40 @@ pub async fn end_session(pool: &AnyPool, cache: &SessionCache, token: &str) -> R
     cache.forget(&hash);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Session, SessionCache};
+    use crate::accounts::{Account, Role};
+
+    fn session(username: &str) -> Session {
+        Session {
+            account: Account {
+                username: username.into(),
+                role: Role::Operator,
+                mobile: None,
+                must_change_password: false,
+            },
+            csrf: "c".into(),
+            expires_at: 1_000,
+            sms_proven_at: None,
+        }
+    }
+
+    #[test]
+    fn the_cache_forgets_one_session_or_every_session_of_a_user() {
+        let cache = SessionCache::default();
+        cache.put("h1".into(), session("a"), 10);
+        cache.put("h2".into(), session("a"), 20);
+        cache.put("h3".into(), session("b"), 30);
+        assert_eq!(
+            cache.get("h2").map(|(s, seen)| (s.account.username, seen)),
+            Some(("a".into(), 20))
+        );
+        cache.forget_user("a");
+        assert!(cache.get("h1").is_none() && cache.get("h2").is_none());
+        assert_eq!(cache.get("h3").map(|(_, seen)| seen), Some(30));
+        cache.forget("h3");
+        assert!(cache.get("h3").is_none());
+    }
+}

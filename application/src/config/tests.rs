@@ -345,3 +345,20 @@ fn the_engine_and_temporal_sections_are_read_and_checked() {
         assert!(p[i].contains(key), "{p:?}");
     }
 }
+
+#[test]
+fn a_file_of_comments_only_leaves_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in ["", "# everything from the environment\n"] {
+        let file = write(&dir, "c.yaml", text);
+        let c = Config::load_vars(Some(&file), vars(&[("EPI_LISTEN", "0.0.0.0:8080")]))
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(c.listen, "0.0.0.0:8080");
+        assert_eq!(c.worker, "embedded");
+    }
+    let file = write(&dir, "c.yaml", "- a list\n");
+    assert!(matches!(
+        Config::load_vars(Some(&file), vec![]),
+        Err(Error::File { .. })
+    ));
+}
