@@ -145,38 +145,13 @@ fn epi_names(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// The environment variables the server's configuration reads.
-///
-/// `server::config` offers no list of its variables, so this reads them
-/// from its source (server/src/config.rs, or a `config/` module), plus the
-/// names agreed for the Temporal backend. Once the configuration exposes
-/// its list, use that instead.
+/// The environment variables the server's configuration reads: its own
+/// list (`config::env_vars()`, the table every setting is read through).
 fn config_variables() -> BTreeSet<String> {
-    let src = root().join("server/src");
-    let mut sources = vec![src.join("config.rs")];
-    if src.join("config").is_dir() {
-        sources.extend(files(&src.join("config"), &|p| {
-            p.extension().is_some_and(|e| e == "rs")
-        }));
-    }
-    let mut names = BTreeSet::new();
-    for s in sources.iter().filter(|s| s.exists()) {
-        names.extend(epi_names(&read(s)));
-    }
-    // The scan must find the long-standing ones, or it proves nothing.
-    for known in [
-        "EPI_DATABASE_URL",
-        "EPI_LISTEN",
-        "EPI_HEALTH_TOKEN",
-        "EPI_SMS_TOKEN",
-    ] {
-        assert!(
-            names.contains(known),
-            "{known} not found in {sources:?}: the scan no longer finds the configuration's variables: make config_variables() use the configuration's own list of them"
-        );
-    }
-    names.extend(AGREED_VARIABLES.iter().map(|s| s.to_string()));
-    names
+    server::config::env_vars()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
