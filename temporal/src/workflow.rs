@@ -358,9 +358,8 @@ impl Interpreter {
         let Some(s) = &self.instance else {
             return Some(interp::Error::NotStarted.to_string());
         };
-        let Some(program) = self.hash.as_deref().and_then(cache::get) else {
-            return None;
-        };
+        // The program is cached in the worker that runs the instance.
+        let program = self.hash.as_deref().and_then(cache::get)?;
         let input = Input::Signal {
             at: Utc::now(),
             name: signal.name,

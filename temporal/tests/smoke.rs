@@ -391,3 +391,66 @@ fn definitions_travel_and_recompile_to_their_hash() {
         assert_eq!(again.version, p.version);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let name = unique("nightly");
+        let district = unique("sched");
+        let spec = engine::compile::schedule::ScheduleSpec {
+            name: name.clone(),
+            workflow: "pipeline".into(),
+            tz: chrono_tz::Asia::Shanghai,
+            times: vec!["05:00:00".parse().unwrap(), "10:00:00".parse().unwrap()],
+            catch_up: engine::compile::schedule::CatchUp::Once,
+            input: json!({"name": "定时", "district": district}),
+        };
+        // Installing again updates the schedule in place.
+        assert_eq!(
+            engine
+                .install_schedules(std::slice::from_ref(&spec))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            engine
+                .install_schedules(std::slice::from_ref(&spec))
+                .await
+                .unwrap(),
+            1
+        );
+        let h = engine
+            .client()
+            .get_schedule_handle(engine_temporal::schedule_id(&name));
+        // Triggered by hand (not at a slot time): the launcher starts
+        // `{schedule}@{time}` on the latest definition.
+        h.trigger(
+            temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Default::default();
+        wait_until("the scheduled instance", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let district = district.clone();
+            let seen = seen.clone();
+            async move {
+                let ids = engine.search("district", &district, 10).await.unwrap();
+                *seen.lock().unwrap() = ids.clone();
+                !ids.is_empty()
+            }
+        })
+        .await;
+        let found = seen.lock().unwrap().clone();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{name}@")), "{found:?}");
+        assert!(found[0].ends_with("+08:00"), "{found:?}");
+        h.delete(Default::default()).await.unwrap();
+    })
+    .await;
+}
