@@ -454,3 +454,143 @@ async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_start_with_their_keys_and_report_back() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let tag = unique("p");
+        let id = unique("parent");
+        assert!(
+            engine
+                .start("parent", &id, json!({"tag": tag, "items": ["x", "y"]}))
+                .await
+                .unwrap()
+        );
+        // Each child is the keyed instance, waiting for its approval.
+        for item in ["x", "y"] {
+            let child = format!("{tag}-{item}");
+            wait_until("the child", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let child = child.clone();
+                async move {
+                    matches!(engine.state(&child).await, Ok(Some(s)) if s.state == "waiting")
+                }
+            })
+            .await;
+            engine
+                .signal(
+                    &child,
+                    "approve",
+                    json!({"comment": item}),
+                    actor("district"),
+                )
+                .await
+                .unwrap();
+        }
+        wait_until("the parent's end", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        let s = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(s.output, json!({"done": 2}));
+        let history = engine.history(&id).await.unwrap();
+        let started: Vec<_> = history
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::ChildStarted { key, .. } => key.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, vec![format!("{tag}-x"), format!("{tag}-y")]);
+        let completed = history
+            .iter()
+            .filter(|e| matches!(e.event, Event::ChildCompleted { .. }))
+            .count();
+        assert_eq!(completed, 2);
+    })
+    .await;
+}
+
+/// A worker stopped while an instance waits on its timer; another worker
+/// (no cached state: it replays the history) carries it to the end, and no
+/// activity runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_takes_over_mid_flight() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let options = Options {
+        address,
+        task_queue: unique("takeover"),
+        ..Options::default()
+    };
+    let programs: Vec<_> = bundle().workflows.values().cloned().collect();
+    let setup = WorkerSetup {
+        programs: programs.clone(),
+        activities: activities(&calls, &rows),
+    };
+    let engine = TemporalEngine::connect(options.clone()).await.unwrap();
+    engine.set_programs(programs);
+    let id = unique("takeover");
+
+    let mut first = Worker::new(&options, setup.clone()).await.unwrap();
+    let stop = first.shutdown_handle();
+    let body = async {
+        assert!(
+            engine
+                .start("pipeline", &id, json!({"name": "李四", "district": "d"}))
+                .await
+                .unwrap()
+        );
+        wait_until("the timer", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move { matches!(engine.state(&id).await, Ok(Some(s)) if s.state == "waiting") }
+        })
+        .await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(first.run(), body).await;
+    r.unwrap();
+    drop(first);
+
+    let mut second = Worker::new(&options, setup).await.unwrap();
+    let stop = second.shutdown_handle();
+    let body = async {
+        wait_until("completion", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(second.run(), body).await;
+    r.unwrap();
+    let keys: Vec<_> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.instance_id == id)
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+}
