@@ -346,6 +346,13 @@ async fn a_refused_signal_changes_nothing() {
             .map(|c| c.args.clone())
             .collect();
         assert_eq!(said, vec![json!({"text": "approved: 好"})]);
+        assert_eq!(engine.state(&unique("nobody")).await.unwrap(), None);
+        assert!(matches!(
+            engine
+                .signal(&unique("nobody"), "approve", json!({}), actor("district"))
+                .await,
+            Err(Error::NotFound(_))
+        ));
         // Ended: further signals are refused.
         assert!(
             engine
