@@ -15,19 +15,6 @@ use std::path::{Path, PathBuf};
 /// The image deploy/Dockerfile builds, as compose and the manifests name it.
 const IMAGE: &str = "epi-server";
 
-/// The variables agreed for the Temporal backend (common notes), read by
-/// the configuration once the integrator merges it.
-const AGREED_VARIABLES: &[&str] = &[
-    "EPI_ENGINE",
-    "EPI_TEMPORAL_ADDRESS",
-    "EPI_TEMPORAL_NAMESPACE",
-    "EPI_TEMPORAL_TASK_QUEUE",
-    "EPI_TEMPORAL_TLS_CA",
-    "EPI_TEMPORAL_TLS_CERT",
-    "EPI_TEMPORAL_TLS_KEY",
-    "EPI_TEMPORAL_TLS_DOMAIN",
-];
-
 /// The processes agreed for deployment (common notes).
 const AGREED_SUBCOMMANDS: &[&str] = &["serve", "worker", "migrate"];
 
@@ -120,30 +107,6 @@ fn keys(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `EPI_*` names in a text: upper-case letters, digits and `_` after
-/// `EPI_`, not part of a longer identifier; `EPI_*`-style mentions skipped.
-fn epi_names(text: &str) -> BTreeSet<String> {
-    let bytes = text.as_bytes();
-    let mut out = BTreeSet::new();
-    let mut from = 0;
-    while let Some(at) = text[from..].find("EPI_").map(|i| i + from) {
-        let boundary = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
-        let mut end = at + 4;
-        while end < bytes.len()
-            && (bytes[end].is_ascii_uppercase()
-                || bytes[end].is_ascii_digit()
-                || bytes[end] == b'_')
-        {
-            end += 1;
-        }
-        let name = &text[at..end];
-        if boundary && name.len() > 4 && !name.ends_with('_') {
-            out.insert(name.to_string());
-        }
-        from = end.max(at + 1);
-    }
-    out
-}
 
 /// The environment variables the server's configuration reads: its own
 /// list (`config::env_vars()`, the table every setting is read through).

@@ -275,14 +275,42 @@ impl TemporalEngine {
         }
     }
 
-    /// The interpreter state of an instance (None before its first step).
+    /// The interpreter state of an instance (None when there is no such
+    /// instance, or before its first step).
     pub async fn state(&self, id: &str) -> Result<Option<Instance>> {
         let h = self
             .client
             .get_workflow_handle::<Interpreter>(id.to_string());
-        h.query(Interpreter::state, (), WorkflowQueryOptions::default())
+        match h
+            .query(Interpreter::state, (), WorkflowQueryOptions::default())
             .await
-            .map_err(|e| self.query_error(id, e))
+        {
+            Ok(s) => Ok(s),
+            Err(temporalio_client::errors::WorkflowQueryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(temporal(e)),
+        }
+    }
+
+    /// End an instance where it stands (an operator's repair); Temporal
+    /// records the reason. Its pending timers and activities are dropped.
+    pub async fn terminate(&self, id: &str, reason: &str) -> Result<()> {
+        let h = self
+            .client
+            .get_workflow_handle::<Interpreter>(id.to_string());
+        h.terminate(
+            temporalio_client::WorkflowTerminateOptions::builder()
+                .reason(reason.to_string())
+                .build(),
+        )
+        .await
+        .map_err(|e| {
+            let s = e.to_string();
+            if s.contains("not found") || s.contains("NotFound") {
+                Error::NotFound(id.to_string())
+            } else {
+                temporal(e)
+            }
+        })
     }
 
     /// The instance's steps as history rows, as the embedded runtime

@@ -350,17 +350,16 @@ impl Interpreter {
         self.log.clone()
     }
 
-    /// Would this signal be accepted now? The refusal in words, or None.
+    /// Would this signal be accepted now? The refusal in words, or None
+    /// (also before the first step: the signal then waits in the inbox).
     /// Read-only: the sender asks before it signals.
     #[query(name = "check")]
     /// (The time is the worker's clock: a query leaves no history.)
     pub fn check(&self, _ctx: &WorkflowContextView, signal: SignalArgs) -> Option<String> {
-        let Some(s) = &self.instance else {
-            return Some(interp::Error::NotStarted.to_string());
-        };
-        let Some(program) = self.hash.as_deref().and_then(cache::get) else {
-            return None;
-        };
+        // Not started yet: the signal waits in the inbox for the start.
+        let s = self.instance.as_ref()?;
+        // The program is cached in the worker that runs the instance.
+        let program = self.hash.as_deref().and_then(cache::get)?;
         let input = Input::Signal {
             at: Utc::now(),
             name: signal.name,

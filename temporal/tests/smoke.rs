@@ -346,6 +346,13 @@ async fn a_refused_signal_changes_nothing() {
             .map(|c| c.args.clone())
             .collect();
         assert_eq!(said, vec![json!({"text": "approved: 好"})]);
+        assert_eq!(engine.state(&unique("nobody")).await.unwrap(), None);
+        assert!(matches!(
+            engine
+                .signal(&unique("nobody"), "approve", json!({}), actor("district"))
+                .await,
+            Err(Error::NotFound(_))
+        ));
         // Ended: further signals are refused.
         assert!(
             engine
@@ -390,4 +397,207 @@ fn definitions_travel_and_recompile_to_their_hash() {
         assert_eq!(again.hash, p.hash, "{}", p.name);
         assert_eq!(again.version, p.version);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let name = unique("nightly");
+        let district = unique("sched");
+        let spec = engine::compile::schedule::ScheduleSpec {
+            name: name.clone(),
+            workflow: "pipeline".into(),
+            tz: chrono_tz::Asia::Shanghai,
+            times: vec!["05:00:00".parse().unwrap(), "10:00:00".parse().unwrap()],
+            catch_up: engine::compile::schedule::CatchUp::Once,
+            input: json!({"name": "定时", "district": district}),
+        };
+        // Installing again updates the schedule in place.
+        assert_eq!(
+            engine
+                .install_schedules(std::slice::from_ref(&spec))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            engine
+                .install_schedules(std::slice::from_ref(&spec))
+                .await
+                .unwrap(),
+            1
+        );
+        let h = engine
+            .client()
+            .get_schedule_handle(engine_temporal::schedule_id(&name));
+        // Triggered by hand (not at a slot time): the launcher starts
+        // `{schedule}@{time}` on the latest definition.
+        h.trigger(
+            temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Default::default();
+        wait_until("the scheduled instance", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let district = district.clone();
+            let seen = seen.clone();
+            async move {
+                let ids = engine.search("district", &district, 10).await.unwrap();
+                *seen.lock().unwrap() = ids.clone();
+                !ids.is_empty()
+            }
+        })
+        .await;
+        let found = seen.lock().unwrap().clone();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{name}@")), "{found:?}");
+        assert!(found[0].ends_with("+08:00"), "{found:?}");
+        h.delete(Default::default()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_start_with_their_keys_and_report_back() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let tag = unique("p");
+        let id = unique("parent");
+        assert!(
+            engine
+                .start("parent", &id, json!({"tag": tag, "items": ["x", "y"]}))
+                .await
+                .unwrap()
+        );
+        // Each child is the keyed instance, waiting for its approval.
+        for item in ["x", "y"] {
+            let child = format!("{tag}-{item}");
+            wait_until("the child", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let child = child.clone();
+                async move {
+                    matches!(engine.state(&child).await, Ok(Some(s)) if s.state == "waiting")
+                }
+            })
+            .await;
+            engine
+                .signal(
+                    &child,
+                    "approve",
+                    json!({"comment": item}),
+                    actor("district"),
+                )
+                .await
+                .unwrap();
+        }
+        wait_until("the parent's end", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        let s = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(s.output, json!({"done": 2}));
+        let history = engine.history(&id).await.unwrap();
+        let started: Vec<_> = history
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::ChildStarted { key, .. } => key.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, vec![format!("{tag}-x"), format!("{tag}-y")]);
+        let completed = history
+            .iter()
+            .filter(|e| matches!(e.event, Event::ChildCompleted { .. }))
+            .count();
+        assert_eq!(completed, 2);
+    })
+    .await;
+}
+
+/// A worker stopped while an instance waits on its timer; another worker
+/// (no cached state: it replays the history) carries it to the end, and no
+/// activity runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_takes_over_mid_flight() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let options = Options {
+        address,
+        task_queue: unique("takeover"),
+        ..Options::default()
+    };
+    let programs: Vec<_> = bundle().workflows.values().cloned().collect();
+    let setup = WorkerSetup {
+        programs: programs.clone(),
+        activities: activities(&calls, &rows),
+    };
+    let engine = TemporalEngine::connect(options.clone()).await.unwrap();
+    engine.set_programs(programs);
+    let id = unique("takeover");
+
+    let mut first = Worker::new(&options, setup.clone()).await.unwrap();
+    let stop = first.shutdown_handle();
+    let body = async {
+        assert!(
+            engine
+                .start("pipeline", &id, json!({"name": "李四", "district": "d"}))
+                .await
+                .unwrap()
+        );
+        wait_until("the timer", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move { matches!(engine.state(&id).await, Ok(Some(s)) if s.state == "waiting") }
+        })
+        .await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(first.run(), body).await;
+    r.unwrap();
+    drop(first);
+
+    let mut second = Worker::new(&options, setup).await.unwrap();
+    let stop = second.shutdown_handle();
+    let body = async {
+        wait_until("completion", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(second.run(), body).await;
+    r.unwrap();
+    let keys: Vec<_> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.instance_id == id)
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
 }
