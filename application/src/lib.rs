@@ -10,6 +10,7 @@ pub mod adapters;
 pub mod admin;
 pub mod api_tokens;
 pub mod audit;
+pub mod backend;
 pub mod backtest;
 pub mod comparison;
 pub mod config;

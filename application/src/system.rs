@@ -70,6 +70,9 @@ pub struct System {
     /// (see `SqlStore::reader`), `pool` itself elsewhere.
     pub reader: sqlx::AnyPool,
     pub runtime: Runtime<SqlStore>,
+    /// Starts and signals, on the engine that runs the workflows (the
+    /// embedded `runtime` unless [`System::on_temporal`]).
+    pub workflows: crate::backend::Workflows,
     pub clock: Arc<dyn Clock>,
     /// Set in rehearsals and tests: the clock an operator may move.
     pub adjustable: Option<Arc<dyn AdjustableClock>>,
@@ -280,6 +283,7 @@ impl System {
             reader: store.reader().clone(),
             store,
             pool,
+            workflows: crate::backend::Workflows::embedded(runtime.clone()),
             runtime,
             clock,
             adjustable,
@@ -304,6 +308,20 @@ impl System {
             .map_err(engine::runtime::Error::from)?)
     }
 
+    /// Run the workflows on Temporal (`engine: temporal`): starts and
+    /// signals go to `engine`, whose programs are this system's latest
+    /// publication. The embedded runtime stays the definitions' store and
+    /// is not run.
+    #[cfg(feature = "temporal")]
+    pub async fn on_temporal(
+        mut self,
+        engine: engine_temporal::TemporalEngine,
+    ) -> Result<System, Error> {
+        engine.set_programs(self.runtime.current().1.into_values());
+        self.workflows.backend = crate::backend::Backend::Temporal(engine);
+        Ok(self)
+    }
+
     /// Start a comparison run now (the operator's "立即比对"). Returns its id.
     pub async fn run_comparison_now(&self) -> Result<String, Error> {
         let now = self.clock.now();
@@ -313,7 +331,7 @@ impl System {
             now.with_timezone(&chrono_tz::Asia::Shanghai)
                 .format("%Y-%m-%d %H:%M")
         );
-        self.runtime
+        self.workflows
             .start("comparison", &id, serde_json::json!({ "slot": slot }))
             .await?;
         Ok(id)
@@ -333,7 +351,7 @@ impl System {
             .ok_or_else(|| Error::Refused(format!("没有比对实例 {earlier}")))?;
         let state = engine::inspect::state_of(&row).map_err(Error::Refused)?;
         let id = format!("{earlier}#rerun-{}", self.clock.now().timestamp_millis());
-        self.runtime
+        self.workflows
             .start("comparison", &id, (*state.input).clone())
             .await?;
         Ok(id)

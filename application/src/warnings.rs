@@ -544,7 +544,7 @@ fn map_signal_error(e: engine::runtime::Error) -> Error {
 
 /// The enterprise submits its disposal (R5.3), validated by the disposal form.
 pub async fn dispose(
-    rt: &Runtime<SqlStore>,
+    wf: &crate::backend::Workflows,
     pool: &AnyPool,
     enterprise: &str,
     actor_name: &str,
@@ -557,16 +557,15 @@ pub async fn dispose(
         id: enterprise.to_string(),
         name: Some(actor_name.to_string()),
     };
-    rt.signal(id, DISPOSE, payload, actor)
+    wf.signal(id, DISPOSE, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    refresh_warning(rt, id).await?;
     Ok(())
 }
 
 /// The district's review (R6.2): `approve` closes, `return` needs a comment.
 pub async fn review(
-    rt: &Runtime<SqlStore>,
+    wf: &crate::backend::Workflows,
     pool: &AnyPool,
     district: &str,
     actor_name: &str,
@@ -585,10 +584,9 @@ pub async fn review(
     } else {
         ("return", serde_json::json!({ "comment": comment }))
     };
-    rt.signal(id, name, payload, actor)
+    wf.signal(id, name, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    refresh_warning(rt, id).await?;
     Ok(())
 }
 

@@ -4,9 +4,9 @@
 //! `crate::accounts` in a handler and `server::accounts` in a test name the
 //! same module as before the split.
 pub use application::{
-    accounts, activities, adapters, admin, api_tokens, audit, backtest, comparison, config,
-    console, db, demo, domain, explain, metrics, ops, records, retention, rule_cases, secret,
-    services, sites, staff, system, warnings,
+    accounts, activities, adapters, admin, api_tokens, audit, backend, backtest, comparison,
+    config, console, db, demo, domain, explain, metrics, ops, records, retention, rule_cases,
+    secret, services, sites, staff, system, warnings,
 };
 pub mod policy_cli;
 pub mod web;

@@ -107,7 +107,6 @@ fn keys(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-
 /// The environment variables the server's configuration reads: its own
 /// list (`config::env_vars()`, the table every setting is read through).
 fn config_variables() -> BTreeSet<String> {

@@ -177,5 +177,9 @@ fn web_handlers_run_no_sql() {
             }
         }
     }
-    assert!(found.is_empty(), "SQL in web handlers:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "SQL in web handlers:\n{}",
+        found.join("\n")
+    );
 }
