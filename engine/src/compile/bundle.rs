@@ -1,0 +1,325 @@
+//! A whole tree, step by step: parse every file, build the rules (and run
+//! the declared samples), collect forms and the activity catalog, compile
+//! each workflow, then the schedules. Every step adds to one list of
+//! diagnostics; the bundle is returned only when that list is empty.
+
+use super::diagnostics::{drop_alias_repeats, yaml_words, FileCx};
+use super::program::SourceFile;
+use super::sources::{is_declaration, module_name};
+use super::workflow::WorkflowCx;
+use super::{ActivityDecl, Bundle, Diagnostic, Error, Options};
+use crate::compile::form::FormSpec;
+use crate::compile::program::{Program, RetryPolicy};
+use crate::compile::schedule::ScheduleSpec;
+use crate::definition::source::{Path, SourceMap};
+use crate::definition::{self, File};
+use crate::rules::{self, Rules};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// One workflow-tree file that parsed.
+pub(super) struct Parsed {
+    pub(super) file: SourceFile,
+    pub(super) map: SourceMap,
+    pub(super) def: File,
+}
+
+impl Parsed {
+    fn cx<'a>(&'a self, diags: &'a mut Vec<Diagnostic>) -> FileCx<'a> {
+        FileCx {
+            file: &self.file,
+            map: &self.map,
+            diags,
+        }
+    }
+}
+
+/// Forms by name, with the file each was declared in.
+pub(super) type Forms = BTreeMap<String, (Arc<FormSpec>, SourceFile)>;
+
+/// The rules as built: the scripts that compiled, and the modules that did not
+/// (calls into those are not reported again).
+struct BuiltRules {
+    rules: Arc<Rules>,
+    broken_modules: BTreeSet<String>,
+}
+
+/// Forms and activities declared across the tree.
+#[derive(Default)]
+struct Catalog {
+    forms: Forms,
+    activities: BTreeMap<String, ActivityDecl>,
+    activity_files: Vec<SourceFile>,
+}
+
+pub(super) fn compile(
+    workflow_files: &[SourceFile],
+    rule_files: &[SourceFile],
+    opts: &Options,
+    check_children: bool,
+) -> Result<Bundle, Error> {
+    let mut diags = Vec::new();
+    let (declarations, scripts): (Vec<SourceFile>, Vec<SourceFile>) = rule_files
+        .iter()
+        .cloned()
+        .partition(|f| is_declaration(&f.path));
+    let parsed = parse_files(workflow_files, opts, &mut diags);
+    let built = build_rules(&scripts, opts, &mut diags);
+    check_declarations(&declarations, &built, opts, &mut diags);
+    let catalog = collect_catalog(&parsed, &mut diags);
+    let workflow_names = workflow_names(&parsed);
+    let children = check_children.then_some(&workflow_names);
+    let workflows = compile_workflows(&parsed, &scripts, &built, &catalog, children, &mut diags);
+    let schedules = collect_schedules(&parsed, &workflow_names, &mut diags);
+
+    drop_alias_repeats(&mut diags, workflow_files);
+    if diags.is_empty() {
+        Ok(Bundle {
+            workflows,
+            forms: catalog
+                .forms
+                .into_iter()
+                .map(|(k, (f, _))| (k, f))
+                .collect(),
+            schedules,
+            activities: catalog.activities,
+            rules: built.rules,
+        })
+    } else {
+        diags.sort();
+        diags.dedup();
+        Err(Error(diags))
+    }
+}
+
+/// 1. Parse every workflow-tree file; files that are not definitions are skipped.
+fn parse_files(files: &[SourceFile], opts: &Options, diags: &mut Vec<Diagnostic>) -> Vec<Parsed> {
+    let data_keys: Vec<&str> = opts.data_keys.iter().map(String::as_str).collect();
+    let mut parsed = Vec::new();
+    for f in files {
+        match definition::parse(&f.text, &data_keys) {
+            Ok(Some(def)) => parsed.push(Parsed {
+                file: f.clone(),
+                map: SourceMap::build(&f.text),
+                def,
+            }),
+            Ok(None) => {}
+            Err(e) => diags.push(Diagnostic {
+                file: f.path.clone(),
+                line: e.line,
+                col: e.col,
+                message: yaml_words(&e.message),
+            }),
+        }
+    }
+    parsed
+}
+
+/// 2. Build the rule scripts. A script that does not compile is reported
+/// and left out, so calls into the others are still checked.
+fn build_rules(
+    rule_files: &[SourceFile],
+    opts: &Options,
+    diags: &mut Vec<Diagnostic>,
+) -> BuiltRules {
+    let mut broken_modules = BTreeSet::new();
+    let scripts: Vec<(String, String, String)> = rule_files
+        .iter()
+        .map(|f| (module_name(&f.path), f.path.clone(), f.text.clone()))
+        .collect();
+    let rules = match Rules::build(&scripts, opts.limits) {
+        Ok(r) => r,
+        Err(errors) => {
+            for (module, e) in errors {
+                let file = scripts
+                    .iter()
+                    .find(|s| s.0 == module)
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default();
+                diags.push(Diagnostic {
+                    file,
+                    line: e.line,
+                    col: e.col,
+                    message: e.message.clone(),
+                });
+                broken_modules.insert(module);
+            }
+            // Keep checking calls into the scripts that did compile.
+            let good: Vec<_> = scripts
+                .iter()
+                .filter(|s| !broken_modules.contains(&s.0))
+                .cloned()
+                .collect();
+            Rules::build(&good, opts.limits)
+                .unwrap_or_else(|_| Rules::build(&[], opts.limits).expect("empty rules build"))
+        }
+    };
+    BuiltRules {
+        rules: Arc::new(rules),
+        broken_modules,
+    }
+}
+
+/// 2b. The declarations of the rules' inputs, and every declared function
+/// run on its samples.
+fn check_declarations(
+    declarations: &[SourceFile],
+    built: &BuiltRules,
+    opts: &Options,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if declarations.is_empty() {
+        return;
+    }
+    let files: Vec<(String, String)> = declarations
+        .iter()
+        .map(|f| (f.path.clone(), f.text.clone()))
+        .collect();
+    let (decls, findings) = rules::inputs::parse(&files);
+    let broken_declarations = !findings.is_empty();
+    diags.extend(findings.into_iter().map(Diagnostic::from));
+    // A script that does not compile is reported once, not again
+    // through every declared function of it.
+    if !broken_declarations {
+        let decls = rules::inputs::Declarations {
+            files: decls
+                .files
+                .into_iter()
+                .filter(|f| !built.broken_modules.contains(&f.module))
+                .collect(),
+            types: decls.types,
+        };
+        diags.extend(
+            rules::inputs::check(&built.rules, &decls, opts.limits)
+                .into_iter()
+                .map(Diagnostic::from),
+        );
+    }
+}
+
+/// 3. Forms and the activity catalog.
+fn collect_catalog(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) -> Catalog {
+    let mut catalog = Catalog::default();
+    for p in parsed {
+        let mut cx = p.cx(diags);
+        match &p.def {
+            File::Form(fd) => {
+                let root = Path::root();
+                if let Some(spec) = cx.form(
+                    &fd.form,
+                    fd.title.clone(),
+                    fd.notice.clone(),
+                    &fd.fields,
+                    &root.key("fields"),
+                ) {
+                    if catalog.forms.contains_key(&fd.form) {
+                        cx.err_value(&root.key("form"), format!("表单 `{}` 定义了两次", fd.form));
+                    } else {
+                        catalog
+                            .forms
+                            .insert(fd.form.clone(), (Arc::new(spec), p.file.clone()));
+                    }
+                }
+            }
+            File::Activities(ad) => {
+                catalog.activity_files.push(p.file.clone());
+                declare_activities(&mut cx, ad, &mut catalog.activities);
+            }
+            _ => {}
+        }
+    }
+    catalog
+}
+
+fn declare_activities(
+    cx: &mut FileCx,
+    ad: &definition::ActivitiesDef,
+    activities: &mut BTreeMap<String, ActivityDecl>,
+) {
+    for (name, decl) in &ad.activities {
+        let path = Path::root().key("activities").key(name);
+        let retry = cx.retry(
+            decl.retry.as_ref(),
+            RetryPolicy::default(),
+            &path.key("retry"),
+        );
+        if activities.contains_key(name) {
+            cx.err_key(&path, format!("活动 `{name}` 声明了两次"));
+        }
+        activities.insert(
+            name.clone(),
+            ActivityDecl {
+                name: name.clone(),
+                description: decl.description.clone(),
+                retry,
+            },
+        );
+    }
+}
+
+fn workflow_names(parsed: &[Parsed]) -> BTreeSet<String> {
+    parsed
+        .iter()
+        .filter_map(|p| match &p.def {
+            File::Workflow(w) => Some(w.workflow.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 4. Workflows. `children`: the names a `start_child` may use (None: not checked).
+fn compile_workflows(
+    parsed: &[Parsed],
+    rule_files: &[SourceFile],
+    built: &BuiltRules,
+    catalog: &Catalog,
+    children: Option<&BTreeSet<String>>,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Arc<Program>> {
+    let mut workflows = BTreeMap::new();
+    for p in parsed {
+        let File::Workflow(w) = &p.def else { continue };
+        let mut wc = WorkflowCx::new(
+            p.cx(diags),
+            w,
+            &built.rules,
+            &built.broken_modules,
+            &catalog.forms,
+            &catalog.activities,
+            children,
+        );
+        if let Some(program) = wc.compile(&p.file, rule_files, catalog.activity_files.first()) {
+            if workflows.contains_key(&program.name) {
+                wc.cx.err_value(
+                    &Path::root().key("workflow"),
+                    format!("工作流 `{}` 定义了两次", program.name),
+                );
+            } else {
+                workflows.insert(program.name.clone(), Arc::new(program));
+            }
+        }
+    }
+    workflows
+}
+
+/// 5. Schedules.
+fn collect_schedules(
+    parsed: &[Parsed],
+    workflow_names: &BTreeSet<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<ScheduleSpec> {
+    let mut schedules = Vec::new();
+    for p in parsed {
+        let File::Schedules(sd) = &p.def else {
+            continue;
+        };
+        let mut cx = p.cx(diags);
+        for (i, s) in sd.schedules.iter().enumerate() {
+            let path = Path::root().key("schedules").index(i);
+            if let Some(spec) = cx.schedule(s, &path, workflow_names) {
+                schedules.push(spec);
+            }
+        }
+    }
+    schedules
+}

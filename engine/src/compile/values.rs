@@ -1,0 +1,68 @@
+//! Small values every kind of file uses: durations (`8h`), retry policies,
+//! identifiers.
+
+use super::diagnostics::FileCx;
+use super::program::RetryPolicy;
+use crate::definition::source::Path;
+use crate::definition::RetryDef;
+use std::time::Duration;
+
+impl FileCx<'_> {
+    pub(super) fn duration(&mut self, text: &str, path: &Path) -> Option<Duration> {
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.err_value(path, format!("时长 `{text}` 必须大于零"));
+                None
+            }
+            Err(_) => {
+                self.err_value(
+                    path,
+                    format!("时长 `{text}` 写法有误：请写数字加单位，如 30m、6h、12h 或 1d"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn retry(
+        &mut self,
+        def: Option<&RetryDef>,
+        base: RetryPolicy,
+        path: &Path,
+    ) -> RetryPolicy {
+        let mut r = base;
+        let Some(d) = def else { return r };
+        if let Some(a) = d.attempts {
+            if a == 0 {
+                self.err_value(&path.key("attempts"), "attempts（尝试次数）至少为 1".into());
+            } else {
+                r.max_attempts = a;
+            }
+        }
+        if let Some(b) = &d.backoff {
+            r.initial_backoff = self
+                .duration(b, &path.key("backoff"))
+                .unwrap_or(r.initial_backoff);
+        }
+        if let Some(b) = &d.max_backoff {
+            r.max_backoff = self
+                .duration(b, &path.key("max_backoff"))
+                .unwrap_or(r.max_backoff);
+        }
+        if let Some(t) = &d.timeout {
+            r.timeout = self.duration(t, &path.key("timeout")).unwrap_or(r.timeout);
+        }
+        if r.max_backoff < r.initial_backoff {
+            self.err_value(path, "max_backoff 不能短于 backoff".into());
+        }
+        r
+    }
+}
+
+pub(super) fn is_identifier(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
