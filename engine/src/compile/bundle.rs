@@ -323,3 +323,87 @@ fn collect_schedules(
     }
     schedules
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::program::DefinitionSource;
+    use crate::compile::test_support::{changed, diagnostics_with, file, ACTIVITIES, WORKFLOW};
+    use crate::compile::{compile_program, Options};
+
+    #[test]
+    fn an_activity_declared_twice_is_an_error() {
+        let got = diagnostics_with(
+            &[
+                file("1.yaml", ACTIVITIES),
+                file("2.yaml", "activities:\n  fetch: {}\n"),
+            ],
+            "",
+        );
+        assert_eq!(got, ["2.yaml:2:3: 活动 `fetch` 声明了两次"]);
+    }
+
+    #[test]
+    fn a_workflow_defined_twice_is_an_error_at_the_second() {
+        let got = diagnostics_with(&[file("1.yaml", WORKFLOW), file("2.yaml", WORKFLOW)], "");
+        assert_eq!(got, ["2.yaml:1:11: 工作流 `t` 定义了两次"]);
+    }
+
+    #[test]
+    fn a_broken_script_is_reported_once_and_calls_into_it_are_not() {
+        let w = changed(
+            "go: { goto: b }",
+            "go: { if: \"helpers::greet(1)\", goto: b }",
+        );
+        let got = diagnostics_with(&[file("w.yaml", &w)], "fn greet(x) { x +; }");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("rules/helpers.rhai:1:"), "{got:?}");
+    }
+
+    #[test]
+    fn a_child_workflow_is_checked_in_a_tree_but_not_in_a_stored_definition() {
+        let w = changed(
+            "  a:\n    on:",
+            "  a:\n    on_enter:\n      - start_child: ghost\n    on:",
+        );
+        let got = diagnostics_with(&[file("w.yaml", &w)], "");
+        assert_eq!(got, ["w.yaml:15:22: 未知的工作流 `ghost`"]);
+        // A published version is recompiled alone: its children are other definitions.
+        let source = DefinitionSource {
+            workflow: file("w.yaml", &w),
+            forms: vec![],
+            rules: vec![],
+            activities: None,
+        };
+        assert_eq!(
+            compile_program(&source, &Options::default()).unwrap().name,
+            "t"
+        );
+    }
+
+    #[test]
+    fn a_stored_definition_without_a_workflow_is_refused() {
+        let source = DefinitionSource {
+            workflow: file("w.yaml", ACTIVITIES),
+            forms: vec![],
+            rules: vec![],
+            activities: None,
+        };
+        let err = compile_program(&source, &Options::default()).unwrap_err();
+        assert_eq!(err.to_string(), "w.yaml:1:1: 保存的定义中没有工作流");
+    }
+
+    #[test]
+    fn every_mistake_of_every_file_is_reported_at_once_and_sorted() {
+        let bad = WORKFLOW
+            .replace("version: 1", "version: 0")
+            .replace("initial: a", "initial: z");
+        let got = diagnostics_with(&[file("b.yaml", &bad), file("a.yaml", "form: [")], "");
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("a.yaml:"), "{got:?}");
+        assert_eq!(got[1], "b.yaml:2:10: version（版本号）至少为 1");
+        assert!(
+            got[2].starts_with("b.yaml:11:10: 未知的状态 `z`"),
+            "{got:?}"
+        );
+    }
+}

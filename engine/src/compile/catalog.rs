@@ -171,3 +171,75 @@ impl FileCx<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::test_support::{diagnostics_with, file, WORKFLOW};
+    use crate::compile::{compile_bundle, Options};
+
+    fn form_diagnostics(fields: &str) -> Vec<String> {
+        let form = format!("form: f\nfields:\n{fields}");
+        diagnostics_with(&[file("f.yaml", &form)], "")
+    }
+
+    #[test]
+    fn a_field_is_named_once_and_only_choices_take_options() {
+        let got = form_diagnostics(
+            "  - { name: a, label: A, type: text, options: [x] }\n  - { name: a, label: B, type: choice }\n  - { name: b-c, label: C, type: int }\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "f.yaml:3:47: `options` 只用于选择字段，不能用于 text",
+                "f.yaml:4:13: 字段 `a` 出现了两次",
+                "f.yaml:4:13: 字段 `a` 是 choice，需要写 `options`（选项）",
+                "f.yaml:5:13: 字段名 `b-c` 只能由字母、数字和 _ 组成",
+            ]
+        );
+    }
+
+    #[test]
+    fn bounds_must_not_cross() {
+        let got = form_diagnostics(
+            "  - { name: a, label: A, type: int, min: 5, max: 1 }\n  - { name: b, label: B, type: text, min_length: 9, max_length: 2 }\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "f.yaml:3:42: min 5 大于 max 1",
+                "f.yaml:4:50: min_length 9 大于 max_length 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_form_defined_twice_is_an_error_at_the_second() {
+        let form = "form: f\nfields:\n  - { name: a, label: A, type: text }\n";
+        let got = diagnostics_with(&[file("1.yaml", form), file("2.yaml", form)], "");
+        assert_eq!(got, ["2.yaml:1:7: 表单 `f` 定义了两次"]);
+    }
+
+    #[test]
+    fn schedule_times_are_sorted_deduplicated_and_catch_up_defaults_to_once() {
+        let schedules = "schedules:\n  - { name: s, workflow: t, timezone: Asia/Shanghai, at: [\"15:00\", \"05:00\", \"15:00\"] }\n";
+        let files = [file("w.yaml", WORKFLOW), file("s.yaml", schedules)];
+        let bundle = compile_bundle(&files, &[], &Options::default()).unwrap();
+        let s = &bundle.schedules[0];
+        let times: Vec<String> = s
+            .times
+            .iter()
+            .map(|t| t.format("%H:%M").to_string())
+            .collect();
+        assert_eq!(times, ["05:00", "15:00"]);
+        assert_eq!(s.catch_up, crate::compile::schedule::CatchUp::Once);
+        assert_eq!(s.input, serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_schedule_needs_a_time() {
+        let schedules =
+            "schedules:\n  - { name: s, workflow: t, timezone: Asia/Shanghai, at: [] }\n";
+        let got = diagnostics_with(&[file("w.yaml", WORKFLOW), file("s.yaml", schedules)], "");
+        assert_eq!(got, ["s.yaml:2:58: 定时任务至少需要一个时间"]);
+    }
+}

@@ -141,3 +141,70 @@ impl FileCx<'_> {
         format!("{}:{}:{}", self.file.path, p.line, p.col)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::test_support::{diagnostics_with, file, WORKFLOW};
+
+    #[test]
+    fn serde_yaml_messages_are_said_in_chinese_with_their_path() {
+        assert_eq!(
+            yaml_words("states.a: unknown field `colour`, expected one of `label`, `on`"),
+            "states.a: 未知的键 `colour`；可用的键：`label`, `on`"
+        );
+        assert_eq!(yaml_words("missing field `version`"), "缺少 `version`");
+        assert_eq!(
+            yaml_words("version: invalid type: string \"x\", expected u32"),
+            "version: 类型不对：写的是 string \"x\"，应为 u32"
+        );
+        assert_eq!(
+            yaml_words("unknown variant `daily`, expected one of `once`, `all`"),
+            "未知的取值 `daily`；可用：`once`, `all`"
+        );
+        assert!(yaml_words("unrecognised file").starts_with("无法识别的文件"));
+        assert_eq!(yaml_words("something odd"), "YAML 写法有误：something odd");
+    }
+
+    #[test]
+    fn an_error_prints_one_diagnostic_per_line_as_file_line_col() {
+        let d = |line| Diagnostic {
+            file: "w.yaml".into(),
+            line,
+            col: 3,
+            message: "不对".into(),
+        };
+        assert_eq!(
+            Error(vec![d(1), d(2)]).to_string(),
+            "w.yaml:1:3: 不对\nw.yaml:2:3: 不对"
+        );
+    }
+
+    #[test]
+    fn a_mistake_behind_an_alias_is_reported_at_the_anchor_only() {
+        let text = "a: &x\n  k: 1\nb: *x\n";
+        let files = [file("w.yaml", text)];
+        let at = |line, col, m: &str| Diagnostic {
+            file: "w.yaml".into(),
+            line,
+            col,
+            message: m.into(),
+        };
+        let mut diags = vec![at(1, 4, "错"), at(3, 4, "错"), at(3, 4, "只在别名处")];
+        drop_alias_repeats(&mut diags, &files);
+        assert_eq!(diags, vec![at(1, 4, "错"), at(3, 4, "只在别名处")]);
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_is_a_diagnostic_of_its_file() {
+        let got = diagnostics_with(
+            &[file(
+                "w.yaml",
+                &WORKFLOW.replace("initial: a", "initial: [a"),
+            )],
+            "",
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("w.yaml:"), "{got:?}");
+    }
+}

@@ -318,3 +318,152 @@ impl Placement {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::closing_brace;
+    use crate::compile::program::Template;
+    use crate::compile::test_support::{changed, diagnostics, program};
+
+    /// The base workflow with `go`'s transition guarded by `guard` (as
+    /// written, quotes included), on line 15; the value starts at col 17.
+    fn guarded(guard: &str) -> String {
+        changed(
+            "      go: { goto: b }",
+            &format!("      go: {{ if: {guard}, goto: b }}"),
+        )
+    }
+
+    #[test]
+    fn a_closing_brace_skips_nested_braces_and_strings() {
+        assert_eq!(closing_brace("a}"), Some(1));
+        assert_eq!(closing_brace("#{x: 1}.x}"), Some(9));
+        assert_eq!(closing_brace("\"}\" + x}"), Some(7));
+        assert_eq!(closing_brace("no end"), None);
+    }
+
+    #[test]
+    fn names_are_checked_where_they_are_written() {
+        assert_eq!(
+            diagnostics(&guarded("\"vars.m > 1\"")),
+            ["workflow.yaml:15:18: `vars.m` 不是已声明的变量"]
+        );
+        assert_eq!(
+            diagnostics(&guarded("\"input.who == () && signal.notes == ()\"")),
+            ["workflow.yaml:15:37: 信号 `go` 没有字段 `notes`"]
+        );
+        assert_eq!(
+            diagnostics(&guarded("\"result.x == 1\"")),
+            ["workflow.yaml:15:18: `result` 只能在 on_success、on_failure 和 on_child_complete 中使用"]
+        );
+        assert_eq!(
+            diagnostics(&guarded("\"item.x == 1\"")),
+            ["workflow.yaml:15:18: `item` 只能与 `for_each` 一起使用"]
+        );
+    }
+
+    #[test]
+    fn signal_is_only_read_in_a_transition() {
+        let w = changed(
+            "  a:\n    on:",
+            "  a:\n    on_enter:\n      - set: { n: \"${signal.note}\" }\n    on:",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:15:22: `signal` 只能在信号转移中使用"]
+        );
+    }
+
+    #[test]
+    fn rule_calls_name_a_script_and_function_that_exist() {
+        assert_eq!(
+            diagnostics(&guarded("\"helpers::greet(1) == 1 && other::x()\"")),
+            ["workflow.yaml:15:44: 未知的规则脚本 `other`（在 `helpers::greet(1) == 1 && other::x()` 中）：没有 rules/other.rhai"]
+        );
+        assert_eq!(
+            diagnostics(&guarded("\"helpers::greet(1, 2)\"")),
+            ["workflow.yaml:15:18: 未知的规则 `helpers::greet`（2 个参数，在 `helpers::greet(1, 2)` 中）"]
+        );
+    }
+
+    #[test]
+    fn timers_are_read_by_a_known_name_and_field() {
+        let with_timer = |guard: &str| {
+            guarded(guard).replace(
+                "  a:\n    on:",
+                "  a:\n    timers:\n      t: { after: 1h, goto: b }\n    on:",
+            )
+        };
+        assert_eq!(
+            diagnostics(&with_timer("\"timers.t.hours > 0\"")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            diagnostics(&with_timer("\"timers.u.hours > 0\"")),
+            ["workflow.yaml:17:18: `timers.u` 不是本流程的计时器；已有的计时器：t"]
+        );
+        assert_eq!(
+            diagnostics(&with_timer("\"timers.t.days > 0\"")),
+            ["workflow.yaml:17:18: `timers.t.days` 未知；可用：after, hours, minutes, label"]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_points_into_the_template() {
+        let w = changed(
+            "  a:\n    on:",
+            "  a:\n    on_enter:\n      - set: { n: \"x ${vars.n +} y\" }\n    on:",
+        );
+        let got = diagnostics(&w);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("workflow.yaml:15:"), "{got:?}");
+        assert!(got[0].contains("表达式 `vars.n +` 语法错误"), "{got:?}");
+        let unclosed = changed(
+            "  a:\n    on:",
+            "  a:\n    on_enter:\n      - set: { n: \"${vars.n\" }\n    on:",
+        );
+        assert_eq!(
+            diagnostics(&unclosed),
+            ["workflow.yaml:15:19: `${` 缺少配对的 `}`"]
+        );
+    }
+
+    #[test]
+    fn templates_are_literals_expressions_or_interpolations() {
+        let w = changed(
+            "  a:\n    on:",
+            "  a:\n    on_enter:\n      - activity: notify\n        args: { a: plain, b: \"${input.who}\", c: \"hi ${input.who}!\", d: [1] }\n    on:",
+        );
+        let p = program(&w);
+        let Template::Map(entries) = &p.activities[0].args else {
+            panic!("a map")
+        };
+        let kinds: Vec<_> = entries
+            .iter()
+            .map(|(k, t)| {
+                let kind = match t {
+                    Template::Literal(_) => "literal",
+                    Template::Expr(_) => "expr",
+                    Template::Interpolate(_) => "interpolate",
+                    Template::List(_) => "list",
+                    Template::Map(_) => "map",
+                };
+                (k.as_str(), kind)
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a", "literal"),
+                ("b", "expr"),
+                ("c", "interpolate"),
+                ("d", "list")
+            ]
+        );
+        // `if:` written as `${...}` is the same expression.
+        assert_eq!(
+            diagnostics(&guarded("\"${vars.n > 1}\"")),
+            Vec::<String>::new()
+        );
+    }
+}

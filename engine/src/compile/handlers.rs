@@ -346,3 +346,105 @@ impl WorkflowCx<'_> {
         ActionKind::StartChild(self.program_children.len() - 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::program::ActionKind;
+    use crate::compile::test_support::{changed, diagnostics, program};
+
+    /// The base workflow with `actions` (YAML list items, 6 spaces in)
+    /// on entering `a`, from line 15.
+    fn on_enter(actions: &str) -> String {
+        changed(
+            "  a:\n    on:",
+            &format!("  a:\n    on_enter:\n{actions}    on:"),
+        )
+    }
+
+    #[test]
+    fn an_action_is_exactly_one_kind() {
+        let w = on_enter("      - { set: { n: 1 }, activity: notify }\n");
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:15:9: 一个动作必须且只能写 `set`、`activity`、`start_child` 中的一个"]
+        );
+        assert_eq!(
+            diagnostics(&on_enter("      - { if: \"true\" }\n")),
+            ["workflow.yaml:15:9: 一个动作必须且只能写 `set`、`activity`、`start_child` 中的一个"]
+        );
+    }
+
+    #[test]
+    fn each_kind_refuses_the_keys_of_the_others() {
+        let w = on_enter(
+            "      - { set: { n: 1 }, args: {} }\n      - { activity: notify, key: x }\n      - { start_child: t, result: n }\n",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            [
+                "workflow.yaml:15:26: `args` 不能用于 `set`",
+                "workflow.yaml:16:29: `key` 不能用于活动（activity）",
+                "workflow.yaml:17:27: `result` 不能用于 `start_child`",
+            ]
+        );
+    }
+
+    #[test]
+    fn set_and_result_name_declared_variables() {
+        let w = on_enter("      - set: { m: 1 }\n      - { activity: fetch, result: m }\n");
+        assert_eq!(
+            diagnostics(&w),
+            [
+                "workflow.yaml:15:16: `m` 不是已声明的变量；请在 `variables:` 下声明",
+                "workflow.yaml:16:36: `m` 不是已声明的变量",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_activity_is_from_the_catalog() {
+        let w = on_enter("      - activity: send_fax\n");
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:15:19: 未知的活动 `send_fax`；活动目录中有：fetch, notify"]
+        );
+    }
+
+    #[test]
+    fn actions_compile_to_their_kinds_in_order() {
+        let w = on_enter(
+            "      - set: { n: 2 }\n      - activity: notify\n        args: { who: \"${input.who}\" }\n      - start_child: t\n        key: \"input.who\"\n",
+        );
+        let p = program(&w);
+        let kinds: Vec<_> = p.states[0]
+            .on_enter
+            .iter()
+            .map(|a| match &a.kind {
+                ActionKind::Set(_) => "set".to_string(),
+                ActionKind::Activity(i) => format!("activity {}", p.activities[*i].name),
+                ActionKind::StartChild(i) => format!("child {}", p.children[*i].workflow),
+            })
+            .collect();
+        assert_eq!(kinds, ["set", "activity notify", "child t"]);
+        assert_eq!(p.activities[0].retry.max_attempts, 3, "the catalog's retry");
+    }
+
+    #[test]
+    fn validate_belongs_to_signals_and_names_their_fields() {
+        let w = changed(
+            "      go: { goto: b }",
+            "      go:\n        validate:\n          - { check: \"signal.note != ()\", field: notes, message: 写备注 }\n        goto: b",
+        )
+        .replace(
+            "  a:\n    on:",
+            "  a:\n    on_enter:\n      - activity: fetch\n        on_success:\n          validate: [{ check: \"true\", message: 不用 }]\n          goto: b\n    on:",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            [
+                "workflow.yaml:17:11: `validate` 只用于信号转移",
+                "workflow.yaml:22:50: 信号 `go` 没有字段 `notes`",
+            ]
+        );
+    }
+}

@@ -106,3 +106,85 @@ pub fn compile_program(source: &DefinitionSource, opts: &Options) -> Result<Arc<
     })?;
     Ok(program)
 }
+
+/// Compiling small trees in the parts' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub fn file(path: &str, text: &str) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    /// An activity catalog with `notify` (3 attempts) and `fetch`.
+    pub const ACTIVITIES: &str = "activities:\n  notify: { retry: { attempts: 3 } }\n  fetch: {}\n";
+
+    /// A small valid workflow `t`: `a --go--> b` (terminal); `go` carries
+    /// a `note`. Tests replace a part of it.
+    pub const WORKFLOW: &str = "\
+workflow: t
+version: 1
+input:
+  who: { type: string }
+variables:
+  n: { type: int }
+signals:
+  go:
+    fields:
+      - { name: note, label: 备注, type: text }
+initial: a
+states:
+  a:
+    on:
+      go: { goto: b }
+  b:
+    terminal: true
+";
+
+    /// `file:line:col: message` of every diagnostic of `workflow.yaml`
+    /// with `ACTIVITIES` and `rules/helpers.rhai` = `rules` (empty: none);
+    /// empty when the tree compiles.
+    pub fn diagnostics_with(workflows: &[SourceFile], rules: &str) -> Vec<String> {
+        let rule_files: Vec<SourceFile> = if rules.is_empty() {
+            vec![]
+        } else {
+            vec![file("rules/helpers.rhai", rules)]
+        };
+        match compile_bundle(workflows, &rule_files, &Options::default()) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Diagnostics of one workflow text (with the activity catalog).
+    pub fn diagnostics(workflow: &str) -> Vec<String> {
+        diagnostics_with(
+            &[
+                file("activities.yaml", ACTIVITIES),
+                file("workflow.yaml", workflow),
+            ],
+            "fn greet(x) { x }",
+        )
+    }
+
+    /// The compiled workflow `t` of `workflow`; panics with the diagnostics.
+    pub fn program(workflow: &str) -> Arc<Program> {
+        let files = [
+            file("activities.yaml", ACTIVITIES),
+            file("workflow.yaml", workflow),
+        ];
+        let rules = [file("rules/helpers.rhai", "fn greet(x) { x }")];
+        let bundle =
+            compile_bundle(&files, &rules, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        bundle.workflows["t"].clone()
+    }
+
+    /// `WORKFLOW` with `from` replaced by `to` (which must be there).
+    pub fn changed(from: &str, to: &str) -> String {
+        assert!(WORKFLOW.contains(from), "{from:?} not in the base workflow");
+        WORKFLOW.replacen(from, to, 1)
+    }
+}

@@ -60,3 +60,43 @@ pub fn module_name(path: &str) -> String {
 pub(super) fn is_declaration(path: &str) -> bool {
     path.ends_with(".yaml") || path.ends_with(".yml")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rules_module_is_named_by_its_file_stem() {
+        assert_eq!(module_name("rules/anomaly.rhai"), "anomaly");
+        assert_eq!(module_name("dedupe.rhai"), "dedupe");
+        assert!(is_declaration("rules/inputs/anomaly.yaml"));
+        assert!(!is_declaration("rules/anomaly.rhai"));
+    }
+
+    #[test]
+    fn load_dirs_reads_definitions_scripts_and_input_declarations_sorted() {
+        let root = std::env::temp_dir().join(format!("epi-sources-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |p: &str, text: &str| {
+            let path = root.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("workflows/b.yaml", "b");
+        write("workflows/forms/a.yml", "a");
+        write("workflows/notes.txt", "not read");
+        write("rules/x.rhai", "x");
+        write("rules/inputs/x.yaml", "decl");
+        write("rules/tests/x.yaml", "not read");
+        let (w, r) = load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+        let names = |files: &[SourceFile]| -> Vec<String> {
+            let prefix = format!("{}/", root.display());
+            files.iter().map(|f| f.path.replace(&prefix, "")).collect()
+        };
+        assert_eq!(names(&w), ["workflows/b.yaml", "workflows/forms/a.yml"]);
+        assert_eq!(names(&r), ["rules/inputs/x.yaml", "rules/x.rhai"]);
+        let (_, none) = load_dirs(&root.join("workflows"), &root.join("no_rules")).unwrap();
+        assert!(none.is_empty(), "a missing rules directory is no rules");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

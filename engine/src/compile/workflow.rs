@@ -461,3 +461,142 @@ fn source_hash(source: &DefinitionSource) -> String {
         serde_json::to_vec(source).expect("serialisable"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::test_support::{changed, diagnostics, program, WORKFLOW};
+    use serde_json::json;
+
+    #[test]
+    fn the_base_workflow_compiles() {
+        let p = program(WORKFLOW);
+        assert_eq!(p.name, "t");
+        assert_eq!(p.states[p.initial].name, "a");
+        assert_eq!(p.state_index["b"], 1);
+        assert_eq!(p.hash.len(), 64);
+    }
+
+    #[test]
+    fn the_hash_follows_the_text() {
+        let a = program(WORKFLOW);
+        let b = program(&changed("  b:\n", "  # a comment\n  b:\n"));
+        assert_ne!(a.hash, b.hash, "what was published is what is hashed");
+    }
+
+    #[test]
+    fn the_name_is_an_identifier_and_the_version_at_least_one() {
+        let w = WORKFLOW
+            .replace("workflow: t", "workflow: 预警")
+            .replace("version: 1", "version: 0");
+        assert_eq!(
+            diagnostics(&w),
+            [
+                "workflow.yaml:1:11: 工作流名 `预警` 只能由字母、数字和 _ 组成",
+                "workflow.yaml:2:10: version（版本号）至少为 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn variables_default_to_the_zero_of_their_type_and_inputs_to_null() {
+        let w = changed(
+            "  n: { type: int }\n",
+            "  n: { type: int }\n  l: { type: list }\n  s: { type: string, default: x }\n",
+        );
+        let p = program(&w);
+        let defaults: Vec<_> = p
+            .vars
+            .iter()
+            .map(|v| (v.name.as_str(), v.default.clone()))
+            .collect();
+        assert_eq!(
+            defaults,
+            [("l", json!([])), ("n", json!(0)), ("s", json!("x"))]
+        );
+        assert_eq!(p.input[0].default, json!(null));
+    }
+
+    #[test]
+    fn a_variable_is_not_required_and_its_default_has_its_type() {
+        let w = changed(
+            "  n: { type: int }",
+            "  n: { type: int, default: x, required: true }",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            [
+                "workflow.yaml:6:28: `n` 的默认值不是 int",
+                "workflow.yaml:6:41: `required` 只用于 input（输入），不用于变量",
+            ]
+        );
+    }
+
+    #[test]
+    fn terminal_and_running_states_take_their_own_keys() {
+        let w = changed("  a:\n    on:", "  a:\n    status: 办结\n    on:").replace(
+            "    terminal: true\n",
+            "    terminal: true\n    on:\n      go: { goto: a }\n",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            [
+                "workflow.yaml:14:5: `status` 只用于终止状态：给 `a` 加上 `terminal: true`，或删去 `status`",
+                "workflow.yaml:19:5: 终止状态 `b` 不能有转移：工作流到这里已经结束",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transition_names_a_declared_signal() {
+        let w = changed(
+            "      go: { goto: b }",
+            "      go: { goto: b }\n      stop: { goto: b }",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:16:7: 转移所用的信号 `stop` 没有声明；已声明的信号：go"]
+        );
+    }
+
+    #[test]
+    fn a_signal_has_a_form_or_fields_and_the_form_exists() {
+        let w = changed("    fields:\n", "    form: nope\n    fields:\n");
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:10:5: `form` 和 `fields` 只能写一个"]
+        );
+        let w = changed(
+            "    fields:\n      - { name: note, label: 备注, type: text }\n",
+            "    form: nope\n",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:9:11: 未知的表单 `nope`；已有的表单："]
+        );
+    }
+
+    #[test]
+    fn search_fields_are_the_known_ones() {
+        let w = changed(
+            "initial: a",
+            "search:\n  person: \"${input.who}\"\n  colour: red\ninitial: a",
+        );
+        assert_eq!(
+            diagnostics(&w),
+            ["workflow.yaml:13:3: 未知的查询字段 `colour`；可用 enterprise_id、district 或 person"]
+        );
+    }
+
+    #[test]
+    fn timers_are_readable_by_name_in_words_and_numbers() {
+        let w = changed(
+            "  a:\n    on:",
+            "  a:\n    timers:\n      t: { label: 期限, after: 90m, goto: b }\n    on:",
+        );
+        assert_eq!(
+            program(&w).timer_values,
+            json!({"t": {"after": super::duration_zh(std::time::Duration::from_secs(5400)),
+                          "hours": 1, "minutes": 90, "label": "期限"}})
+        );
+    }
+}
