@@ -92,7 +92,7 @@ pub(super) fn compile(
     }
 }
 
-/// 1. Parse every workflow-tree file; files that are not definitions are skipped.
+/// Step 1: parse every workflow-tree file; files that are not definitions are skipped.
 fn parse_files(files: &[SourceFile], opts: &Options, diags: &mut Vec<Diagnostic>) -> Vec<Parsed> {
     let data_keys: Vec<&str> = opts.data_keys.iter().map(String::as_str).collect();
     let mut parsed = Vec::new();
@@ -115,7 +115,7 @@ fn parse_files(files: &[SourceFile], opts: &Options, diags: &mut Vec<Diagnostic>
     parsed
 }
 
-/// 2. Build the rule scripts. A script that does not compile is reported
+/// Step 2: build the rule scripts. A script that does not compile is reported
 /// and left out, so calls into the others are still checked.
 fn build_rules(
     rule_files: &[SourceFile],
@@ -160,7 +160,7 @@ fn build_rules(
     }
 }
 
-/// 2b. The declarations of the rules' inputs, and every declared function
+/// Step 2b: the declarations of the rules' inputs, and every declared function
 /// run on its samples.
 fn check_declarations(
     declarations: &[SourceFile],
@@ -197,7 +197,7 @@ fn check_declarations(
     }
 }
 
-/// 3. Forms and the activity catalog.
+/// Step 3: forms and the activity catalog.
 fn collect_catalog(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) -> Catalog {
     let mut catalog = Catalog::default();
     for p in parsed {
@@ -267,7 +267,7 @@ fn workflow_names(parsed: &[Parsed]) -> BTreeSet<String> {
         .collect()
 }
 
-/// 4. Workflows. `children`: the names a `start_child` may use (None: not checked).
+/// Step 4: workflows. `children`: the names a `start_child` may use (None: not checked).
 fn compile_workflows(
     parsed: &[Parsed],
     rule_files: &[SourceFile],
@@ -302,7 +302,7 @@ fn compile_workflows(
     workflows
 }
 
-/// 5. Schedules.
+/// Step 5: schedules.
 fn collect_schedules(
     parsed: &[Parsed],
     workflow_names: &BTreeSet<String>,
