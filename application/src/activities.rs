@@ -511,15 +511,8 @@ pub fn hours(v: &Value) -> Result<u32, String> {
 /// a run that fails leaves nothing behind.
 async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let run_id = call.idempotency_key.clone();
-    if let Some(r) =
-        sqlx::query("SELECT result FROM comparison_runs WHERE id = $1 AND result IS NOT NULL")
-            .bind(&run_id)
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(db)?
-    {
-        let text: String = r.try_get("result").map_err(db)?;
-        return serde_json::from_str(&text).map_err(|e| ActivityError::Permanent(e.to_string()));
+    if let Some(result) = stored_result(&s.pool, &run_id).await? {
+        return Ok(result);
     }
     let rules = s.rules_for(&call).await?;
     comparison::check_rules(&rules).map_err(ActivityError::Permanent)?;
@@ -531,9 +524,64 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     let started = std::time::Instant::now();
     let roster = Arc::new(load_roster(&s.pool).await?);
     let loaded = started.elapsed();
+    let mut tally = fetch_and_judge(&s, &rules, &roster, as_of, windows).await?;
+    let fetched = started.elapsed();
 
-    // Fetch and judge in a pipeline: part k is judged while later parts are
-    // on their way.
+    let run = Run {
+        id: &run_id,
+        as_of,
+        now: s.clock.now().timestamp_millis(),
+        windows,
+        roster: &roster,
+    };
+    let mut tx = s.pool.begin().await.map_err(db)?;
+    run.fill_records(&mut tx, &tally).await?;
+    let number = run.insert_run(&mut tx, &tally).await?;
+    run.keep_persons(&mut tx, std::mem::take(&mut tally.data))
+        .await?;
+    let opened = run.open_warnings(&mut tx, &rules, &tally, number).await?;
+    let result = run.finish(&mut tx, &tally, number, opened).await?;
+    tx.commit().await.map_err(db)?;
+    tracing::info!(
+        target: "server::comparison",
+        run = %run_id,
+        persons = roster.staff.len(),
+        load_s = loaded.as_secs_f64(),
+        fetch_and_judge_s = (fetched - loaded).as_secs_f64(),
+        classify_calls = tally.classify_calls,
+        write_s = (started.elapsed() - fetched).as_secs_f64(),
+        "comparison run done"
+    );
+    Ok(result)
+}
+
+/// The result a finished run with this key stored, if any.
+async fn stored_result(pool: &AnyPool, run_id: &str) -> Result<Option<Value>, ActivityError> {
+    let Some(r) =
+        sqlx::query("SELECT result FROM comparison_runs WHERE id = $1 AND result IS NOT NULL")
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let text: String = r.try_get("result").map_err(db)?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ActivityError::Permanent(e.to_string()))
+}
+
+/// Fetch and judge in a pipeline: part k is judged while later parts are
+/// on their way. Everyone must be judged: no data, no numbers (the failure
+/// goes back to the workflow, retried, then 比对失败).
+async fn fetch_and_judge(
+    s: &Services,
+    rules: &Arc<Rules>,
+    roster: &Arc<Roster>,
+    as_of: DateTime<Utc>,
+    windows: Windows,
+) -> Result<Tally, ActivityError> {
     let mut parts = s
         .health
         .query_parts(as_of, windows.asked_hours(), roster.ids.clone());
@@ -561,7 +609,6 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
     let tally = judged
         .await
         .map_err(|e| ActivityError::Permanent(format!("judging: {e}")))?;
-    // No data, no numbers: the failure goes back to the workflow (retried, then 比对失败).
     if let Some(e) = fetch_error {
         return Err(match e.is_retryable() {
             true => ActivityError::Retryable(e.to_string()),
@@ -576,165 +623,239 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             tally.judged
         )));
     }
-    let fetched = started.elapsed();
+    Ok(tally)
+}
 
-    let now = s.clock.now().timestamp_millis();
-    let day = day_of(as_of);
-    let mut tx = s.pool.begin().await.map_err(db)?;
-    let mut records = Vec::with_capacity(roster.sites.len());
-    for ((site, counts), permille) in roster.sites.iter().zip(&tally.counts).zip(&tally.permille) {
-        let mut computed = serde_json::to_value(counts).expect("serialisable");
-        computed["vaccination_permille"] = json!(permille);
-        // The counts' look-back, as the definition gave it (the page says it).
-        computed["window_hours"] = json!(windows.count);
-        records.push(vec![
-            Arg::T(Some(format!("{}/{day}", site.id))),
-            Arg::T(Some(site.enterprise_id.clone())),
-            Arg::T(Some(site.id.clone())),
-            Arg::T(Some(day.clone())),
-            Arg::T(Some("{}".into())),
-            Arg::T(Some(computed.to_string())),
-            Arg::I(Some(as_of.timestamp_millis())),
-            Arg::T(Some(run_id.clone())),
-            Arg::T(Some("comparison".into())),
-            Arg::I(Some(now)),
-            Arg::I(Some(now)),
-        ]);
-    }
-    // R3.4: the first run of the day creates the record; if the enterprise
-    // created it earlier, the same record gets the numbers.
-    insert_many(
-        &mut tx,
-        "daily_records",
-        "id, enterprise_id, address_id, day, fields, computed, computed_at, run_id, created_by, created_at, updated_at",
-        records,
-        "ON CONFLICT (address_id, day) DO UPDATE SET computed = excluded.computed, computed_at = excluded.computed_at, \
-         run_id = excluded.run_id, updated_at = excluded.updated_at",
-    )
-    .await
-    .map_err(store_err)?;
-    // The run row first: the per-person data below refers to it. Runs are
-    // numbered in the order they are written (a unique column: two runs
-    // racing for one number on PostgreSQL make one fail and retry), and the
-    // run's warnings are numbered within it, so warning ids never collide.
-    let number: i64 = sqlx::query_scalar(
-        "INSERT INTO comparison_runs (id, slot, as_of, started_at, status, persons, unknown, anomalies, new_warnings, number) \
-         VALUES ($1, NULL, $2, $3, 'running', $4, $5, $6, 0, \
-                 (SELECT COALESCE(MAX(number), 0) + 1 FROM comparison_runs)) RETURNING number",
-    )
-    .bind(&run_id)
-    .bind(as_of.timestamp_millis())
-    .bind(now)
-    .bind(roster.staff.len() as i64)
-    .bind(tally.unknown as i64)
-    .bind(tally.anomalies.len() as i64)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db)?;
-    // The data each person was judged on, for audits and dry runs of
-    // changed rules (R8.2): one row per address (comparison::read_judged).
-    let rows = roster
-        .sites
-        .iter()
-        .zip(tally.data)
-        .enumerate()
-        .map(|(k, (site, data))| {
-            let persons = roster
-                .sites
-                .get(k + 1)
-                .map_or(roster.staff.len(), |n| n.first)
-                - site.first;
-            vec![
-                Arg::T(Some(run_id.clone())),
-                Arg::T(Some(site.id.clone())),
-                Arg::I(Some(persons as i64)),
-                Arg::T(Some(data)),
-            ]
-        })
-        .collect();
-    insert_many(
-        &mut tx,
-        "comparison_persons",
-        "run_id, address_id, persons, data",
-        rows,
-        "",
-    )
-    .await
-    .map_err(store_err)?;
-    let open: HashSet<String> =
-        sqlx::query_scalar::<_, String>("SELECT dedupe_key FROM warnings WHERE closed_at IS NULL")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?
-            .into_iter()
-            .collect();
-    let closed = closed_with_evidence(&mut tx).await?;
-    let keyed = warning_keys(&rules, &roster, &tally.anomalies)?;
-    mark_evidence_gone(&mut tx, &closed, &keyed, now).await?;
-    // Names only of the anomalous persons.
-    let mut names: HashMap<String, String> = HashMap::new();
-    let flagged: Vec<&str> = {
-        let mut v: Vec<&str> = tally
-            .anomalies
+/// One run being written: its key, time, windows and staff.
+struct Run<'a> {
+    id: &'a str,
+    as_of: DateTime<Utc>,
+    /// When it is written (ms).
+    now: i64,
+    windows: Windows,
+    roster: &'a Roster,
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+impl Run<'_> {
+    /// R3.4: the first run of the day creates each address's record; if the
+    /// enterprise created it earlier, the same record gets the numbers.
+    async fn fill_records(&self, tx: &mut Tx, tally: &Tally) -> Result<(), ActivityError> {
+        let (run_id, now) = (self.id, self.now);
+        let day = day_of(self.as_of);
+        let mut records = Vec::with_capacity(self.roster.sites.len());
+        let sites = self
+            .roster
+            .sites
             .iter()
-            .map(|(i, _, _)| roster.staff[*i].as_str())
-            .collect();
-        v.dedup();
-        v
-    };
-    for chunk in flagged.chunks(500) {
-        let marks = (1..=chunk.len())
-            .map(|k| format!("${k}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("SELECT id, name FROM staff WHERE id IN ({marks})");
-        let mut q = sqlx::query(&sql);
-        for id in chunk {
-            q = q.bind(*id);
+            .zip(&tally.counts)
+            .zip(&tally.permille);
+        for ((site, counts), permille) in sites {
+            let mut computed = serde_json::to_value(counts).expect("serialisable");
+            computed["vaccination_permille"] = json!(permille);
+            // The counts' look-back, as the definition gave it (the page says it).
+            computed["window_hours"] = json!(self.windows.count);
+            records.push(vec![
+                Arg::T(Some(format!("{}/{day}", site.id))),
+                Arg::T(Some(site.enterprise_id.clone())),
+                Arg::T(Some(site.id.clone())),
+                Arg::T(Some(day.clone())),
+                Arg::T(Some("{}".into())),
+                Arg::T(Some(computed.to_string())),
+                Arg::I(Some(self.as_of.timestamp_millis())),
+                Arg::T(Some(run_id.to_string())),
+                Arg::T(Some("comparison".into())),
+                Arg::I(Some(now)),
+                Arg::I(Some(now)),
+            ]);
         }
-        for r in q.fetch_all(&mut *tx).await.map_err(db)? {
-            names.insert(r.try_get("id").map_err(db)?, r.try_get("name").map_err(db)?);
-        }
+        insert_many(
+            tx,
+            "daily_records",
+            "id, enterprise_id, address_id, day, fields, computed, computed_at, run_id, created_by, created_at, updated_at",
+            records,
+            "ON CONFLICT (address_id, day) DO UPDATE SET computed = excluded.computed, computed_at = excluded.computed_at, \
+             run_id = excluded.run_id, updated_at = excluded.updated_at",
+        )
+        .await
+        .map_err(store_err)
     }
-    let mut warning_rows = Vec::new();
-    let mut per_district: BTreeMap<String, u64> = BTreeMap::new();
-    let mut counted = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, reason, evidence, key) in &keyed {
-        let staff_id = &roster.staff[*i];
-        let same_evidence = closed.get(key).is_some_and(|list| {
-            list.iter()
-                .any(|(_, e)| e.as_deref() == Some(evidence.as_str()))
-        });
-        if open.contains(key) || same_evidence || !seen.insert(key.clone()) {
-            continue;
+
+    /// The run row, first: the per-person data refers to it. Runs are
+    /// numbered in the order they are written (a unique column: two runs
+    /// racing for one number on PostgreSQL make one fail and retry), and the
+    /// run's warnings are numbered within it, so warning ids never collide.
+    async fn insert_run(&self, tx: &mut Tx, tally: &Tally) -> Result<i64, ActivityError> {
+        sqlx::query_scalar(
+            "INSERT INTO comparison_runs (id, slot, as_of, started_at, status, persons, unknown, anomalies, new_warnings, number) \
+             VALUES ($1, NULL, $2, $3, 'running', $4, $5, $6, 0, \
+                     (SELECT COALESCE(MAX(number), 0) + 1 FROM comparison_runs)) RETURNING number",
+        )
+        .bind(self.id)
+        .bind(self.as_of.timestamp_millis())
+        .bind(self.now)
+        .bind(self.roster.staff.len() as i64)
+        .bind(tally.unknown as i64)
+        .bind(tally.anomalies.len() as i64)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)
+    }
+
+    /// The data each person was judged on, for audits and dry runs of
+    /// changed rules (R8.2): one row per address (comparison::read_judged).
+    async fn keep_persons(&self, tx: &mut Tx, data: Vec<String>) -> Result<(), ActivityError> {
+        let roster = self.roster;
+        let rows = roster
+            .sites
+            .iter()
+            .zip(data)
+            .enumerate()
+            .map(|(k, (site, data))| {
+                let persons = roster
+                    .sites
+                    .get(k + 1)
+                    .map_or(roster.staff.len(), |n| n.first)
+                    - site.first;
+                vec![
+                    Arg::T(Some(self.id.to_string())),
+                    Arg::T(Some(site.id.clone())),
+                    Arg::I(Some(persons as i64)),
+                    Arg::T(Some(data)),
+                ]
+            })
+            .collect();
+        insert_many(
+            tx,
+            "comparison_persons",
+            "run_id, address_id, persons, data",
+            rows,
+            "",
+        )
+        .await
+        .map_err(store_err)
+    }
+
+    /// Open a warning for each anomaly whose key has no open warning and
+    /// no closed one on the same evidence (R5.1), once per key. Returns the
+    /// new warnings per district.
+    async fn open_warnings(
+        &self,
+        tx: &mut Tx,
+        rules: &Rules,
+        tally: &Tally,
+        number: i64,
+    ) -> Result<BTreeMap<String, u64>, ActivityError> {
+        let open: HashSet<String> = sqlx::query_scalar::<_, String>(
+            "SELECT dedupe_key FROM warnings WHERE closed_at IS NULL",
+        )
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .collect();
+        let closed = closed_with_evidence(tx).await?;
+        let keyed = warning_keys(rules, self.roster, &tally.anomalies)?;
+        mark_evidence_gone(tx, &closed, &keyed, self.now).await?;
+        let names = self.names(tx, &tally.anomalies).await?;
+        let mut new = NewWarnings::default();
+        for (i, reason, evidence, key) in &keyed {
+            let same_evidence = closed.get(key).is_some_and(|list| {
+                list.iter()
+                    .any(|(_, e)| e.as_deref() == Some(evidence.as_str()))
+            });
+            if open.contains(key) || same_evidence || !new.keys.insert(key.clone()) {
+                continue;
+            }
+            self.new_warning(&mut new, number, *i, reason, evidence, key, &names);
         }
-        let site = &roster.sites[roster.site_of(*i)];
+        crate::warnings::add_to_counts(tx, &new.counted)
+            .await
+            .map_err(db)?;
+        insert_many(
+            tx,
+            "warnings",
+            "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, evidence, run_id, \
+             state, disposal_overdue, review_overdue, opened_at, updated_at",
+            new.rows,
+            "",
+        )
+        .await
+        .map_err(store_err)?;
+        Ok(new.per_district)
+    }
+
+    /// Names only of the anomalous persons, by staff id.
+    async fn names(
+        &self,
+        tx: &mut Tx,
+        anomalies: &[(usize, String, String)],
+    ) -> Result<HashMap<String, String>, ActivityError> {
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut flagged: Vec<&str> = anomalies
+            .iter()
+            .map(|(i, _, _)| self.roster.staff[*i].as_str())
+            .collect();
+        flagged.dedup();
+        for chunk in flagged.chunks(500) {
+            let marks = (1..=chunk.len())
+                .map(|k| format!("${k}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT id, name FROM staff WHERE id IN ({marks})");
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&mut **tx).await.map_err(db)? {
+                names.insert(r.try_get("id").map_err(db)?, r.try_get("name").map_err(db)?);
+            }
+        }
+        Ok(names)
+    }
+
+    /// One new warning: its row (numbered within the run), its district's
+    /// count, and its place in the warning counts.
+    #[allow(clippy::too_many_arguments)]
+    fn new_warning(
+        &self,
+        new: &mut NewWarnings,
+        number: i64,
+        i: usize,
+        reason: &str,
+        evidence: &str,
+        key: &str,
+        names: &HashMap<String, String>,
+    ) {
+        let roster = self.roster;
+        let staff_id = &roster.staff[i];
+        let site = &roster.sites[roster.site_of(i)];
         let name = names.get(staff_id).cloned().unwrap_or_default();
-        let masked = crate::domain::IdNumber::parse(&roster.ids[*i])
+        let masked = crate::domain::IdNumber::parse(&roster.ids[i])
             .map(|n| n.masked())
             .unwrap_or_else(|_| "***".into());
-        let warning_id = format!("{number}-{}", warning_rows.len() + 1);
-        warning_rows.push(vec![
-            Arg::T(Some(warning_id.clone())),
+        let warning_id = format!("{number}-{}", new.rows.len() + 1);
+        new.rows.push(vec![
+            Arg::T(Some(warning_id)),
             Arg::T(Some(site.enterprise_id.clone())),
             Arg::T(Some(site.district.clone())),
             Arg::T(Some(site.id.clone())),
             Arg::T(Some(staff_id.clone())),
-            Arg::T(Some(name.clone())),
-            Arg::T(Some(masked.clone())),
+            Arg::T(Some(name)),
+            Arg::T(Some(masked)),
             Arg::T(Some(reason.to_string())),
-            Arg::T(Some(key.clone())),
+            Arg::T(Some(key.to_string())),
             Arg::T(Some(evidence.to_string())),
-            Arg::T(Some(run_id.clone())),
+            Arg::T(Some(self.id.to_string())),
             Arg::T(Some("awaiting_disposal".into())),
             Arg::I(Some(0)),
             Arg::I(Some(0)),
-            Arg::I(Some(now)),
-            Arg::I(Some(now)),
+            Arg::I(Some(self.now)),
+            Arg::I(Some(self.now)),
         ]);
-        *per_district.entry(site.district.clone()).or_default() += 1;
-        counted.push((
+        *new.per_district.entry(site.district.clone()).or_default() += 1;
+        new.counted.push((
             crate::warnings::Counted {
                 enterprise_id: site.enterprise_id.clone(),
                 district: site.district.clone(),
@@ -746,50 +867,46 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
             1,
         ));
     }
-    let new_warnings = warning_rows.len();
-    crate::warnings::add_to_counts(&mut tx, &counted)
-        .await
-        .map_err(db)?;
-    insert_many(
-        &mut tx,
-        "warnings",
-        "id, enterprise_id, district, address_id, staff_id, person_name, person_masked, reason, dedupe_key, evidence, run_id, \
-         state, disposal_overdue, review_overdue, opened_at, updated_at",
-        warning_rows,
-        "",
-    )
-    .await
-    .map_err(store_err)?;
-    let summary = json!({
-        "persons": roster.staff.len(), "unknown": tally.unknown, "anomalies": tally.anomalies.len(),
-        "new_warnings": new_warnings, "addresses": roster.sites.len(),
-    });
-    let result = json!({
-        "run_id": run_id, "number": number, "as_of": as_of.to_rfc3339(),
-        "window_hours": windows.asked_hours(), "count_window_hours": windows.count,
-        "nat_window_hours": windows.nat,
-        "per_district": per_district, "summary": summary,
-    });
-    sqlx::query("UPDATE comparison_runs SET finished_at = $1, status = 'done', new_warnings = $2, result = $3 WHERE id = $4")
-        .bind(now)
-        .bind(new_warnings as i64)
-        .bind(result.to_string())
-        .bind(&run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    tracing::info!(
-        target: "server::comparison",
-        run = %run_id,
-        persons = roster.staff.len(),
-        load_s = loaded.as_secs_f64(),
-        fetch_and_judge_s = (fetched - loaded).as_secs_f64(),
-        classify_calls = tally.classify_calls,
-        write_s = (started.elapsed() - fetched).as_secs_f64(),
-        "comparison run done"
-    );
-    Ok(result)
+
+    /// The run's result (what the workflow reads), stored with the run row.
+    async fn finish(
+        &self,
+        tx: &mut Tx,
+        tally: &Tally,
+        number: i64,
+        per_district: BTreeMap<String, u64>,
+    ) -> Result<Value, ActivityError> {
+        let new_warnings: u64 = per_district.values().sum();
+        let summary = json!({
+            "persons": self.roster.staff.len(), "unknown": tally.unknown, "anomalies": tally.anomalies.len(),
+            "new_warnings": new_warnings, "addresses": self.roster.sites.len(),
+        });
+        let result = json!({
+            "run_id": self.id, "number": number, "as_of": self.as_of.to_rfc3339(),
+            "window_hours": self.windows.asked_hours(), "count_window_hours": self.windows.count,
+            "nat_window_hours": self.windows.nat,
+            "per_district": per_district, "summary": summary,
+        });
+        sqlx::query("UPDATE comparison_runs SET finished_at = $1, status = 'done', new_warnings = $2, result = $3 WHERE id = $4")
+            .bind(self.now)
+            .bind(new_warnings as i64)
+            .bind(result.to_string())
+            .bind(self.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(result)
+    }
+}
+
+/// The warnings a run opens, as they are found.
+#[derive(Default)]
+struct NewWarnings {
+    rows: Vec<Vec<Arg>>,
+    per_district: BTreeMap<String, u64>,
+    counted: Vec<(crate::warnings::Counted, i64)>,
+    /// Dedupe keys already opened by this run.
+    keys: HashSet<String>,
 }
 
 /// Warnings closed by review whose evidence may still be seen (R5.1), by

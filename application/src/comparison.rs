@@ -246,6 +246,14 @@ impl<'r> Judge<'r> {
             counts.unknown += 1;
             return Ok(());
         };
+        let increments = self.increments(r)?;
+        counts.add(increments);
+        self.anomalies(r, reasons)
+    }
+
+    /// What the person adds to the counts (`rules/statistics.rhai`),
+    /// memoised by the profile of their reports in the window.
+    fn increments(&mut self, r: &HealthRecord) -> Result<Increments, Error> {
         let (from, as_of) = (self.from, self.as_of);
         let in_window = || {
             r.nat_reports
@@ -270,7 +278,7 @@ impl<'r> Judge<'r> {
                 (hours as u32) << 1 | u32::from(n.result == NatResult::Positive);
             profile.n += 1;
         }
-        let increments = match memo.then(|| self.memo.get(&profile)).flatten() {
+        Ok(match memo.then(|| self.memo.get(&profile)).flatten() {
             Some(i) => *i,
             None => {
                 let i = self.classify(r, in_window())?;
@@ -279,9 +287,12 @@ impl<'r> Judge<'r> {
                 }
                 i
             }
-        };
-        counts.add(increments);
+        })
+    }
 
+    /// The anomaly rule's reasons for the person, appended to `reasons`,
+    /// and the evidence of each.
+    fn anomalies(&mut self, r: &HealthRecord, reasons: &mut Vec<String>) -> Result<(), Error> {
         // The anomaly rule's argument, built for rhai directly: this runs
         // once per person (a million times a run), and going through JSON
         // costs more than the rule itself.

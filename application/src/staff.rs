@@ -43,7 +43,34 @@ pub async fn import_csv(
     csv: &str,
     now_ms: i64,
 ) -> Result<usize, Error> {
-    let addresses: HashMap<String, String> = sqlx::query(
+    let addresses = addresses_of(pool, enterprise_id).await?;
+    let (rows, mut errors) = check_rows(csv, &addresses);
+    let mut tx = pool.begin().await?;
+    let existing = owners(&mut tx, enterprise_id, &rows, &mut errors).await?;
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(Error::Rows(errors));
+    }
+    for (_, r) in &rows {
+        save(
+            &mut tx,
+            enterprise_id,
+            r,
+            existing.get(r.id_number.as_str()),
+            now_ms,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// The enterprise's office addresses: text -> id.
+async fn addresses_of(
+    pool: &AnyPool,
+    enterprise_id: &str,
+) -> Result<HashMap<String, String>, Error> {
+    Ok(sqlx::query(
         "SELECT id, address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
     )
     .bind(enterprise_id)
@@ -56,7 +83,15 @@ pub async fn import_csv(
             r.try_get::<String, _>("id")?,
         ))
     })
-    .collect::<Result<_, sqlx::Error>>()?;
+    .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// Every row of the file checked on its own: the good ones with their
+/// line, and every problem of the others.
+fn check_rows(
+    csv: &str,
+    addresses: &HashMap<String, String>,
+) -> (Vec<(u64, Checked)>, Vec<RowError>) {
     let mut errors = Vec::new();
     let mut rows = Vec::new();
     let mut seen = HashSet::new();
@@ -76,54 +111,74 @@ pub async fn import_csv(
                 continue;
             }
         };
-        let field = |k: usize| record.get(k).unwrap_or("").to_string();
-        let mut row_errors = Vec::new();
-        let name = PersonName::parse(&field(0))
-            .map_err(|e| row_errors.push(format!("姓名：{e}")))
-            .ok();
-        let id_number = IdNumber::parse(&field(1))
-            .map_err(|e| row_errors.push(format!("身份证号：{e}")))
-            .ok();
-        let mobile = match field(2).as_str() {
-            "" => None,
-            m => Mobile::parse(m)
-                .map_err(|e| row_errors.push(format!("手机号：{e}")))
-                .ok(),
-        };
-        let address_id = addresses.get(&field(3)).cloned();
-        if address_id.is_none() {
-            row_errors.push(format!("办公地址“{}”不是本企业的在蓉办公地址", field(3)));
-        }
-        if let Some(n) = &id_number {
-            if !seen.insert(n.as_str().to_string()) {
-                row_errors.push("身份证号在文件中重复".to_string());
-            }
-        }
-        match (name, id_number, address_id, row_errors.is_empty()) {
-            (Some(name), Some(id_number), Some(address_id), true) => rows.push((
-                line,
-                Checked {
-                    name,
-                    id_number,
-                    mobile,
-                    address_id,
-                },
-            )),
-            _ => errors.extend(
+        match check_row(&record, addresses, &mut seen) {
+            Ok(row) => rows.push((line, row)),
+            Err(row_errors) => errors.extend(
                 row_errors
                     .into_iter()
                     .map(|message| RowError { line, message }),
             ),
         }
     }
-    let mut tx = pool.begin().await?;
+    (rows, errors)
+}
+
+/// One row: name, ID number (not twice in the file), mobile (optional),
+/// an address of the enterprise.
+fn check_row(
+    record: &csv::StringRecord,
+    addresses: &HashMap<String, String>,
+    seen: &mut HashSet<String>,
+) -> Result<Checked, Vec<String>> {
+    let field = |k: usize| record.get(k).unwrap_or("").to_string();
+    let mut row_errors = Vec::new();
+    let name = PersonName::parse(&field(0))
+        .map_err(|e| row_errors.push(format!("姓名：{e}")))
+        .ok();
+    let id_number = IdNumber::parse(&field(1))
+        .map_err(|e| row_errors.push(format!("身份证号：{e}")))
+        .ok();
+    let mobile = match field(2).as_str() {
+        "" => None,
+        m => Mobile::parse(m)
+            .map_err(|e| row_errors.push(format!("手机号：{e}")))
+            .ok(),
+    };
+    let address_id = addresses.get(&field(3)).cloned();
+    if address_id.is_none() {
+        row_errors.push(format!("办公地址“{}”不是本企业的在蓉办公地址", field(3)));
+    }
+    if let Some(n) = &id_number {
+        if !seen.insert(n.as_str().to_string()) {
+            row_errors.push("身份证号在文件中重复".to_string());
+        }
+    }
+    match (name, id_number, address_id, row_errors.is_empty()) {
+        (Some(name), Some(id_number), Some(address_id), true) => Ok(Checked {
+            name,
+            id_number,
+            mobile,
+            address_id,
+        }),
+        _ => Err(row_errors),
+    }
+}
+
+/// The staff ids of rows already in this enterprise, by ID number; a row
+/// whose person is in another enterprise is an error.
+async fn owners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    enterprise_id: &str,
+    rows: &[(u64, Checked)],
+    errors: &mut Vec<RowError>,
+) -> Result<HashMap<String, String>, Error> {
     let mut existing = HashMap::new();
-    for (line, r) in &rows {
+    for (line, r) in rows {
         let other = sqlx::query(
             "SELECT id, enterprise_id FROM staff WHERE id_number = $1 AND deleted_at IS NULL",
         )
         .bind(r.id_number.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         if let Some(o) = other {
             let owner: String = o.try_get("enterprise_id")?;
@@ -140,42 +195,46 @@ pub async fn import_csv(
             }
         }
     }
-    if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line);
-        return Err(Error::Rows(errors));
-    }
-    for (_, r) in &rows {
-        let mobile = r.mobile.as_ref().map(|m| m.as_str().to_string());
-        match existing.get(r.id_number.as_str()) {
-            Some(id) => {
-                sqlx::query("UPDATE staff SET name = $1, mobile = $2, address_id = $3, updated_at = $4 WHERE id = $5")
-                    .bind(r.name.as_str())
-                    .bind(mobile)
-                    .bind(&r.address_id)
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                )
-                .bind(crate::accounts::new_id())
-                .bind(enterprise_id)
-                .bind(&r.address_id)
+    Ok(existing)
+}
+
+/// Update the person `existing` names, or add a new one.
+async fn save(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    enterprise_id: &str,
+    r: &Checked,
+    existing: Option<&String>,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let mobile = r.mobile.as_ref().map(|m| m.as_str().to_string());
+    match existing {
+        Some(id) => {
+            sqlx::query("UPDATE staff SET name = $1, mobile = $2, address_id = $3, updated_at = $4 WHERE id = $5")
                 .bind(r.name.as_str())
-                .bind(r.id_number.as_str())
                 .bind(mobile)
+                .bind(&r.address_id)
                 .bind(now_ms)
-                .execute(&mut *tx)
+                .bind(id)
+                .execute(&mut **tx)
                 .await?;
-            }
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(crate::accounts::new_id())
+            .bind(enterprise_id)
+            .bind(&r.address_id)
+            .bind(r.name.as_str())
+            .bind(r.id_number.as_str())
+            .bind(mobile)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
         }
     }
-    tx.commit().await?;
-    Ok(rows.len())
+    Ok(())
 }
 
 /// A file that is neither UTF-8 (or UTF-16 with BOM) nor GBK.

@@ -97,6 +97,77 @@ fn check_account_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Where the columns are: the required ones in the order of `REQUIRED`.
+struct Layout {
+    required: [usize; 7],
+    offices: Option<usize>,
+    contact: Option<usize>,
+    account: Option<usize>,
+}
+
+/// The required columns: label, and the header names that mean it.
+const REQUIRED: [(&str, &[&str]); 7] = [
+    (
+        "统一社会信用代码",
+        &["统一社会信用代码", "信用代码", "credit_code"],
+    ),
+    ("企业名称", &["企业名称", "名称", "name"]),
+    ("企业类型", &["企业类型", "类型", "type", "kind"]),
+    (
+        "所属区（市）县",
+        &[
+            "所属区（市）县",
+            "区（市）县",
+            "区(市)县",
+            "所属区(市)县",
+            "district",
+        ],
+    ),
+    ("注册地址", &["注册地址", "registered_address"]),
+    (
+        "联系人手机",
+        &[
+            "联系人手机",
+            "联系手机",
+            "手机号",
+            "contact_mobile",
+            "mobile",
+        ],
+    ),
+    ("登录方式", &["登录方式", "login_methods"]),
+];
+
+/// The columns of the header; None (with the error on line 1) when a
+/// required one is missing.
+fn layout(header: &csv::StringRecord, errors: &mut RowErrors) -> Option<Layout> {
+    let cols = Columns::new(header);
+    let mut idx = Vec::new();
+    let mut missing = Vec::new();
+    for (label, aliases) in REQUIRED {
+        match cols.find(aliases) {
+            Some(i) => idx.push(i),
+            None => missing.push(label),
+        }
+    }
+    if !missing.is_empty() {
+        errors.push(1, format!("表头缺少列：{}", missing.join("、")));
+        return None;
+    }
+    Some(Layout {
+        required: idx.try_into().expect("one per required column"),
+        offices: cols.find(&["在蓉办公地址", "办公地址", "office_addresses"]),
+        contact: cols.find(&["联系人", "联系人姓名", "contact_name"]),
+        account: cols.find(&["账号", "信用账号", "account", "username"]),
+    })
+}
+
+/// Credit codes and account names met so far in the file.
+#[derive(Default)]
+struct Seen {
+    codes: HashSet<String>,
+    accounts: HashSet<String>,
+}
+
 fn parse_rows(
     csv: &str,
     districts: &Districts,
@@ -110,55 +181,11 @@ fn parse_rows(
         .headers()
         .map_err(|e| Error::Refused(format!("无法读取表头：{e}")))?
         .clone();
-    let cols = Columns::new(&header);
-    let required: [(&str, &[&str]); 7] = [
-        (
-            "统一社会信用代码",
-            &["统一社会信用代码", "信用代码", "credit_code"],
-        ),
-        ("企业名称", &["企业名称", "名称", "name"]),
-        ("企业类型", &["企业类型", "类型", "type", "kind"]),
-        (
-            "所属区（市）县",
-            &[
-                "所属区（市）县",
-                "区（市）县",
-                "区(市)县",
-                "所属区(市)县",
-                "district",
-            ],
-        ),
-        ("注册地址", &["注册地址", "registered_address"]),
-        (
-            "联系人手机",
-            &[
-                "联系人手机",
-                "联系手机",
-                "手机号",
-                "contact_mobile",
-                "mobile",
-            ],
-        ),
-        ("登录方式", &["登录方式", "login_methods"]),
-    ];
-    let mut idx = Vec::new();
-    let mut missing = Vec::new();
-    for (label, aliases) in required {
-        match cols.find(aliases) {
-            Some(i) => idx.push(i),
-            None => missing.push(label),
-        }
-    }
-    if !missing.is_empty() {
-        errors.push(1, format!("表头缺少列：{}", missing.join("、")));
+    let Some(layout) = layout(&header, errors) else {
         return Ok(Vec::new());
-    }
-    let offices_col = cols.find(&["在蓉办公地址", "办公地址", "office_addresses"]);
-    let contact_col = cols.find(&["联系人", "联系人姓名", "contact_name"]);
-    let account_col = cols.find(&["账号", "信用账号", "account", "username"]);
+    };
     let mut rows = Vec::new();
-    let mut codes = HashSet::new();
-    let mut accounts = HashSet::new();
+    let mut seen = Seen::default();
     for (i, record) in reader.records().enumerate() {
         let line = i as u64 + 2;
         let record = match record {
@@ -171,104 +198,123 @@ fn parse_rows(
         if record.iter().all(str::is_empty) {
             continue;
         }
-        let get = |c: usize| record.get(c).unwrap_or("").trim().to_string();
-        let opt = |c: Option<usize>| c.map(get).unwrap_or_default();
         let before = errors.total;
-        let code = CreditCode::parse(&get(idx[0]))
-            .map_err(|e| errors.push(line, format!("统一社会信用代码：{e}")))
-            .ok();
-        if let Some(c) = &code {
-            if !codes.insert(c.as_str().to_string()) {
-                errors.push(line, "统一社会信用代码在文件中重复");
-            }
-        }
-        let name = EnterpriseName::parse(&get(idx[1]))
-            .map_err(|e| errors.push(line, format!("企业名称：{e}")))
-            .ok();
-        let kind = EnterpriseType::parse(&get(idx[2]))
-            .map_err(|e| errors.push(line, format!("企业类型：{e}")))
-            .ok();
-        let district = find_district(districts, &get(idx[3])).map(|d| d.code.as_str().to_string());
-        if district.is_none() {
-            errors.push(
-                line,
-                format!(
-                    "所属区（市）县“{}”不是成都市的23个区（市）县之一",
-                    get(idx[3])
-                ),
-            );
-        }
-        let registered = Address::parse(&get(idx[4]))
-            .map_err(|e| errors.push(line, format!("注册地址：{e}")))
-            .ok();
-        let mut offices = Vec::new();
-        for part in opt(offices_col)
-            .split(['；', ';', '|', '\n'])
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            match Address::parse(part) {
-                Ok(a) if !offices.contains(&a) => offices.push(a),
-                Ok(_) => {}
-                Err(e) => errors.push(line, format!("在蓉办公地址“{part}”：{e}")),
-            }
-        }
-        let contact_name = match opt(contact_col).as_str() {
-            "" => None,
-            n => PersonName::parse(n)
-                .map_err(|e| errors.push(line, format!("联系人：{e}")))
-                .ok(),
-        };
-        let mobile = Mobile::parse(&get(idx[5]))
-            .map_err(|e| errors.push(line, format!("联系人手机：{e}")))
-            .ok();
-        let methods = LoginMethod::parse_list(&get(idx[6]))
-            .map_err(|e| errors.push(line, e))
-            .ok();
-        let account = match opt(account_col).as_str() {
-            "" => None,
-            a => match check_account_name(a) {
-                Ok(a) => {
-                    if !accounts.insert(a.clone()) {
-                        errors.push(line, format!("账号“{a}”在文件中重复"));
-                    }
-                    Some(a)
-                }
-                Err(m) => {
-                    errors.push(line, format!("账号：{m}"));
-                    None
-                }
-            },
-        };
-        if errors.total != before {
-            continue;
-        }
-        if let (
-            Some(code),
-            Some(name),
-            Some(kind),
-            Some(district),
-            Some(registered),
-            Some(mobile),
-            Some(methods),
-        ) = (code, name, kind, district, registered, mobile, methods)
-        {
-            rows.push(Line {
-                line,
-                code,
-                name,
-                kind,
-                district,
-                registered,
-                offices,
-                contact_name,
-                mobile,
-                methods,
-                account,
-            });
+        let row = parse_line(&record, line, &layout, districts, &mut seen, errors);
+        if errors.total == before {
+            rows.extend(row);
         }
     }
     Ok(rows)
+}
+
+/// One enterprise's line; every problem is pushed to `errors`.
+fn parse_line(
+    record: &csv::StringRecord,
+    line: u64,
+    layout: &Layout,
+    districts: &Districts,
+    seen: &mut Seen,
+    errors: &mut RowErrors,
+) -> Option<Line> {
+    let get = |c: usize| record.get(c).unwrap_or("").trim().to_string();
+    let opt = |c: Option<usize>| c.map(get).unwrap_or_default();
+    let idx = &layout.required;
+    let code = CreditCode::parse(&get(idx[0]))
+        .map_err(|e| errors.push(line, format!("统一社会信用代码：{e}")))
+        .ok();
+    if let Some(c) = &code {
+        if !seen.codes.insert(c.as_str().to_string()) {
+            errors.push(line, "统一社会信用代码在文件中重复");
+        }
+    }
+    let name = EnterpriseName::parse(&get(idx[1]))
+        .map_err(|e| errors.push(line, format!("企业名称：{e}")))
+        .ok();
+    let kind = EnterpriseType::parse(&get(idx[2]))
+        .map_err(|e| errors.push(line, format!("企业类型：{e}")))
+        .ok();
+    let district = find_district(districts, &get(idx[3])).map(|d| d.code.as_str().to_string());
+    if district.is_none() {
+        errors.push(
+            line,
+            format!(
+                "所属区（市）县“{}”不是成都市的23个区（市）县之一",
+                get(idx[3])
+            ),
+        );
+    }
+    let registered = Address::parse(&get(idx[4]))
+        .map_err(|e| errors.push(line, format!("注册地址：{e}")))
+        .ok();
+    let offices = parse_offices(&opt(layout.offices), line, errors);
+    let contact_name = match opt(layout.contact).as_str() {
+        "" => None,
+        n => PersonName::parse(n)
+            .map_err(|e| errors.push(line, format!("联系人：{e}")))
+            .ok(),
+    };
+    let mobile = Mobile::parse(&get(idx[5]))
+        .map_err(|e| errors.push(line, format!("联系人手机：{e}")))
+        .ok();
+    let methods = LoginMethod::parse_list(&get(idx[6]))
+        .map_err(|e| errors.push(line, e))
+        .ok();
+    let account = parse_account(&opt(layout.account), line, &mut seen.accounts, errors);
+    Some(Line {
+        line,
+        code: code?,
+        name: name?,
+        kind: kind?,
+        district: district?,
+        registered: registered?,
+        offices,
+        contact_name,
+        mobile: mobile?,
+        methods: methods?,
+        account,
+    })
+}
+
+/// The office addresses of a line, each once.
+fn parse_offices(text: &str, line: u64, errors: &mut RowErrors) -> Vec<Address> {
+    let mut offices = Vec::new();
+    for part in text
+        .split(['；', ';', '|', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match Address::parse(part) {
+            Ok(a) if !offices.contains(&a) => offices.push(a),
+            Ok(_) => {}
+            Err(e) => errors.push(line, format!("在蓉办公地址“{part}”：{e}")),
+        }
+    }
+    offices
+}
+
+/// The account name of a line, if it gives one: well-formed and not twice
+/// in the file.
+fn parse_account(
+    text: &str,
+    line: u64,
+    accounts: &mut HashSet<String>,
+    errors: &mut RowErrors,
+) -> Option<String> {
+    match text {
+        "" => None,
+        a => match check_account_name(a) {
+            Ok(a) => {
+                if !accounts.insert(a.clone()) {
+                    errors.push(line, format!("账号“{a}”在文件中重复"));
+                }
+                Some(a)
+            }
+            Err(m) => {
+                errors.push(line, format!("账号：{m}"));
+                None
+            }
+        },
+    }
 }
 
 /// An enterprise already in the database, and its account if it has one.
@@ -295,9 +341,58 @@ pub async fn import_enterprises(
     if rows.is_empty() {
         return Err(Error::Refused("文件中没有企业".into()));
     }
-    // What is there already, and account names taken by others.
+    let existing = find_existing(pool, &rows, &mut errors).await?;
+    if !errors.is_empty() {
+        return Err(Error::Rows(errors));
+    }
+    // Passwords for the new accounts that log in by password, hashed before
+    // the transaction so it stays short.
+    let passwords: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| {
+            (new_account(&existing, r) && r.methods.contains(&LoginMethod::Password))
+                .then(generate_password)
+        })
+        .collect();
+    let hashes = hash_all(passwords.iter().flatten().cloned().collect()).await?;
+    let written = Writer {
+        existing: &existing,
+        file_names: rows.iter().filter_map(|r| r.account.as_deref()).collect(),
+        actor,
+        now_ms,
+    }
+    .write(pool, &rows, &passwords, hashes)
+    .await;
+    let (mut report, texts) = match written {
+        // Registered or imported by someone else since the checks above.
+        Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            return Err(Error::Refused(
+                "导入期间有企业或账号被同时登记，未导入任何内容，请重新导入".into(),
+            ))
+        }
+        other => other?,
+    };
+    send_texts(sms, texts, &mut report).await;
+    Ok(report)
+}
+
+/// Does the line's enterprise get a new account (it is new, or has none)?
+fn new_account(existing: &HashMap<String, Existing>, r: &Line) -> bool {
+    existing
+        .get(r.code.as_str())
+        .is_none_or(|e| e.username.is_none())
+}
+
+/// What is there already, by credit code; an account name in the file
+/// that differs from the enterprise's, or that someone else has, is a row
+/// error.
+async fn find_existing(
+    pool: &AnyPool,
+    rows: &[Line],
+    errors: &mut RowErrors,
+) -> Result<HashMap<String, Existing>, Error> {
     let mut existing: HashMap<String, Existing> = HashMap::new();
-    for r in &rows {
+    for r in rows {
         let found = sqlx::query(
             "SELECT e.id, (SELECT MIN(a.username) FROM accounts a WHERE a.enterprise_id = e.id AND a.role = 'enterprise') AS username \
              FROM enterprises e WHERE e.credit_code = $1",
@@ -339,171 +434,213 @@ pub async fn import_enterprises(
             existing.insert(r.code.as_str().to_string(), f);
         }
     }
-    if !errors.is_empty() {
-        return Err(Error::Rows(errors));
-    }
-    // Passwords for the new accounts that log in by password, hashed before
-    // the transaction so it stays short.
-    let new_account = |r: &Line| {
-        existing
-            .get(r.code.as_str())
-            .is_none_or(|e| e.username.is_none())
-    };
-    let passwords: Vec<Option<String>> = rows
-        .iter()
-        .map(|r| {
-            (new_account(r) && r.methods.contains(&LoginMethod::Password)).then(generate_password)
-        })
-        .collect();
-    let hashes = hash_all(passwords.iter().flatten().cloned().collect()).await?;
-    let mut hashes = hashes.into_iter();
-    let file_names: HashSet<&str> = rows.iter().filter_map(|r| r.account.as_deref()).collect();
-    let mut report = EnterpriseImport::default();
-    let mut texts = Vec::new();
-    let written = async {
+    Ok(existing)
+}
+
+/// Writes a checked file in one transaction.
+struct Writer<'a> {
+    existing: &'a HashMap<String, Existing>,
+    /// Account names the file gives (a generated one must differ).
+    file_names: HashSet<&'a str>,
+    actor: &'a str,
+    now_ms: i64,
+}
+
+/// A text to send once the transaction committed: the index of its
+/// account in the report, and the message.
+type Text = (usize, Message);
+
+impl Writer<'_> {
+    /// Every line: the enterprise, its new office addresses, its account
+    /// when it has none. Returns the report and the texts to send.
+    async fn write(
+        &self,
+        pool: &AnyPool,
+        rows: &[Line],
+        passwords: &[Option<String>],
+        hashes: Vec<String>,
+    ) -> Result<(EnterpriseImport, Vec<Text>), Error> {
+        let mut hashes = hashes.into_iter();
+        let mut report = EnterpriseImport::default();
+        let mut texts = Vec::new();
         let mut tx = pool.begin().await?;
-        for (r, password) in rows.iter().zip(&passwords) {
-            let id = match existing.get(r.code.as_str()) {
-                Some(e) => {
-                    sqlx::query(
-                        "UPDATE enterprises SET name = $1, kind = $2, district = $3, registered_address = $4, \
-                         contact_name = COALESCE($5, contact_name), contact_mobile = $6, updated_at = $7 WHERE id = $8",
-                    )
-                    .bind(r.name.as_str())
-                    .bind(r.kind.code())
-                    .bind(&r.district)
-                    .bind(r.registered.as_str())
-                    .bind(r.contact_name.as_ref().map(|n| n.as_str()))
-                    .bind(r.mobile.as_str())
-                    .bind(now_ms)
-                    .bind(&e.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE accounts SET district = $1 WHERE enterprise_id = $2 AND role = 'enterprise'",
-                    )
-                    .bind(&r.district)
-                    .bind(&e.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    report.updated += 1;
-                    e.id.clone()
-                }
-                None => {
-                    let id = new_id();
-                    sqlx::query(
-                        "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                    )
-                    .bind(&id)
-                    .bind(r.code.as_str())
-                    .bind(r.name.as_str())
-                    .bind(r.kind.code())
-                    .bind(&r.district)
-                    .bind(r.registered.as_str())
-                    .bind(r.contact_name.as_ref().map_or("", |n| n.as_str()))
-                    .bind(r.mobile.as_str())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    report.created += 1;
-                    id
-                }
-            };
-            // Office addresses not yet known (the registered address when the
-            // file names none).
-            let known: HashSet<String> = sqlx::query_scalar(
-                "SELECT address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
-            )
-            .bind(&id)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-            let offices = if r.offices.is_empty() {
-                std::slice::from_ref(&r.registered)
-            } else {
-                &r.offices[..]
-            };
-            for a in offices.iter().filter(|a| !known.contains(a.as_str())) {
-                sqlx::query(
-                    "INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(new_id())
-                .bind(&id)
-                .bind(a.as_str())
-                .bind(&r.district)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if !new_account(r) {
+        for (r, password) in rows.iter().zip(passwords) {
+            let id = self.upsert_enterprise(&mut tx, r, &mut report).await?;
+            self.add_offices(&mut tx, &id, r).await?;
+            if !new_account(self.existing, r) {
                 continue;
             }
-            let username = match &r.account {
-                Some(a) => a.clone(),
-                None => free_username(&mut tx, &file_names).await?,
-            };
             let hash = match password {
                 Some(_) => hashes
                     .next()
                     .ok_or_else(|| Error::Internal("hash missing".into()))?,
                 None => NO_PASSWORD.to_string(),
             };
-            let sms_login = r.methods.contains(&LoginMethod::Sms);
-            sqlx::query(
-                "INSERT INTO accounts (username, role, enterprise_id, district, mobile, password_hash, must_change_password, \
-                 created_at, updated_at, login_methods) VALUES ($1, 'enterprise', $2, $3, $4, $5, $6, $7, $7, $8)",
-            )
-            .bind(&username)
-            .bind(&id)
-            .bind(&r.district)
-            .bind(sms_login.then(|| r.mobile.as_str()))
-            .bind(&hash)
-            .bind(i64::from(password.is_some()))
-            .bind(now_ms)
-            .bind(LoginMethod::join(&r.methods))
-            .execute(&mut *tx)
-            .await?;
-            let methods = LoginMethod::labels(&r.methods);
-            audit(&mut *tx, actor, "import", &username, Some(&methods), now_ms).await?;
-            texts.push((
-                report.accounts.len(),
-                Message {
-                    phone: r.mobile.as_str().to_string(),
-                    template: "account_imported".into(),
-                    params: match password {
-                        Some(p) => {
-                            serde_json::json!({"username": username, "password": p, "methods": methods})
-                        }
-                        None => serde_json::json!({"username": username, "methods": methods}),
-                    },
-                    idempotency_key: format!("import/{username}"),
-                    secret: vec!["password".into()],
-                },
-            ));
-            report.accounts.push(ImportedAccount {
-                username,
-                enterprise: r.name.as_str().to_string(),
-                methods,
-                sms_sent: false,
-            });
+            let (account, message) = self
+                .create_account(&mut tx, r, &id, password.as_deref(), &hash)
+                .await?;
+            texts.push((report.accounts.len(), message));
+            report.accounts.push(account);
         }
         tx.commit().await?;
-        Ok::<_, Error>(())
+        Ok((report, texts))
     }
-    .await;
-    match written {
-        // Registered or imported by someone else since the checks above.
-        Err(Error::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-            return Err(Error::Refused(
-                "导入期间有企业或账号被同时登记，未导入任何内容，请重新导入".into(),
-            ))
+
+    /// Update the enterprise the credit code names (and its account's
+    /// district), or add it. Returns its id.
+    async fn upsert_enterprise(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        r: &Line,
+        report: &mut EnterpriseImport,
+    ) -> Result<String, Error> {
+        let now_ms = self.now_ms;
+        if let Some(e) = self.existing.get(r.code.as_str()) {
+            sqlx::query(
+                "UPDATE enterprises SET name = $1, kind = $2, district = $3, registered_address = $4, \
+                 contact_name = COALESCE($5, contact_name), contact_mobile = $6, updated_at = $7 WHERE id = $8",
+            )
+            .bind(r.name.as_str())
+            .bind(r.kind.code())
+            .bind(&r.district)
+            .bind(r.registered.as_str())
+            .bind(r.contact_name.as_ref().map(|n| n.as_str()))
+            .bind(r.mobile.as_str())
+            .bind(now_ms)
+            .bind(&e.id)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE accounts SET district = $1 WHERE enterprise_id = $2 AND role = 'enterprise'",
+            )
+            .bind(&r.district)
+            .bind(&e.id)
+            .execute(&mut **tx)
+            .await?;
+            report.updated += 1;
+            return Ok(e.id.clone());
         }
-        other => other?,
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&id)
+        .bind(r.code.as_str())
+        .bind(r.name.as_str())
+        .bind(r.kind.code())
+        .bind(&r.district)
+        .bind(r.registered.as_str())
+        .bind(r.contact_name.as_ref().map_or("", |n| n.as_str()))
+        .bind(r.mobile.as_str())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+        report.created += 1;
+        Ok(id)
     }
-    // A few at a time: a gateway answering in 100 ms still texts thousands
-    // of accounts in a minute or two.
+
+    /// Office addresses not yet known (the registered address when the
+    /// file names none).
+    async fn add_offices(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        id: &str,
+        r: &Line,
+    ) -> Result<(), Error> {
+        let known: HashSet<String> = sqlx::query_scalar(
+            "SELECT address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        let offices = if r.offices.is_empty() {
+            std::slice::from_ref(&r.registered)
+        } else {
+            &r.offices[..]
+        };
+        for a in offices.iter().filter(|a| !known.contains(a.as_str())) {
+            sqlx::query(
+                "INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(new_id())
+            .bind(id)
+            .bind(a.as_str())
+            .bind(&r.district)
+            .bind(self.now_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The enterprise's account (the file's name or a generated one), its
+    /// audit entry, and the text telling the contact how to log in.
+    async fn create_account(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        r: &Line,
+        id: &str,
+        password: Option<&str>,
+        hash: &str,
+    ) -> Result<(ImportedAccount, Message), Error> {
+        let username = match &r.account {
+            Some(a) => a.clone(),
+            None => free_username(tx, &self.file_names).await?,
+        };
+        let sms_login = r.methods.contains(&LoginMethod::Sms);
+        sqlx::query(
+            "INSERT INTO accounts (username, role, enterprise_id, district, mobile, password_hash, must_change_password, \
+             created_at, updated_at, login_methods) VALUES ($1, 'enterprise', $2, $3, $4, $5, $6, $7, $7, $8)",
+        )
+        .bind(&username)
+        .bind(id)
+        .bind(&r.district)
+        .bind(sms_login.then(|| r.mobile.as_str()))
+        .bind(hash)
+        .bind(i64::from(password.is_some()))
+        .bind(self.now_ms)
+        .bind(LoginMethod::join(&r.methods))
+        .execute(&mut **tx)
+        .await?;
+        let methods = LoginMethod::labels(&r.methods);
+        audit(
+            &mut **tx,
+            self.actor,
+            "import",
+            &username,
+            Some(&methods),
+            self.now_ms,
+        )
+        .await?;
+        let message = Message {
+            phone: r.mobile.as_str().to_string(),
+            template: "account_imported".into(),
+            params: match password {
+                Some(p) => {
+                    serde_json::json!({"username": username, "password": p, "methods": methods})
+                }
+                None => serde_json::json!({"username": username, "methods": methods}),
+            },
+            idempotency_key: format!("import/{username}"),
+            secret: vec!["password".into()],
+        };
+        let account = ImportedAccount {
+            username,
+            enterprise: r.name.as_str().to_string(),
+            methods,
+            sms_sent: false,
+        };
+        Ok((account, message))
+    }
+}
+
+/// Send the texts, a few at a time: a gateway answering in 100 ms still
+/// texts thousands of accounts in a minute or two. A text not sent is
+/// logged and shown in the report.
+async fn send_texts(sms: &dyn SmsGateway, texts: Vec<Text>, report: &mut EnterpriseImport) {
     use futures::StreamExt as _;
     let results: Vec<(usize, Result<(), _>)> = futures::stream::iter(texts)
         .map(|(i, m)| async move { (i, sms.send(m).await) })
@@ -518,7 +655,6 @@ pub async fn import_enterprises(
             }
         }
     }
-    Ok(report)
 }
 
 /// A generated account name (`qy` and eight digits) nobody has, in the
