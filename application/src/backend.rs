@@ -125,3 +125,21 @@ pub fn temporal_error(e: engine_temporal::Error) -> Error {
         other => Error::Refused(other.to_string()),
     }
 }
+
+/// The Temporal client's options from the configuration's `temporal`
+/// section (`EPI_TEMPORAL_*`).
+#[cfg(feature = "temporal")]
+pub fn temporal_options(c: &crate::config::TemporalConfig) -> engine_temporal::Options {
+    engine_temporal::Options {
+        address: c.address.clone(),
+        namespace: c.namespace.clone(),
+        task_queue: c.task_queue.clone(),
+        tls: c.tls.enabled().then(|| engine_temporal::Tls {
+            ca: c.tls.ca.clone(),
+            cert: c.tls.cert.clone(),
+            key: c.tls.key.clone(),
+            domain: c.tls.domain.clone(),
+        }),
+        identity: None,
+    }
+}

@@ -52,6 +52,20 @@ pub struct Paths {
 impl Paths {
     /// `workflows/` and `rules/` of this repository (for tests and
     /// `cargo run` from anywhere in the checkout).
+    /// `workflows/` and `rules/` of the working directory when it has them
+    /// (an installed server, the image's `/app`), else of this repository.
+    pub fn repository_or_cwd() -> Paths {
+        let here = Paths {
+            workflows: PathBuf::from("workflows"),
+            rules: PathBuf::from("rules"),
+        };
+        if here.workflows.is_dir() && here.rules.is_dir() {
+            here
+        } else {
+            Paths::repository()
+        }
+    }
+
     pub fn repository() -> Paths {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         Paths {
@@ -73,6 +87,9 @@ pub struct System {
     /// Starts and signals, on the engine that runs the workflows (the
     /// embedded `runtime` unless [`System::on_temporal`]).
     pub workflows: crate::backend::Workflows,
+    /// The application's activities and projection hooks, the registry the
+    /// embedded runtime runs (and a Temporal worker, `server worker`).
+    pub activities: engine::runtime::Activities,
     pub clock: Arc<dyn Clock>,
     /// Set in rehearsals and tests: the clock an operator may move.
     pub adjustable: Option<Arc<dyn AdjustableClock>>,
@@ -263,10 +280,24 @@ impl System {
         let activities = metrics.meter_activities(registry(services));
         let runtime = match startup {
             Startup::Publish => {
-                Runtime::new(store.clone(), clock.clone(), &bundle, activities, opts).await?
+                Runtime::new(
+                    store.clone(),
+                    clock.clone(),
+                    &bundle,
+                    activities.clone(),
+                    opts,
+                )
+                .await?
             }
             Startup::Attach => {
-                Runtime::attach(store.clone(), clock.clone(), &bundle, activities, opts).await?
+                Runtime::attach(
+                    store.clone(),
+                    clock.clone(),
+                    &bundle,
+                    activities.clone(),
+                    opts,
+                )
+                .await?
             }
         };
         let form = |name: &'static str| {
@@ -284,6 +315,7 @@ impl System {
             store,
             pool,
             workflows: crate::backend::Workflows::embedded(runtime.clone()),
+            activities,
             runtime,
             clock,
             adjustable,
