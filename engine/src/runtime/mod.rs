@@ -17,6 +17,7 @@ pub mod activity;
 mod control;
 mod metrics;
 mod publish;
+pub mod row;
 
 pub use control::{MigrationCheck, Repair, TERMINATED};
 pub use publish::{Publication, VersionInfo, STARTUP};

@@ -1,0 +1,392 @@
+//! The Temporal backend end to end on a dev server (`TEMPORAL_ADDRESS`,
+//! e.g. from `scripts/temporal.sh start`): a worker in this process on a
+//! task queue of its own runs the fixtures in `tests/fixtures/workflows`.
+//! Without a server the end-to-end tests say so and pass, unless
+//! `EPI_TEMPORAL_TESTS=1` (then a missing server fails them). The dev
+//! server cannot skip time: the pipeline's timer is 2 s of real time.
+
+use engine::Actor;
+use engine::inspect::Event;
+use engine::interpreter::Status;
+use engine::runtime::activity::{Activities, ActivityCall, ProjectionCall};
+use engine::store::InstanceRow;
+use engine_temporal::{Error, Options, TemporalEngine, Worker, WorkerSetup};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn bundle() -> engine::Bundle {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (w, r) = engine::load_dirs(&dir.join("workflows"), &dir.join("rules")).unwrap();
+    engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap()
+}
+
+/// The dev server's address, or None (skip) when there is none.
+fn address() -> Option<String> {
+    match std::env::var("TEMPORAL_ADDRESS") {
+        Ok(a) if !a.is_empty() => Some(a),
+        _ => {
+            if std::env::var("EPI_TEMPORAL_TESTS").as_deref() == Ok("1") {
+                panic!(
+                    "EPI_TEMPORAL_TESTS=1 but TEMPORAL_ADDRESS is not set (scripts/temporal.sh start)"
+                );
+            }
+            eprintln!(
+                "skipped: TEMPORAL_ADDRESS is not set (start one with scripts/temporal.sh start)"
+            );
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{n}")
+}
+
+type Calls = Arc<Mutex<Vec<ActivityCall>>>;
+type Rows = Arc<Mutex<Vec<InstanceRow>>>;
+
+fn activities(calls: &Calls, rows: &Rows) -> Activities {
+    let calls = calls.clone();
+    let rows = rows.clone();
+    Activities::new()
+        .register("say", move |c: ActivityCall| {
+            let text = c.args["text"].as_str().unwrap_or_default().to_string();
+            calls.lock().unwrap().push(c);
+            async move { Ok(json!(format!("said {text}"))) }
+        })
+        .projection("seen", move |c: ProjectionCall| {
+            rows.lock().unwrap().push(c.instance);
+            async { Ok(()) }
+        })
+}
+
+/// Run `body` beside a worker on a fresh task queue; stop the worker after.
+async fn with_worker<F, Fut>(address: String, calls: &Calls, rows: &Rows, body: F)
+where
+    F: FnOnce(TemporalEngine) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let options = Options {
+        address,
+        task_queue: unique("smoke"),
+        ..Options::default()
+    };
+    let b = bundle();
+    let programs: Vec<_> = b.workflows.values().cloned().collect();
+    let mut worker = Worker::new(
+        &options,
+        WorkerSetup {
+            programs: programs.clone(),
+            activities: activities(calls, rows),
+        },
+    )
+    .await
+    .unwrap();
+    let stop = worker.shutdown_handle();
+    let engine = TemporalEngine::connect(options).await.unwrap();
+    engine.set_programs(programs);
+    let test = async move {
+        body(engine).await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(worker.run(), test).await;
+    r.unwrap();
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_runs_to_completion_with_stable_keys() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let (c2, r2) = (calls.clone(), rows.clone());
+    with_worker(address, &calls, &rows, |engine| async move {
+        let id = unique("pipeline");
+        let district = unique("district");
+        let input = json!({"name": "张三", "district": district});
+        assert!(engine.start("pipeline", &id, input.clone()).await.unwrap());
+        assert!(
+            !engine.start("pipeline", &id, input).await.unwrap(),
+            "an id starts once"
+        );
+        // Invalid input is refused before anything is sent.
+        assert!(matches!(
+            engine.start("pipeline", &unique("bad"), json!({})).await,
+            Err(Error::Refused(_))
+        ));
+        let began = Instant::now();
+        let mut last = None;
+        wait_until("completion", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            let last = &mut last;
+            async move {
+                *last = engine.state(&id).await.unwrap();
+                last.as_ref().is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        assert!(
+            began.elapsed() >= Duration::from_secs(2),
+            "the 2 s timer ran"
+        );
+        let s = last.unwrap();
+        assert_eq!(s.state, "done");
+        assert_eq!(s.status_label.as_deref(), Some("已完成"));
+        assert_eq!(s.output, json!({"said": "said first 张三"}));
+
+        // The activities, with the embedded runtime's idempotency keys.
+        let calls = c2.lock().unwrap().clone();
+        let mine: Vec<_> = calls.iter().filter(|c| c.instance_id == id).collect();
+        assert_eq!(mine.len(), 2, "{mine:?}");
+        assert_eq!(mine[0].args, json!({"text": "first 张三"}));
+        assert_eq!(mine[1].args, json!({"text": "second said first 张三"}));
+        for c in &mine {
+            assert_eq!(c.idempotency_key, ActivityCall::key(&id, &c.activity_id));
+            assert_eq!(c.attempt, 1);
+        }
+        assert_ne!(mine[0].activity_id, mine[1].activity_id);
+
+        // The projection saw every step, the last one completed.
+        let rows: Vec<_> = r2
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.id == id)
+            .cloned()
+            .collect();
+        assert!(rows.len() >= 4, "{rows:?}");
+        let last_row = rows.last().unwrap();
+        assert_eq!(
+            (last_row.status.as_str(), last_row.state.as_str()),
+            ("completed", "done")
+        );
+        assert_eq!(last_row.district.as_deref(), Some(district.as_str()));
+        assert_eq!(last_row.kind, "pipeline");
+        assert!(rows.windows(2).all(|w| w[0].revision < w[1].revision));
+
+        // The operator's history: timer set and fired, both activities.
+        let history = engine.history(&id).await.unwrap();
+        let events: Vec<_> = history.iter().map(|e| &e.event).collect();
+        assert!(matches!(events[0], Event::Started { .. }), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::TimerSet { name, .. } if name == "pause"))
+        );
+        assert!(events.iter().any(|e| matches!(e, Event::TimerFired { .. })));
+        let keys: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ActivityScheduled {
+                    idempotency_key, ..
+                } => Some(idempotency_key.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            mine.iter()
+                .map(|c| c.idempotency_key.clone())
+                .collect::<Vec<_>>()
+        );
+        assert!(matches!(events.last().unwrap(), Event::Completed { .. }));
+        assert_eq!(
+            engine.inputs(&id).await.unwrap().len(),
+            history_inputs(&history)
+        );
+
+        // Visibility: the search fields as search attributes.
+        wait_until("visibility", Duration::from_secs(20), || {
+            let engine = engine.clone();
+            let (district, id) = (district.clone(), id.clone());
+            async move { engine.search("district", &district, 10).await.unwrap() == vec![id] }
+        })
+        .await;
+        wait_until("state attribute", Duration::from_secs(20), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .search("state", "done", 1000)
+                    .await
+                    .unwrap()
+                    .contains(&id)
+            }
+        })
+        .await;
+    })
+    .await;
+}
+
+fn history_inputs(h: &[engine::inspect::Entry]) -> usize {
+    h.iter()
+        .filter(|e| {
+            matches!(
+                e.event,
+                Event::Started { .. }
+                    | Event::Signal { .. }
+                    | Event::TimerFired { .. }
+                    | Event::ActivityCompleted { .. }
+                    | Event::ActivityFailed { .. }
+                    | Event::ChildCompleted { .. }
+            )
+        })
+        .count()
+}
+
+fn actor(role: &str) -> Actor {
+    Actor {
+        role: role.into(),
+        id: format!("{role}-1"),
+        name: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_signal_changes_nothing() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let c2 = calls.clone();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let id = unique("approval");
+        assert!(
+            engine
+                .start("approval", &id, json!({"district": "d1"}))
+                .await
+                .unwrap()
+        );
+        wait_until("first step", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move { engine.state(&id).await.unwrap().is_some() }
+        })
+        .await;
+        let before = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(before.state, "waiting");
+
+        // Wrong role, missing field: refused, nothing sent.
+        let e = engine
+            .signal(
+                &id,
+                "approve",
+                json!({"comment": "好"}),
+                actor("enterprise"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        let e = engine
+            .signal(&id, "approve", json!({}), actor("district"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        // Sent anyway (no check): the workflow refuses it and changes nothing.
+        engine
+            .signal_unchecked(
+                &id,
+                engine_temporal::SignalArgs {
+                    name: "approve".into(),
+                    payload: json!({"comment": "好"}),
+                    actor: actor("enterprise"),
+                },
+            )
+            .await
+            .unwrap();
+        // A query answers after the signal's workflow task has run.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(engine.state(&id).await.unwrap().unwrap(), before);
+        assert_eq!(engine.inputs(&id).await.unwrap().len(), 1, "only the start");
+
+        engine
+            .signal(&id, "approve", json!({"comment": "好"}), actor("district"))
+            .await
+            .unwrap();
+        wait_until("approval", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        let s = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (s.state.as_str(), s.status_label.as_deref()),
+            ("approved", Some("已同意"))
+        );
+        let said: Vec<Value> = c2
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.instance_id == id)
+            .map(|c| c.args.clone())
+            .collect();
+        assert_eq!(said, vec![json!({"text": "approved: 好"})]);
+        // Ended: further signals are refused.
+        assert!(
+            engine
+                .signal(
+                    &id,
+                    "approve",
+                    json!({"comment": "again"}),
+                    actor("district")
+                )
+                .await
+                .is_err()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named() {
+    let options = Options {
+        address: "http://127.0.0.1:1".into(),
+        ..Options::default()
+    };
+    let Err(e) = TemporalEngine::connect(options).await else {
+        panic!("connected to nothing");
+    };
+    let text = e.to_string();
+    assert!(text.contains("无法连接 Temporal"), "{text}");
+    assert!(
+        text.contains("cannot reach Temporal at http://127.0.0.1:1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn definitions_travel_and_recompile_to_their_hash() {
+    let b = bundle();
+    for p in b.workflows.values() {
+        let def = engine_temporal::Definition::of(p);
+        let json = serde_json::to_string(&def).unwrap();
+        let back: engine_temporal::Definition = serde_json::from_str(&json).unwrap();
+        let again = engine::compile_program(&back.source, &engine::Options::default()).unwrap();
+        assert_eq!(again.hash, p.hash, "{}", p.name);
+        assert_eq!(again.version, p.version);
+    }
+}
