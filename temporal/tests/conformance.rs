@@ -12,7 +12,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 use support::embedded::Embedded;
 use support::temporal::OnTemporal;
@@ -68,7 +68,8 @@ async fn lifecycle<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> Trace
     })
     .await;
     b.advance_to(secs(1.0)).await;
-    b.signal(&late, "dispose", disposal(), enterprise("e1")).await;
+    b.signal(&late, "dispose", disposal(), enterprise("e1"))
+        .await;
     cp.reach("late disposed", &late, |i| {
         i.state == "under_review" && i.activities.is_empty()
     })
@@ -84,7 +85,8 @@ async fn lifecycle<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> Trace
     })
     .await;
     b.signal(&w, "dispose", disposal(), enterprise("e1")).await;
-    cp.reach("disposed", &w, |i| i.state == "under_review").await;
+    cp.reach("disposed", &w, |i| i.state == "under_review")
+        .await;
     b.signal(
         &w,
         "return",
@@ -114,39 +116,45 @@ async fn lifecycle<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> Trace
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warning_lifecycle_with_reminders_overdue_and_the_review_loop() {
-    conformance!("a", lifecycle, TestDefinitions::new(), |_| Fakes::new(), |t, p| {
-        let closed = &t.checkpoints.iter().find(|c| c.0 == "closed").unwrap().2;
-        assert_eq!(closed["status"], "completed");
-        assert_eq!(closed["status_label"], "销号办结");
-        assert_eq!(closed["vars"]["returns"], 1);
-        let w = format!("{p}-w/");
-        let reminders: Vec<_> = calls_named(t, "notify_enterprise")
-            .into_iter()
-            .filter(|c| c.0.starts_with(&w) && c.2["template"] == "warning_reminder")
-            .collect();
-        assert_eq!(reminders.len(), 3, "{reminders:?}");
-        assert_eq!(reminders[0].2["title"], "疫情预警提醒（第1次）");
-        assert!(
-            reminders[0].2["text"]
-                .as_str()
-                .unwrap()
-                .starts_with("贵单位人员张三存在异常（核酸阳性）"),
-            "{reminders:?}"
-        );
-        let returned = calls_named(t, "notify_enterprise")
-            .into_iter()
-            .find(|c| c.2["template"] == "warning_returned")
-            .expect("the return tells the enterprise");
-        assert_eq!(returned.2["comment"], "未报备社区，请补充");
-        let district = calls_named(t, "notify_district");
-        assert_eq!(district.len(), 1);
-        assert_eq!(district[0].2["title"], "预警超时未处置");
-        let city = calls_named(t, "notify_city");
-        assert_eq!(city.len(), 1);
-        assert_eq!(city[0].2["target"], "city");
-        assert!(city[0].0.starts_with(&format!("{p}-late/")));
-        assert_eq!(t.calls.len(), 7);
-    });
+    conformance!(
+        "a",
+        lifecycle,
+        TestDefinitions::new(),
+        |_| Fakes::new(),
+        |t, p| {
+            let closed = &t.checkpoints.iter().find(|c| c.0 == "closed").unwrap().2;
+            assert_eq!(closed["status"], "completed");
+            assert_eq!(closed["status_label"], "销号办结");
+            assert_eq!(closed["vars"]["returns"], 1);
+            let w = format!("{p}-w/");
+            let reminders: Vec<_> = calls_named(t, "notify_enterprise")
+                .into_iter()
+                .filter(|c| c.0.starts_with(&w) && c.2["template"] == "warning_reminder")
+                .collect();
+            assert_eq!(reminders.len(), 3, "{reminders:?}");
+            assert_eq!(reminders[0].2["title"], "疫情预警提醒（第1次）");
+            assert!(
+                reminders[0].2["text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("贵单位人员张三存在异常（核酸阳性）"),
+                "{reminders:?}"
+            );
+            let returned = calls_named(t, "notify_enterprise")
+                .into_iter()
+                .find(|c| c.2["template"] == "warning_returned")
+                .expect("the return tells the enterprise");
+            assert_eq!(returned.2["comment"], "未报备社区，请补充");
+            let district = calls_named(t, "notify_district");
+            assert_eq!(district.len(), 1);
+            assert_eq!(district[0].2["title"], "预警超时未处置");
+            let city = calls_named(t, "notify_city");
+            assert_eq!(city.len(), 1);
+            assert_eq!(city[0].2["target"], "city");
+            assert!(city[0].0.starts_with(&format!("{p}-late/")));
+            assert_eq!(t.calls.len(), 7);
+        }
+    );
 }
 
 // (b) A comparison run opening warnings (children keyed by warning id, a
@@ -211,9 +219,11 @@ async fn a_comparison_opens_warnings_and_sends_the_digest() {
             let reminders = calls_named(t, "notify_enterprise");
             assert_eq!(reminders.len(), 3);
             for n in 1..=3 {
-                assert!(reminders
-                    .iter()
-                    .any(|c| c.0.starts_with(&format!("{p}-w{n}/"))));
+                assert!(
+                    reminders
+                        .iter()
+                        .any(|c| c.0.starts_with(&format!("{p}-w{n}/")))
+                );
             }
         }
     );
@@ -229,8 +239,10 @@ async fn killed_worker<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> T
         .hang_first_attempt(|name, args| name == "notify_enterprise" && args["round"] == 2);
     b.start("warning", &w, warning_input(&w)).await;
     let mut cp = Checkpoints::new(b);
-    cp.reach("created", &w, |i| reminders(i) == 1 && i.activities.is_empty())
-        .await;
+    cp.reach("created", &w, |i| {
+        reminders(i) == 1 && i.activities.is_empty()
+    })
+    .await;
     // Killed with the reminder and deadline timers pending.
     b.kill_worker().await;
     b.advance_to(secs(2.0)).await;
@@ -255,7 +267,8 @@ async fn killed_worker<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> T
     })
     .await;
     b.signal(&w, "dispose", disposal(), enterprise("e1")).await;
-    cp.reach("disposed", &w, |i| i.state == "under_review").await;
+    cp.reach("disposed", &w, |i| i.state == "under_review")
+        .await;
     b.signal(&w, "approve", Value::Null, district("jinjiang"))
         .await;
     cp.reach("closed", &w, |i| i.state == "closed").await;
@@ -264,15 +277,21 @@ async fn killed_worker<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_flight_and_restarted_finishes_the_instance() {
-    conformance!("c", killed_worker, TestDefinitions::new(), |_| Fakes::new(), |t, _p| {
-        assert_eq!(t.checkpoints.last().unwrap().2["status_label"], "销号办结");
-        let rounds: Vec<_> = calls_named(t, "notify_enterprise")
-            .iter()
-            .map(|c| c.2["round"].clone())
-            .collect();
-        assert_eq!(rounds, vec![json!(1), json!(2), json!(3)]);
-        assert_eq!(calls_named(t, "notify_district").len(), 1);
-    });
+    conformance!(
+        "c",
+        killed_worker,
+        TestDefinitions::new(),
+        |_| Fakes::new(),
+        |t, _p| {
+            assert_eq!(t.checkpoints.last().unwrap().2["status_label"], "销号办结");
+            let rounds: Vec<_> = calls_named(t, "notify_enterprise")
+                .iter()
+                .map(|c| c.2["round"].clone())
+                .collect();
+            assert_eq!(rounds, vec![json!(1), json!(2), json!(3)]);
+            assert_eq!(calls_named(t, "notify_district").len(), 1);
+        }
+    );
 }
 
 // (d) A new version published while an instance of the old one runs: the
@@ -284,7 +303,9 @@ async fn new_version<B: Backend>(b: &B, defs: &TestDefinitions, p: &str) -> Trac
     b.start("warning", &old, warning_input(&old)).await;
     let mut cp = Checkpoints::new(b);
     let o = cp
-        .reach("old created", &old, |i| reminders(i) == 1 && i.activities.is_empty())
+        .reach("old created", &old, |i| {
+            reminders(i) == 1 && i.activities.is_empty()
+        })
         .await;
     let version = o.version;
     defs.edit("warning.yaml", |text| {
@@ -293,7 +314,10 @@ async fn new_version<B: Backend>(b: &B, defs: &TestDefinitions, p: &str) -> Trac
             &format!("version: {}", version + 1),
             1,
         )
-        .replace("title: \"疫情预警提醒（第", "title: \"疫情预警提醒·新版（第")
+        .replace(
+            "title: \"疫情预警提醒（第",
+            "title: \"疫情预警提醒·新版（第",
+        )
     });
     b.publish(defs.bundle()).await;
     b.start("warning", &new, warning_input(&new)).await;
@@ -313,25 +337,31 @@ async fn new_version<B: Backend>(b: &B, defs: &TestDefinitions, p: &str) -> Trac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_while_old_instances_run() {
-    conformance!("d", new_version, TestDefinitions::new(), |_| Fakes::new(), |t, p| {
-        let titles = |who: &str| -> Vec<String> {
-            calls_named(t, "notify_enterprise")
-                .iter()
-                .filter(|c| c.0.starts_with(&format!("{p}-{who}/")))
-                .map(|c| c.2["title"].as_str().unwrap().to_string())
-                .collect()
-        };
-        assert_eq!(
-            titles("old"),
-            vec!["疫情预警提醒（第1次）", "疫情预警提醒（第2次）"]
-        );
-        assert_eq!(
-            titles("new"),
-            vec!["疫情预警提醒·新版（第1次）", "疫情预警提醒·新版（第2次）"]
-        );
-        let old = &t.checkpoints[0].2;
-        let new = &t.checkpoints[1].2;
-        assert_eq!(new["version"], old["version"].as_u64().unwrap() + 1);
-        assert_ne!(new["hash"], old["hash"]);
-    });
+    conformance!(
+        "d",
+        new_version,
+        TestDefinitions::new(),
+        |_| Fakes::new(),
+        |t, p| {
+            let titles = |who: &str| -> Vec<String> {
+                calls_named(t, "notify_enterprise")
+                    .iter()
+                    .filter(|c| c.0.starts_with(&format!("{p}-{who}/")))
+                    .map(|c| c.2["title"].as_str().unwrap().to_string())
+                    .collect()
+            };
+            assert_eq!(
+                titles("old"),
+                vec!["疫情预警提醒（第1次）", "疫情预警提醒（第2次）"]
+            );
+            assert_eq!(
+                titles("new"),
+                vec!["疫情预警提醒·新版（第1次）", "疫情预警提醒·新版（第2次）"]
+            );
+            let old = &t.checkpoints[0].2;
+            let new = &t.checkpoints[1].2;
+            assert_eq!(new["version"], old["version"].as_u64().unwrap() + 1);
+            assert_ne!(new["hash"], old["hash"]);
+        }
+    );
 }

@@ -129,7 +129,10 @@ fn shorten_code(code: &str) -> String {
     // Split at `, `, `{ ` and `}` boundaries keeping them, then look at
     // each `key: value` piece.
     while !rest.is_empty() {
-        let end = rest.find([',', '{', '}']).map(|p| p + 1).unwrap_or(rest.len());
+        let end = rest
+            .find([',', '{', '}'])
+            .map(|p| p + 1)
+            .unwrap_or(rest.len());
         let (piece, tail) = rest.split_at(end);
         let (body, sep) = match piece.chars().last() {
             Some(c @ (',' | '{' | '}')) => (&piece[..piece.len() - 1], c.to_string()),

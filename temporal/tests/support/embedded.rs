@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 struct Worker {
     rt: Runtime<SqlStore>,
@@ -29,7 +29,7 @@ pub struct Embedded {
     store: SqlStore,
     clock: Arc<ManualClock>,
     t0: chrono::DateTime<chrono::Utc>,
-    bundle: Mutex<Bundle>,
+    bundle: Mutex<Arc<Bundle>>,
     fakes: Fakes,
     worker: Mutex<Option<Worker>>,
     /// The runtime the client calls go through while the worker is down.
@@ -48,7 +48,7 @@ impl Embedded {
             store,
             clock: Arc::new(ManualClock::new(t0)),
             t0,
-            bundle: Mutex::new(bundle),
+            bundle: Mutex::new(Arc::new(bundle)),
             fakes,
             worker: Mutex::new(None),
             client: Mutex::new(None),
@@ -138,8 +138,9 @@ impl Backend for Embedded {
         if let Some((generation, mut idle)) = waiting {
             // A round that hangs in an activity never reports idle: the
             // scenario goes on (and kills the worker).
-            let _ = tokio::time::timeout(Duration::from_secs(2), idle.wait_for(|g| *g >= generation))
-                .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), idle.wait_for(|g| *g >= generation))
+                    .await;
         }
     }
 
@@ -192,6 +193,6 @@ impl Backend for Embedded {
         )
         .await
         .expect("publish");
-        *self.bundle.lock().unwrap() = bundle;
+        *self.bundle.lock().unwrap() = Arc::new(bundle);
     }
 }

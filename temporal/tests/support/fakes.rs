@@ -6,7 +6,7 @@
 //! worker is then killed under it).
 
 use engine::runtime::{Activities, ActivityCall, ActivityError, ProjectionCall};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

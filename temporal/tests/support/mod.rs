@@ -15,7 +15,7 @@ pub use defs::TestDefinitions;
 pub use fakes::{Call, Fakes};
 
 use engine::{Actor, Bundle, Instance};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -132,10 +132,7 @@ pub fn distinct_calls(calls: &[Call], prefix: &str) -> Vec<(String, String, Valu
         }
         by_key.insert(c.key.clone(), (c.name.clone(), args));
     }
-    by_key
-        .into_iter()
-        .map(|(k, (n, a))| (k, n, a))
-        .collect()
+    by_key.into_iter().map(|(k, (n, a))| (k, n, a)).collect()
 }
 
 /// No key answered twice with different results.
@@ -173,11 +170,9 @@ pub fn mask_times(v: &Value) -> Value {
     match v {
         Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => json!("<time>"),
         Value::Array(a) => Value::Array(a.iter().map(mask_times).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), mask_times(v)))
-                .collect(),
-        ),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), mask_times(v))).collect())
+        }
         v => v.clone(),
     }
 }
@@ -189,7 +184,11 @@ pub fn run_prefix(scenario: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{scenario}-{}-{:x}", std::process::id(), nanos % 0xffff_ffff)
+    format!(
+        "{scenario}-{}-{:x}",
+        std::process::id(),
+        nanos % 0xffff_ffff
+    )
 }
 
 /// Compare two traces field by field, with a readable message.
@@ -199,8 +198,7 @@ pub fn assert_same(embedded: &Trace, temporal: &Trace) {
         let e = embedded.checkpoints.get(k);
         let t = temporal.checkpoints.get(k);
         assert_eq!(
-            e,
-            t,
+            e, t,
             "checkpoint {k} differs between the embedded runtime (left) and Temporal (right)"
         );
     }
