@@ -30,6 +30,17 @@ fn calls_named<'a>(t: &'a Trace, name: &str) -> Vec<&'a (String, String, Value)>
     t.calls.iter().filter(|c| c.1 == name).collect()
 }
 
+fn report<B: Backend>(b: &B, t: &Trace, began: std::time::Instant) {
+    eprintln!(
+        "[{}] {} checkpoints, {} activity keys, {} attempts, {:.1} s",
+        b.name(),
+        t.checkpoints.len(),
+        t.calls.len(),
+        b.fakes().calls().len(),
+        began.elapsed().as_secs_f64()
+    );
+}
+
 /// Run `scenario` on the embedded runtime, check it with `check`, then on
 /// Temporal (when there is a server) and compare.
 macro_rules! conformance {
@@ -38,14 +49,18 @@ macro_rules! conformance {
         let defs = $defs;
         let fakes: fn(&str) -> Fakes = $fakes;
         let embedded = Embedded::new(defs.bundle(), fakes(&prefix)).await;
+        let began = std::time::Instant::now();
         let on_embedded = $scenario(&embedded, &defs, &prefix).await;
+        report(&embedded, &on_embedded, began);
         let check: fn(&Trace, &str) = $check;
         check(&on_embedded, &prefix);
         assert_one_result_per_key(&embedded.fakes().calls());
         drop(embedded);
         let defs = $defs;
         if let Some(temporal) = OnTemporal::connect(defs.bundle(), fakes(&prefix), &prefix).await {
+            let began = std::time::Instant::now();
             let on_temporal = $scenario(&temporal, &defs, &prefix).await;
+            report(&temporal, &on_temporal, began);
             assert_one_result_per_key(&temporal.fakes().calls());
             temporal.shutdown().await;
             assert_same(&on_embedded, &on_temporal);
@@ -272,7 +287,21 @@ async fn killed_worker<B: Backend>(b: &B, _defs: &TestDefinitions, p: &str) -> T
     b.signal(&w, "approve", Value::Null, district("jinjiang"))
         .await;
     cp.reach("closed", &w, |i| i.state == "closed").await;
-    cp.finish(p, 4).await
+    let trace = cp.finish(p, 4).await;
+    // The hung attempt died with its worker; the key ran again and answered once.
+    let calls = b.fakes().calls();
+    let hung = b.fakes().hung();
+    assert_eq!(hung.len(), 1, "[{}] {hung:?}", b.name());
+    let key = hung.first().unwrap();
+    let attempts: Vec<_> = calls.iter().filter(|c| &c.key == key).collect();
+    assert!(attempts.len() >= 2, "[{}] {attempts:?}", b.name());
+    assert_eq!(
+        attempts.iter().filter(|c| c.result.is_some()).count(),
+        1,
+        "[{}] {attempts:?}",
+        b.name()
+    );
+    trace
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,10 @@
 //! a temporary directory with every timer's `after:` read as seconds instead
 //! of hours (6h -> 6s) and the activities' retry times shortened (backoff
 //! 1s, max_backoff 2s, timeout 5s), because the Temporal dev server does
-//! not skip time. The real files are never changed; everything else in the
-//! copy (states, texts, rules, versions) is what the application runs.
+//! not skip time, and without `schedules.yaml` (the embedded runtime would
+//! start the 10:00 comparison by itself; the scenarios start what they
+//! need). The real files are never changed; everything else in the copy
+//! (states, texts, rules, versions) is what the application runs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +37,7 @@ impl TestDefinitions {
                 }
             });
         }
+        std::fs::remove_file(dir.path().join("workflows/schedules.yaml")).expect("schedules.yaml");
         TestDefinitions { dir }
     }
 
@@ -53,9 +56,18 @@ impl TestDefinitions {
         std::fs::write(&path, f(&text)).expect("write definition");
     }
 
-    /// Compile the copy as the application would.
+    /// Compile the copy as the application would, its files named as in
+    /// the repository (`workflows/warning.yaml`): a definition's hash
+    /// covers its files' names, and two copies must hash alike.
     pub fn bundle(&self) -> engine::Bundle {
-        let (w, r) = engine::load_dirs(&self.workflows(), &self.rules()).expect("load copy");
+        let (mut w, mut r) =
+            engine::load_dirs(&self.workflows(), &self.rules()).expect("load copy");
+        let base = format!("{}/", self.dir.path().display());
+        for f in w.iter_mut().chain(r.iter_mut()) {
+            if let Some(rel) = f.path.strip_prefix(&base) {
+                f.path = rel.to_string();
+            }
+        }
         match engine::compile_bundle(&w, &r, &engine::Options::default()) {
             Ok(b) => b,
             Err(e) => panic!("the test copy of the definitions does not compile: {e:?}"),
