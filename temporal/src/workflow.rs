@@ -19,9 +19,11 @@ use chrono::{DateTime, Utc};
 use engine::interpreter::{self as interp, Input, Instance};
 use engine::runtime::activity::{Activities, ActivityError as EngineActivityError};
 use serde_json::{Value, json};
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
@@ -54,10 +56,25 @@ enum Pending {
     /// (its future then runs out without an input).
     Timer(Boxed<TimerResult>, WorkflowCancellationToken, bool),
     Activity(Boxed<Result<Value, String>>),
-    Child(Boxed<Option<Result<Outcome, String>>>),
+    /// A child's start and result; the flag is set once the start is
+    /// answered (an ended parent waits for that, not for the result).
+    Child(Boxed<Option<Result<Outcome, String>>>, Rc<Cell<bool>>),
+}
+
+impl Pending {
+    /// Must an ended instance still wait for it?
+    fn holds_the_end(&self) -> bool {
+        match self {
+            Pending::Timer(..) => false,
+            Pending::Activity(_) => true,
+            Pending::Child(_, started) => !started.get(),
+        }
+    }
 }
 
 enum Next {
+    /// Ended and nothing left to wait for.
+    Idle,
     Signal,
     Timer(String, TimerResult),
     Activity(String, Result<Value, String>),
@@ -119,6 +136,10 @@ impl Interpreter {
             at: created_at,
             input: start.input.clone(),
         };
+        // Set when the instance has ended: the workflow then only waits for
+        // the activities still running and the children not yet started
+        // (the embedded runtime runs those too), and returns this.
+        let mut finished: Option<Outcome> = None;
         loop {
             let at = input.at();
             let prev = ctx.state(|s| s.instance.clone());
@@ -128,7 +149,19 @@ impl Interpreter {
                     // A refused signal changes nothing.
                     Input::Signal { name, .. } => {
                         tracing::info!(instance = %id, signal = %name, error = %e, "signal refused");
-                        input = next_input(ctx, &mut pending).await?;
+                        match next_input(ctx, &mut pending, finished.is_some()).await? {
+                            Some(i) => input = i,
+                            None => return Ok(finished.expect("only when finishing")),
+                        }
+                        continue;
+                    }
+                    // A late result after the end has nothing to change.
+                    _ if finished.is_some() => {
+                        tracing::info!(instance = %id, error = %e, "input after the end ignored");
+                        match next_input(ctx, &mut pending, true).await? {
+                            Some(i) => input = i,
+                            None => return Ok(finished.expect("only when finishing")),
+                        }
                         continue;
                     }
                     Input::Started { .. } => {
@@ -249,15 +282,18 @@ impl Interpreter {
                         start,
                     } => {
                         let c = ctx.clone();
+                        let started = Rc::new(Cell::new(false));
+                        let flag = started.clone();
+                        // Children outlive an ended parent, as in the embedded runtime.
+                        let mut opts = ChildWorkflowOptions::workflow_id(workflow_id.clone());
+                        opts.parent_close_policy = ParentClosePolicy::Abandon;
                         pending.insert(
                             call,
                             Pending::Child(Box::pin(async move {
-                                let f = c.start_child_workflow(
-                                    Interpreter::run,
-                                    start,
-                                    ChildWorkflowOptions::workflow_id(workflow_id.clone()),
-                                );
-                                match f.await {
+                                let f = c.start_child_workflow(Interpreter::run, start, opts);
+                                let r = f.await;
+                                flag.set(true);
+                                match r {
                                     Ok(started) => Some(started.result().await.map_err(|e| e.to_string())),
                                     // Already there (a key another parent used): as the
                                     // embedded runtime, this parent does not hear of it.
@@ -266,19 +302,21 @@ impl Interpreter {
                                         None
                                     }
                                 }
-                            })),
+                            }), started),
                         );
                     }
                     Command::Complete(o) => outcome = Some(o),
                 }
             }
-            if done {
-                for (_, p) in std::mem::take(&mut pending) {
-                    if let Pending::Timer(_, token, _) = p {
+            if done && finished.is_none() {
+                pending.retain(|_, p| match p {
+                    Pending::Timer(_, token, _) => {
                         token.cancel();
+                        false
                     }
-                }
-                return Ok(outcome.unwrap_or_else(|| {
+                    _ => true,
+                });
+                finished = Some(outcome.unwrap_or_else(|| {
                     let s = &t.state;
                     Outcome {
                         state: s.state.clone(),
@@ -287,7 +325,10 @@ impl Interpreter {
                     }
                 }));
             }
-            input = next_input(ctx, &mut pending).await?;
+            match next_input(ctx, &mut pending, finished.is_some()).await? {
+                Some(i) => input = i,
+                None => return Ok(finished.expect("only when finishing")),
+            }
         }
     }
 
@@ -333,14 +374,17 @@ impl Interpreter {
 }
 
 /// Wait for the next input: a signal in the inbox, else the first pending
-/// timer, activity or child (by id) that has finished.
+/// timer, activity or child (by id) that has finished. An ended instance
+/// (`ended`) takes no signals and gets None once nothing holds its end.
 async fn next_input(
     ctx: &mut WorkflowContext<Interpreter>,
     pending: &mut BTreeMap<String, Pending>,
-) -> WorkflowResult<Input> {
+    ended: bool,
+) -> WorkflowResult<Option<Input>> {
     loop {
         let next = {
-            let mut cond = std::pin::pin!(ctx.wait_condition(|s| !s.inbox.is_empty()));
+            let mut cond =
+                std::pin::pin!(ctx.wait_condition(move |s| !ended && !s.inbox.is_empty()));
             std::future::poll_fn(|cx| {
                 if cond.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Next::Signal);
@@ -362,12 +406,15 @@ async fn next_input(
                                 return Poll::Ready(Next::Activity(id.clone(), r));
                             }
                         }
-                        Pending::Child(f) => {
+                        Pending::Child(f, _) => {
                             if let Poll::Ready(r) = f.as_mut().poll(cx) {
                                 return Poll::Ready(Next::Child(id.clone(), r));
                             }
                         }
                     }
+                }
+                if ended && !pending.values().any(Pending::holds_the_end) {
+                    return Poll::Ready(Next::Idle);
                 }
                 Poll::Pending
             })
@@ -375,39 +422,40 @@ async fn next_input(
         };
         let at = now_of(ctx.workflow_time());
         match next {
+            Next::Idle => return Ok(None),
             Next::Signal => {
                 if let Some(s) = ctx.state_mut(|s| s.inbox.pop_front()) {
-                    return Ok(Input::Signal {
+                    return Ok(Some(Input::Signal {
                         at,
                         name: s.name,
                         payload: s.payload,
                         actor: s.actor,
-                    });
+                    }));
                 }
             }
             Next::Timer(id, r) => {
                 pending.remove(&id);
                 if r == TimerResult::Fired {
-                    return Ok(Input::TimerFired { at, id });
+                    return Ok(Some(Input::TimerFired { at, id }));
                 }
             }
             Next::Activity(id, r) => {
                 pending.remove(&id);
-                return Ok(match r {
+                return Ok(Some(match r {
                     Ok(result) => Input::ActivityCompleted { at, id, result },
                     Err(error) => Input::ActivityFailed { at, id, error },
-                });
+                }));
             }
             Next::Child(id, r) => {
                 pending.remove(&id);
                 match r {
                     Some(Ok(o)) => {
-                        return Ok(Input::ChildCompleted {
+                        return Ok(Some(Input::ChildCompleted {
                             at,
                             id,
                             status: o.status,
                             output: o.output,
-                        });
+                        }));
                     }
                     Some(Err(e)) => {
                         tracing::warn!(call = %id, error = %e, "child workflow failed");

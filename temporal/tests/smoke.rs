@@ -132,14 +132,15 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
             Err(Error::Refused(_))
         ));
         let began = Instant::now();
-        let mut last = None;
         wait_until("completion", Duration::from_secs(60), || {
             let engine = engine.clone();
             let id = id.clone();
-            let last = &mut last;
             async move {
-                *last = engine.state(&id).await.unwrap();
-                last.as_ref().is_some_and(|s| s.status == Status::Completed)
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
             }
         })
         .await;
@@ -147,7 +148,7 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
             began.elapsed() >= Duration::from_secs(2),
             "the 2 s timer ran"
         );
-        let s = last.unwrap();
+        let s = engine.state(&id).await.unwrap().unwrap();
         assert_eq!(s.state, "done");
         assert_eq!(s.status_label.as_deref(), Some("已完成"));
         assert_eq!(s.output, json!({"said": "said first 张三"}));
