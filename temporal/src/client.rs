@@ -155,8 +155,9 @@ impl TemporalEngine {
         let program = self
             .latest_program(workflow)
             .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
-        // The same check the workflow's first step makes, before anything is sent.
-        interpreter::step(
+        // The same check the workflow's first step makes, before anything
+        // is sent; its search fields go with the start (one upsert less).
+        let first = interpreter::step(
             &program,
             None,
             &Input::Started {
@@ -172,9 +173,11 @@ impl TemporalEngine {
             parent: None,
             launch: None,
         };
-        let attrs =
-            SearchAttributes::new([SearchAttributeKey::<String>::keyword(codec::SA_WORKFLOW)
-                .value_set(program.name.clone())]);
+        let attrs = SearchAttributes::new(
+            codec::search_attributes(&first.state)
+                .into_iter()
+                .filter_map(|(k, v)| Some(SearchAttributeKey::<String>::keyword(k).value_set(v?))),
+        );
         let opts = WorkflowStartOptions::new(self.options.task_queue.clone(), id.to_string())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::Fail)

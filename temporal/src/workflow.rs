@@ -129,7 +129,26 @@ impl Interpreter {
         let program = cache::program(&def).map_err(fail)?;
         let id = start.id.clone();
         let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
-        let mut attrs: BTreeMap<&'static str, Option<String>> = BTreeMap::new();
+        // The search attributes the instance has (those the start set);
+        // after each step only the ones that differ are upserted.
+        let mut attrs: BTreeMap<&'static str, Option<String>> = {
+            let have = ctx.search_attributes();
+            [
+                codec::SA_WORKFLOW,
+                codec::SA_ENTERPRISE,
+                codec::SA_DISTRICT,
+                codec::SA_PERSON,
+                codec::SA_STATE,
+            ]
+            .into_iter()
+            .filter_map(|k| {
+                Some((
+                    k,
+                    Some(have.get(&SearchAttributeKey::<String>::keyword(k))?),
+                ))
+            })
+            .collect()
+        };
         let mut revision = 0i64;
         let created_at = now_of(ctx.workflow_time());
         let mut input = Input::Started {
