@@ -481,3 +481,108 @@ pub fn history_rows(id: &str, steps: &[StepRecord]) -> Vec<HistoryRow> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_mistakes_are_named() {
+        let bad = Options {
+            address: "not a url".into(),
+            ..Options::default()
+        };
+        let Err(e) = connection_options(&bad) else {
+            panic!("accepted");
+        };
+        assert!(e.to_string().contains("not a url"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("epi-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("client.pem");
+        std::fs::write(&cert, "CERT").unwrap();
+        let half = Options {
+            tls: Some(Tls {
+                cert: Some(cert.clone()),
+                ..Tls::default()
+            }),
+            ..Options::default()
+        };
+        let Err(e) = connection_options(&half) else {
+            panic!("a cert without its key accepted");
+        };
+        assert!(e.to_string().contains("cert and key go together"), "{e}");
+        let missing = Options {
+            tls: Some(Tls {
+                ca: Some(dir.join("nope.pem")),
+                ..Tls::default()
+            }),
+            ..Options::default()
+        };
+        let Err(e) = connection_options(&missing) else {
+            panic!("a missing CA file accepted");
+        };
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        let full = Options {
+            address: "https://temporal.example:7233".into(),
+            tls: Some(Tls {
+                ca: Some(cert.clone()),
+                cert: Some(cert.clone()),
+                key: Some(cert),
+                domain: Some("temporal.example".into()),
+            }),
+            ..Options::default()
+        };
+        let c = connection_options(&full).unwrap();
+        let tls = c.tls_options.unwrap();
+        assert_eq!(tls.domain.as_deref(), Some("temporal.example"));
+        assert_eq!(tls.server_root_ca_cert.as_deref(), Some(&b"CERT"[..]));
+        assert!(tls.client_tls_options.is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn schedules_map_onto_temporal() {
+        let spec = ScheduleSpec {
+            name: "comparison".into(),
+            workflow: "comparison".into(),
+            tz: chrono_tz::Asia::Shanghai,
+            times: vec!["05:00:00".parse().unwrap(), "10:30:00".parse().unwrap()],
+            catch_up: CatchUp::Once,
+            input: Value::Null,
+        };
+        let t = schedule_spec(&spec);
+        assert_eq!(t.cron_strings, vec!["0 5 * * *", "30 10 * * *"]);
+        assert_eq!(t.timezone_name, "Asia/Shanghai");
+        assert_eq!(schedule_id("comparison"), "epi-schedule-comparison");
+        assert_eq!(
+            schedule_policy(CatchUp::None).1,
+            ON_TIME_GRACE.to_std().unwrap()
+        );
+        assert!(schedule_policy(CatchUp::Once).1 > Duration::from_secs(30 * 24 * 3600));
+    }
+
+    #[test]
+    fn step_records_read_as_history() {
+        let steps = vec![StepRecord {
+            at: "2026-12-01T02:00:00Z".parse().unwrap(),
+            kind: "started".into(),
+            payload: serde_json::json!({
+                "input": {"type": "started", "at": "2026-12-01T02:00:00Z", "input": {}},
+                "state": "first",
+                "decisions": [],
+                "effects": [{"type": "schedule_activity", "id": "a1", "name": "say",
+                    "args": {}, "retry": {"max_attempts": 1, "initial_backoff": 1000,
+                    "max_backoff": 1000, "timeout": 1000}}],
+                "ignored": null,
+            }),
+        }];
+        let rows = history_rows("w-1", &steps);
+        let events = engine::inspect::events(&rows);
+        assert!(events.iter().any(|e| matches!(
+            &e.event,
+            engine::inspect::Event::ActivityScheduled { idempotency_key, .. } if idempotency_key == "w-1/a1"
+        )));
+        assert_eq!(engine::runtime::inputs(&rows).len(), 1);
+    }
+}
