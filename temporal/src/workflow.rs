@@ -34,7 +34,8 @@ use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ApplicationFailure, ChildWorkflowOptions, LocalActivityOptions,
     ParentClosePolicy, SyncWorkflowContext, TimerOptions, TimerResult, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
+    WorkflowTermination,
 };
 
 /// The generic workflow: its state is the instance, the signals not yet
@@ -306,6 +307,11 @@ impl Interpreter {
                         // Children outlive an ended parent, as in the embedded runtime.
                         let mut opts = ChildWorkflowOptions::workflow_id(workflow_id.clone());
                         opts.parent_close_policy = ParentClosePolicy::Abandon;
+                        // A slot's instance starts once, even if it has ended since.
+                        opts.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
+                        // An id that ever ran is not started again (the
+                        // embedded runtime inserts a child only if absent).
+                        opts.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
                         pending.insert(
                             call,
                             Pending::Child(Box::pin(async move {
@@ -546,6 +552,8 @@ async fn launch_scheduled(
     };
     let mut opts = ChildWorkflowOptions::workflow_id(id.clone());
     opts.parent_close_policy = ParentClosePolicy::Abandon;
+    // A slot's instance starts once, even if it has ended since.
+    opts.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
     match ctx
         .start_child_workflow(Interpreter::run, child, opts)
         .await
