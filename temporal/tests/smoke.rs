@@ -670,3 +670,87 @@ async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
     })
     .await;
 }
+
+/// R8.3: an instance keeps the version it started on; new instances take
+/// the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_instances_keep_their_version() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let c2 = calls.clone();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let old = unique("v1");
+        assert!(
+            engine
+                .start("approval", &old, json!({"district": "d"}))
+                .await
+                .unwrap()
+        );
+        // Version 2 of `approval` says something else.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows");
+        let v2 = std::fs::read_to_string(dir.join("approval.yaml"))
+            .unwrap()
+            .replace("version: 1", "version: 2")
+            .replace(
+                "approved: ${signal.comment}",
+                "v2 approved: ${signal.comment}",
+            );
+        let catalog = std::fs::read_to_string(dir.join("activities.yaml")).unwrap();
+        let files = [("approval.yaml", v2), ("activities.yaml", catalog)].map(|(p, text)| {
+            engine::compile::program::SourceFile {
+                path: p.into(),
+                text,
+            }
+        });
+        let b = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
+        let p2 = b.workflows["approval"].clone();
+        assert_eq!(p2.version, 2);
+        engine.set_programs([p2.clone()]);
+        let new = unique("v2");
+        assert!(
+            engine
+                .start("approval", &new, json!({"district": "d"}))
+                .await
+                .unwrap()
+        );
+        for id in [&old, &new] {
+            wait_until("the first step", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let id = id.clone();
+                async move { matches!(engine.state(&id).await, Ok(Some(_))) }
+            })
+            .await;
+            engine
+                .signal(id, "approve", json!({"comment": "好"}), actor("district"))
+                .await
+                .unwrap();
+        }
+        for id in [&old, &new] {
+            wait_until("the end", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let id = id.clone();
+                async move {
+                    engine
+                        .state(&id)
+                        .await
+                        .unwrap()
+                        .is_some_and(|s| s.status == Status::Completed)
+                }
+            })
+            .await;
+        }
+        assert_eq!(engine.state(&old).await.unwrap().unwrap().version, 1);
+        assert_eq!(engine.state(&new).await.unwrap().unwrap().version, 2);
+        let text = |id: &str| {
+            c2.lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.instance_id == id)
+                .map(|c| c.args["text"].clone())
+        };
+        assert_eq!(text(&old), Some(json!("approved: 好")));
+        assert_eq!(text(&new), Some(json!("v2 approved: 好")));
+    })
+    .await;
+}
