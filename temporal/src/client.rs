@@ -226,7 +226,9 @@ impl TemporalEngine {
     }
 
     /// Deliver a signal. A refusal (wrong state, role, content) comes back
-    /// as [`Error::SignalRefused`] and nothing is sent; the workflow checks
+    /// as [`Error::Refused`] with the interpreter's error (or
+    /// [`Error::SignalRefused`] in words when this process does not know
+    /// the instance's program) and nothing is sent; the workflow checks
     /// again when it applies the signal and ignores one refused then.
     pub async fn signal(&self, id: &str, name: &str, payload: Value, actor: Actor) -> Result<()> {
         let args = SignalArgs {
@@ -246,9 +248,29 @@ impl TemporalEngine {
             .await
             .map_err(|e| self.query_error(id, e))?;
         if let Some(r) = refusal {
-            return Err(Error::SignalRefused(r));
+            return Err(self
+                .typed_refusal(id, &args)
+                .await
+                .unwrap_or(Error::SignalRefused(r)));
         }
         self.signal_unchecked(id, args).await
+    }
+
+    /// The refusal as the interpreter's own error (field errors and all,
+    /// as the embedded runtime returns it), when this process knows the
+    /// instance's program: the same step, run here on the instance's state.
+    async fn typed_refusal(&self, id: &str, args: &SignalArgs) -> Option<Error> {
+        let state = self.state(id).await.ok()??;
+        let program = crate::cache::get(&state.hash)?;
+        let input = Input::Signal {
+            at: chrono::Utc::now(),
+            name: args.name.clone(),
+            payload: args.payload.clone(),
+            actor: args.actor.clone(),
+        };
+        interpreter::step(&program, Some(&state), &input)
+            .err()
+            .map(Error::Refused)
     }
 
     /// Send a signal without asking first (for senders that must not

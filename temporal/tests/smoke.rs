@@ -317,12 +317,24 @@ async fn a_refused_signal_changes_nothing() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Refused(engine::interpreter::Error::ActorNotAllowed { .. })
+            ),
+            "{e}"
+        );
         let e = engine
             .signal(&id, "approve", json!({}), actor("district"))
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Refused(engine::interpreter::Error::InvalidPayload(_))
+            ),
+            "{e}"
+        );
         // Sent anyway (no check): the workflow refuses it and changes nothing.
         engine
             .signal_unchecked(
