@@ -316,6 +316,16 @@ impl TemporalEngine {
         }
     }
 
+    /// Wait for an instance to end and return its outcome (terminal
+    /// state, status label, output), as a parent receives it. Waits on
+    /// Temporal's long poll: no query, no worker needed to answer.
+    pub async fn result(&self, id: &str) -> Result<crate::Outcome> {
+        let h = self
+            .client
+            .get_workflow_handle::<Interpreter>(id.to_string());
+        h.get_result(Default::default()).await.map_err(temporal)
+    }
+
     /// End an instance where it stands (an operator's repair); Temporal
     /// records the reason. Its pending timers and activities are dropped.
     pub async fn terminate(&self, id: &str, reason: &str) -> Result<()> {

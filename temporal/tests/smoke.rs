@@ -173,6 +173,11 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
         );
         let s = engine.state(&id).await.unwrap().unwrap();
         assert_eq!(s.state, "done");
+        let outcome = engine.result(&id).await.unwrap();
+        assert_eq!(
+            (outcome.state.as_str(), outcome.status.as_deref()),
+            ("done", Some("已完成"))
+        );
         assert_eq!(s.status_label.as_deref(), Some("已完成"));
         assert_eq!(s.output, json!({"said": "said first 张三"}));
 
