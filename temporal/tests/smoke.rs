@@ -8,7 +8,7 @@
 use engine::Actor;
 use engine::inspect::Event;
 use engine::interpreter::Status;
-use engine::runtime::activity::{Activities, ActivityCall, ProjectionCall};
+use engine::runtime::activity::{Activities, ActivityCall, ActivityError, ProjectionCall};
 use engine::store::InstanceRow;
 use engine_temporal::{Error, Options, TemporalEngine, Worker, WorkerSetup};
 use serde_json::{Value, json};
@@ -52,13 +52,36 @@ type Calls = Arc<Mutex<Vec<ActivityCall>>>;
 type Rows = Arc<Mutex<Vec<InstanceRow>>>;
 
 fn activities(calls: &Calls, rows: &Rows) -> Activities {
-    let calls = calls.clone();
+    let said = calls.clone();
     let rows = rows.clone();
     Activities::new()
         .register("say", move |c: ActivityCall| {
             let text = c.args["text"].as_str().unwrap_or_default().to_string();
-            calls.lock().unwrap().push(c);
+            said.lock().unwrap().push(c);
             async move { Ok(json!(format!("said {text}"))) }
+        })
+        .register("flaky", {
+            let calls = calls.clone();
+            move |c: ActivityCall| {
+                let first = c.attempt == 1;
+                calls.lock().unwrap().push(c);
+                async move {
+                    if first {
+                        Err(ActivityError::Retryable(
+                            "首次失败 first attempt fails".into(),
+                        ))
+                    } else {
+                        Ok(json!("ok"))
+                    }
+                }
+            }
+        })
+        .register("broken", {
+            let calls = calls.clone();
+            move |c: ActivityCall| {
+                calls.lock().unwrap().push(c);
+                async { Err(ActivityError::Permanent("无法处理 cannot be done".into())) }
+            }
         })
         .projection("seen", move |c: ProjectionCall| {
             rows.lock().unwrap().push(c.instance);
@@ -150,6 +173,11 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
         );
         let s = engine.state(&id).await.unwrap().unwrap();
         assert_eq!(s.state, "done");
+        let outcome = engine.result(&id).await.unwrap();
+        assert_eq!(
+            (outcome.state.as_str(), outcome.status.as_deref()),
+            ("done", Some("已完成"))
+        );
         assert_eq!(s.status_label.as_deref(), Some("已完成"));
         assert_eq!(s.output, json!({"said": "said first 张三"}));
 
@@ -294,12 +322,24 @@ async fn a_refused_signal_changes_nothing() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Refused(engine::interpreter::Error::ActorNotAllowed { .. })
+            ),
+            "{e}"
+        );
         let e = engine
             .signal(&id, "approve", json!({}), actor("district"))
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Refused(engine::interpreter::Error::InvalidPayload(_))
+            ),
+            "{e}"
+        );
         // Sent anyway (no check): the workflow refuses it and changes nothing.
         engine
             .signal_unchecked(
@@ -600,4 +640,134 @@ async fn a_new_worker_takes_over_mid_flight() {
         .collect();
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let c2 = calls.clone();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let id = unique("retrying");
+        assert!(
+            engine
+                .start("retrying", &id, json!({"tag": "t"}))
+                .await
+                .unwrap()
+        );
+        wait_until("the end", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        let s = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(s.output, json!({"failure": "无法处理 cannot be done"}));
+        let mine: Vec<_> = c2
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.instance_id == id)
+            .map(|c| (c.name.clone(), c.attempt, c.idempotency_key.clone()))
+            .collect();
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        let (flaky, broken) = (&mine[..2], &mine[2]);
+        assert_eq!((flaky[0].0.as_str(), flaky[0].1), ("flaky", 1));
+        assert_eq!((flaky[1].0.as_str(), flaky[1].1), ("flaky", 2));
+        assert_eq!(flaky[0].2, flaky[1].2, "a retry reuses the key");
+        assert_eq!((broken.0.as_str(), broken.1), ("broken", 1));
+        assert_ne!(broken.2, flaky[0].2);
+    })
+    .await;
+}
+
+/// R8.3: an instance keeps the version it started on; new instances take
+/// the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_instances_keep_their_version() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let c2 = calls.clone();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let old = unique("v1");
+        assert!(
+            engine
+                .start("approval", &old, json!({"district": "d"}))
+                .await
+                .unwrap()
+        );
+        // Version 2 of `approval` says something else.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows");
+        let v2 = std::fs::read_to_string(dir.join("approval.yaml"))
+            .unwrap()
+            .replace("version: 1", "version: 2")
+            .replace(
+                "approved: ${signal.comment}",
+                "v2 approved: ${signal.comment}",
+            );
+        let catalog = std::fs::read_to_string(dir.join("activities.yaml")).unwrap();
+        let files = [("approval.yaml", v2), ("activities.yaml", catalog)].map(|(p, text)| {
+            engine::compile::program::SourceFile {
+                path: p.into(),
+                text,
+            }
+        });
+        let b = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
+        let p2 = b.workflows["approval"].clone();
+        assert_eq!(p2.version, 2);
+        engine.set_programs([p2.clone()]);
+        let new = unique("v2");
+        assert!(
+            engine
+                .start("approval", &new, json!({"district": "d"}))
+                .await
+                .unwrap()
+        );
+        for id in [&old, &new] {
+            wait_until("the first step", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let id = id.clone();
+                async move { matches!(engine.state(&id).await, Ok(Some(_))) }
+            })
+            .await;
+            engine
+                .signal(id, "approve", json!({"comment": "好"}), actor("district"))
+                .await
+                .unwrap();
+        }
+        for id in [&old, &new] {
+            wait_until("the end", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let id = id.clone();
+                async move {
+                    engine
+                        .state(&id)
+                        .await
+                        .unwrap()
+                        .is_some_and(|s| s.status == Status::Completed)
+                }
+            })
+            .await;
+        }
+        assert_eq!(engine.state(&old).await.unwrap().unwrap().version, 1);
+        assert_eq!(engine.state(&new).await.unwrap().unwrap().version, 2);
+        let text = |id: &str| {
+            c2.lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.instance_id == id)
+                .map(|c| c.args["text"].clone())
+        };
+        assert_eq!(text(&old), Some(json!("approved: 好")));
+        assert_eq!(text(&new), Some(json!("v2 approved: 好")));
+    })
+    .await;
 }
