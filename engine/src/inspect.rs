@@ -72,6 +72,8 @@ pub enum Event {
         id: String,
         status: Option<String>,
         output: Value,
+        /// Why the child never started (its workflow refused the input).
+        error: Option<String>,
     },
     Decision {
         origin: String,
@@ -111,11 +113,23 @@ pub enum Event {
     },
 }
 
+/// The payload of an `activity_attempt_failed` history row: a failed
+/// attempt that will be retried (written by the runtime, read here).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    pub activity_id: String,
+    pub name: String,
+    pub attempt: i64,
+    pub error: String,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
 /// The typed state of a stored instance (its input, variables, output,
 /// pending timers and calls): what consoles read instead of the raw
 /// snapshot JSON.
 pub fn state_of(row: &crate::store::InstanceRow) -> Result<crate::interpreter::Instance, String> {
-    serde_json::from_str(&row.snapshot).map_err(|e| format!("instance {}: {e}", row.id))
+    serde_json::from_str(&row.snapshot)
+        .map_err(|e| format!("instance {}: its stored snapshot does not read: {e}", row.id))
 }
 
 /// An event with the history row it came from.
@@ -153,12 +167,18 @@ pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
         };
         match h.kind.as_str() {
             "activity_attempt_failed" => {
-                push(Event::AttemptFailed {
-                    id: text(&p["activity_id"]),
-                    name: text(&p["name"]),
-                    attempt: p["attempt"].as_i64().unwrap_or_default(),
-                    error: text(&p["error"]),
-                    next_attempt_at: p["next_attempt_at"].as_str().map(str::to_string),
+                push(match serde_json::from_value::<AttemptRecord>(p) {
+                    Ok(a) => Event::AttemptFailed {
+                        id: a.activity_id,
+                        name: a.name,
+                        attempt: a.attempt,
+                        error: a.error,
+                        next_attempt_at: Some(a.next_attempt_at.to_rfc3339()),
+                    },
+                    Err(e) => Event::Unreadable {
+                        row_kind: h.kind.clone(),
+                        error: e.to_string(),
+                    },
                 });
                 continue;
             }
@@ -218,7 +238,16 @@ pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
                 state = Some(to.to_string());
             }
         }
-        let effects: Vec<Effect> = serde_json::from_value(p["effects"].clone()).unwrap_or_default();
+        let effects: Vec<Effect> = match serde_json::from_value(p["effects"].clone()) {
+            Ok(effects) => effects,
+            Err(e) => {
+                push(Event::Unreadable {
+                    row_kind: format!("{} (effects)", h.kind),
+                    error: e.to_string(),
+                });
+                Vec::new()
+            }
+        };
         for e in effects {
             match e {
                 Effect::StartTimer { id, name, due_at } => {
@@ -298,11 +327,16 @@ fn input_event(
             error: error.clone(),
         },
         Input::ChildCompleted {
-            id, status, output, ..
+            id,
+            status,
+            output,
+            error,
+            ..
         } => Event::ChildCompleted {
             id: id.clone(),
             status: status.clone(),
             output: output.clone(),
+            error: error.clone(),
         },
     }
 }
