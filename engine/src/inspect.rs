@@ -128,8 +128,12 @@ pub struct AttemptRecord {
 /// pending timers and calls): what consoles read instead of the raw
 /// snapshot JSON.
 pub fn state_of(row: &crate::store::InstanceRow) -> Result<crate::interpreter::Instance, String> {
-    serde_json::from_str(&row.snapshot)
-        .map_err(|e| format!("instance {}: its stored snapshot does not read: {e}", row.id))
+    serde_json::from_str(&row.snapshot).map_err(|e| {
+        format!(
+            "instance {}: its stored snapshot does not read: {e}",
+            row.id
+        )
+    })
 }
 
 /// An event with the history row it came from.

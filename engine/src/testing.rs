@@ -245,15 +245,18 @@ impl TestRuntime {
         }
         let refused = match self.programs.get(&s.workflow).cloned() {
             None => format!("no workflow `{}`", s.workflow),
-            Some(program) => match self.create(&child, program, s.input.clone(), Some(s.parent(parent))) {
-                Ok(()) => return Ok(()),
-                Err(Error::Step(e)) => plan::refusal(&e),
-                Err(e) => return Err(e),
-            },
+            Some(program) => {
+                match self.create(&child, program, s.input.clone(), Some(s.parent(parent))) {
+                    Ok(()) => return Ok(()),
+                    Err(Error::Step(e)) => plan::refusal(&e),
+                    Err(e) => return Err(e),
+                }
+            }
         };
         let done = ChildDone::refused(s.parent(parent), refused);
         let input = done.input(self.now());
-        self.queue.push_back(Work::Deliver(parent.to_string(), input));
+        self.queue
+            .push_back(Work::Deliver(parent.to_string(), input));
         Ok(())
     }
 

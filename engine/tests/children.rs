@@ -126,7 +126,10 @@ fn test_runtime_fails_the_parents_call_when_the_child_refuses_its_input() {
     let s = rt.state("p2");
     assert_eq!(s.state, "failed");
     let error = s.output["error"].as_str().unwrap();
-    assert!(error.contains("invalid input") && error.contains("`n` has the wrong type"), "{error}");
+    assert!(
+        error.contains("invalid input") && error.contains("`n` has the wrong type"),
+        "{error}"
+    );
 }
 
 async fn runtime(store: SqlStore, clock: &Arc<ManualClock>) -> Runtime<SqlStore> {
@@ -170,11 +173,16 @@ async fn a_childs_completion_reaches_its_parent(store: SqlStore) {
 async fn a_child_refusing_its_input_fails_the_parents_call(store: SqlStore) {
     let clock = Arc::new(ManualClock::new(t0()));
     let rt = runtime(store.clone(), &clock).await;
-    rt.start("parent", "p2", json!({"n": "many"})).await.unwrap();
+    rt.start("parent", "p2", json!({"n": "many"}))
+        .await
+        .unwrap();
     rt.run_until_idle().await.unwrap();
     assert!(store.instance("p2/c1").await.unwrap().is_none());
     let p = store.instance("p2").await.unwrap().unwrap();
-    assert_eq!((p.state.as_str(), p.status.as_str()), ("failed", "completed"));
+    assert_eq!(
+        (p.state.as_str(), p.status.as_str()),
+        ("failed", "completed")
+    );
     let state = engine::inspect::state_of(&p).unwrap();
     let error = state.output["error"].as_str().unwrap();
     assert!(error.contains("`n` has the wrong type"), "{error}");
@@ -201,7 +209,10 @@ async fn instances_are_searched_by_declared_attributes(store: SqlStore) {
         ids
     };
     let page = engine::store::Page::default();
-    assert_eq!(ids(store.instances(&by("batch", "21"), page).await.unwrap()), ["p1"]);
+    assert_eq!(
+        ids(store.instances(&by("batch", "21"), page).await.unwrap()),
+        ["p1"]
+    );
     assert_eq!(
         ids(store.instances(&by("size", "3"), page).await.unwrap()),
         ["p3/c1"]

@@ -17,10 +17,14 @@ fn instance(id: &str, revision: i64) -> InstanceRow {
         state: "awaiting".into(),
         status: "running".into(),
         status_label: None,
-        search: [("enterprise_id", "e1"), ("district", "jinjiang"), ("person", "p1")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        search: [
+            ("enterprise_id", "e1"),
+            ("district", "jinjiang"),
+            ("person", "p1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
         parent: None,
         snapshot: "{}".into(),
         revision,
@@ -717,7 +721,10 @@ async fn a_bad_stored_time_is_an_error_naming_its_column(s: SqlStore) {
     publish(&s).await;
     s.commit(&[start("w1")]).await.unwrap();
     let row = s.instance("w1").await.unwrap().unwrap();
-    assert_eq!(row.search.get("district").map(String::as_str), Some("jinjiang"));
+    assert_eq!(
+        row.search.get("district").map(String::as_str),
+        Some("jinjiang")
+    );
     sqlx::query("UPDATE instances SET updated_at = $1 WHERE id = 'w1'")
         .bind(i64::MAX)
         .execute(s.pool())

@@ -815,7 +815,8 @@ impl WorkflowCx<'_> {
             .iter()
             .map(|(k, v)| {
                 let ok = k.starts_with(|c: char| c.is_ascii_lowercase())
-                    && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    && k.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
                 if !ok {
                     self.cx.err_key(
                         &root.key("search").key(k),

@@ -34,9 +34,9 @@ use crate::store::{
     self, InstanceRow, OutboxRow, ParentRef, StepCommit, Store, TaskDone, TaskRow, TaskStatus,
     TimerRow,
 };
-use plan::Command;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use plan::Command;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

@@ -252,6 +252,9 @@ mod tests {
             serde_json::json!({"parent":"run-1","call":"c3","status":"ok","output":{"a":1}})
         );
         // A payload missing what it must carry is an error, not a default.
-        assert!(serde_json::from_str::<ChildDone>(r#"{"call":"c3","status":null,"output":null}"#).is_err());
+        assert!(
+            serde_json::from_str::<ChildDone>(r#"{"call":"c3","status":null,"output":null}"#)
+                .is_err()
+        );
     }
 }

@@ -636,7 +636,10 @@ fn publication_row(r: &AnyRow) -> Result<PublicationRow> {
         published_at: at("publications.published_at", r.published_at)?,
         clock_at: at("publications.clock_at", r.clock_at)?,
         definitions: serde_json::from_str(&r.definitions).map_err(|e| {
-            Error::Corrupt(format!("publications.definitions of publication {}: {e}", r.seq))
+            Error::Corrupt(format!(
+                "publications.definitions of publication {}: {e}",
+                r.seq
+            ))
         })?,
         seq: r.seq,
         kind: r.kind,
@@ -887,7 +890,10 @@ impl StepRows {
             rows.history.extend(c.history.iter().map(history_args));
             let iid = c.instance.as_ref().map_or("", |i| i.id.as_str());
             for t in &c.timers_delete {
-                match timers.iter().position(|x| x.instance_id == iid && &x.timer_id == t) {
+                match timers
+                    .iter()
+                    .position(|x| x.instance_id == iid && &x.timer_id == t)
+                {
                     Some(pos) => {
                         timers.remove(pos);
                     }
@@ -1016,7 +1022,10 @@ async fn write_bookkeeping(tx: &mut Tx<'_>, batch: &[StepCommit]) -> Result<()> 
         .flat_map(|c| {
             let now = c.instance.as_ref().map(|i| millis(i.updated_at));
             c.outbox_delivered.iter().map(move |id| {
-                vec![Arg::T(Some(id.clone())), Arg::I(Some(now.unwrap_or_default()))]
+                vec![
+                    Arg::T(Some(id.clone())),
+                    Arg::I(Some(now.unwrap_or_default())),
+                ]
             })
         })
         .collect();
@@ -1239,7 +1248,12 @@ impl Store for SqlStore {
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        let mut row: Vec<InstanceRow> = r.as_ref().map(instance_row).transpose()?.into_iter().collect();
+        let mut row: Vec<InstanceRow> = r
+            .as_ref()
+            .map(instance_row)
+            .transpose()?
+            .into_iter()
+            .collect();
         self.attach_search(&self.reader, &mut row).await?;
         Ok(row.pop())
     }
