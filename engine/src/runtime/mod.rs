@@ -604,45 +604,7 @@ impl<S: Store> Runtime<S> {
             }
         }
         let delivered: Vec<Vec<String>> = futures::stream::iter(pages)
-            .map(|(projection, page)| {
-                let this = self.clone();
-                let loaded = &loaded;
-                async move {
-                    let mut outbox = Vec::new();
-                    let Some(hook) = this.inner.activities.get_projection(&projection).cloned()
-                    else {
-                        tracing::error!(%projection, "no hook registered for the projection; skipped");
-                        return Some(page.into_iter().flat_map(|p| p.1).collect());
-                    };
-                    let mut calls = Vec::with_capacity(page.len());
-                    for (instance, rows) in page {
-                        outbox.extend(rows);
-                        // An instance that is gone: nothing to tell.
-                        let Some(row) = loaded.get(&instance).cloned() else {
-                            continue;
-                        };
-                        let program = match this.program(&row.definition_hash).await {
-                            Ok(p) => p,
-                            Err(e) => {
-                                tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
-                                return None;
-                            }
-                        };
-                        calls.push(ProjectionCall {
-                            projection: projection.clone(),
-                            instance: row,
-                            program,
-                        });
-                    }
-                    match hook.project_many(calls).await {
-                        Ok(()) => Some(outbox),
-                        Err(e) => {
-                            tracing::warn!(%projection, error = %e, "projection failed; retried next round");
-                            None
-                        }
-                    }
-                }
-            })
+            .map(|(projection, page)| self.project_page(projection, page, &loaded))
             .buffer_unordered(4)
             .filter_map(|d| async move { d })
             .collect()
@@ -657,6 +619,49 @@ impl<S: Store> Runtime<S> {
             self.inner.store.commit(&[c]).await?;
         }
         Ok(n)
+    }
+
+    /// Tell `projection`'s hook a page of instances (each with the outbox
+    /// rows that told it). Returns the rows to mark delivered, or None if
+    /// the hook failed (they stay for the next round).
+    async fn project_page(
+        &self,
+        projection: String,
+        page: Vec<(String, Vec<String>)>,
+        loaded: &HashMap<String, InstanceRow>,
+    ) -> Option<Vec<String>> {
+        let mut outbox = Vec::new();
+        let Some(hook) = self.inner.activities.get_projection(&projection).cloned() else {
+            tracing::error!(%projection, "no hook registered for the projection; skipped");
+            return Some(page.into_iter().flat_map(|p| p.1).collect());
+        };
+        let mut calls = Vec::with_capacity(page.len());
+        for (instance, rows) in page {
+            outbox.extend(rows);
+            // An instance that is gone: nothing to tell.
+            let Some(row) = loaded.get(&instance).cloned() else {
+                continue;
+            };
+            let program = match self.program(&row.definition_hash).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
+                    return None;
+                }
+            };
+            calls.push(ProjectionCall {
+                projection: projection.clone(),
+                instance: row,
+                program,
+            });
+        }
+        match hook.project_many(calls).await {
+            Ok(()) => Some(outbox),
+            Err(e) => {
+                tracing::warn!(%projection, error = %e, "projection failed; retried next round");
+                None
+            }
+        }
     }
 
     /// Apply inputs to instances, several per instance in order, and commit
@@ -699,8 +704,6 @@ impl<S: Store> Runtime<S> {
             let t = match span.in_scope(|| interpreter::step(&l.program, Some(&l.state), &input)) {
                 Ok(t) => t,
                 Err(e) => {
-                    // A rule failed inside a timer or activity handler: record
-                    // it in the history; the instance waits for an operator.
                     tracing::error!(instance = %id, error = %e, "step failed");
                     self.inner.metrics.step_failed(&l.program.name);
                     incidents.push(Incident {
@@ -710,26 +713,7 @@ impl<S: Store> Runtime<S> {
                         activity: None,
                         error: e.to_string(),
                     });
-                    let mut c = extra;
-                    let mut row = l.row.clone();
-                    row.revision += 1;
-                    row.history_len += 1;
-                    row.status = "failed".into();
-                    row.updated_at = now;
-                    let h = store::HistoryRow::chained(
-                        &id,
-                        l.row.history_len,
-                        now,
-                        "step_failed",
-                        json!({ "input": input, "error": e.to_string() }).to_string(),
-                        l.row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
-                    );
-                    row.history_hash = h.hash.clone();
-                    c.history.push(h);
-                    c.expected_revision = Some(l.row.revision);
-                    c.instance = Some(row.clone());
-                    l.row = row;
-                    commits.push(c);
+                    commits.push(failed_step(l, &input, &e, extra));
                     continue;
                 }
             };
@@ -822,27 +806,12 @@ impl<S: Store> Runtime<S> {
         let mut retries = Vec::new();
         let mut spent = Vec::new();
         for (task, out) in outcomes {
-            let retry = retry_of(&task)?;
-            let input = match out {
-                Ok(result) => {
-                    let done = TaskDone {
-                        id: task.id.clone(),
-                        status: TaskStatus::Succeeded,
-                        result: Some(result.to_string()),
-                        error: None,
-                        next_run_at: None,
-                    };
-                    (
-                        Input::ActivityCompleted {
-                            at: now,
-                            id: task.activity_id.clone(),
-                            result,
-                        },
-                        done,
-                    )
-                }
+            let (input, done) = match out {
+                Ok(result) => succeeded(&task, result, now),
                 Err(ActivityError::Retryable(e)) if task.attempt < task.max_attempts => {
                     self.inner.metrics.task_retry(&task.name);
+                    // `call` read the policy before the attempt.
+                    let retry = retry_of(&task)?;
                     let delay = retry.backoff(u32::try_from(task.attempt).unwrap_or(u32::MAX));
                     let next =
                         now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -852,42 +821,16 @@ impl<S: Store> Runtime<S> {
                 }
                 Err(e) => {
                     self.inner.metrics.task_failure(&task.name);
-                    let error = format!("{} (after {} attempt(s))", e, task.attempt);
-                    // The workflow decides what follows (a comparison ends
-                    // 比对失败); the operator's log names the cause.
-                    tracing::error!(task = %task.id, instance = %task.instance_id, activity = %task.name, %error, "activity failed");
-                    spent.push(Incident {
-                        instance_id: task.instance_id.clone(),
-                        workflow: None,
-                        kind: "activity_failed",
-                        activity: Some(task.name.clone()),
-                        error: error.clone(),
-                    });
-                    let done = TaskDone {
-                        id: task.id.clone(),
-                        status: TaskStatus::Failed,
-                        result: None,
-                        error: Some(error.clone()),
-                        next_run_at: None,
-                    };
-                    (
-                        Input::ActivityFailed {
-                            at: now,
-                            id: task.activity_id.clone(),
-                            error,
-                        },
-                        done,
-                    )
+                    let (input, done, incident) = spent_task(&task, &e, now);
+                    spent.push(incident);
+                    (input, done)
                 }
             };
-            work.push((
-                task.instance_id.clone(),
-                input.0,
-                StepCommit {
-                    task_done: Some(input.1),
-                    ..Default::default()
-                },
-            ));
+            let extra = StepCommit {
+                task_done: Some(done),
+                ..Default::default()
+            };
+            work.push((task.instance_id.clone(), input, extra));
         }
         self.apply_batch(work).await?;
         self.tell(spent);
@@ -1260,6 +1203,87 @@ fn add_command(c: &mut StepCommit, id: &str, revision: i64, cmd: Command, now: D
 /// An instance's stored snapshot, or the error naming it.
 fn snapshot(row: &InstanceRow) -> Result<Instance> {
     crate::inspect::state_of(row).map_err(Error::Corrupt)
+}
+
+/// A rule failed inside a timer or activity handler: the step is recorded
+/// in the history as `step_failed` (with `extra`'s bookkeeping) and the
+/// instance, status `failed`, waits for an operator.
+fn failed_step(
+    l: &mut Loaded,
+    input: &Input,
+    e: &interpreter::Error,
+    extra: StepCommit,
+) -> StepCommit {
+    let now = input.at();
+    let mut c = extra;
+    let mut row = l.row.clone();
+    row.revision += 1;
+    row.history_len += 1;
+    row.status = "failed".into();
+    row.updated_at = now;
+    let h = store::HistoryRow::chained(
+        &row.id,
+        l.row.history_len,
+        now,
+        "step_failed",
+        json!({ "input": input, "error": e.to_string() }).to_string(),
+        l.row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
+    );
+    row.history_hash = h.hash.clone();
+    c.history.push(h);
+    c.expected_revision = Some(l.row.revision);
+    c.instance = Some(row.clone());
+    l.row = row;
+    c
+}
+
+/// A task whose activity succeeded: the workflow's input and the task's end.
+fn succeeded(task: &TaskRow, result: Value, now: DateTime<Utc>) -> (Input, TaskDone) {
+    let done = TaskDone {
+        id: task.id.clone(),
+        status: TaskStatus::Succeeded,
+        result: Some(result.to_string()),
+        error: None,
+        next_run_at: None,
+    };
+    let input = Input::ActivityCompleted {
+        at: now,
+        id: task.activity_id.clone(),
+        result,
+    };
+    (input, done)
+}
+
+/// A task that failed for good (a permanent error, or its attempts spent):
+/// the workflow decides what follows (a comparison ends 比对失败); the
+/// operator's log and incident name the cause.
+fn spent_task(
+    task: &TaskRow,
+    e: &ActivityError,
+    now: DateTime<Utc>,
+) -> (Input, TaskDone, Incident) {
+    let error = format!("{} (after {} attempt(s))", e, task.attempt);
+    tracing::error!(task = %task.id, instance = %task.instance_id, activity = %task.name, %error, "activity failed");
+    let incident = Incident {
+        instance_id: task.instance_id.clone(),
+        workflow: None,
+        kind: "activity_failed",
+        activity: Some(task.name.clone()),
+        error: error.clone(),
+    };
+    let done = TaskDone {
+        id: task.id.clone(),
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some(error.clone()),
+        next_run_at: None,
+    };
+    let input = Input::ActivityFailed {
+        at: now,
+        id: task.activity_id.clone(),
+        error,
+    };
+    (input, done, incident)
 }
 
 /// A task's stored retry policy.
