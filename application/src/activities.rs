@@ -23,8 +23,10 @@ use sqlx::{AnyPool, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-fn arg<'a>(call: &'a ActivityCall, name: &str) -> &'a str {
-    call.args[name].as_str().unwrap_or_default()
+/// A text argument the workflow must give; its absence is an error naming
+/// the activity and the argument (not an empty text).
+fn arg<'a>(call: &'a ActivityCall, name: &str) -> Result<&'a str, ActivityError> {
+    call.text_arg(name)
 }
 
 /// A text the workflow must give (a message's title or body): its absence
@@ -109,7 +111,7 @@ async fn insert_notice(
 
 /// SMS to the enterprise's liaison officer (or its contact) and a notice.
 async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
-    let enterprise = arg(&call, "enterprise_id");
+    let enterprise = arg(&call, "enterprise_id")?;
     let row =
         sqlx::query("SELECT name, contact_mobile, liaison_mobile FROM enterprises WHERE id = $1")
             .bind(enterprise)
@@ -119,11 +121,11 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
             .ok_or_else(|| ActivityError::Permanent(format!("no enterprise {enterprise}")))?;
     let liaison: Option<String> = row.try_get("liaison_mobile").map_err(db)?;
     let phone = liaison.unwrap_or(row.try_get("contact_mobile").map_err(db)?);
-    let template = arg(&call, "template");
+    let template = arg(&call, "template")?;
     // The texts are the workflow's (workflows/warning.yaml), the same for
     // the notice and the SMS.
     let (title, body) = (required(&call, "title")?, required(&call, "text")?);
-    let link = format!("/warnings/{}", arg(&call, "warning_id"));
+    let link = format!("/warnings/{}", arg(&call, "warning_id")?);
     insert_notice(
         &s,
         &call.idempotency_key,
@@ -156,11 +158,11 @@ async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value
 
 async fn notice(s: Arc<Services>, call: ActivityCall, kind: &str) -> Result<Value, ActivityError> {
     let recipient = if kind == "city" {
-        arg(&call, "target").to_string()
+        arg(&call, "target")?.to_string()
     } else {
-        arg(&call, "district").to_string()
+        arg(&call, "district")?.to_string()
     };
-    let link = format!("/warnings/{}", arg(&call, "warning_id"));
+    let link = format!("/warnings/{}", arg(&call, "warning_id")?);
     insert_notice(
         &s,
         &call.idempotency_key,
@@ -232,7 +234,7 @@ impl engine::runtime::Projection for WarningProjection {
 /// `record_warning_event` of definitions from before `projection:`.
 async fn legacy_projection(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     use engine::store::Store as _;
-    let id = arg(&call, "warning_id");
+    let id = arg(&call, "warning_id")?;
     let instance = s
         .store
         .instance(id)
@@ -1008,7 +1010,7 @@ const MAX_PAGE: i64 = 1000;
 /// starts a warning workflow for. `last` is the page's last id (null when
 /// the page is empty). Reads only, so a repeat gives the same page.
 async fn warnings_to_open(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
-    let run_id = arg(&call, "run_id");
+    let run_id = arg(&call, "run_id")?;
     let limit = call.args["limit"]
         .as_i64()
         .filter(|l| (1..=MAX_PAGE).contains(l))
@@ -1025,7 +1027,7 @@ async fn warnings_to_open(s: Arc<Services>, call: ActivityCall) -> Result<Value,
          WHERE w.run_id = $1 AND w.id > $2 ORDER BY w.id LIMIT $3",
     )
     .bind(run_id)
-    .bind(arg(&call, "after"))
+    .bind(arg(&call, "after")?)
     .bind(limit)
     .fetch_all(&s.pool)
     .await

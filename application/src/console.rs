@@ -100,10 +100,18 @@ pub fn describe(e: &Event) -> (String, String) {
             format!("启动子流程 {workflow}"),
             key.clone().unwrap_or_else(|| id.clone()),
         ),
-        Event::ChildCompleted { id, status, output } => (
-            format!("子流程结束 {id}"),
-            format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
-        ),
+        Event::ChildCompleted {
+            id,
+            status,
+            output,
+            error,
+        } => match error {
+            Some(e) => (format!("子流程未能启动 {id}"), e.clone()),
+            None => (
+                format!("子流程结束 {id}"),
+                format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
+            ),
+        },
         Event::Decision {
             origin,
             expr,

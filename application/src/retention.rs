@@ -593,7 +593,7 @@ impl Batch<'_> {
     /// Finished comparison and retention workflows closed before `cut`
     /// (none with an unfinished child), and the purge's own batch records.
     async fn finished_workflows(&self, cut: i64) -> Result<Option<Value>, ActivityError> {
-        let before = engine::store::from_millis(cut);
+        let before = engine::store::from_millis("retention cut-off", cut).map_err(store_err)?;
         let ids = self
             .planned("finished_workflows", || async {
                 let mut ids = Vec::new();

@@ -728,13 +728,14 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
                 kind,
                 status,
                 state,
-                enterprise_id: enterprise,
-                district,
-                person,
+                search: Vec::new(),
                 definition_version: version,
                 created_from: day(from, 0)?,
                 created_to: day(to, 1)?,
-            };
+            }
+            .search("enterprise_id", enterprise)
+            .search("district", district)
+            .search("person", person);
             let total = store.count_instances(&filter).await?;
             for r in store.instances(&filter, Page { limit, offset: 0 }).await? {
                 println!(

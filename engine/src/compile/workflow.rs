@@ -149,10 +149,13 @@ impl WorkflowCx<'_> {
         d.search
             .iter()
             .map(|(k, v)| {
-                if !matches!(k.as_str(), "enterprise_id" | "district" | "person") {
+                let ok = k.starts_with(|c: char| c.is_ascii_lowercase())
+                    && k.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
                     self.cx.err_key(
                         &root.key("search").key(k),
-                        format!("未知的查询字段 `{k}`；可用 enterprise_id、district 或 person"),
+                        format!("查询字段名 `{k}` 须以小写字母开头，只含小写字母、数字和下划线"),
                     );
                 }
                 (

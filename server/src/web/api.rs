@@ -150,10 +150,10 @@ impl From<InstanceRow> for InstanceOut {
             state: r.state,
             status: r.status,
             status_label: r.status_label,
-            enterprise_id: r.enterprise_id,
-            district: r.district,
-            person: r.person,
-            parent_id: r.parent_id,
+            enterprise_id: r.search.get("enterprise_id").cloned(),
+            district: r.search.get("district").cloned(),
+            person: r.search.get("person").cloned(),
+            parent_id: r.parent.map(|p| p.instance_id),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -195,9 +195,7 @@ async fn list(
         kind: q.kind,
         status: q.status,
         state: q.state,
-        enterprise_id: q.enterprise,
-        district: q.district,
-        person: q.person,
+        search: Vec::new(),
         definition_version: q.version,
         created_from: q
             .from
@@ -207,7 +205,10 @@ async fn list(
             .to
             .as_deref()
             .and_then(|d| crate::console::chengdu_day(d, 1)),
-    };
+    }
+    .search("enterprise_id", q.enterprise)
+    .search("district", q.district)
+    .search("person", q.person);
     let page = Page {
         limit: q.limit.unwrap_or(50).clamp(1, 500),
         offset: q.offset.unwrap_or(0).max(0),
