@@ -319,13 +319,9 @@ pub fn commands(id: &str, effects: &[Effect], now: DateTime<Utc>) -> Vec<Command
         .collect()
 }
 
-/// A child's instance id, as the embedded runtime names it.
-pub fn child_id(parent: &str, call: &str, key: Option<&str>) -> String {
-    match key {
-        Some(k) => k.to_string(),
-        None => format!("{parent}/{call}"),
-    }
-}
+/// A child's instance id: the engine's one naming rule
+/// (`runtime::plan::child_id`), shared with the embedded runtime.
+pub use engine::runtime::plan::child_id;
 
 /// The search attributes of an instance after a step (Keyword values;
 /// None for a field the instance does not have).

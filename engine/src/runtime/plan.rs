@@ -79,10 +79,7 @@ pub struct ChildStart {
 impl ChildStart {
     /// The child's instance id: its key, or `{parent}/{call}`.
     pub fn child_id(&self, parent: &str) -> String {
-        match &self.key {
-            Some(k) => k.clone(),
-            None => outbox_id(parent, &self.call),
-        }
+        child_id(parent, &self.call, self.key.as_deref())
     }
 
     /// The parent reference the child keeps.
@@ -91,6 +88,16 @@ impl ChildStart {
             instance_id: parent.to_string(),
             call: self.call.clone(),
         }
+    }
+}
+
+/// The instance id of the child started by call `call` of `parent`: the
+/// definition's key when it gives one, else `{parent}/{call}`. Every
+/// backend names children with this (the Temporal worker too).
+pub fn child_id(parent: &str, call: &str, key: Option<&str>) -> String {
+    match key {
+        Some(k) => k.to_string(),
+        None => outbox_id(parent, call),
     }
 }
 
