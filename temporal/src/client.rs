@@ -155,8 +155,9 @@ impl TemporalEngine {
         let program = self
             .latest_program(workflow)
             .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
-        // The same check the workflow's first step makes, before anything is sent.
-        interpreter::step(
+        // The same check the workflow's first step makes, before anything
+        // is sent; its search fields go with the start (one upsert less).
+        let first = interpreter::step(
             &program,
             None,
             &Input::Started {
@@ -172,9 +173,11 @@ impl TemporalEngine {
             parent: None,
             launch: None,
         };
-        let attrs =
-            SearchAttributes::new([SearchAttributeKey::<String>::keyword(codec::SA_WORKFLOW)
-                .value_set(program.name.clone())]);
+        let attrs = SearchAttributes::new(
+            codec::search_attributes(&first.state)
+                .into_iter()
+                .filter_map(|(k, v)| Some(SearchAttributeKey::<String>::keyword(k).value_set(v?))),
+        );
         let opts = WorkflowStartOptions::new(self.options.task_queue.clone(), id.to_string())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
@@ -223,7 +226,9 @@ impl TemporalEngine {
     }
 
     /// Deliver a signal. A refusal (wrong state, role, content) comes back
-    /// as [`Error::SignalRefused`] and nothing is sent; the workflow checks
+    /// as [`Error::Refused`] with the interpreter's error (or
+    /// [`Error::SignalRefused`] in words when this process does not know
+    /// the instance's program) and nothing is sent; the workflow checks
     /// again when it applies the signal and ignores one refused then.
     pub async fn signal(&self, id: &str, name: &str, payload: Value, actor: Actor) -> Result<()> {
         let args = SignalArgs {
@@ -243,9 +248,29 @@ impl TemporalEngine {
             .await
             .map_err(|e| self.query_error(id, e))?;
         if let Some(r) = refusal {
-            return Err(Error::SignalRefused(r));
+            return Err(self
+                .typed_refusal(id, &args)
+                .await
+                .unwrap_or(Error::SignalRefused(r)));
         }
         self.signal_unchecked(id, args).await
+    }
+
+    /// The refusal as the interpreter's own error (field errors and all,
+    /// as the embedded runtime returns it), when this process knows the
+    /// instance's program: the same step, run here on the instance's state.
+    async fn typed_refusal(&self, id: &str, args: &SignalArgs) -> Option<Error> {
+        let state = self.state(id).await.ok()??;
+        let program = crate::cache::get(&state.hash)?;
+        let input = Input::Signal {
+            at: chrono::Utc::now(),
+            name: args.name.clone(),
+            payload: args.payload.clone(),
+            actor: args.actor.clone(),
+        };
+        interpreter::step(&program, Some(&state), &input)
+            .err()
+            .map(Error::Refused)
     }
 
     /// Send a signal without asking first (for senders that must not
@@ -275,14 +300,52 @@ impl TemporalEngine {
         }
     }
 
-    /// The interpreter state of an instance (None before its first step).
+    /// The interpreter state of an instance (None when there is no such
+    /// instance, or before its first step).
     pub async fn state(&self, id: &str) -> Result<Option<Instance>> {
         let h = self
             .client
             .get_workflow_handle::<Interpreter>(id.to_string());
-        h.query(Interpreter::state, (), WorkflowQueryOptions::default())
+        match h
+            .query(Interpreter::state, (), WorkflowQueryOptions::default())
             .await
-            .map_err(|e| self.query_error(id, e))
+        {
+            Ok(s) => Ok(s),
+            Err(temporalio_client::errors::WorkflowQueryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(temporal(e)),
+        }
+    }
+
+    /// Wait for an instance to end and return its outcome (terminal
+    /// state, status label, output), as a parent receives it. Waits on
+    /// Temporal's long poll: no query, no worker needed to answer.
+    pub async fn result(&self, id: &str) -> Result<crate::Outcome> {
+        let h = self
+            .client
+            .get_workflow_handle::<Interpreter>(id.to_string());
+        h.get_result(Default::default()).await.map_err(temporal)
+    }
+
+    /// End an instance where it stands (an operator's repair); Temporal
+    /// records the reason. Its pending timers and activities are dropped.
+    pub async fn terminate(&self, id: &str, reason: &str) -> Result<()> {
+        let h = self
+            .client
+            .get_workflow_handle::<Interpreter>(id.to_string());
+        h.terminate(
+            temporalio_client::WorkflowTerminateOptions::builder()
+                .reason(reason.to_string())
+                .build(),
+        )
+        .await
+        .map_err(|e| {
+            let s = e.to_string();
+            if s.contains("not found") || s.contains("NotFound") {
+                Error::NotFound(id.to_string())
+            } else {
+                temporal(e)
+            }
+        })
     }
 
     /// The instance's steps as history rows, as the embedded runtime
@@ -449,4 +512,109 @@ pub fn history_rows(id: &str, steps: &[StepRecord]) -> Vec<HistoryRow> {
             hash: None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_mistakes_are_named() {
+        let bad = Options {
+            address: "not a url".into(),
+            ..Options::default()
+        };
+        let Err(e) = connection_options(&bad) else {
+            panic!("accepted");
+        };
+        assert!(e.to_string().contains("not a url"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("epi-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("client.pem");
+        std::fs::write(&cert, "CERT").unwrap();
+        let half = Options {
+            tls: Some(Tls {
+                cert: Some(cert.clone()),
+                ..Tls::default()
+            }),
+            ..Options::default()
+        };
+        let Err(e) = connection_options(&half) else {
+            panic!("a cert without its key accepted");
+        };
+        assert!(e.to_string().contains("cert and key go together"), "{e}");
+        let missing = Options {
+            tls: Some(Tls {
+                ca: Some(dir.join("nope.pem")),
+                ..Tls::default()
+            }),
+            ..Options::default()
+        };
+        let Err(e) = connection_options(&missing) else {
+            panic!("a missing CA file accepted");
+        };
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        let full = Options {
+            address: "https://temporal.example:7233".into(),
+            tls: Some(Tls {
+                ca: Some(cert.clone()),
+                cert: Some(cert.clone()),
+                key: Some(cert),
+                domain: Some("temporal.example".into()),
+            }),
+            ..Options::default()
+        };
+        let c = connection_options(&full).unwrap();
+        let tls = c.tls_options.unwrap();
+        assert_eq!(tls.domain.as_deref(), Some("temporal.example"));
+        assert_eq!(tls.server_root_ca_cert.as_deref(), Some(&b"CERT"[..]));
+        assert!(tls.client_tls_options.is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn schedules_map_onto_temporal() {
+        let spec = ScheduleSpec {
+            name: "comparison".into(),
+            workflow: "comparison".into(),
+            tz: chrono_tz::Asia::Shanghai,
+            times: vec!["05:00:00".parse().unwrap(), "10:30:00".parse().unwrap()],
+            catch_up: CatchUp::Once,
+            input: Value::Null,
+        };
+        let t = schedule_spec(&spec);
+        assert_eq!(t.cron_strings, vec!["0 5 * * *", "30 10 * * *"]);
+        assert_eq!(t.timezone_name, "Asia/Shanghai");
+        assert_eq!(schedule_id("comparison"), "epi-schedule-comparison");
+        assert_eq!(
+            schedule_policy(CatchUp::None).1,
+            ON_TIME_GRACE.to_std().unwrap()
+        );
+        assert!(schedule_policy(CatchUp::Once).1 > Duration::from_secs(30 * 24 * 3600));
+    }
+
+    #[test]
+    fn step_records_read_as_history() {
+        let steps = vec![StepRecord {
+            at: "2026-12-01T02:00:00Z".parse().unwrap(),
+            kind: "started".into(),
+            payload: serde_json::json!({
+                "input": {"type": "started", "at": "2026-12-01T02:00:00Z", "input": {}},
+                "state": "first",
+                "decisions": [],
+                "effects": [{"type": "schedule_activity", "id": "a1", "name": "say",
+                    "args": {}, "retry": {"max_attempts": 1, "initial_backoff": 1000,
+                    "max_backoff": 1000, "timeout": 1000}}],
+                "ignored": null,
+            }),
+        }];
+        let rows = history_rows("w-1", &steps);
+        let events = engine::inspect::events(&rows);
+        assert!(events.iter().any(|e| matches!(
+            &e.event,
+            engine::inspect::Event::ActivityScheduled { idempotency_key, .. } if idempotency_key == "w-1/a1"
+        )));
+        assert_eq!(engine::runtime::inputs(&rows).len(), 1);
+    }
 }

@@ -83,7 +83,8 @@ impl Launch {
     /// Does the slot `slot`, handled at `now`, start its instance? The
     /// embedded runtime's rule ([`ScheduleSpec::due`]): `all` runs every
     /// missed slot, `once` only the newest one that has passed, `none`
-    /// only a slot still within the on-time grace.
+    /// only a slot still within the on-time grace. A time that is not a
+    /// slot of the schedule is a manual trigger and always runs.
     pub fn runs(
         &self,
         workflow: &str,
@@ -108,6 +109,11 @@ impl Launch {
             catch_up,
             input: Value::Null,
         };
+        // Not one of the schedule's times: an operator's "trigger now" in
+        // Temporal, which runs.
+        if spec.latest_at_or_before(slot) != Some(slot) {
+            return Ok(true);
+        }
         let now = now.max(slot);
         Ok(spec
             .due(Some(slot - chrono::Duration::seconds(1)), now)
@@ -612,5 +618,8 @@ mod tests {
             "comparison@2026-12-01T10:00+08:00"
         );
         assert!(launch("sometimes").runs("comparison", s10, late).is_err());
+        // Triggered by hand at 10:07: runs whatever the rule.
+        let manual = t("2026-12-01T02:07:00Z");
+        assert!(launch("none").runs("comparison", manual, late).unwrap());
     }
 }

@@ -23,9 +23,11 @@ mod row;
 mod worker;
 mod workflow;
 
-pub use client::{Error, TemporalEngine};
+pub use client::{
+    Error, TemporalEngine, history_rows, schedule_id, schedule_policy, schedule_spec,
+};
 pub use codec::{Definition, Outcome, SignalArgs, StartArgs};
-pub use worker::{Worker, WorkerSetup, run_worker};
+pub use worker::{LatestPrograms, Worker, WorkerSetup, run_worker};
 pub use workflow::{EpiActivities, Interpreter};
 
 use std::path::PathBuf;

@@ -21,6 +21,25 @@ pub struct WorkerSetup {
     pub activities: Activities,
 }
 
+/// The programs new children and scheduled starts of a worker take.
+#[derive(Clone)]
+pub struct LatestPrograms(Arc<RwLock<BTreeMap<String, Arc<Program>>>>);
+
+impl LatestPrograms {
+    /// Make these programs the latest; others stay as they are.
+    pub fn set(&self, programs: impl IntoIterator<Item = Arc<Program>>) {
+        let mut l = self.0.write().expect("lock");
+        for p in programs {
+            cache::insert(p.clone());
+            l.insert(p.name.clone(), p);
+        }
+    }
+
+    pub fn get(&self, workflow: &str) -> Option<Arc<Program>> {
+        self.0.read().expect("lock").get(workflow).cloned()
+    }
+}
+
 /// A connected Temporal worker. [`Worker::run`] is not `Send`: drive it
 /// on the current task (`tokio::join!`, `LocalSet`), not `tokio::spawn`.
 pub struct Worker {
@@ -65,11 +84,13 @@ impl Worker {
 
     /// Make these programs the latest (after a publication).
     pub fn set_programs(&self, programs: impl IntoIterator<Item = Arc<Program>>) {
-        let mut l = self.latest.write().expect("lock");
-        for p in programs {
-            cache::insert(p.clone());
-            l.insert(p.name.clone(), p);
-        }
+        self.programs().set(programs);
+    }
+
+    /// A handle to the worker's latest programs that stays usable while
+    /// [`Worker::run`] holds the worker (a publication follower sets them).
+    pub fn programs(&self) -> LatestPrograms {
+        LatestPrograms(self.latest.clone())
     }
 
     /// A handle that stops [`Worker::run`] (it finishes the tasks in hand).

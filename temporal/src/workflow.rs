@@ -34,7 +34,8 @@ use temporalio_sdk::workflows::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ApplicationFailure, ChildWorkflowOptions, LocalActivityOptions,
     ParentClosePolicy, SyncWorkflowContext, TimerOptions, TimerResult, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
+    WorkflowTermination,
 };
 
 /// The generic workflow: its state is the instance, the signals not yet
@@ -129,7 +130,26 @@ impl Interpreter {
         let program = cache::program(&def).map_err(fail)?;
         let id = start.id.clone();
         let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
-        let mut attrs: BTreeMap<&'static str, Option<String>> = BTreeMap::new();
+        // The search attributes the instance has (those the start set);
+        // after each step only the ones that differ are upserted.
+        let mut attrs: BTreeMap<&'static str, Option<String>> = {
+            let have = ctx.search_attributes();
+            [
+                codec::SA_WORKFLOW,
+                codec::SA_ENTERPRISE,
+                codec::SA_DISTRICT,
+                codec::SA_PERSON,
+                codec::SA_STATE,
+            ]
+            .into_iter()
+            .filter_map(|k| {
+                Some((
+                    k,
+                    Some(have.get(&SearchAttributeKey::<String>::keyword(k))?),
+                ))
+            })
+            .collect()
+        };
         let mut revision = 0i64;
         let created_at = now_of(ctx.workflow_time());
         let mut input = Input::Started {
@@ -287,6 +307,11 @@ impl Interpreter {
                         // Children outlive an ended parent, as in the embedded runtime.
                         let mut opts = ChildWorkflowOptions::workflow_id(workflow_id.clone());
                         opts.parent_close_policy = ParentClosePolicy::Abandon;
+                        // A slot's instance starts once, even if it has ended since.
+                        opts.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
+                        // An id that ever ran is not started again (the
+                        // embedded runtime inserts a child only if absent).
+                        opts.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
                         pending.insert(
                             call,
                             Pending::Child(Box::pin(async move {
@@ -350,17 +375,16 @@ impl Interpreter {
         self.log.clone()
     }
 
-    /// Would this signal be accepted now? The refusal in words, or None.
+    /// Would this signal be accepted now? The refusal in words, or None
+    /// (also before the first step: the signal then waits in the inbox).
     /// Read-only: the sender asks before it signals.
     #[query(name = "check")]
     /// (The time is the worker's clock: a query leaves no history.)
     pub fn check(&self, _ctx: &WorkflowContextView, signal: SignalArgs) -> Option<String> {
-        let Some(s) = &self.instance else {
-            return Some(interp::Error::NotStarted.to_string());
-        };
-        let Some(program) = self.hash.as_deref().and_then(cache::get) else {
-            return None;
-        };
+        // Not started yet: the signal waits in the inbox for the start.
+        let s = self.instance.as_ref()?;
+        // The program is cached in the worker that runs the instance.
+        let program = self.hash.as_deref().and_then(cache::get)?;
         let input = Input::Signal {
             at: Utc::now(),
             name: signal.name,
@@ -528,6 +552,8 @@ async fn launch_scheduled(
     };
     let mut opts = ChildWorkflowOptions::workflow_id(id.clone());
     opts.parent_close_policy = ParentClosePolicy::Abandon;
+    // A slot's instance starts once, even if it has ended since.
+    opts.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
     match ctx
         .start_child_workflow(Interpreter::run, child, opts)
         .await

@@ -8,7 +8,7 @@
 use engine::Actor;
 use engine::inspect::Event;
 use engine::interpreter::Status;
-use engine::runtime::activity::{Activities, ActivityCall, ProjectionCall};
+use engine::runtime::activity::{Activities, ActivityCall, ActivityError, ProjectionCall};
 use engine::store::InstanceRow;
 use engine_temporal::{Error, Options, TemporalEngine, Worker, WorkerSetup};
 use serde_json::{Value, json};
@@ -52,13 +52,36 @@ type Calls = Arc<Mutex<Vec<ActivityCall>>>;
 type Rows = Arc<Mutex<Vec<InstanceRow>>>;
 
 fn activities(calls: &Calls, rows: &Rows) -> Activities {
-    let calls = calls.clone();
+    let said = calls.clone();
     let rows = rows.clone();
     Activities::new()
         .register("say", move |c: ActivityCall| {
             let text = c.args["text"].as_str().unwrap_or_default().to_string();
-            calls.lock().unwrap().push(c);
+            said.lock().unwrap().push(c);
             async move { Ok(json!(format!("said {text}"))) }
+        })
+        .register("flaky", {
+            let calls = calls.clone();
+            move |c: ActivityCall| {
+                let first = c.attempt == 1;
+                calls.lock().unwrap().push(c);
+                async move {
+                    if first {
+                        Err(ActivityError::Retryable(
+                            "首次失败 first attempt fails".into(),
+                        ))
+                    } else {
+                        Ok(json!("ok"))
+                    }
+                }
+            }
+        })
+        .register("broken", {
+            let calls = calls.clone();
+            move |c: ActivityCall| {
+                calls.lock().unwrap().push(c);
+                async { Err(ActivityError::Permanent("无法处理 cannot be done".into())) }
+            }
         })
         .projection("seen", move |c: ProjectionCall| {
             rows.lock().unwrap().push(c.instance);
@@ -150,6 +173,11 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
         );
         let s = engine.state(&id).await.unwrap().unwrap();
         assert_eq!(s.state, "done");
+        let outcome = engine.result(&id).await.unwrap();
+        assert_eq!(
+            (outcome.state.as_str(), outcome.status.as_deref()),
+            ("done", Some("已完成"))
+        );
         assert_eq!(s.status_label.as_deref(), Some("已完成"));
         assert_eq!(s.output, json!({"said": "said first 张三"}));
 
@@ -294,12 +322,24 @@ async fn a_refused_signal_changes_nothing() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Refused(engine::interpreter::Error::ActorNotAllowed { .. })
+            ),
+            "{e}"
+        );
         let e = engine
             .signal(&id, "approve", json!({}), actor("district"))
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::SignalRefused(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Refused(engine::interpreter::Error::InvalidPayload(_))
+            ),
+            "{e}"
+        );
         // Sent anyway (no check): the workflow refuses it and changes nothing.
         engine
             .signal_unchecked(
@@ -346,6 +386,13 @@ async fn a_refused_signal_changes_nothing() {
             .map(|c| c.args.clone())
             .collect();
         assert_eq!(said, vec![json!({"text": "approved: 好"})]);
+        assert_eq!(engine.state(&unique("nobody")).await.unwrap(), None);
+        assert!(matches!(
+            engine
+                .signal(&unique("nobody"), "approve", json!({}), actor("district"))
+                .await,
+            Err(Error::NotFound(_))
+        ));
         // Ended: further signals are refused.
         assert!(
             engine
@@ -390,4 +437,337 @@ fn definitions_travel_and_recompile_to_their_hash() {
         assert_eq!(again.hash, p.hash, "{}", p.name);
         assert_eq!(again.version, p.version);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let name = unique("nightly");
+        let district = unique("sched");
+        let spec = engine::compile::schedule::ScheduleSpec {
+            name: name.clone(),
+            workflow: "pipeline".into(),
+            tz: chrono_tz::Asia::Shanghai,
+            times: vec!["05:00:00".parse().unwrap(), "10:00:00".parse().unwrap()],
+            catch_up: engine::compile::schedule::CatchUp::Once,
+            input: json!({"name": "定时", "district": district}),
+        };
+        // Installing again updates the schedule in place.
+        assert_eq!(
+            engine
+                .install_schedules(std::slice::from_ref(&spec))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            engine
+                .install_schedules(std::slice::from_ref(&spec))
+                .await
+                .unwrap(),
+            1
+        );
+        let h = engine
+            .client()
+            .get_schedule_handle(engine_temporal::schedule_id(&name));
+        // Triggered by hand (not at a slot time): the launcher starts
+        // `{schedule}@{time}` on the latest definition.
+        h.trigger(
+            temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Default::default();
+        wait_until("the scheduled instance", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let district = district.clone();
+            let seen = seen.clone();
+            async move {
+                let ids = engine.search("district", &district, 10).await.unwrap();
+                *seen.lock().unwrap() = ids.clone();
+                !ids.is_empty()
+            }
+        })
+        .await;
+        let found = seen.lock().unwrap().clone();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{name}@")), "{found:?}");
+        assert!(found[0].ends_with("+08:00"), "{found:?}");
+        h.delete(Default::default()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_start_with_their_keys_and_report_back() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let tag = unique("p");
+        let id = unique("parent");
+        assert!(
+            engine
+                .start("parent", &id, json!({"tag": tag, "items": ["x", "y"]}))
+                .await
+                .unwrap()
+        );
+        // Each child is the keyed instance, waiting for its approval.
+        for item in ["x", "y"] {
+            let child = format!("{tag}-{item}");
+            wait_until("the child", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let child = child.clone();
+                async move {
+                    matches!(engine.state(&child).await, Ok(Some(s)) if s.state == "waiting")
+                }
+            })
+            .await;
+            engine
+                .signal(
+                    &child,
+                    "approve",
+                    json!({"comment": item}),
+                    actor("district"),
+                )
+                .await
+                .unwrap();
+        }
+        wait_until("the parent's end", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        let s = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(s.output, json!({"done": 2}));
+        let history = engine.history(&id).await.unwrap();
+        let started: Vec<_> = history
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::ChildStarted { key, .. } => key.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, vec![format!("{tag}-x"), format!("{tag}-y")]);
+        let completed = history
+            .iter()
+            .filter(|e| matches!(e.event, Event::ChildCompleted { .. }))
+            .count();
+        assert_eq!(completed, 2);
+    })
+    .await;
+}
+
+/// A worker stopped while an instance waits on its timer; another worker
+/// (no cached state: it replays the history) carries it to the end, and no
+/// activity runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_takes_over_mid_flight() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let options = Options {
+        address,
+        task_queue: unique("takeover"),
+        ..Options::default()
+    };
+    let programs: Vec<_> = bundle().workflows.values().cloned().collect();
+    let setup = WorkerSetup {
+        programs: programs.clone(),
+        activities: activities(&calls, &rows),
+    };
+    let engine = TemporalEngine::connect(options.clone()).await.unwrap();
+    engine.set_programs(programs);
+    let id = unique("takeover");
+
+    let mut first = Worker::new(&options, setup.clone()).await.unwrap();
+    let stop = first.shutdown_handle();
+    let body = async {
+        assert!(
+            engine
+                .start("pipeline", &id, json!({"name": "李四", "district": "d"}))
+                .await
+                .unwrap()
+        );
+        wait_until("the timer", Duration::from_secs(30), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move { matches!(engine.state(&id).await, Ok(Some(s)) if s.state == "waiting") }
+        })
+        .await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(first.run(), body).await;
+    r.unwrap();
+    drop(first);
+
+    let mut second = Worker::new(&options, setup).await.unwrap();
+    let stop = second.shutdown_handle();
+    let body = async {
+        wait_until("completion", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        stop();
+    };
+    let (r, ()) = futures::future::join(second.run(), body).await;
+    r.unwrap();
+    let keys: Vec<_> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.instance_id == id)
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let c2 = calls.clone();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let id = unique("retrying");
+        assert!(
+            engine
+                .start("retrying", &id, json!({"tag": "t"}))
+                .await
+                .unwrap()
+        );
+        wait_until("the end", Duration::from_secs(60), || {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                engine
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|s| s.status == Status::Completed)
+            }
+        })
+        .await;
+        let s = engine.state(&id).await.unwrap().unwrap();
+        assert_eq!(s.output, json!({"failure": "无法处理 cannot be done"}));
+        let mine: Vec<_> = c2
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.instance_id == id)
+            .map(|c| (c.name.clone(), c.attempt, c.idempotency_key.clone()))
+            .collect();
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        let (flaky, broken) = (&mine[..2], &mine[2]);
+        assert_eq!((flaky[0].0.as_str(), flaky[0].1), ("flaky", 1));
+        assert_eq!((flaky[1].0.as_str(), flaky[1].1), ("flaky", 2));
+        assert_eq!(flaky[0].2, flaky[1].2, "a retry reuses the key");
+        assert_eq!((broken.0.as_str(), broken.1), ("broken", 1));
+        assert_ne!(broken.2, flaky[0].2);
+    })
+    .await;
+}
+
+/// R8.3: an instance keeps the version it started on; new instances take
+/// the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_instances_keep_their_version() {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
+    let c2 = calls.clone();
+    with_worker(address, &calls, &rows, |engine| async move {
+        let old = unique("v1");
+        assert!(
+            engine
+                .start("approval", &old, json!({"district": "d"}))
+                .await
+                .unwrap()
+        );
+        // Version 2 of `approval` says something else.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows");
+        let v2 = std::fs::read_to_string(dir.join("approval.yaml"))
+            .unwrap()
+            .replace("version: 1", "version: 2")
+            .replace(
+                "approved: ${signal.comment}",
+                "v2 approved: ${signal.comment}",
+            );
+        let catalog = std::fs::read_to_string(dir.join("activities.yaml")).unwrap();
+        let files = [("approval.yaml", v2), ("activities.yaml", catalog)].map(|(p, text)| {
+            engine::compile::program::SourceFile {
+                path: p.into(),
+                text,
+            }
+        });
+        let b = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
+        let p2 = b.workflows["approval"].clone();
+        assert_eq!(p2.version, 2);
+        engine.set_programs([p2.clone()]);
+        let new = unique("v2");
+        assert!(
+            engine
+                .start("approval", &new, json!({"district": "d"}))
+                .await
+                .unwrap()
+        );
+        for id in [&old, &new] {
+            wait_until("the first step", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let id = id.clone();
+                async move { matches!(engine.state(&id).await, Ok(Some(_))) }
+            })
+            .await;
+            engine
+                .signal(id, "approve", json!({"comment": "好"}), actor("district"))
+                .await
+                .unwrap();
+        }
+        for id in [&old, &new] {
+            wait_until("the end", Duration::from_secs(30), || {
+                let engine = engine.clone();
+                let id = id.clone();
+                async move {
+                    engine
+                        .state(&id)
+                        .await
+                        .unwrap()
+                        .is_some_and(|s| s.status == Status::Completed)
+                }
+            })
+            .await;
+        }
+        assert_eq!(engine.state(&old).await.unwrap().unwrap().version, 1);
+        assert_eq!(engine.state(&new).await.unwrap().unwrap().version, 2);
+        let text = |id: &str| {
+            c2.lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.instance_id == id)
+                .map(|c| c.args["text"].clone())
+        };
+        assert_eq!(text(&old), Some(json!("approved: 好")));
+        assert_eq!(text(&new), Some(json!("v2 approved: 好")));
+    })
+    .await;
 }
