@@ -72,6 +72,8 @@ pub enum Event {
         id: String,
         status: Option<String>,
         output: Value,
+        /// Why the child never started (its workflow refused the input).
+        error: Option<String>,
     },
     Decision {
         origin: String,
@@ -111,11 +113,27 @@ pub enum Event {
     },
 }
 
+/// The payload of an `activity_attempt_failed` history row: a failed
+/// attempt that will be retried (written by the runtime, read here).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    pub activity_id: String,
+    pub name: String,
+    pub attempt: i64,
+    pub error: String,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
 /// The typed state of a stored instance (its input, variables, output,
 /// pending timers and calls): what consoles read instead of the raw
 /// snapshot JSON.
 pub fn state_of(row: &crate::store::InstanceRow) -> Result<crate::interpreter::Instance, String> {
-    serde_json::from_str(&row.snapshot).map_err(|e| format!("instance {}: {e}", row.id))
+    serde_json::from_str(&row.snapshot).map_err(|e| {
+        format!(
+            "instance {}: its stored snapshot does not read: {e}",
+            row.id
+        )
+    })
 }
 
 /// An event with the history row it came from.
@@ -129,39 +147,52 @@ pub struct Entry {
 
 /// The events of an instance's history rows (in `seq` order).
 pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
+    let mut reader = Reader::default();
     let mut out = Vec::new();
-    let mut timers: HashMap<String, String> = HashMap::new();
-    let mut activities: HashMap<String, String> = HashMap::new();
-    let mut state: Option<String> = None;
     for h in history {
-        let mut push = |event: Event| {
-            out.push(Entry {
-                seq: h.seq,
-                at: h.at,
-                event,
-            })
-        };
+        out.extend(reader.row(h).into_iter().map(|event| Entry {
+            seq: h.seq,
+            at: h.at,
+            event,
+        }));
+    }
+    out
+}
+
+/// What reading a history in order remembers: timer and activity names by
+/// id (for later rows that name only the id) and the current state.
+#[derive(Default)]
+struct Reader {
+    timers: HashMap<String, String>,
+    activities: HashMap<String, String>,
+    state: Option<String>,
+}
+
+fn unreadable(row_kind: impl Into<String>, e: impl ToString) -> Event {
+    Event::Unreadable {
+        row_kind: row_kind.into(),
+        error: e.to_string(),
+    }
+}
+
+impl Reader {
+    /// The events of one history row.
+    fn row(&mut self, h: &HistoryRow) -> Vec<Event> {
         let p: Value = match serde_json::from_str(&h.payload) {
             Ok(p) => p,
-            Err(e) => {
-                push(Event::Unreadable {
-                    row_kind: h.kind.clone(),
-                    error: e.to_string(),
-                });
-                continue;
-            }
+            Err(e) => return vec![unreadable(&h.kind, e)],
         };
         match h.kind.as_str() {
-            "activity_attempt_failed" => {
-                push(Event::AttemptFailed {
-                    id: text(&p["activity_id"]),
-                    name: text(&p["name"]),
-                    attempt: p["attempt"].as_i64().unwrap_or_default(),
-                    error: text(&p["error"]),
-                    next_attempt_at: p["next_attempt_at"].as_str().map(str::to_string),
-                });
-                continue;
-            }
+            "activity_attempt_failed" => vec![match serde_json::from_value::<AttemptRecord>(p) {
+                Ok(a) => Event::AttemptFailed {
+                    id: a.activity_id,
+                    name: a.name,
+                    attempt: a.attempt,
+                    error: a.error,
+                    next_attempt_at: Some(a.next_attempt_at.to_rfc3339()),
+                },
+                Err(e) => unreadable(&h.kind, e),
+            }],
             "operator_action" => {
                 let mut detail = p.clone();
                 if let Some(m) = detail.as_object_mut() {
@@ -169,91 +200,98 @@ pub fn events(history: &[HistoryRow]) -> Vec<Entry> {
                         m.remove(k);
                     }
                 }
-                push(Event::OperatorAction {
+                vec![Event::OperatorAction {
                     action: text(&p["action"]),
                     operator: text(&p["operator"]),
                     reason: text(&p["reason"]),
                     detail,
-                });
-                continue;
+                }]
             }
             "step_failed" => {
+                let mut out = Vec::new();
                 if let Ok(input) = serde_json::from_value::<Input>(p["input"].clone()) {
-                    push(input_event(&input, &timers, &activities));
+                    out.push(input_event(&input, &self.timers, &self.activities));
                 }
-                push(Event::StepFailed {
+                out.push(Event::StepFailed {
                     error: text(&p["error"]),
                 });
-                continue;
+                out
             }
-            _ => {}
+            _ => self.step(h, &p),
         }
-        match serde_json::from_value::<Input>(p["input"].clone()) {
-            Ok(input) => push(input_event(&input, &timers, &activities)),
-            Err(e) => push(Event::Unreadable {
-                row_kind: h.kind.clone(),
-                error: e.to_string(),
-            }),
-        }
+    }
+
+    /// The events of a step's row: its input, rule decisions, a no-op's
+    /// note, the state change and the effects.
+    fn step(&mut self, h: &HistoryRow, p: &Value) -> Vec<Event> {
+        let mut out = Vec::new();
+        out.push(match serde_json::from_value::<Input>(p["input"].clone()) {
+            Ok(input) => input_event(&input, &self.timers, &self.activities),
+            Err(e) => unreadable(&h.kind, e),
+        });
         if let Ok(decisions) = serde_json::from_value::<Vec<Decision>>(p["decisions"].clone()) {
-            for d in decisions {
-                push(Event::Decision {
-                    origin: d.origin.to_string(),
-                    expr: d.expr.to_string(),
-                    result: d.result,
-                });
-            }
+            out.extend(decisions.into_iter().map(|d| Event::Decision {
+                origin: d.origin.to_string(),
+                expr: d.expr.to_string(),
+                result: d.result,
+            }));
         }
         if let Some(note) = p["ignored"].as_str() {
-            push(Event::Ignored {
+            out.push(Event::Ignored {
                 note: note.to_string(),
             });
         }
         if let Some(to) = p["state"].as_str() {
-            if state.as_deref() != Some(to) {
-                push(Event::StateChanged {
-                    from: state.clone(),
+            if self.state.as_deref() != Some(to) {
+                out.push(Event::StateChanged {
+                    from: self.state.clone(),
                     to: to.to_string(),
                 });
-                state = Some(to.to_string());
+                self.state = Some(to.to_string());
             }
         }
-        let effects: Vec<Effect> = serde_json::from_value(p["effects"].clone()).unwrap_or_default();
-        for e in effects {
-            match e {
-                Effect::StartTimer { id, name, due_at } => {
-                    timers.insert(id.clone(), name.clone());
-                    push(Event::TimerSet { id, name, due_at });
+        match serde_json::from_value::<Vec<Effect>>(p["effects"].clone()) {
+            Ok(effects) => {
+                for e in effects {
+                    out.push(self.effect(&h.instance_id, e));
                 }
-                Effect::CancelTimer { id } => push(Event::TimerCancelled {
-                    name: timers.get(&id).cloned(),
-                    id,
-                }),
-                Effect::ScheduleActivity {
+            }
+            Err(e) => out.push(unreadable(format!("{} (effects)", h.kind), e)),
+        }
+        out
+    }
+
+    fn effect(&mut self, instance_id: &str, e: Effect) -> Event {
+        match e {
+            Effect::StartTimer { id, name, due_at } => {
+                self.timers.insert(id.clone(), name.clone());
+                Event::TimerSet { id, name, due_at }
+            }
+            Effect::CancelTimer { id } => Event::TimerCancelled {
+                name: self.timers.get(&id).cloned(),
+                id,
+            },
+            Effect::ScheduleActivity {
+                id,
+                name,
+                args,
+                retry,
+            } => {
+                self.activities.insert(id.clone(), name.clone());
+                Event::ActivityScheduled {
+                    idempotency_key: crate::store::idempotency_key(instance_id, &id),
                     id,
                     name,
                     args,
-                    retry,
-                } => {
-                    activities.insert(id.clone(), name.clone());
-                    push(Event::ActivityScheduled {
-                        idempotency_key: crate::store::idempotency_key(&h.instance_id, &id),
-                        id,
-                        name,
-                        args,
-                        max_attempts: retry.max_attempts,
-                    });
-                }
-                Effect::StartChild {
-                    id, workflow, key, ..
-                } => push(Event::ChildStarted { id, workflow, key }),
-                Effect::Complete { status, output, .. } => {
-                    push(Event::Completed { status, output })
+                    max_attempts: retry.max_attempts,
                 }
             }
+            Effect::StartChild {
+                id, workflow, key, ..
+            } => Event::ChildStarted { id, workflow, key },
+            Effect::Complete { status, output, .. } => Event::Completed { status, output },
         }
     }
-    out
 }
 
 fn text(v: &Value) -> String {
@@ -298,11 +336,16 @@ fn input_event(
             error: error.clone(),
         },
         Input::ChildCompleted {
-            id, status, output, ..
+            id,
+            status,
+            output,
+            error,
+            ..
         } => Event::ChildCompleted {
             id: id.clone(),
             status: status.clone(),
             output: output.clone(),
+            error: error.clone(),
         },
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Workflows are YAML definitions (`definition`), compiled and checked into
 //! `Program`s (`compile`), with rules and expressions in sandboxed rhai
-//! (`rules`), run by a pure step function (`interpreter`). `testing` drives
-//! the interpreter in memory with a manual clock. The dependency direction
+//! (`rules`), run by a pure step function (`interpreter`). `testing` (feature
+//! `testing`, for tests) drives the interpreter in memory with a manual
+//! clock. The dependency direction
 //! is definition -> compile -> interpreter -> runtime -> store; `rules`
 //! serves compile and interpreter.
 
@@ -15,6 +16,7 @@ pub mod interpreter;
 pub mod rules;
 pub mod runtime;
 pub mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use compile::program::{Program, RetryPolicy};

@@ -1,12 +1,21 @@
-//! An in-memory runtime for tests and dry runs: it drives the interpreter
-//! with a [`ManualClock`], keeps histories, fires timers in due order and
-//! completes activities through a responder, so a scenario spanning days
-//! runs in milliseconds. It is not durable and not concurrent; the real
-//! runtime lives in `runtime`.
+//! Test support, behind the `testing` feature (enabled by the
+//! dev-dependencies of this crate and of the server; not in a release
+//! build).
+//!
+//! [`TestRuntime`] is an in-memory runtime for tests and dry runs: it drives
+//! the interpreter with a [`ManualClock`], keeps histories, fires timers in
+//! due order and completes activities through a responder, so a scenario
+//! spanning days runs in milliseconds. It carries out the same commands as
+//! the durable runtime ([`crate::runtime::plan`]): the same activity keys
+//! and child ids, child completions (and refusals) delivered to the
+//! parent's call. It is not durable and not concurrent, and has no host
+//! projections; the real runtime lives in `runtime`.
 
 use crate::clock::{Clock, ManualClock};
 use crate::compile::program::Program;
-use crate::interpreter::{self, Actor, Effect, Input, Instance};
+use crate::interpreter::{self, Actor, Input, Instance, Transition};
+use crate::runtime::plan::{self, ChildDone, ChildStart, Command};
+use crate::store::ParentRef;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -23,6 +32,8 @@ pub struct Call {
     pub id: String,
     pub name: String,
     pub args: Value,
+    /// `{instance}/{id}`, as the durable runtime hands it to the activity.
+    pub idempotency_key: String,
     pub at: DateTime<Utc>,
 }
 
@@ -30,6 +41,16 @@ pub struct TestInstance {
     pub program: Arc<Program>,
     pub state: Instance,
     pub history: Vec<Input>,
+    /// The parent and its call, for a child workflow.
+    pub parent: Option<ParentRef>,
+}
+
+/// Work queued by a step, done after it (as the durable runtime does it
+/// after the step's commit).
+enum Work {
+    Activity(String, plan::ActivityTask),
+    /// An input for an instance (a child's completion for its parent).
+    Deliver(String, Input),
 }
 
 pub struct TestRuntime {
@@ -39,7 +60,7 @@ pub struct TestRuntime {
     /// Every activity call, in order.
     pub calls: Vec<Call>,
     timers: BTreeSet<(DateTime<Utc>, String, String)>,
-    queue: VecDeque<(String, String, String, Value)>,
+    queue: VecDeque<Work>,
     responder: Responder,
 }
 
@@ -100,21 +121,34 @@ impl TestRuntime {
             .get(workflow)
             .cloned()
             .ok_or_else(|| Error::UnknownWorkflow(workflow.to_string()))?;
+        self.create(id, program, input, None)?;
+        self.drain()
+    }
+
+    /// Start instance `id` on `program` and carry out its first step.
+    fn create(
+        &mut self,
+        id: &str,
+        program: Arc<Program>,
+        input: Value,
+        parent: Option<ParentRef>,
+    ) -> Result<(), Error> {
         let ev = Input::Started {
             at: self.now(),
             input,
         };
         let t = interpreter::step(&program, None, &ev)?;
+        let commands = plan::plan(id, parent.as_ref(), &program, &t);
         self.instances.insert(
             id.to_string(),
             TestInstance {
                 program,
                 state: t.state,
                 history: vec![ev],
+                parent,
             },
         );
-        self.apply(id, t.effects)?;
-        self.drain()
+        self.carry_out(id, commands)
     }
 
     /// Send a signal; a refused signal changes nothing and is not recorded.
@@ -165,87 +199,91 @@ impl TestRuntime {
             .instances
             .get(id)
             .ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
-        let t = interpreter::step(&inst.program, Some(&inst.state), &ev)?;
+        let t: Transition = interpreter::step(&inst.program, Some(&inst.state), &ev)?;
+        let commands = plan::plan(id, inst.parent.as_ref(), &inst.program, &t);
         let inst = self.instances.get_mut(id).expect("present");
         inst.state = t.state;
         inst.history.push(ev);
-        self.apply(id, t.effects)
+        self.carry_out(id, commands)
     }
 
-    fn apply(&mut self, id: &str, effects: Vec<Effect>) -> Result<(), Error> {
-        for e in effects {
-            match e {
-                Effect::StartTimer {
-                    id: tid, due_at, ..
+    /// Carry out one step's commands: timers at once, activities and
+    /// deliveries queued for [`TestRuntime::drain`], children started now
+    /// (a child that exists is left alone; one that cannot start fails
+    /// the parent's call).
+    fn carry_out(&mut self, id: &str, commands: Vec<Command>) -> Result<(), Error> {
+        for c in commands {
+            match c {
+                Command::SetTimer {
+                    timer_id, due_at, ..
                 } => {
-                    self.timers.insert((due_at, id.to_string(), tid));
+                    self.timers.insert((due_at, id.to_string(), timer_id));
                 }
-                Effect::CancelTimer { id: tid } => {
-                    self.timers.retain(|t| !(t.1 == id && t.2 == tid));
+                Command::CancelTimer { timer_id } => {
+                    self.timers.retain(|t| !(t.1 == id && t.2 == timer_id));
                 }
-                Effect::ScheduleActivity {
-                    id: aid,
-                    name,
-                    args,
-                    ..
-                } => {
-                    self.queue.push_back((id.to_string(), aid, name, args));
+                Command::RunActivity(task) => {
+                    self.queue.push_back(Work::Activity(id.to_string(), task));
                 }
-                Effect::StartChild {
-                    id: cid,
-                    workflow,
-                    input,
-                    key,
-                } => {
-                    let child = key.unwrap_or_else(|| format!("{id}/{cid}"));
-                    if !self.instances.contains_key(&child) {
-                        let program = self
-                            .programs
-                            .get(&workflow)
-                            .cloned()
-                            .ok_or(Error::UnknownWorkflow(workflow))?;
-                        let ev = Input::Started {
-                            at: self.now(),
-                            input,
-                        };
-                        let t = interpreter::step(&program, None, &ev)?;
-                        self.instances.insert(
-                            child.clone(),
-                            TestInstance {
-                                program,
-                                state: t.state,
-                                history: vec![ev],
-                            },
-                        );
-                        self.apply(&child, t.effects)?;
-                    }
+                Command::StartChild(s) => self.start_child(id, s)?,
+                Command::NotifyParent(done) => {
+                    let input = done.input(self.now());
+                    self.queue
+                        .push_back(Work::Deliver(done.parent.instance_id, input));
                 }
-                Effect::Complete { .. } => {}
+                // No host in memory.
+                Command::Project(_) => {}
             }
         }
         Ok(())
     }
 
-    /// Complete queued activities (and what they cause) until none are left.
+    fn start_child(&mut self, parent: &str, s: ChildStart) -> Result<(), Error> {
+        let child = s.child_id(parent);
+        if self.instances.contains_key(&child) {
+            return Ok(());
+        }
+        let refused = match self.programs.get(&s.workflow).cloned() {
+            None => format!("no workflow `{}`", s.workflow),
+            Some(program) => {
+                match self.create(&child, program, s.input.clone(), Some(s.parent(parent))) {
+                    Ok(()) => return Ok(()),
+                    Err(Error::Step(e)) => plan::refusal(&e),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let done = ChildDone::refused(s.parent(parent), refused);
+        let input = done.input(self.now());
+        self.queue
+            .push_back(Work::Deliver(parent.to_string(), input));
+        Ok(())
+    }
+
+    /// Complete queued activities and deliveries (and what they cause)
+    /// until none are left.
     fn drain(&mut self) -> Result<(), Error> {
-        while let Some((inst, aid, name, args)) = self.queue.pop_front() {
-            self.calls.push(Call {
-                instance: inst.clone(),
-                id: aid.clone(),
-                name: name.clone(),
-                args: args.clone(),
-                at: self.now(),
-            });
-            let at = self.now();
-            let ev = match (self.responder)(&name, &args) {
-                Ok(result) => Input::ActivityCompleted {
-                    at,
-                    id: aid,
-                    result,
-                },
-                Err(error) => Input::ActivityFailed { at, id: aid, error },
-            };
-            self.deliver(&inst, ev)?;
+        while let Some(work) = self.queue.pop_front() {
+            match work {
+                Work::Deliver(inst, input) => self.deliver(&inst, input)?,
+                Work::Activity(inst, task) => {
+                    let at = self.now();
+                    self.calls.push(Call {
+                        instance: inst.clone(),
+                        id: task.activity_id.clone(),
+                        name: task.name.clone(),
+                        args: task.args.clone(),
+                        idempotency_key: task.key.clone(),
+                        at,
+                    });
+                    let id = task.activity_id;
+                    let ev = match (self.responder)(&task.name, &task.args) {
+                        Ok(result) => Input::ActivityCompleted { at, id, result },
+                        Err(error) => Input::ActivityFailed { at, id, error },
+                    };
+                    self.deliver(&inst, ev)?;
+                }
+            }
         }
         Ok(())
     }

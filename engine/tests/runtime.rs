@@ -490,12 +490,19 @@ async fn a_comparison_run_starts_each_warning_once(store: SqlStore) {
     rt.run_until_idle().await.unwrap();
     let f = InstanceFilter {
         kind: Some("warning".into()),
-        district: Some("jinjiang".into()),
         ..Default::default()
-    };
+    }
+    .search("district", Some("jinjiang".into()));
     assert_eq!(rt.store().count_instances(&f).await.unwrap(), 2);
     let w1 = rt.store().instance("w1").await.unwrap().unwrap();
-    assert_eq!(w1.parent_id.as_deref(), Some("run-1#c3"));
+    assert_eq!(
+        w1.parent,
+        Some(engine::store::ParentRef {
+            instance_id: "run-1".into(),
+            call: "c3".into()
+        })
+    );
+    assert_eq!(w1.search["district"], "jinjiang");
     assert_eq!(
         rt.store()
             .instance("run-1")
@@ -554,10 +561,7 @@ async fn query_api_lists_histories_timers_and_failed_tasks(store: SqlStore) {
     let kinds: Vec<_> = h.iter().map(|h| h.kind.as_str()).collect();
     assert_eq!(kinds, ["started", "activity_failed"]);
     assert!(h[1].payload.contains("号码无效"));
-    let f = InstanceFilter {
-        person: Some("510104********1234".into()),
-        ..Default::default()
-    };
+    let f = InstanceFilter::default().search("person", Some("510104********1234".into()));
     assert_eq!(rt.store().count_instances(&f).await.unwrap(), 3);
     let text = rt.metrics_text().await.unwrap();
     assert!(

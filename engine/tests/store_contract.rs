@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use engine::store::*;
 
 fn t(s: i64) -> DateTime<Utc> {
-    from_millis(1_780_000_000_000 + s * 1000)
+    from_millis("test", 1_780_000_000_000 + s * 1000).unwrap()
 }
 
 fn instance(id: &str, revision: i64) -> InstanceRow {
@@ -17,10 +17,15 @@ fn instance(id: &str, revision: i64) -> InstanceRow {
         state: "awaiting".into(),
         status: "running".into(),
         status_label: None,
-        enterprise_id: Some("e1".into()),
-        district: Some("jinjiang".into()),
-        person: Some("p1".into()),
-        parent_id: None,
+        search: [
+            ("enterprise_id", "e1"),
+            ("district", "jinjiang"),
+            ("person", "p1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        parent: None,
         snapshot: "{}".into(),
         revision,
         history_len: revision,
@@ -355,7 +360,8 @@ async fn instances_are_listed_by_filter_with_pages(s: SqlStore) {
     for n in 0..25 {
         let mut i = instance(&format!("w{n:02}"), 1);
         i.created_at = t(n);
-        i.district = Some(if n % 2 == 0 { "jinjiang" } else { "qingyang" }.into());
+        let district = if n % 2 == 0 { "jinjiang" } else { "qingyang" };
+        i.search.insert("district".into(), district.into());
         i.state = if n < 5 { "closed" } else { "awaiting" }.into();
         batch.push(StepCommit {
             instance: Some(i),
@@ -363,10 +369,7 @@ async fn instances_are_listed_by_filter_with_pages(s: SqlStore) {
         });
     }
     s.commit(&batch).await.unwrap();
-    let f = InstanceFilter {
-        district: Some("jinjiang".into()),
-        ..Default::default()
-    };
+    let f = InstanceFilter::default().search("district", Some("jinjiang".into()));
     assert_eq!(s.count_instances(&f).await.unwrap(), 13);
     let p1 = s
         .instances(
@@ -649,7 +652,10 @@ async fn only_finished_instances_without_unfinished_children_are_purged(s: SqlSt
         row.kind = "comparison".into();
         row.status = status.into();
         row.closed_at = (status != "running").then(|| t(5));
-        row.parent_id = parent.map(str::to_string);
+        row.parent = parent.map(|p| ParentRef {
+            instance_id: p.to_string(),
+            call: "c1".into(),
+        });
         c
     };
     s.commit(&[
@@ -659,9 +665,9 @@ async fn only_finished_instances_without_unfinished_children_are_purged(s: SqlSt
         ended("failed", "failed", None),
         // A finished parent whose child still runs, and one whose child ended.
         ended("parent-busy", "completed", None),
-        ended("busy-child", "running", Some("parent-busy#c1")),
+        ended("busy-child", "running", Some("parent-busy")),
         ended("parent-idle", "completed", None),
-        ended("idle-child", "completed", Some("parent-idle#c1")),
+        ended("idle-child", "completed", Some("parent-idle")),
     ])
     .await
     .unwrap();
@@ -709,7 +715,31 @@ async fn only_finished_instances_without_unfinished_children_are_purged(s: SqlSt
 
 mod support;
 
+/// A stored time out of range is an error naming its table and column
+/// (it used to read as 1970); search attributes go with the instance.
+async fn a_bad_stored_time_is_an_error_naming_its_column(s: SqlStore) {
+    publish(&s).await;
+    s.commit(&[start("w1")]).await.unwrap();
+    let row = s.instance("w1").await.unwrap().unwrap();
+    assert_eq!(
+        row.search.get("district").map(String::as_str),
+        Some("jinjiang")
+    );
+    sqlx::query("UPDATE instances SET updated_at = $1 WHERE id = 'w1'")
+        .bind(i64::MAX)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let e = s.instance("w1").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt(m) if m.contains("instances.updated_at") && m.contains(&i64::MAX.to_string())),
+        "{e}"
+    );
+    assert!(from_millis("x.y", 0).is_ok());
+}
+
 on_every_store!("contract":
+    a_bad_stored_time_is_an_error_naming_its_column,
     commit_is_atomic_and_checks_revisions,
     insert_if_absent_is_idempotent,
     timers_come_due_in_order,

@@ -1,28 +1,12 @@
-//! The application crate: the Chengdu epidemic-prevention module on the
-//! engine. Domain data and its database, adapters to outside services,
-//! configuration.
-pub mod accounts;
-pub mod activities;
-pub mod adapters;
-pub mod admin;
-pub mod audit;
-pub mod backtest;
-pub mod comparison;
-pub mod config;
-pub mod console;
-pub mod db;
-pub mod demo;
-pub mod domain;
-pub mod explain;
-pub mod metrics;
+//! The web server and the binary of the Chengdu epidemic-prevention module.
+//! The application layer lives in the `application` crate (domain values in
+//! `domain`); its modules are re-exported here under their names, so
+//! `crate::accounts` in a handler and `server::accounts` in a test name the
+//! same module as before the split.
+pub use application::{
+    accounts, activities, adapters, admin, api_tokens, audit, backend, backtest, comparison,
+    config, console, db, demo, domain, explain, metrics, ops, records, retention, rule_cases,
+    secret, services, sites, staff, system, warnings,
+};
 pub mod policy_cli;
-pub mod records;
-pub mod retention;
-pub mod rule_cases;
-pub mod secret;
-pub mod services;
-pub mod sites;
-pub mod staff;
-pub mod system;
-pub mod warnings;
 pub mod web;

@@ -28,6 +28,25 @@ enum Command {
     /// Embedded default: SQLite under ./data, simulated health commission,
     /// SMS written to a log.
     Serve(ServeArgs),
+    /// Apply the database migrations (the engine's and the application's
+    /// tables) of the configured database and exit: the deployment's
+    /// migration job, run before new web servers and workers start.
+    Migrate {
+        /// Configuration file (YAML); EPI_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The Temporal worker (`engine: temporal`): runs the interpreter
+    /// workflow and the application's activities (notices, SMS, the
+    /// comparison, the warnings' projection) from the task queue. Start as
+    /// many as the load needs, beside one or more `serve`; `/healthz` is
+    /// served on `listen` for the probes. Needs a build with `--features
+    /// temporal`.
+    Worker {
+        /// Configuration file (YAML); EPI_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Check every workflow definition, form, schedule and rule; print each
     /// problem as file:line:col and exit non-zero if there is any.
     Validate {
@@ -322,6 +341,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(serve(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate { config } => {
+            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            rt.block_on(migrate(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker { config } => {
+            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+            rt.block_on(worker(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Admin { command } => {
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
             rt.block_on(admin(command))
@@ -404,9 +433,115 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `server migrate`: both sets of migrations, nothing else (no
+/// publication, no seeding), so the job is safe to run again.
+async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = server::config::Config::from_process(config.as_deref())?;
+    server::db::open(&config.database_url)
+        .await
+        .context("migrating the database")?;
+    println!("数据库已迁移（引擎与应用的表均为最新）");
+    Ok(())
+}
+
+/// `server worker`: the Temporal worker with this deployment's database
+/// and gateways (the activities'), on the programs of the latest
+/// publication. Publishes nothing (`serve` does).
+#[cfg(feature = "temporal")]
+async fn worker(config: Option<PathBuf>) -> anyhow::Result<()> {
+    use server::system::{ClockChoice, Paths, Startup, System};
+    let config = server::config::Config::from_process(config.as_deref())?;
+    if config.engine != server::config::EngineKind::Temporal {
+        anyhow::bail!("server worker 只用于 engine: temporal（当前为内嵌引擎，`server serve` 已包含其工作进程）");
+    }
+    let sys = System::open_with(
+        &config,
+        &Paths::repository_or_cwd(),
+        ClockChoice::System,
+        engine::runtime::Options::default(),
+        Startup::Attach,
+    )
+    .await
+    .context("opening the system")?;
+    let options = server::backend::temporal_options(&config.temporal);
+    let setup = engine_temporal::WorkerSetup {
+        programs: sys.runtime.current().1.into_values().collect(),
+        activities: sys.activities.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    println!(
+        "Temporal 工作进程已连接 {}（命名空间 {}，任务队列 {}）；健康检查 http://{}/healthz",
+        options.address,
+        options.namespace,
+        options.task_queue,
+        listener.local_addr()?
+    );
+    let health = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let probes = tokio::spawn(async move {
+        axum::serve(listener, health)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("stopping");
+    };
+    let r = engine_temporal::run_worker(&options, setup, shutdown).await;
+    let _ = stop_tx.send(());
+    let _ = probes.await;
+    r.context("Temporal worker")
+}
+
+#[cfg(not(feature = "temporal"))]
+async fn worker(_config: Option<PathBuf>) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "这个 server 构建不含 Temporal 后端：用 `cargo build -p server --features temporal` 构建 \
+         (this build has no Temporal backend)"
+    )
+}
+
+/// `serve` on `engine: temporal`: connect (a clear error naming the
+/// address when Temporal cannot be reached), install the schedules as
+/// Temporal Schedules, and send starts and signals there.
+#[cfg(feature = "temporal")]
+async fn on_temporal(
+    sys: server::system::System,
+    config: &server::config::Config,
+) -> anyhow::Result<server::system::System> {
+    let engine = engine_temporal::TemporalEngine::connect(server::backend::temporal_options(
+        &config.temporal,
+    ))
+    .await?;
+    let installed = engine
+        .install_schedules(&sys.bundle.schedules)
+        .await
+        .context("installing the schedules on Temporal")?;
+    println!(
+        "工作流运行在 Temporal（{}）：{installed} 个定时计划已安装；请另行启动 `server worker`",
+        config.temporal.address
+    );
+    Ok(sys.on_temporal(engine).await?)
+}
+
+#[cfg(not(feature = "temporal"))]
+async fn on_temporal(
+    _sys: server::system::System,
+    _config: &server::config::Config,
+) -> anyhow::Result<server::system::System> {
+    anyhow::bail!(
+        "engine: temporal 需要含 Temporal 后端的构建：`cargo build -p server --features temporal` \
+         (this build has no Temporal backend)"
+    )
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use server::system::{ClockChoice, Paths, System};
-    let config = server::config::Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(args.config.as_deref())?;
     if (args.demo || args.simulated_clock.is_some()) && config.is_production() {
         anyhow::bail!(
             "--demo and --simulated-clock are refused on a production configuration \
@@ -507,10 +642,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.demo {
         println!("以 operator 登录后在“运行管理”点击“立即比对”，即可生成预警；企业账号在“预警处置”中处置。");
     }
+    let embedded = config.engine == server::config::EngineKind::Embedded;
+    let sys = if embedded {
+        sys
+    } else {
+        on_temporal(sys, &config).await?
+    };
     let runtime = sys.runtime.clone();
+    // On Temporal the workers carry the effects out; this process's
+    // runtime only keeps the definitions.
+    let run = async move {
+        if embedded {
+            runtime.run().await
+        } else {
+            std::future::pending().await
+        }
+    };
     let app = server::web::app(sys, server::web::Options::of(&config));
     tokio::select! {
-        r = runtime.run() => r.context("runtime")?,
+        r = run => r.context("runtime")?,
         r = server::web::serve(listener, app) => r.context("web server")?,
         _ = tokio::signal::ctrl_c() => println!("stopping"),
     }
@@ -534,7 +684,7 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
         | InstancesCommand::Signal { on, .. } => on,
         InstancesCommand::Verify { .. } => unreachable!("verify has its own command"),
     };
-    let config = server::config::Config::load(on.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(on.config.as_deref())?;
     // A tool on the database: it publishes nothing (see `policy publish`).
     let sys = server::system::System::open_with(
         &config,
@@ -578,13 +728,14 @@ async fn instances_console(command: InstancesCommand) -> anyhow::Result<ExitCode
                 kind,
                 status,
                 state,
-                enterprise_id: enterprise,
-                district,
-                person,
+                search: Vec::new(),
                 definition_version: version,
                 created_from: day(from, 0)?,
                 created_to: day(to, 1)?,
-            };
+            }
+            .search("enterprise_id", enterprise)
+            .search("district", district)
+            .search("person", person);
             let total = store.count_instances(&filter).await?;
             for r in store.instances(&filter, Page { limit, offset: 0 }).await? {
                 println!(
@@ -709,7 +860,7 @@ async fn instances(command: InstancesCommand) -> anyhow::Result<ExitCode> {
     let InstancesCommand::Verify { config, ids, all } = command else {
         return instances_console(command).await;
     };
-    let config = server::config::Config::load(config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(config.as_deref())?;
     let store = server::db::open(&config.database_url)
         .await
         .context("opening the database")?;
@@ -774,7 +925,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
         | AdminCommand::ImportAccounts { target, .. }
         | AdminCommand::ImportEnterprises { target, .. } => target,
     };
-    let config = server::config::Config::load(target.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(target.config.as_deref())?;
     let paths = if target.workflows.exists() {
         server::system::Paths {
             workflows: target.workflows.clone(),
@@ -832,7 +983,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AdminCommand::CreateApiToken { name, .. } => {
-            let token = server::web::api::create_token(&sys.pool, &name, now).await?;
+            let token = server::api_tokens::create(&sys.pool, &name, now).await?;
             println!("API token for {name} (shown once; send it as `Authorization: Bearer …`):");
             println!("{token}");
             Ok(ExitCode::SUCCESS)
@@ -946,7 +1097,7 @@ async fn policy_backtest(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let config = server::config::Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = server::config::Config::from_process(args.config.as_deref())?;
     let store = server::db::open(&config.database_url)
         .await
         .context("opening the database")?;

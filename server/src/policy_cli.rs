@@ -91,7 +91,7 @@ fn short(h: &str) -> &str {
 }
 
 async fn open(on: &On, paths: &Paths) -> anyhow::Result<System> {
-    let config = crate::config::Config::load(on.config.as_deref(), |k| std::env::var(k).ok())?;
+    let config = crate::config::Config::from_process(on.config.as_deref())?;
     System::open_with(
         &config,
         paths,

@@ -51,7 +51,7 @@ async fn the_api_needs_a_token_lists_shows_and_repairs_and_is_described() {
     let (status, body) = call(&w, "GET", "/api/v1/instances", Some("nonsense"), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["error"].as_str().unwrap().contains("令牌"));
-    let token = server::web::api::create_token(&w.sys.pool, "监控脚本", 0)
+    let token = server::api_tokens::create(&w.sys.pool, "监控脚本", 0)
         .await
         .unwrap();
     let stored: String = sqlx::query_scalar("SELECT token_sha256 FROM api_tokens")

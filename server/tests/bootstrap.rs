@@ -156,6 +156,12 @@ async fn production_from_nothing_following_the_readme() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
+    // The deployment's migration job (`server migrate`), safe to run twice.
+    for _ in 0..2 {
+        let out = server(&["migrate", "--config", config]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout(&out).contains("数据库已迁移"), "{out:?}");
+    }
 
     // 2. The first administrator.
     let out = server(&[

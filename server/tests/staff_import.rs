@@ -17,8 +17,38 @@ fn wrong_check_digit(n: u32) -> String {
     format!("{}{last}", &good[..17])
 }
 
-async fn setup() -> sqlx::AnyPool {
-    let store = server::db::open("sqlite::memory:").await.unwrap();
+/// Each test on SQLite and on PostgreSQL (a fresh database per test).
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::setup("sqlite::memory:").await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = concat!("staff_import_", stringify!($name));
+                    if let Some(url) = engine::testing::fresh_postgres(db).await {
+                        super::$name(super::setup(&url).await).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    a_bad_row_imports_nothing_and_every_problem_has_its_line,
+    good_files_import_update_and_respect_one_enterprise_per_person,
+);
+
+async fn setup(url: &str) -> sqlx::AnyPool {
+    let store = server::db::open(url).await.unwrap();
     let pool = store.pool().clone();
     pool.execute("INSERT INTO districts (code, number, name, liaison_name, phone) VALUES ('jinjiang', 1, '锦江区住建交局', '黄波', '84527022')")
         .await
@@ -50,9 +80,7 @@ async fn staff(pool: &sqlx::AnyPool, e: &str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_bad_row_imports_nothing_and_every_problem_has_its_line() {
-    let pool = setup().await;
+async fn a_bad_row_imports_nothing_and_every_problem_has_its_line(pool: sqlx::AnyPool) {
     let csv = format!(
         "姓名,身份证号,手机号,办公地址\n张三,{},13912345678,e1办公楼\n,{},123,e1办公楼\n李四,{},,别处\n王五,{},,e1办公楼\n",
         id_number(1),
@@ -72,9 +100,7 @@ async fn a_bad_row_imports_nothing_and_every_problem_has_its_line() {
     assert_eq!(staff(&pool, "e1").await, 0, "nothing half-imported");
 }
 
-#[tokio::test]
-async fn good_files_import_update_and_respect_one_enterprise_per_person() {
-    let pool = setup().await;
+async fn good_files_import_update_and_respect_one_enterprise_per_person(pool: sqlx::AnyPool) {
     let csv = format!(
         "姓名,身份证号,手机号,办公地址\n张三,{},13912345678,e1办公楼\n李四,{},,e1办公楼\n",
         id_number(1),

@@ -289,7 +289,7 @@ async fn enterprise_a_cannot_read_or_change_enterprise_b_by_changing_ids(w: Worl
         &w.sys.daily_record,
         &b,
         &b_addr,
-        &server::activities::day_of(w.clock.now()),
+        &server::domain::day_of(w.clock.now()),
         &serde_json::json!({"on_duty": 1, "visitors_registered": 0, "disinfection_done": "是", "temperature_checked": "是"}),
         now,
     )

@@ -479,10 +479,21 @@ async fn next_input(
                             id,
                             status: o.status,
                             output: o.output,
+                            error: None,
                         }));
                     }
+                    // The parent's call fails with the child's reason, as
+                    // on the embedded runtime (its definition handles
+                    // `error`); it does not wait forever.
                     Some(Err(e)) => {
                         tracing::warn!(call = %id, error = %e, "child workflow failed");
+                        return Ok(Some(Input::ChildCompleted {
+                            at,
+                            id,
+                            status: Some("failed".into()),
+                            output: serde_json::Value::Null,
+                            error: Some(e.to_string()),
+                        }));
                     }
                     None => {}
                 }

@@ -207,7 +207,10 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
             (last_row.status.as_str(), last_row.state.as_str()),
             ("completed", "done")
         );
-        assert_eq!(last_row.district.as_deref(), Some(district.as_str()));
+        assert_eq!(
+            last_row.search.get("district").map(String::as_str),
+            Some(district.as_str())
+        );
         assert_eq!(last_row.kind, "pipeline");
         assert!(rows.windows(2).all(|w| w[0].revision < w[1].revision));
 

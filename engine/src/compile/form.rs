@@ -146,62 +146,9 @@ impl FieldSpec {
         let v = v.expect("not blank");
         match self.kind {
             FieldKind::String | FieldKind::Text | FieldKind::Date | FieldKind::Choice => {
-                let s = match v {
-                    Value::String(s) => s.trim().to_string(),
-                    Value::Number(n) if self.kind != FieldKind::Date => n.to_string(),
-                    _ => return Err(format!("{label}格式不正确")),
-                };
-                if self.kind == FieldKind::Date
-                    && chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").is_err()
-                {
-                    return Err(format!("{label}须为日期（例如 2026-12-01）"));
-                }
-                if self.kind == FieldKind::Choice && !self.options.contains(&s) {
-                    return Err(format!("{label}的选项无效"));
-                }
-                let n = s.chars().count();
-                if let Some(max) = self.max_length.or(Some(DEFAULT_MAX_LENGTH)) {
-                    if n > max {
-                        return Err(format!("{label}不能超过{max}个字"));
-                    }
-                }
-                if let Some(min) = self.min_length {
-                    if n < min {
-                        return Err(format!("{label}不能少于{min}个字"));
-                    }
-                }
-                Ok(Some(Value::String(s)))
+                self.check_text(v).map(Some)
             }
-            FieldKind::Int | FieldKind::Number => {
-                let n = match v {
-                    Value::Number(n) => n.as_f64(),
-                    Value::String(s) => s.trim().parse::<f64>().ok(),
-                    _ => None,
-                };
-                let Some(n) = n.filter(|n| n.is_finite()) else {
-                    return Err(format!("{label}须为数字"));
-                };
-                if self.kind == FieldKind::Int && n.fract() != 0.0 {
-                    return Err(format!("{label}须为整数"));
-                }
-                if let Some(min) = self.min {
-                    if n < min {
-                        return Err(format!("{label}不能小于{min}"));
-                    }
-                }
-                if let Some(max) = self.max {
-                    if n > max {
-                        return Err(format!("{label}不能大于{max}"));
-                    }
-                }
-                Ok(Some(if self.kind == FieldKind::Int {
-                    Value::from(n as i64)
-                } else {
-                    serde_json::Number::from_f64(n)
-                        .map(Value::Number)
-                        .unwrap_or(Value::Null)
-                }))
-            }
+            FieldKind::Int | FieldKind::Number => self.check_number(v).map(Some),
             FieldKind::Bool => match v {
                 Value::Bool(b) => Ok(Some(Value::Bool(*b))),
                 Value::String(s) if matches!(s.as_str(), "true" | "on" | "1" | "yes" | "是") => {
@@ -210,24 +157,92 @@ impl FieldSpec {
                 Value::String(s) if matches!(s.as_str(), "false" | "off" | "0" | "no" | "否") => {
                     Ok(Some(Value::Bool(false)))
                 }
-                _ => Err(format!("{label}格式不正确")),
+                _ => Err(format!("{}格式不正确", self.label)),
             },
-            FieldKind::MultiChoice => {
-                let items: Vec<String> = match v {
-                    Value::String(s) => vec![s.clone()],
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|x| x.as_str().map(str::to_string))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| format!("{label}格式不正确"))?,
-                    _ => return Err(format!("{label}格式不正确")),
-                };
-                if items.iter().any(|i| !self.options.contains(i)) {
-                    return Err(format!("{label}的选项无效"));
-                }
-                Ok(Some(Value::from(items)))
+            FieldKind::MultiChoice => self.check_choices(v).map(Some),
+        }
+    }
+
+    /// A text, date or single choice: trimmed, a valid date or option,
+    /// within its lengths.
+    fn check_text(&self, v: &Value) -> Result<Value, String> {
+        let label = &self.label;
+        let s = match v {
+            Value::String(s) => s.trim().to_string(),
+            Value::Number(n) if self.kind != FieldKind::Date => n.to_string(),
+            _ => return Err(format!("{label}格式不正确")),
+        };
+        if self.kind == FieldKind::Date
+            && chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").is_err()
+        {
+            return Err(format!("{label}须为日期（例如 2026-12-01）"));
+        }
+        if self.kind == FieldKind::Choice && !self.options.contains(&s) {
+            return Err(format!("{label}的选项无效"));
+        }
+        let n = s.chars().count();
+        if let Some(max) = self.max_length.or(Some(DEFAULT_MAX_LENGTH)) {
+            if n > max {
+                return Err(format!("{label}不能超过{max}个字"));
             }
         }
+        if let Some(min) = self.min_length {
+            if n < min {
+                return Err(format!("{label}不能少于{min}个字"));
+            }
+        }
+        Ok(Value::String(s))
+    }
+
+    /// An int or number: finite, whole for an int, within min and max.
+    fn check_number(&self, v: &Value) -> Result<Value, String> {
+        let label = &self.label;
+        let n = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        let Some(n) = n.filter(|n| n.is_finite()) else {
+            return Err(format!("{label}须为数字"));
+        };
+        if self.kind == FieldKind::Int && n.fract() != 0.0 {
+            return Err(format!("{label}须为整数"));
+        }
+        if let Some(min) = self.min {
+            if n < min {
+                return Err(format!("{label}不能小于{min}"));
+            }
+        }
+        if let Some(max) = self.max {
+            if n > max {
+                return Err(format!("{label}不能大于{max}"));
+            }
+        }
+        Ok(if self.kind == FieldKind::Int {
+            Value::from(n as i64)
+        } else {
+            serde_json::Number::from_f64(n)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)
+        })
+    }
+
+    /// A multiple choice: one option or a list of them, each declared.
+    fn check_choices(&self, v: &Value) -> Result<Value, String> {
+        let label = &self.label;
+        let items: Vec<String> = match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| format!("{label}格式不正确"))?,
+            _ => return Err(format!("{label}格式不正确")),
+        };
+        if items.iter().any(|i| !self.options.contains(i)) {
+            return Err(format!("{label}的选项无效"));
+        }
+        Ok(Value::from(items))
     }
 }
 

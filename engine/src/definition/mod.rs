@@ -54,7 +54,8 @@ pub struct WorkflowDef {
     /// Workflow variables with their initial values.
     #[serde(default)]
     pub variables: BTreeMap<String, VarDef>,
-    /// Search fields stored beside the instance (`enterprise_id`, `district`, `person`).
+    /// Search attributes (any lower-case name → template), stored with the
+    /// instance (`instance_search`) and searched by (name, value).
     #[serde(default)]
     pub search: BTreeMap<String, serde_yaml::Value>,
     /// Signals this workflow accepts, with their payload forms.

@@ -55,11 +55,18 @@ pub enum Input {
         id: String,
         error: String,
     },
+    /// The child started for the call `id` ended (its terminal state's
+    /// `status` and `output`), or never started: then `error` says why
+    /// (the runtime sends `status: refused`, see `runtime::plan`), and the
+    /// call's `on_child_complete` handlers see it as `error` and
+    /// `result.error`, as `on_failure` sees an activity's.
     ChildCompleted {
         at: DateTime<Utc>,
         id: String,
         status: Option<String>,
         output: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
 }
 
@@ -277,8 +284,12 @@ pub fn step(
         Input::ActivityCompleted { id, result, .. } => run.activity(&mut s, id, Ok(result))?,
         Input::ActivityFailed { id, error, .. } => run.activity(&mut s, id, Err(error))?,
         Input::ChildCompleted {
-            id, status, output, ..
-        } => run.child(&mut s, id, status, output)?,
+            id,
+            status,
+            output,
+            error,
+            ..
+        } => run.child(&mut s, id, status, output, error.as_deref())?,
     };
     Ok(Transition {
         state: s,
@@ -757,6 +768,7 @@ impl Run<'_> {
         id: &str,
         status: &Option<String>,
         output: &Value,
+        error: Option<&str>,
     ) -> Result<Option<String>, Error> {
         let Some(call) = s.children.remove(id) else {
             return Ok(Some(format!("child {id} is not pending")));
@@ -766,9 +778,13 @@ impl Run<'_> {
                 "child {id} finished after its state was left"
             )));
         }
-        let result = serde_json::json!({ "status": status, "output": output });
+        let result = match error {
+            None => serde_json::json!({ "status": status, "output": output }),
+            Some(e) => serde_json::json!({ "status": status, "output": output, "error": e }),
+        };
         let mut cx = Cx::with(Extra {
             result: Some(&result),
+            error,
             ..Default::default()
         });
         let program = self.program;

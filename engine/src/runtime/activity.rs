@@ -30,6 +30,30 @@ impl ActivityCall {
     pub fn key(instance_id: &str, activity_id: &str) -> String {
         crate::store::idempotency_key(instance_id, activity_id)
     }
+
+    /// The text argument `name`; one missing (or not a text) is a
+    /// permanent error naming the activity and the argument, since the
+    /// definition that calls it must be fixed (a retry gives the same).
+    pub fn text_arg(&self, name: &str) -> Result<&str, ActivityError> {
+        self.args[name].as_str().ok_or_else(|| {
+            ActivityError::Permanent(format!(
+                "activity `{}`: argument `{name}` is {} (a text is required)",
+                self.name,
+                match &self.args[name] {
+                    Value::Null => "missing".to_string(),
+                    other => format!("not a text: {other}"),
+                }
+            ))
+        })
+    }
+
+    /// The arguments as the activity's own typed struct; ones that do not
+    /// fit are a permanent error naming the activity and what is wrong.
+    pub fn args_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ActivityError> {
+        T::deserialize(&self.args).map_err(|e| {
+            ActivityError::Permanent(format!("activity `{}`: arguments: {e}", self.name))
+        })
+    }
 }
 
 /// Why an attempt failed. `Permanent` errors are not retried.

@@ -53,9 +53,7 @@ impl<S: Store> Runtime<S> {
         let program = self.program(&row.definition_hash).await?;
         Ok(StepCommit {
             expected_revision: Some(row.revision),
-            outbox_insert: super::projection_row(&program, &row.id, new.revision, now)
-                .into_iter()
-                .collect(),
+            outbox_insert: super::projection_rows(&program, &row.id, new.revision, now),
             instance: Some(new),
             history: vec![h],
             ..Default::default()
@@ -133,12 +131,17 @@ impl<S: Store> Runtime<S> {
                 error,
             },
             Input::ChildCompleted {
-                id, status, output, ..
+                id,
+                status,
+                output,
+                error,
+                ..
             } => Input::ChildCompleted {
                 at: self.now(),
                 id,
                 status,
                 output,
+                error,
             },
             other => other,
         };

@@ -16,6 +16,7 @@
 pub mod activity;
 mod control;
 mod metrics;
+pub mod plan;
 mod publish;
 pub mod row;
 
@@ -29,12 +30,14 @@ use crate::clock::Clock;
 use crate::compile::program::{Program, RetryPolicy};
 use crate::compile::schedule::ScheduleSpec;
 use crate::compile::{self, Bundle};
-use crate::interpreter::{self, Actor, Effect, Input, Instance, Status, Transition};
+use crate::interpreter::{self, Actor, Input, Instance, Status, Transition};
 use crate::store::{
-    self, InstanceRow, OutboxRow, StepCommit, Store, TaskDone, TaskRow, TaskStatus, TimerRow,
+    self, InstanceRow, OutboxRow, ParentRef, StepCommit, Store, TaskDone, TaskRow, TaskStatus,
+    TimerRow,
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use plan::Command;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -341,8 +344,7 @@ impl<S: Store> Runtime<S> {
             return Ok(None);
         };
         let program = self.program(&row.definition_hash).await?;
-        let state: Instance = serde_json::from_str(&row.snapshot)
-            .map_err(|e| Error::Corrupt(format!("{id}: {e}")))?;
+        let state = snapshot(&row)?;
         Ok(Some(Loaded {
             row,
             state,
@@ -428,7 +430,9 @@ impl<S: Store> Runtime<S> {
             .pending_signals(self.inner.opts.outbox_batch)
             .await?;
         for r in &rows {
-            let payload = serde_json::from_str(&r.payload).unwrap_or(Value::Null);
+            let payload = serde_json::from_str(&r.payload).map_err(|e| {
+                Error::Corrupt(format!("signal {} ({}) payload: {e}", r.id, r.name))
+            })?;
             let actor: Actor =
                 serde_json::from_str(&r.actor).map_err(|e| Error::Corrupt(e.to_string()))?;
             match self
@@ -494,13 +498,14 @@ impl<S: Store> Runtime<S> {
         }))
     }
 
-    /// Build the commit of one step.
+    /// Build the commit of one step: the instance's new row and history
+    /// row, and the store rows of the step's commands ([`plan::plan`]).
     #[allow(clippy::too_many_arguments)]
     fn commit_for(
         &self,
         id: &str,
         prev: Option<&InstanceRow>,
-        parent: Option<String>,
+        parent: Option<ParentRef>,
         program: &Program,
         t: &Transition,
         input: &Input,
@@ -508,7 +513,6 @@ impl<S: Store> Runtime<S> {
     ) -> StepCommit {
         let s = &t.state;
         let seq = prev.map(|r| r.history_len).unwrap_or(0);
-        let kind = input_kind(input);
         let payload = json!({
             "input": input,
             "state": s.state,
@@ -523,7 +527,7 @@ impl<S: Store> Runtime<S> {
             id,
             seq,
             now,
-            kind,
+            input_kind(input),
             payload.to_string(),
             prev.and_then(|r| r.history_hash.as_deref())
                 .unwrap_or(store::GENESIS_HASH),
@@ -536,10 +540,8 @@ impl<S: Store> Runtime<S> {
             state: s.state.clone(),
             status: if completed { "completed" } else { "running" }.into(),
             status_label: s.status_label.clone(),
-            enterprise_id: s.search.get("enterprise_id").cloned(),
-            district: s.search.get("district").cloned(),
-            person: s.search.get("person").cloned(),
-            parent_id: prev.map(|p| p.parent_id.clone()).unwrap_or(parent),
+            search: s.search.clone(),
+            parent: prev.map(|p| p.parent.clone()).unwrap_or(parent),
             snapshot: serde_json::to_string(s).expect("serialisable"),
             revision: prev.map(|r| r.revision + 1).unwrap_or(1),
             history_len: seq + 1,
@@ -557,77 +559,9 @@ impl<S: Store> Runtime<S> {
             history: vec![history],
             ..Default::default()
         };
-        for e in &t.effects {
-            match e {
-                Effect::StartTimer {
-                    id: tid,
-                    name,
-                    due_at,
-                } => c.timers_insert.push(TimerRow {
-                    due_at: *due_at,
-                    instance_id: id.to_string(),
-                    timer_id: tid.clone(),
-                    name: name.clone(),
-                }),
-                Effect::CancelTimer { id: tid } => c.timers_delete.push(tid.clone()),
-                Effect::ScheduleActivity {
-                    id: aid,
-                    name,
-                    args,
-                    retry,
-                } => c.tasks_insert.push(TaskRow {
-                    id: ActivityCall::key(id, aid),
-                    instance_id: id.to_string(),
-                    activity_id: aid.clone(),
-                    name: name.clone(),
-                    args: args.to_string(),
-                    retry: serde_json::to_string(retry).expect("serialisable"),
-                    attempt: 0,
-                    max_attempts: retry.max_attempts.into(),
-                    status: TaskStatus::Pending,
-                    next_run_at: now,
-                    lease_until: None,
-                    last_error: None,
-                    result: None,
-                    created_at: now,
-                    updated_at: now,
-                }),
-                Effect::StartChild {
-                    id: cid,
-                    workflow,
-                    input,
-                    key,
-                } => c.outbox_insert.push(OutboxRow {
-                    id: format!("{id}/{cid}"),
-                    instance_id: id.to_string(),
-                    kind: "start_child".into(),
-                    payload:
-                        json!({ "workflow": workflow, "input": input, "key": key, "call": cid })
-                            .to_string(),
-                    created_at: now,
-                    delivered_at: None,
-                }),
-                Effect::Complete { status, output, .. } => {
-                    if let Some((parent, call)) =
-                        row.parent_id.as_deref().and_then(|p| p.split_once('#'))
-                    {
-                        c.outbox_insert.push(OutboxRow {
-                            id: format!("{id}/completed"),
-                            instance_id: id.to_string(),
-                            kind: "child_completed".into(),
-                            payload: json!({ "parent": parent, "call": call, "status": status, "output": output }).to_string(),
-                            created_at: now,
-                            delivered_at: None,
-                        });
-                    }
-                }
-            }
+        for cmd in plan::plan(id, row.parent.as_ref(), program, t) {
+            add_command(&mut c, id, row.revision, cmd, now);
         }
-        // The host's projection of this instance, told after the commit
-        // by the outbox loop: a row in this step's own transaction, so a
-        // crash between the commit and the projection loses nothing.
-        c.outbox_insert
-            .extend(projection_row(program, id, row.revision, now));
         c.instance = Some(row);
         c
     }
@@ -671,45 +605,7 @@ impl<S: Store> Runtime<S> {
             }
         }
         let delivered: Vec<Vec<String>> = futures::stream::iter(pages)
-            .map(|(projection, page)| {
-                let this = self.clone();
-                let loaded = &loaded;
-                async move {
-                    let mut outbox = Vec::new();
-                    let Some(hook) = this.inner.activities.get_projection(&projection).cloned()
-                    else {
-                        tracing::error!(%projection, "no hook registered for the projection; skipped");
-                        return Some(page.into_iter().flat_map(|p| p.1).collect());
-                    };
-                    let mut calls = Vec::with_capacity(page.len());
-                    for (instance, rows) in page {
-                        outbox.extend(rows);
-                        // An instance that is gone: nothing to tell.
-                        let Some(row) = loaded.get(&instance).cloned() else {
-                            continue;
-                        };
-                        let program = match this.program(&row.definition_hash).await {
-                            Ok(p) => p,
-                            Err(e) => {
-                                tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
-                                return None;
-                            }
-                        };
-                        calls.push(ProjectionCall {
-                            projection: projection.clone(),
-                            instance: row,
-                            program,
-                        });
-                    }
-                    match hook.project_many(calls).await {
-                        Ok(()) => Some(outbox),
-                        Err(e) => {
-                            tracing::warn!(%projection, error = %e, "projection failed; retried next round");
-                            None
-                        }
-                    }
-                }
-            })
+            .map(|(projection, page)| self.project_page(projection, page, &loaded))
             .buffer_unordered(4)
             .filter_map(|d| async move { d })
             .collect()
@@ -726,6 +622,49 @@ impl<S: Store> Runtime<S> {
         Ok(n)
     }
 
+    /// Tell `projection`'s hook a page of instances (each with the outbox
+    /// rows that told it). Returns the rows to mark delivered, or None if
+    /// the hook failed (they stay for the next round).
+    async fn project_page(
+        &self,
+        projection: String,
+        page: Vec<(String, Vec<String>)>,
+        loaded: &HashMap<String, InstanceRow>,
+    ) -> Option<Vec<String>> {
+        let mut outbox = Vec::new();
+        let Some(hook) = self.inner.activities.get_projection(&projection).cloned() else {
+            tracing::error!(%projection, "no hook registered for the projection; skipped");
+            return Some(page.into_iter().flat_map(|p| p.1).collect());
+        };
+        let mut calls = Vec::with_capacity(page.len());
+        for (instance, rows) in page {
+            outbox.extend(rows);
+            // An instance that is gone: nothing to tell.
+            let Some(row) = loaded.get(&instance).cloned() else {
+                continue;
+            };
+            let program = match self.program(&row.definition_hash).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(%instance, %projection, error = %e, "projection: definition unreadable");
+                    return None;
+                }
+            };
+            calls.push(ProjectionCall {
+                projection: projection.clone(),
+                instance: row,
+                program,
+            });
+        }
+        match hook.project_many(calls).await {
+            Ok(()) => Some(outbox),
+            Err(e) => {
+                tracing::warn!(%projection, error = %e, "projection failed; retried next round");
+                None
+            }
+        }
+    }
+
     /// Apply inputs to instances, several per instance in order, and commit
     /// them in one transaction. `extra(i)` adds bookkeeping to the commit of
     /// input `i`. Inputs for missing instances are reported as such.
@@ -739,8 +678,7 @@ impl<S: Store> Runtime<S> {
         let mut loaded: HashMap<String, Loaded> = HashMap::with_capacity(ids.len());
         for row in self.inner.store.instances_by_id(&ids).await? {
             let program = self.program(&row.definition_hash).await?;
-            let state: Instance = serde_json::from_str(&row.snapshot)
-                .map_err(|e| Error::Corrupt(format!("{}: {e}", row.id)))?;
+            let state = snapshot(&row)?;
             loaded.insert(
                 row.id.clone(),
                 Loaded {
@@ -767,8 +705,6 @@ impl<S: Store> Runtime<S> {
             let t = match span.in_scope(|| interpreter::step(&l.program, Some(&l.state), &input)) {
                 Ok(t) => t,
                 Err(e) => {
-                    // A rule failed inside a timer or activity handler: record
-                    // it in the history; the instance waits for an operator.
                     tracing::error!(instance = %id, error = %e, "step failed");
                     self.inner.metrics.step_failed(&l.program.name);
                     incidents.push(Incident {
@@ -778,26 +714,7 @@ impl<S: Store> Runtime<S> {
                         activity: None,
                         error: e.to_string(),
                     });
-                    let mut c = extra;
-                    let mut row = l.row.clone();
-                    row.revision += 1;
-                    row.history_len += 1;
-                    row.status = "failed".into();
-                    row.updated_at = now;
-                    let h = store::HistoryRow::chained(
-                        &id,
-                        l.row.history_len,
-                        now,
-                        "step_failed",
-                        json!({ "input": input, "error": e.to_string() }).to_string(),
-                        l.row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
-                    );
-                    row.history_hash = h.hash.clone();
-                    c.history.push(h);
-                    c.expected_revision = Some(l.row.revision);
-                    c.instance = Some(row.clone());
-                    l.row = row;
-                    commits.push(c);
+                    commits.push(failed_step(l, &input, &e, extra));
                     continue;
                 }
             };
@@ -890,27 +807,12 @@ impl<S: Store> Runtime<S> {
         let mut retries = Vec::new();
         let mut spent = Vec::new();
         for (task, out) in outcomes {
-            let retry: RetryPolicy = serde_json::from_str(&task.retry).unwrap_or_default();
-            let input = match out {
-                Ok(result) => {
-                    let done = TaskDone {
-                        id: task.id.clone(),
-                        status: TaskStatus::Succeeded,
-                        result: Some(result.to_string()),
-                        error: None,
-                        next_run_at: None,
-                    };
-                    (
-                        Input::ActivityCompleted {
-                            at: now,
-                            id: task.activity_id.clone(),
-                            result,
-                        },
-                        done,
-                    )
-                }
+            let (input, done) = match out {
+                Ok(result) => succeeded(&task, result, now),
                 Err(ActivityError::Retryable(e)) if task.attempt < task.max_attempts => {
                     self.inner.metrics.task_retry(&task.name);
+                    // `call` read the policy before the attempt.
+                    let retry = retry_of(&task)?;
                     let delay = retry.backoff(u32::try_from(task.attempt).unwrap_or(u32::MAX));
                     let next =
                         now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -920,42 +822,16 @@ impl<S: Store> Runtime<S> {
                 }
                 Err(e) => {
                     self.inner.metrics.task_failure(&task.name);
-                    let error = format!("{} (after {} attempt(s))", e, task.attempt);
-                    // The workflow decides what follows (a comparison ends
-                    // 比对失败); the operator's log names the cause.
-                    tracing::error!(task = %task.id, instance = %task.instance_id, activity = %task.name, %error, "activity failed");
-                    spent.push(Incident {
-                        instance_id: task.instance_id.clone(),
-                        workflow: None,
-                        kind: "activity_failed",
-                        activity: Some(task.name.clone()),
-                        error: error.clone(),
-                    });
-                    let done = TaskDone {
-                        id: task.id.clone(),
-                        status: TaskStatus::Failed,
-                        result: None,
-                        error: Some(error.clone()),
-                        next_run_at: None,
-                    };
-                    (
-                        Input::ActivityFailed {
-                            at: now,
-                            id: task.activity_id.clone(),
-                            error,
-                        },
-                        done,
-                    )
+                    let (input, done, incident) = spent_task(&task, &e, now);
+                    spent.push(incident);
+                    (input, done)
                 }
             };
-            work.push((
-                task.instance_id.clone(),
-                input.0,
-                StepCommit {
-                    task_done: Some(input.1),
-                    ..Default::default()
-                },
-            ));
+            let extra = StepCommit {
+                task_done: Some(done),
+                ..Default::default()
+            };
+            work.push((task.instance_id.clone(), input, extra));
         }
         self.apply_batch(work).await?;
         self.tell(spent);
@@ -999,10 +875,14 @@ impl<S: Store> Runtime<S> {
                 new.revision += 1;
                 new.history_len += 1;
                 new.updated_at = now;
-                let payload = json!({
-                    "activity_id": task.activity_id, "name": task.name, "attempt": task.attempt,
-                    "error": error, "next_attempt_at": next,
-                });
+                let payload = serde_json::to_value(crate::inspect::AttemptRecord {
+                    activity_id: task.activity_id.clone(),
+                    name: task.name.clone(),
+                    attempt: task.attempt,
+                    error: error.clone(),
+                    next_attempt_at: *next,
+                })
+                .expect("serialisable");
                 let h = store::HistoryRow::chained(
                     &row.id,
                     row.history_len,
@@ -1042,8 +922,10 @@ impl<S: Store> Runtime<S> {
                 task.name
             )));
         };
-        let args: Value = serde_json::from_str(&task.args).unwrap_or(Value::Null);
-        let retry: RetryPolicy = serde_json::from_str(&task.retry).unwrap_or_default();
+        let args: Value = serde_json::from_str(&task.args).map_err(|e| {
+            ActivityError::Permanent(format!("task {}: stored args do not read: {e}", task.id))
+        })?;
+        let retry = retry_of(task).map_err(|e| ActivityError::Permanent(e.to_string()))?;
         let call = ActivityCall {
             instance_id: task.instance_id.clone(),
             activity_id: task.activity_id.clone(),
@@ -1078,82 +960,39 @@ impl<S: Store> Runtime<S> {
         let mut work = Vec::new();
         let mut projections = Vec::new();
         for o in rows {
-            let p: Value =
-                serde_json::from_str(&o.payload).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let delivered = StepCommit {
+                outbox_delivered: vec![o.id.clone()],
+                ..Default::default()
+            };
             match o.kind.as_str() {
-                "start_child" => {
-                    let workflow = p["workflow"].as_str().unwrap_or_default();
-                    let child_id = match p["key"].as_str() {
-                        Some(k) => k.to_string(),
-                        None => o.id.clone(),
-                    };
-                    let parent = format!(
-                        "{}#{}",
-                        o.instance_id,
-                        p["call"].as_str().unwrap_or_default()
-                    );
-                    let mut c = match self.latest_program(workflow) {
-                        Some(program) => {
-                            let ev = Input::Started {
-                                at: now,
-                                input: p["input"].clone(),
-                            };
-                            match interpreter::step(&program, None, &ev) {
-                                Ok(t) => {
-                                    self.inner.metrics.step(&program.name, "started");
-                                    self.commit_for(
-                                        &child_id,
-                                        None,
-                                        Some(parent),
-                                        &program,
-                                        &t,
-                                        &ev,
-                                        now,
-                                    )
-                                }
-                                Err(e) => {
-                                    tracing::error!(parent = %o.instance_id, child = %child_id, error = %e, "child refused its input");
-                                    StepCommit::default()
-                                }
-                            }
+                plan::START_CHILD => {
+                    let s: plan::ChildStart = payload(&o)?;
+                    match self.child_start(&o.instance_id, &s, now) {
+                        Ok(mut c) => {
+                            c.insert_if_absent = true;
+                            c.outbox_delivered = delivered.outbox_delivered;
+                            starts.push(c);
                         }
-                        None => {
-                            tracing::error!(workflow, "child workflow is not defined");
-                            StepCommit::default()
+                        Err(error) => {
+                            // The parent's call fails; its definition decides.
+                            tracing::warn!(parent = %o.instance_id, child = %s.child_id(&o.instance_id), %error, "child refused its input");
+                            let done = plan::ChildDone::refused(s.parent(&o.instance_id), error);
+                            work.push((o.instance_id.clone(), done.input(now), delivered));
                         }
-                    };
-                    c.insert_if_absent = true;
-                    c.outbox_delivered = vec![o.id.clone()];
-                    starts.push(c);
+                    }
                 }
-                "child_completed" => {
-                    let parent = p["parent"].as_str().unwrap_or_default().to_string();
-                    let input = Input::ChildCompleted {
-                        at: now,
-                        id: p["call"].as_str().unwrap_or_default().to_string(),
-                        status: p["status"].as_str().map(str::to_string),
-                        output: p["output"].clone(),
-                    };
-                    work.push((
-                        parent,
-                        input,
-                        StepCommit {
-                            outbox_delivered: vec![o.id.clone()],
-                            ..Default::default()
-                        },
-                    ));
+                plan::CHILD_COMPLETED => {
+                    let d: plan::ChildDone = payload(&o)?;
+                    work.push((d.parent.instance_id.clone(), d.input(now), delivered));
                 }
-                "projection" => {
-                    let name = p["projection"].as_str().unwrap_or_default().to_string();
+                plan::PROJECTION => {
+                    let p: plan::ProjectionNote = payload(&o)?;
                     n -= 1;
-                    projections.push((o, name));
+                    projections.push((o, p.projection));
                 }
                 other => {
-                    tracing::error!(kind = other, "unknown outbox row");
-                    starts.push(StepCommit {
-                        outbox_delivered: vec![o.id.clone()],
-                        ..Default::default()
-                    });
+                    tracing::error!(row = %o.id, kind = other, "unknown outbox row; marked delivered");
+                    starts.push(delivered);
                 }
             }
         }
@@ -1164,6 +1003,27 @@ impl<S: Store> Runtime<S> {
         // After the steps above, whose own projection rows come next round.
         n += self.project(projections).await?;
         Ok(n)
+    }
+
+    /// The commit that starts the child `s` of `parent`, or why it cannot
+    /// start (its workflow is not defined, or refuses the input).
+    fn child_start(
+        &self,
+        parent: &str,
+        s: &plan::ChildStart,
+        now: DateTime<Utc>,
+    ) -> Result<StepCommit, String> {
+        let program = self
+            .latest_program(&s.workflow)
+            .ok_or_else(|| format!("no workflow `{}`", s.workflow))?;
+        let ev = Input::Started {
+            at: now,
+            input: s.input.clone(),
+        };
+        let t = interpreter::step(&program, None, &ev).map_err(|e| plan::refusal(&e))?;
+        self.inner.metrics.step(&program.name, "started");
+        let child = s.child_id(parent);
+        Ok(self.commit_for(&child, None, Some(s.parent(parent)), &program, &t, &ev, now))
     }
 
     /// Start scheduled workflows that are due, with catch-up per schedule.
@@ -1282,23 +1142,184 @@ impl<S: Store> Runtime<S> {
 /// Instances handed to a projection hook at once.
 const PROJECTION_PAGE: usize = 500;
 
-/// The outbox row that tells the host's projection (if the program
-/// declares one) of the step that makes revision `revision` of `id`.
-fn projection_row(
+/// The store rows that carry out `cmd` of the step that makes revision
+/// `revision` of `id`, added to its commit. Outbox rows are delivered
+/// after the commit (`deliver_outbox`): a crash in between loses nothing.
+fn add_command(c: &mut StepCommit, id: &str, revision: i64, cmd: Command, now: DateTime<Utc>) {
+    let outbox = |row_id: String, kind: &str, payload: String| OutboxRow {
+        id: row_id,
+        instance_id: id.to_string(),
+        kind: kind.into(),
+        payload,
+        created_at: now,
+        delivered_at: None,
+    };
+    match cmd {
+        Command::SetTimer {
+            timer_id,
+            name,
+            due_at,
+        } => c.timers_insert.push(TimerRow {
+            due_at,
+            instance_id: id.to_string(),
+            timer_id,
+            name,
+        }),
+        Command::CancelTimer { timer_id } => c.timers_delete.push(timer_id),
+        Command::RunActivity(a) => c.tasks_insert.push(TaskRow {
+            id: a.key,
+            instance_id: id.to_string(),
+            activity_id: a.activity_id,
+            name: a.name,
+            args: a.args.to_string(),
+            retry: serde_json::to_string(&a.retry).expect("serialisable"),
+            attempt: 0,
+            max_attempts: a.retry.max_attempts.into(),
+            status: TaskStatus::Pending,
+            next_run_at: now,
+            lease_until: None,
+            last_error: None,
+            result: None,
+            created_at: now,
+            updated_at: now,
+        }),
+        Command::StartChild(s) => c.outbox_insert.push(outbox(
+            plan::outbox_id(id, &s.call),
+            plan::START_CHILD,
+            to_json(&s),
+        )),
+        Command::NotifyParent(d) => c.outbox_insert.push(outbox(
+            format!("{id}/completed"),
+            plan::CHILD_COMPLETED,
+            to_json(&d),
+        )),
+        Command::Project(p) => c.outbox_insert.push(outbox(
+            format!("{id}/projection/{revision}"),
+            plan::PROJECTION,
+            to_json(&p),
+        )),
+    }
+}
+
+/// An instance's stored snapshot, or the error naming it.
+fn snapshot(row: &InstanceRow) -> Result<Instance> {
+    crate::inspect::state_of(row).map_err(Error::Corrupt)
+}
+
+/// A rule failed inside a timer or activity handler: the step is recorded
+/// in the history as `step_failed` (with `extra`'s bookkeeping) and the
+/// instance, status `failed`, waits for an operator.
+fn failed_step(
+    l: &mut Loaded,
+    input: &Input,
+    e: &interpreter::Error,
+    extra: StepCommit,
+) -> StepCommit {
+    let now = input.at();
+    let mut c = extra;
+    let mut row = l.row.clone();
+    row.revision += 1;
+    row.history_len += 1;
+    row.status = "failed".into();
+    row.updated_at = now;
+    let h = store::HistoryRow::chained(
+        &row.id,
+        l.row.history_len,
+        now,
+        "step_failed",
+        json!({ "input": input, "error": e.to_string() }).to_string(),
+        l.row.history_hash.as_deref().unwrap_or(store::GENESIS_HASH),
+    );
+    row.history_hash = h.hash.clone();
+    c.history.push(h);
+    c.expected_revision = Some(l.row.revision);
+    c.instance = Some(row.clone());
+    l.row = row;
+    c
+}
+
+/// A task whose activity succeeded: the workflow's input and the task's end.
+fn succeeded(task: &TaskRow, result: Value, now: DateTime<Utc>) -> (Input, TaskDone) {
+    let done = TaskDone {
+        id: task.id.clone(),
+        status: TaskStatus::Succeeded,
+        result: Some(result.to_string()),
+        error: None,
+        next_run_at: None,
+    };
+    let input = Input::ActivityCompleted {
+        at: now,
+        id: task.activity_id.clone(),
+        result,
+    };
+    (input, done)
+}
+
+/// A task that failed for good (a permanent error, or its attempts spent):
+/// the workflow decides what follows (a comparison ends 比对失败); the
+/// operator's log and incident name the cause.
+fn spent_task(
+    task: &TaskRow,
+    e: &ActivityError,
+    now: DateTime<Utc>,
+) -> (Input, TaskDone, Incident) {
+    let error = format!("{} (after {} attempt(s))", e, task.attempt);
+    tracing::error!(task = %task.id, instance = %task.instance_id, activity = %task.name, %error, "activity failed");
+    let incident = Incident {
+        instance_id: task.instance_id.clone(),
+        workflow: None,
+        kind: "activity_failed",
+        activity: Some(task.name.clone()),
+        error: error.clone(),
+    };
+    let done = TaskDone {
+        id: task.id.clone(),
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some(error.clone()),
+        next_run_at: None,
+    };
+    let input = Input::ActivityFailed {
+        at: now,
+        id: task.activity_id.clone(),
+        error,
+    };
+    (input, done, incident)
+}
+
+/// A task's stored retry policy.
+fn retry_of(task: &TaskRow) -> Result<RetryPolicy> {
+    serde_json::from_str(&task.retry)
+        .map_err(|e| Error::Corrupt(format!("task {}: stored retry policy: {e}", task.id)))
+}
+
+/// The typed payload of an outbox row; one that does not read is corrupt.
+fn payload<T: serde::de::DeserializeOwned>(o: &OutboxRow) -> Result<T> {
+    serde_json::from_str(&o.payload)
+        .map_err(|e| Error::Corrupt(format!("outbox row {} ({}): {e}", o.id, o.kind)))
+}
+
+/// The outbox row that tells the host's projection (if `program` declares
+/// one) of revision `revision` of `id`, for commits that are not steps (an
+/// operator's note).
+fn projection_rows(
     program: &Program,
     id: &str,
     revision: i64,
     now: DateTime<Utc>,
-) -> Option<OutboxRow> {
-    let projection = program.projection.as_ref()?;
-    Some(OutboxRow {
-        id: format!("{id}/projection/{revision}"),
-        instance_id: id.to_string(),
-        kind: "projection".into(),
-        payload: json!({ "projection": projection }).to_string(),
-        created_at: now,
-        delivered_at: None,
-    })
+) -> Vec<OutboxRow> {
+    let mut c = StepCommit::default();
+    if let Some(projection) = &program.projection {
+        let note = plan::ProjectionNote {
+            projection: projection.clone(),
+        };
+        add_command(&mut c, id, revision, Command::Project(note), now);
+    }
+    c.outbox_insert
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("serialisable")
 }
 
 fn input_kind(i: &Input) -> &'static str {

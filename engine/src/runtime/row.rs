@@ -5,17 +5,17 @@
 
 use crate::compile::program::Program;
 use crate::interpreter::{Instance, Status};
-use crate::store::InstanceRow;
+use crate::store::{InstanceRow, ParentRef};
 use chrono::{DateTime, Utc};
 
 /// The row of instance `id` after a step at `updated_at`: `revision`
-/// counts the steps so far (also its history length); `parent_id` is
-/// `{parent}#{call}` for a child. No history chain (`history_hash` None).
+/// counts the steps so far (also its history length); `parent` is the
+/// parent's call for a child. No history chain (`history_hash` None).
 pub fn instance_row(
     id: &str,
     program: &Program,
     s: &Instance,
-    parent_id: Option<String>,
+    parent: Option<ParentRef>,
     revision: i64,
     updated_at: DateTime<Utc>,
 ) -> InstanceRow {
@@ -28,10 +28,8 @@ pub fn instance_row(
         state: s.state.clone(),
         status: if completed { "completed" } else { "running" }.into(),
         status_label: s.status_label.clone(),
-        enterprise_id: s.search.get("enterprise_id").cloned(),
-        district: s.search.get("district").cloned(),
-        person: s.search.get("person").cloned(),
-        parent_id,
+        search: s.search.clone(),
+        parent,
         snapshot: serde_json::to_string(s).expect("serialisable"),
         revision,
         history_len: revision,

@@ -21,6 +21,7 @@ pub mod sql;
 pub use sql::SqlStore;
 
 use chrono::{DateTime, TimeZone, Utc};
+use std::collections::BTreeMap;
 use std::future::Future;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +57,22 @@ pub fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-pub fn from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+/// A stored time (unix milliseconds) back as an instant; one out of
+/// range is corrupt data, named by `what` (table and column).
+pub fn from_millis(what: &str, ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| Error::Corrupt(format!("{what}: {ms} is not a time (unix milliseconds)")))
+}
+
+/// Where a child workflow reports its completion: its parent instance and
+/// the parent's call id (`c3`) that waits on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ParentRef {
+    /// The parent's instance id.
+    #[serde(rename = "parent")]
+    pub instance_id: String,
+    pub call: String,
 }
 
 /// A published definition version.
@@ -113,10 +128,12 @@ pub struct InstanceRow {
     /// `running`, `completed`, `failed`.
     pub status: String,
     pub status_label: Option<String>,
-    pub enterprise_id: Option<String>,
-    pub district: Option<String>,
-    pub person: Option<String>,
-    pub parent_id: Option<String>,
+    /// The search attributes the definition declares (`search:`), name →
+    /// value, fixed when the instance starts; stored in `instance_search`
+    /// (migration 0005) with the instance's first step.
+    pub search: BTreeMap<String, String>,
+    /// The parent and its call, for a child workflow.
+    pub parent: Option<ParentRef>,
     /// JSON of `interpreter::Instance`.
     pub snapshot: String,
     /// Incremented by every committed step.
@@ -535,12 +552,22 @@ pub struct InstanceFilter {
     pub kind: Option<String>,
     pub state: Option<String>,
     pub status: Option<String>,
-    pub enterprise_id: Option<String>,
-    pub district: Option<String>,
-    pub person: Option<String>,
+    /// Search attributes (name, value) the instance must have, all of them.
+    pub search: Vec<(String, String)>,
     pub definition_version: Option<i64>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
+}
+
+impl InstanceFilter {
+    /// Add the condition `name = value` on a search attribute, if `value`
+    /// is given.
+    pub fn search(mut self, name: &str, value: Option<String>) -> Self {
+        if let Some(v) = value {
+            self.search.push((name.to_string(), v));
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

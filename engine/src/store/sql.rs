@@ -3,7 +3,7 @@
 
 use super::*;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct SqlStore {
 }
 
 const INSTANCE_COLUMNS: &str = "id, kind, definition_hash, definition_version, state, status, status_label, \
-     enterprise_id, district, person, parent_id, snapshot, revision, history_len, created_at, updated_at, closed_at, history_hash";
+     parent_id, parent_call, snapshot, revision, history_len, created_at, updated_at, closed_at, history_hash";
 const TASK_COLUMNS: &str =
     "id, instance_id, activity_id, name, args, retry, attempt, max_attempts, status, \
      next_run_at, lease_until, last_error, result, created_at, updated_at";
@@ -195,6 +195,40 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Fill the `search` of `rows` from `instance_search`.
+    async fn attach_search(&self, pool: &AnyPool, rows: &mut [InstanceRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let at: std::collections::HashMap<String, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (r.id.clone(), k))
+            .collect();
+        let ids: Vec<Vec<Arg>> = rows
+            .iter()
+            .map(|r| vec![Arg::T(Some(r.id.clone()))])
+            .collect();
+        for chunk in ids.chunks(ROWS) {
+            let list = placeholders(chunk, self.backend).replace(['(', ')'], "");
+            let sql = format!(
+                "SELECT instance_id, name, value FROM instance_search WHERE instance_id IN ({list})"
+            );
+            let found: Vec<(String, String, String)> =
+                bind_all_as(sqlx::query_as(&sql), chunk.to_vec())
+                    .fetch_all(pool)
+                    .await?;
+            for (id, name, value) in found {
+                if let Some(&k) = at.get(&id) {
+                    rows[k].search.insert(name, value);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The backend of a connection (for `placeholders` and `insert_many`).
 pub fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
     if conn.backend_name().eq_ignore_ascii_case("postgresql") {
@@ -239,26 +273,10 @@ fn read_pool(opts: AnyConnectOptions) -> AnyPool {
 }
 
 /// An instance (`i`) that is over: completed or terminated (a failed one
-/// waits for an operator), with no child still running or failed. A
-/// child's `parent_id` is `{parent id}#{call}`: on SQLite (binary
-/// collation) the prefix is an index range; PostgreSQL's collation may not
-/// order bytes, so there it is a `LIKE` (a `%` or `_` in an id can only
-/// make it find a child that is not one, keeping the parent: never the
-/// other way).
-fn finished(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => {
-            "i.status IN ('completed', 'terminated') AND NOT EXISTS \
-             (SELECT 1 FROM instances c WHERE c.parent_id >= i.id || '#' AND c.parent_id < i.id || '$' \
-              AND c.status NOT IN ('completed', 'terminated'))"
-        }
-        Backend::Postgres => {
-            "i.status IN ('completed', 'terminated') AND NOT EXISTS \
-             (SELECT 1 FROM instances c WHERE c.parent_id LIKE i.id || '#%' \
-              AND c.status NOT IN ('completed', 'terminated'))"
-        }
-    }
-}
+/// waits for an operator), with no child still running or failed.
+const FINISHED: &str = "i.status IN ('completed', 'terminated') AND NOT EXISTS \
+     (SELECT 1 FROM instances c WHERE c.parent_id = i.id \
+      AND c.status NOT IN ('completed', 'terminated'))";
 
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
 const ROWS: usize = 400;
@@ -303,6 +321,21 @@ fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     rows: Vec<Vec<Arg>>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for r in rows {
+        for a in r {
+            q = match a {
+                Arg::T(v) => q.bind(v),
+                Arg::I(v) => q.bind(v),
+            };
+        }
+    }
+    q
+}
+
+fn bind_all_as<'q, O>(
+    mut q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    rows: Vec<Vec<Arg>>,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
     for r in rows {
         for a in r {
             q = match a {
@@ -366,10 +399,8 @@ fn instance_args(i: &InstanceRow) -> Vec<Arg> {
         Arg::T(Some(i.state.clone())),
         Arg::T(Some(i.status.clone())),
         Arg::T(i.status_label.clone()),
-        Arg::T(i.enterprise_id.clone()),
-        Arg::T(i.district.clone()),
-        Arg::T(i.person.clone()),
-        Arg::T(i.parent_id.clone()),
+        Arg::T(i.parent.as_ref().map(|p| p.instance_id.clone())),
+        Arg::T(i.parent.as_ref().map(|p| p.call.clone())),
         Arg::T(Some(i.snapshot.clone())),
         Arg::I(Some(i.revision)),
         Arg::I(Some(i.history_len)),
@@ -416,100 +447,257 @@ fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(millis)
 }
 
+/// A stored time, or the error naming its table and column.
+fn at(what: &str, ms: i64) -> Result<DateTime<Utc>> {
+    from_millis(what, ms)
+}
+
+fn at_opt(what: &str, ms: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    ms.map(|ms| at(what, ms)).transpose()
+}
+
+/// Columns as stored (times in unix milliseconds); [`instance_row`] makes
+/// the public row. `search` is filled by [`SqlStore::attach_search`].
+#[derive(sqlx::FromRow)]
+struct RawInstance {
+    id: String,
+    kind: String,
+    definition_hash: String,
+    definition_version: i64,
+    state: String,
+    status: String,
+    status_label: Option<String>,
+    parent_id: Option<String>,
+    parent_call: Option<String>,
+    snapshot: String,
+    revision: i64,
+    history_len: i64,
+    created_at: i64,
+    updated_at: i64,
+    closed_at: Option<i64>,
+    history_hash: Option<String>,
+}
+
 fn instance_row(r: &AnyRow) -> Result<InstanceRow> {
+    let r = RawInstance::from_row(r)?;
+    let parent = match (r.parent_id, r.parent_call) {
+        (Some(instance_id), Some(call)) => Some(ParentRef { instance_id, call }),
+        (None, None) => None,
+        (p, c) => {
+            return Err(Error::Corrupt(format!(
+                "instances.parent_id/parent_call of {}: {p:?} / {c:?} (one without the other)",
+                r.id
+            )))
+        }
+    };
     Ok(InstanceRow {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        definition_hash: r.try_get("definition_hash")?,
-        definition_version: r.try_get("definition_version")?,
-        state: r.try_get("state")?,
-        status: r.try_get("status")?,
-        status_label: r.try_get("status_label")?,
-        enterprise_id: r.try_get("enterprise_id")?,
-        district: r.try_get("district")?,
-        person: r.try_get("person")?,
-        parent_id: r.try_get("parent_id")?,
-        snapshot: r.try_get("snapshot")?,
-        revision: r.try_get("revision")?,
-        history_len: r.try_get("history_len")?,
-        created_at: from_millis(r.try_get("created_at")?),
-        updated_at: from_millis(r.try_get("updated_at")?),
-        closed_at: r.try_get::<Option<i64>, _>("closed_at")?.map(from_millis),
-        history_hash: r.try_get("history_hash")?,
+        created_at: at("instances.created_at", r.created_at)?,
+        updated_at: at("instances.updated_at", r.updated_at)?,
+        closed_at: at_opt("instances.closed_at", r.closed_at)?,
+        id: r.id,
+        kind: r.kind,
+        definition_hash: r.definition_hash,
+        definition_version: r.definition_version,
+        state: r.state,
+        status: r.status,
+        status_label: r.status_label,
+        search: BTreeMap::new(),
+        parent,
+        snapshot: r.snapshot,
+        revision: r.revision,
+        history_len: r.history_len,
+        history_hash: r.history_hash,
     })
 }
 
 const HISTORY_COLUMNS: &str = "instance_id, seq, at, kind, payload, prev_hash, hash";
 
+#[derive(sqlx::FromRow)]
+struct RawHistory {
+    instance_id: String,
+    seq: i64,
+    at: i64,
+    kind: String,
+    payload: String,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+}
+
 fn history_row(r: &AnyRow) -> Result<HistoryRow> {
+    let r = RawHistory::from_row(r)?;
     Ok(HistoryRow {
-        instance_id: r.try_get("instance_id")?,
-        seq: r.try_get("seq")?,
-        at: from_millis(r.try_get("at")?),
-        kind: r.try_get("kind")?,
-        payload: r.try_get("payload")?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
+        at: at("history.at", r.at)?,
+        instance_id: r.instance_id,
+        seq: r.seq,
+        kind: r.kind,
+        payload: r.payload,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct RawTask {
+    id: String,
+    instance_id: String,
+    activity_id: String,
+    name: String,
+    args: String,
+    retry: String,
+    attempt: i64,
+    max_attempts: i64,
+    status: String,
+    next_run_at: i64,
+    lease_until: Option<i64>,
+    last_error: Option<String>,
+    result: Option<String>,
+    created_at: i64,
+    updated_at: i64,
 }
 
 fn task_row(r: &AnyRow) -> Result<TaskRow> {
-    let status: String = r.try_get("status")?;
+    let r = RawTask::from_row(r)?;
     Ok(TaskRow {
-        id: r.try_get("id")?,
-        instance_id: r.try_get("instance_id")?,
-        activity_id: r.try_get("activity_id")?,
-        name: r.try_get("name")?,
-        args: r.try_get("args")?,
-        retry: r.try_get("retry")?,
-        attempt: r.try_get("attempt")?,
-        max_attempts: r.try_get("max_attempts")?,
-        status: TaskStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("task status {status}")))?,
-        next_run_at: from_millis(r.try_get("next_run_at")?),
-        lease_until: r.try_get::<Option<i64>, _>("lease_until")?.map(from_millis),
-        last_error: r.try_get("last_error")?,
-        result: r.try_get("result")?,
-        created_at: from_millis(r.try_get("created_at")?),
-        updated_at: from_millis(r.try_get("updated_at")?),
+        status: TaskStatus::parse(&r.status)
+            .ok_or_else(|| Error::Corrupt(format!("tasks.status of {}: {}", r.id, r.status)))?,
+        next_run_at: at("tasks.next_run_at", r.next_run_at)?,
+        lease_until: at_opt("tasks.lease_until", r.lease_until)?,
+        created_at: at("tasks.created_at", r.created_at)?,
+        updated_at: at("tasks.updated_at", r.updated_at)?,
+        id: r.id,
+        instance_id: r.instance_id,
+        activity_id: r.activity_id,
+        name: r.name,
+        args: r.args,
+        retry: r.retry,
+        attempt: r.attempt,
+        max_attempts: r.max_attempts,
+        last_error: r.last_error,
+        result: r.result,
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct RawTimer {
+    instance_id: String,
+    timer_id: String,
+    name: String,
+    due_at: i64,
 }
 
 fn timer_row(r: &AnyRow) -> Result<TimerRow> {
+    let r = RawTimer::from_row(r)?;
     Ok(TimerRow {
-        due_at: from_millis(r.try_get("due_at")?),
-        instance_id: r.try_get("instance_id")?,
-        timer_id: r.try_get("timer_id")?,
-        name: r.try_get("name")?,
+        due_at: at("timers.due_at", r.due_at)?,
+        instance_id: r.instance_id,
+        timer_id: r.timer_id,
+        name: r.name,
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct RawDefinition {
+    hash: String,
+    kind: String,
+    version: i64,
+    source: String,
+    published_at: i64,
+}
+
 fn definition_row(r: &AnyRow) -> Result<DefinitionRow> {
+    let r = RawDefinition::from_row(r)?;
     Ok(DefinitionRow {
-        hash: r.try_get("hash")?,
-        kind: r.try_get("kind")?,
-        version: r.try_get("version")?,
-        source: r.try_get("source")?,
-        published_at: from_millis(r.try_get("published_at")?),
+        published_at: at("definitions.published_at", r.published_at)?,
+        hash: r.hash,
+        kind: r.kind,
+        version: r.version,
+        source: r.source,
     })
 }
 
 const PUBLICATION_COLUMNS: &str =
     "seq, kind, published_by, reason, published_at, clock_at, rollback_of, definitions";
 
+#[derive(sqlx::FromRow)]
+struct RawPublication {
+    seq: i64,
+    kind: String,
+    published_by: String,
+    reason: String,
+    published_at: i64,
+    clock_at: i64,
+    rollback_of: Option<i64>,
+    definitions: String,
+}
+
 fn publication_row(r: &AnyRow) -> Result<PublicationRow> {
-    let definitions: String = r.try_get("definitions")?;
+    let r = RawPublication::from_row(r)?;
     Ok(PublicationRow {
-        seq: r.try_get("seq")?,
-        kind: r.try_get("kind")?,
-        published_by: r.try_get("published_by")?,
-        reason: r.try_get("reason")?,
-        published_at: from_millis(r.try_get("published_at")?),
-        clock_at: from_millis(r.try_get("clock_at")?),
-        rollback_of: r.try_get("rollback_of")?,
-        definitions: serde_json::from_str(&definitions)
-            .map_err(|e| Error::Corrupt(format!("publication definitions: {e}")))?,
+        published_at: at("publications.published_at", r.published_at)?,
+        clock_at: at("publications.clock_at", r.clock_at)?,
+        definitions: serde_json::from_str(&r.definitions).map_err(|e| {
+            Error::Corrupt(format!(
+                "publications.definitions of publication {}: {e}",
+                r.seq
+            ))
+        })?,
+        seq: r.seq,
+        kind: r.kind,
+        published_by: r.published_by,
+        reason: r.reason,
+        rollback_of: r.rollback_of,
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct RawOutbox {
+    id: String,
+    instance_id: String,
+    kind: String,
+    payload: String,
+    created_at: i64,
+    delivered_at: Option<i64>,
+}
+
+fn outbox_row(r: &AnyRow) -> Result<OutboxRow> {
+    let r = RawOutbox::from_row(r)?;
+    Ok(OutboxRow {
+        created_at: at("outbox.created_at", r.created_at)?,
+        delivered_at: at_opt("outbox.delivered_at", r.delivered_at)?,
+        id: r.id,
+        instance_id: r.instance_id,
+        kind: r.kind,
+        payload: r.payload,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct RawSignal {
+    id: i64,
+    instance_id: String,
+    name: String,
+    payload: String,
+    actor: String,
+    received_at: i64,
+}
+
+fn signal_row(r: &AnyRow) -> Result<SignalRow> {
+    let r = RawSignal::from_row(r)?;
+    Ok(SignalRow {
+        received_at: at("signals.received_at", r.received_at)?,
+        id: r.id,
+        instance_id: r.instance_id,
+        name: r.name,
+        payload: r.payload,
+        actor: r.actor,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct RawDefinitionCount {
+    definition_hash: String,
+    open: i64,
+    total: i64,
 }
 
 /// WHERE clause and its text arguments for an instance filter.
@@ -521,15 +709,22 @@ fn filter_sql(f: &InstanceFilter) -> (String, Vec<String>, Vec<i64>) {
         ("kind", &f.kind),
         ("state", &f.state),
         ("status", &f.status),
-        ("enterprise_id", &f.enterprise_id),
-        ("district", &f.district),
-        ("person", &f.person),
     ] {
         if let Some(v) = v {
             n += 1;
             clauses.push(format!("{col} = ${n}"));
             texts.push(v.clone());
         }
+    }
+    for (name, value) in &f.search {
+        clauses.push(format!(
+            "id IN (SELECT instance_id FROM instance_search WHERE name = ${} AND value = ${})",
+            n + 1,
+            n + 2
+        ));
+        n += 2;
+        texts.push(name.clone());
+        texts.push(value.clone());
     }
     let mut ints = Vec::new();
     if let Some(v) = f.definition_version {
@@ -553,6 +748,310 @@ fn filter_sql(f: &InstanceFilter) -> (String, Vec<String>, Vec<i64>) {
         format!("WHERE {}", clauses.join(" AND "))
     };
     (w, texts, ints)
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// Commit, step 1: new instances with their search attributes; returns,
+/// per commit, whether its instance part applies (false for an
+/// `insert_if_absent` start whose id exists). `RETURNING` tells which ids
+/// were free.
+async fn insert_instances(tx: &mut Tx<'_>, batch: &[StepCommit], plan: &Plan) -> Result<Vec<bool>> {
+    let backend = backend_of(tx);
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in plan.inserts.chunks(ROWS) {
+        let rows: Vec<Vec<Arg>> = chunk
+            .iter()
+            .map(|&k| instance_args(batch[k].instance.as_ref().expect("insert")))
+            .collect();
+        let sql = format!(
+            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+            placeholders(&rows, backend)
+        );
+        inserted.extend(fetch_ids(tx, &sql, rows).await?);
+    }
+    let mut applied = vec![true; batch.len()];
+    let mut search = Vec::new();
+    for &k in &plan.inserts {
+        let i = batch[k].instance.as_ref().expect("insert");
+        // An id inserted twice in one batch: only the first counts.
+        if inserted.remove(&i.id) {
+            search.extend(i.search.iter().map(|(name, value)| {
+                vec![
+                    Arg::T(Some(i.id.clone())),
+                    Arg::T(Some(name.clone())),
+                    Arg::T(Some(value.clone())),
+                ]
+            }));
+        } else if batch[k].insert_if_absent {
+            applied[k] = false;
+        } else {
+            return Err(Error::Duplicate(i.id.clone()));
+        }
+    }
+    insert_many(
+        tx,
+        "instance_search",
+        "instance_id, name, value",
+        search,
+        "ON CONFLICT (instance_id, name) DO NOTHING",
+    )
+    .await?;
+    Ok(applied)
+}
+
+/// The bound values of an instance update: the new row and the revision
+/// the step read.
+fn update_args(c: &StepCommit) -> Vec<Arg> {
+    let i = c.instance.as_ref().expect("update");
+    vec![
+        Arg::T(Some(i.id.clone())),
+        Arg::T(Some(i.definition_hash.clone())),
+        Arg::I(Some(i.definition_version)),
+        Arg::T(Some(i.state.clone())),
+        Arg::T(Some(i.status.clone())),
+        Arg::T(i.status_label.clone()),
+        Arg::T(Some(i.snapshot.clone())),
+        Arg::I(Some(i.revision)),
+        Arg::I(Some(i.history_len)),
+        Arg::I(Some(millis(i.updated_at))),
+        Arg::I(opt_ms(i.closed_at)),
+        Arg::T(i.history_hash.clone()),
+        Arg::I(c.expected_revision),
+    ]
+}
+
+/// Commit, step 2: one round of updates (each instance at most once),
+/// each only over the revision its step read; a mismatch fails the batch.
+async fn update_instances(tx: &mut Tx<'_>, batch: &[StepCommit], round: &[usize]) -> Result<()> {
+    let backend = backend_of(tx);
+    for chunk in round.chunks(ROWS) {
+        let rows: Vec<Vec<Arg>> = chunk.iter().map(|&k| update_args(&batch[k])).collect();
+        let sql = format!(
+            "WITH v (id, definition_hash, definition_version, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, history_hash, expected) \
+             AS (VALUES {}) \
+             UPDATE instances SET definition_hash = v.definition_hash, definition_version = v.definition_version, \
+             state = v.state, status = v.status, status_label = v.status_label, \
+             snapshot = v.snapshot, revision = v.revision, history_len = v.history_len, \
+             updated_at = v.updated_at, closed_at = v.closed_at, history_hash = v.history_hash \
+             FROM v WHERE instances.id = v.id AND instances.revision = v.expected RETURNING instances.id",
+            placeholders(&rows, backend)
+        );
+        let done: std::collections::HashSet<String> =
+            fetch_ids(tx, &sql, rows).await?.into_iter().collect();
+        for &k in chunk {
+            let c = &batch[k];
+            let i = c.instance.as_ref().expect("update");
+            if !done.contains(&i.id) {
+                return Err(conflict(tx, &i.id, c.expected_revision.unwrap_or_default()).await);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why an update found no row at the revision it expected.
+async fn conflict(tx: &mut Tx<'_>, id: &str, expected: i64) -> Error {
+    let found: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await;
+    match found {
+        Ok(Some(found)) => Error::Conflict {
+            id: id.to_string(),
+            expected,
+            found,
+        },
+        Ok(None) => Error::NotFound(format!("instance {id}")),
+        Err(e) => e.into(),
+    }
+}
+
+/// The rows that go with the applied steps of a batch.
+#[derive(Default)]
+struct StepRows {
+    history: Vec<Vec<Arg>>,
+    /// Net effect on timers, in order: a timer started and cancelled
+    /// within the batch never lands.
+    timer_inserts: Vec<Vec<Arg>>,
+    timer_deletes: Vec<Vec<Arg>>,
+    tasks: Vec<Vec<Arg>>,
+    done_tasks: Vec<Vec<Arg>>,
+    outbox: Vec<Vec<Arg>>,
+}
+
+impl StepRows {
+    fn of(batch: &[StepCommit], applied: &[bool]) -> StepRows {
+        let mut rows = StepRows::default();
+        let mut timers: Vec<&TimerRow> = Vec::new();
+        let mut deletes: Vec<(&str, &str)> = Vec::new();
+        for (c, _) in batch.iter().zip(applied).filter(|(_, a)| **a) {
+            rows.history.extend(c.history.iter().map(history_args));
+            let iid = c.instance.as_ref().map_or("", |i| i.id.as_str());
+            for t in &c.timers_delete {
+                match timers
+                    .iter()
+                    .position(|x| x.instance_id == iid && &x.timer_id == t)
+                {
+                    Some(pos) => {
+                        timers.remove(pos);
+                    }
+                    None => deletes.push((iid, t)),
+                }
+            }
+            timers.extend(&c.timers_insert);
+            rows.tasks.extend(c.tasks_insert.iter().map(task_args));
+            if let Some(d) = &c.task_done {
+                let now = c.instance.as_ref().map(|i| millis(i.updated_at));
+                rows.done_tasks.push(vec![
+                    Arg::T(Some(d.id.clone())),
+                    Arg::T(Some(d.status.as_str().to_string())),
+                    Arg::T(d.result.clone()),
+                    Arg::T(d.error.clone()),
+                    Arg::I(Some(now.unwrap_or_default())),
+                    Arg::I(opt_ms(d.next_run_at)),
+                ]);
+            }
+            rows.outbox.extend(c.outbox_insert.iter().map(outbox_args));
+        }
+        rows.timer_deletes = deletes
+            .into_iter()
+            .map(|(i, t)| vec![Arg::T(Some(i.to_string())), Arg::T(Some(t.to_string()))])
+            .collect();
+        rows.timer_inserts = timers.into_iter().map(timer_args).collect();
+        rows
+    }
+}
+
+fn history_args(h: &HistoryRow) -> Vec<Arg> {
+    vec![
+        Arg::T(Some(h.instance_id.clone())),
+        Arg::I(Some(h.seq)),
+        Arg::I(Some(millis(h.at))),
+        Arg::T(Some(h.kind.clone())),
+        Arg::T(Some(h.payload.clone())),
+        Arg::T(h.prev_hash.clone()),
+        Arg::T(h.hash.clone()),
+    ]
+}
+
+fn task_args(t: &TaskRow) -> Vec<Arg> {
+    vec![
+        Arg::T(Some(t.id.clone())),
+        Arg::T(Some(t.instance_id.clone())),
+        Arg::T(Some(t.activity_id.clone())),
+        Arg::T(Some(t.name.clone())),
+        Arg::T(Some(t.args.clone())),
+        Arg::T(Some(t.retry.clone())),
+        Arg::I(Some(t.attempt)),
+        Arg::I(Some(t.max_attempts)),
+        Arg::T(Some(t.status.as_str().to_string())),
+        Arg::I(Some(millis(t.next_run_at))),
+        Arg::I(opt_ms(t.lease_until)),
+        Arg::T(t.last_error.clone()),
+        Arg::T(t.result.clone()),
+        Arg::I(Some(millis(t.created_at))),
+        Arg::I(Some(millis(t.updated_at))),
+    ]
+}
+
+fn outbox_args(o: &OutboxRow) -> Vec<Arg> {
+    vec![
+        Arg::T(Some(o.id.clone())),
+        Arg::T(Some(o.instance_id.clone())),
+        Arg::T(Some(o.kind.clone())),
+        Arg::T(Some(o.payload.clone())),
+        Arg::I(Some(millis(o.created_at))),
+        Arg::I(opt_ms(o.delivered_at)),
+    ]
+}
+
+fn timer_args(t: &TimerRow) -> Vec<Arg> {
+    vec![
+        Arg::T(Some(t.instance_id.clone())),
+        Arg::T(Some(t.timer_id.clone())),
+        Arg::T(Some(t.name.clone())),
+        Arg::I(Some(millis(t.due_at))),
+    ]
+}
+
+/// `sql(values)` for each chunk of `rows`, `values` being its placeholders.
+async fn each_chunk(
+    tx: &mut Tx<'_>,
+    rows: Vec<Vec<Arg>>,
+    sql: impl Fn(&str) -> String,
+) -> Result<()> {
+    let backend = backend_of(tx);
+    for chunk in rows.chunks(ROWS) {
+        execute(tx, &sql(&placeholders(chunk, backend)), chunk.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// Commit, step 3: history, timers, tasks and outbox rows of the applied steps.
+async fn write_step_rows(tx: &mut Tx<'_>, rows: StepRows) -> Result<()> {
+    insert_many(tx, "history", HISTORY_COLUMNS, rows.history, "").await?;
+    each_chunk(tx, rows.timer_deletes, |v| {
+        format!("DELETE FROM timers WHERE (instance_id, timer_id) IN (VALUES {v})")
+    })
+    .await?;
+    let timer_columns = "instance_id, timer_id, name, due_at";
+    insert_many(tx, "timers", timer_columns, rows.timer_inserts, "").await?;
+    let conflict = "ON CONFLICT (id) DO NOTHING";
+    insert_many(tx, "tasks", TASK_COLUMNS, rows.tasks, conflict).await?;
+    each_chunk(tx, rows.done_tasks, |v| {
+        format!(
+            "WITH v (id, status, result, error, now, next) AS (VALUES {v}) \
+             UPDATE tasks SET status = v.status, result = v.result, last_error = COALESCE(v.error, tasks.last_error), \
+             lease_until = NULL, updated_at = v.now, next_run_at = COALESCE(v.next, tasks.next_run_at) FROM v WHERE tasks.id = v.id"
+        )
+    })
+    .await?;
+    let outbox_columns = "id, instance_id, kind, payload, created_at, delivered_at";
+    insert_many(tx, "outbox", outbox_columns, rows.outbox, conflict).await?;
+    Ok(())
+}
+
+/// Commit, step 4: bookkeeping, applied whether or not the instance part
+/// of its commit was (outbox rows delivered, inbox signals consumed,
+/// schedule slots fired).
+async fn write_bookkeeping(tx: &mut Tx<'_>, batch: &[StepCommit]) -> Result<()> {
+    let delivered: Vec<Vec<Arg>> = batch
+        .iter()
+        .flat_map(|c| {
+            let now = c.instance.as_ref().map(|i| millis(i.updated_at));
+            c.outbox_delivered.iter().map(move |id| {
+                vec![
+                    Arg::T(Some(id.clone())),
+                    Arg::I(Some(now.unwrap_or_default())),
+                ]
+            })
+        })
+        .collect();
+    each_chunk(tx, delivered, |v| {
+        format!("WITH v (id, now) AS (VALUES {v}) UPDATE outbox SET delivered_at = v.now FROM v WHERE outbox.id = v.id")
+    })
+    .await?;
+    for c in batch {
+        if let Some(id) = c.signal_consumed {
+            sqlx::query("DELETE FROM signals WHERE id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some((name, at)) = &c.schedule_fired {
+            sqlx::query(
+                "INSERT INTO schedules (name, last_fired_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET last_fired_at = excluded.last_fired_at",
+            )
+            .bind(name)
+            .bind(millis(*at))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 impl Store for SqlStore {
@@ -697,10 +1196,11 @@ impl Store for SqlStore {
         .await?;
         rows.iter()
             .map(|r| {
+                let c = RawDefinitionCount::from_row(r)?;
                 Ok(DefinitionCount {
-                    hash: r.try_get("definition_hash")?,
-                    open: r.try_get("open")?,
-                    total: r.try_get("total")?,
+                    hash: c.definition_hash,
+                    open: c.open,
+                    total: c.total,
                 })
             })
             .collect()
@@ -709,281 +1209,12 @@ impl Store for SqlStore {
     async fn commit(&self, batch: &[StepCommit]) -> Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
         let plan = Plan::new(batch);
-
-        // 1. New instances; `RETURNING` tells which ids were free.
-        let mut inserted = std::collections::HashSet::new();
-        for chunk in plan.inserts.chunks(ROWS) {
-            let rows: Vec<Vec<Arg>> = chunk
-                .iter()
-                .map(|&k| instance_args(batch[k].instance.as_ref().expect("insert")))
-                .collect();
-            let sql = format!(
-                "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-                placeholders(&rows, self.backend)
-            );
-            for id in fetch_ids(&mut tx, &sql, rows).await? {
-                inserted.insert(id);
-            }
-        }
-        let mut applied = vec![true; batch.len()];
-        for &k in &plan.inserts {
-            let id = &batch[k].instance.as_ref().expect("insert").id;
-            if !inserted.contains(id) {
-                if batch[k].insert_if_absent {
-                    applied[k] = false;
-                } else {
-                    return Err(Error::Duplicate(id.clone()));
-                }
-            } else {
-                // An id inserted twice in one batch: only the first counts.
-                inserted.remove(id);
-            }
-        }
-
-        // 2. Updates, one round per position in a chain of steps of the same instance.
+        let applied = insert_instances(&mut tx, batch, &plan).await?;
         for round in &plan.update_rounds {
-            for chunk in round.chunks(ROWS) {
-                let rows: Vec<Vec<Arg>> = chunk
-                    .iter()
-                    .map(|&k| {
-                        let c = &batch[k];
-                        let i = c.instance.as_ref().expect("update");
-                        vec![
-                            Arg::T(Some(i.id.clone())),
-                            Arg::T(Some(i.definition_hash.clone())),
-                            Arg::I(Some(i.definition_version)),
-                            Arg::T(Some(i.state.clone())),
-                            Arg::T(Some(i.status.clone())),
-                            Arg::T(i.status_label.clone()),
-                            Arg::T(Some(i.snapshot.clone())),
-                            Arg::I(Some(i.revision)),
-                            Arg::I(Some(i.history_len)),
-                            Arg::I(Some(millis(i.updated_at))),
-                            Arg::I(opt_ms(i.closed_at)),
-                            Arg::T(i.history_hash.clone()),
-                            Arg::I(c.expected_revision),
-                        ]
-                    })
-                    .collect();
-                let sql = format!(
-                    "WITH v (id, definition_hash, definition_version, state, status, status_label, snapshot, revision, history_len, updated_at, closed_at, history_hash, expected) \
-                     AS (VALUES {}) \
-                     UPDATE instances SET definition_hash = v.definition_hash, definition_version = v.definition_version, \
-                     state = v.state, status = v.status, status_label = v.status_label, \
-                     snapshot = v.snapshot, revision = v.revision, history_len = v.history_len, \
-                     updated_at = v.updated_at, closed_at = v.closed_at, history_hash = v.history_hash \
-                     FROM v WHERE instances.id = v.id AND instances.revision = v.expected RETURNING instances.id",
-                    placeholders(&rows, self.backend)
-                );
-                let done: std::collections::HashSet<String> =
-                    fetch_ids(&mut tx, &sql, rows).await?.into_iter().collect();
-                for &k in chunk {
-                    let c = &batch[k];
-                    let i = c.instance.as_ref().expect("update");
-                    if !done.contains(&i.id) {
-                        let expected = c.expected_revision.unwrap_or_default();
-                        let found: Option<i64> =
-                            sqlx::query_scalar("SELECT revision FROM instances WHERE id = $1")
-                                .bind(&i.id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        return Err(match found {
-                            Some(found) => Error::Conflict {
-                                id: i.id.clone(),
-                                expected,
-                                found,
-                            },
-                            None => Error::NotFound(format!("instance {}", i.id)),
-                        });
-                    }
-                }
-            }
+            update_instances(&mut tx, batch, round).await?;
         }
-
-        // 3. Rows that go with applied steps.
-        let live = |k: usize| applied[k];
-        let mut history = Vec::new();
-        let mut tasks = Vec::new();
-        let mut outbox = Vec::new();
-        let mut done_tasks = Vec::new();
-        // Net effect on timers, in order: a timer started and cancelled within the batch never lands.
-        let mut timer_inserts: Vec<(usize, &TimerRow)> = Vec::new();
-        let mut timer_deletes: Vec<(String, String)> = Vec::new();
-        for (k, c) in batch.iter().enumerate() {
-            if !live(k) {
-                continue;
-            }
-            history.extend(c.history.iter().map(|h| {
-                vec![
-                    Arg::T(Some(h.instance_id.clone())),
-                    Arg::I(Some(h.seq)),
-                    Arg::I(Some(millis(h.at))),
-                    Arg::T(Some(h.kind.clone())),
-                    Arg::T(Some(h.payload.clone())),
-                    Arg::T(h.prev_hash.clone()),
-                    Arg::T(h.hash.clone()),
-                ]
-            }));
-            let iid = c
-                .instance
-                .as_ref()
-                .map(|i| i.id.as_str())
-                .unwrap_or_default();
-            for t in &c.timers_delete {
-                if let Some(pos) = timer_inserts
-                    .iter()
-                    .position(|(_, x)| x.instance_id == iid && &x.timer_id == t)
-                {
-                    timer_inserts.remove(pos);
-                } else {
-                    timer_deletes.push((iid.to_string(), t.clone()));
-                }
-            }
-            timer_inserts.extend(c.timers_insert.iter().map(|t| (k, t)));
-            tasks.extend(c.tasks_insert.iter().map(|t| {
-                vec![
-                    Arg::T(Some(t.id.clone())),
-                    Arg::T(Some(t.instance_id.clone())),
-                    Arg::T(Some(t.activity_id.clone())),
-                    Arg::T(Some(t.name.clone())),
-                    Arg::T(Some(t.args.clone())),
-                    Arg::T(Some(t.retry.clone())),
-                    Arg::I(Some(t.attempt)),
-                    Arg::I(Some(t.max_attempts)),
-                    Arg::T(Some(t.status.as_str().to_string())),
-                    Arg::I(Some(millis(t.next_run_at))),
-                    Arg::I(opt_ms(t.lease_until)),
-                    Arg::T(t.last_error.clone()),
-                    Arg::T(t.result.clone()),
-                    Arg::I(Some(millis(t.created_at))),
-                    Arg::I(Some(millis(t.updated_at))),
-                ]
-            }));
-            if let Some(d) = &c.task_done {
-                let now = c
-                    .instance
-                    .as_ref()
-                    .map(|i| millis(i.updated_at))
-                    .unwrap_or_default();
-                done_tasks.push(vec![
-                    Arg::T(Some(d.id.clone())),
-                    Arg::T(Some(d.status.as_str().to_string())),
-                    Arg::T(d.result.clone()),
-                    Arg::T(d.error.clone()),
-                    Arg::I(Some(now)),
-                    Arg::I(opt_ms(d.next_run_at)),
-                ]);
-            }
-            outbox.extend(c.outbox_insert.iter().map(|o| {
-                vec![
-                    Arg::T(Some(o.id.clone())),
-                    Arg::T(Some(o.instance_id.clone())),
-                    Arg::T(Some(o.kind.clone())),
-                    Arg::T(Some(o.payload.clone())),
-                    Arg::I(Some(millis(o.created_at))),
-                    Arg::I(opt_ms(o.delivered_at)),
-                ]
-            }));
-        }
-        for chunk in history.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO history ({HISTORY_COLUMNS}) VALUES {}",
-                placeholders(chunk, self.backend)
-            );
-            execute(&mut tx, &sql, chunk.to_vec()).await?;
-        }
-        for chunk in timer_deletes.chunks(ROWS) {
-            let rows: Vec<Vec<Arg>> = chunk
-                .iter()
-                .map(|(i, t)| vec![Arg::T(Some(i.clone())), Arg::T(Some(t.clone()))])
-                .collect();
-            let sql = format!(
-                "DELETE FROM timers WHERE (instance_id, timer_id) IN (VALUES {})",
-                placeholders(&rows, self.backend)
-            );
-            execute(&mut tx, &sql, rows).await?;
-        }
-        let timer_rows: Vec<Vec<Arg>> = timer_inserts
-            .iter()
-            .map(|(_, t)| {
-                vec![
-                    Arg::T(Some(t.instance_id.clone())),
-                    Arg::T(Some(t.timer_id.clone())),
-                    Arg::T(Some(t.name.clone())),
-                    Arg::I(Some(millis(t.due_at))),
-                ]
-            })
-            .collect();
-        for chunk in timer_rows.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO timers (instance_id, timer_id, name, due_at) VALUES {}",
-                placeholders(chunk, self.backend)
-            );
-            execute(&mut tx, &sql, chunk.to_vec()).await?;
-        }
-        for chunk in tasks.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO tasks ({TASK_COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
-                placeholders(chunk, self.backend)
-            );
-            execute(&mut tx, &sql, chunk.to_vec()).await?;
-        }
-        for chunk in done_tasks.chunks(ROWS) {
-            let sql = format!(
-                "WITH v (id, status, result, error, now, next) AS (VALUES {}) \
-                 UPDATE tasks SET status = v.status, result = v.result, last_error = COALESCE(v.error, tasks.last_error), \
-                 lease_until = NULL, updated_at = v.now, next_run_at = COALESCE(v.next, tasks.next_run_at) FROM v WHERE tasks.id = v.id",
-                placeholders(chunk, self.backend)
-            );
-            execute(&mut tx, &sql, chunk.to_vec()).await?;
-        }
-        for chunk in outbox.chunks(ROWS) {
-            let sql = format!(
-                "INSERT INTO outbox (id, instance_id, kind, payload, created_at, delivered_at) VALUES {} ON CONFLICT (id) DO NOTHING",
-                placeholders(chunk, self.backend)
-            );
-            execute(&mut tx, &sql, chunk.to_vec()).await?;
-        }
-
-        // 4. Bookkeeping, applied whether or not the instance part was.
-        let delivered: Vec<Vec<Arg>> = batch
-            .iter()
-            .flat_map(|c| {
-                let now = c
-                    .instance
-                    .as_ref()
-                    .map(|i| millis(i.updated_at))
-                    .unwrap_or_default();
-                c.outbox_delivered
-                    .iter()
-                    .map(move |id| vec![Arg::T(Some(id.clone())), Arg::I(Some(now))])
-            })
-            .collect();
-        for chunk in delivered.chunks(ROWS) {
-            let sql = format!(
-                "WITH v (id, now) AS (VALUES {}) UPDATE outbox SET delivered_at = v.now FROM v WHERE outbox.id = v.id",
-                placeholders(chunk, self.backend)
-            );
-            execute(&mut tx, &sql, chunk.to_vec()).await?;
-        }
-        for c in batch {
-            if let Some(id) = c.signal_consumed {
-                sqlx::query("DELETE FROM signals WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some((name, at)) = &c.schedule_fired {
-                sqlx::query(
-                    "INSERT INTO schedules (name, last_fired_at) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET last_fired_at = excluded.last_fired_at",
-                )
-                .bind(name)
-                .bind(millis(*at))
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        write_step_rows(&mut tx, StepRows::of(batch, &applied)).await?;
+        write_bookkeeping(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -1005,6 +1236,7 @@ impl Store for SqlStore {
                 out.push(instance_row(&r)?);
             }
         }
+        self.attach_search(&self.pool, &mut out).await?;
         Ok(out)
     }
 
@@ -1016,7 +1248,14 @@ impl Store for SqlStore {
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        r.as_ref().map(instance_row).transpose()
+        let mut row: Vec<InstanceRow> = r
+            .as_ref()
+            .map(instance_row)
+            .transpose()?
+            .into_iter()
+            .collect();
+        self.attach_search(&self.reader, &mut row).await?;
+        Ok(row.pop())
     }
 
     async fn instances(&self, filter: &InstanceFilter, page: Page) -> Result<Vec<InstanceRow>> {
@@ -1039,7 +1278,9 @@ impl Store for SqlStore {
             .bind(page.offset)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(instance_row).collect()
+        let mut rows: Vec<InstanceRow> = rows.iter().map(instance_row).collect::<Result<_>>()?;
+        self.attach_search(&self.pool, &mut rows).await?;
+        Ok(rows)
     }
 
     async fn count_instances(&self, filter: &InstanceFilter) -> Result<i64> {
@@ -1056,12 +1297,11 @@ impl Store for SqlStore {
     }
 
     async fn count_by_state(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query("SELECT kind, state, COUNT(*) AS n FROM instances GROUP BY kind, state ORDER BY kind, state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?)))
-            .collect()
+        Ok(sqlx::query_as(
+            "SELECT kind, state, COUNT(*) AS n FROM instances GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn history(&self, id: &str) -> Result<Vec<HistoryRow>> {
@@ -1098,7 +1338,7 @@ impl Store for SqlStore {
         let t: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM timers")
             .fetch_one(&self.pool)
             .await?;
-        Ok(t.map(from_millis))
+        t.map(|t| from_millis("timers.due_at", t)).transpose()
     }
 
     async fn pending_timers(&self, instance_id: Option<&str>, page: Page) -> Result<Vec<TimerRow>> {
@@ -1135,7 +1375,7 @@ impl Store for SqlStore {
         let ids = sqlx::query_scalar::<_, String>(&format!(
             "SELECT i.id FROM instances i WHERE i.kind = $1 AND i.closed_at < $2 AND {} \
              ORDER BY i.closed_at, i.id LIMIT $3",
-            finished(self.backend)
+            FINISHED
         ))
         .bind(kind)
         .bind(millis(before))
@@ -1158,7 +1398,7 @@ impl Store for SqlStore {
                 &mut tx,
                 &format!(
                     "SELECT i.id FROM instances i WHERE i.id IN ({list}) AND {}",
-                    finished(self.backend)
+                    FINISHED
                 ),
                 rows,
             )
@@ -1173,6 +1413,7 @@ impl Store for SqlStore {
             let list = placeholders(&rows, self.backend).replace(['(', ')'], "");
             for (table, column) in [
                 ("history", "instance_id"),
+                ("instance_search", "instance_id"),
                 ("timers", "instance_id"),
                 ("tasks", "instance_id"),
                 ("outbox", "instance_id"),
@@ -1273,7 +1514,7 @@ impl Store for SqlStore {
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(t.map(from_millis))
+        t.map(|t| from_millis("tasks.next_run_at", t)).transpose()
     }
 
     async fn task(&self, id: &str) -> Result<Option<TaskRow>> {
@@ -1317,20 +1558,7 @@ impl Store for SqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    instance_id: r.try_get("instance_id")?,
-                    kind: r.try_get("kind")?,
-                    payload: r.try_get("payload")?,
-                    created_at: from_millis(r.try_get("created_at")?),
-                    delivered_at: r
-                        .try_get::<Option<i64>, _>("delivered_at")?
-                        .map(from_millis),
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_row).collect()
     }
 
     async fn enqueue_signal(&self, s: &SignalRow) -> Result<i64> {
@@ -1352,18 +1580,7 @@ impl Store for SqlStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SignalRow {
-                    id: r.try_get("id")?,
-                    instance_id: r.try_get("instance_id")?,
-                    name: r.try_get("name")?,
-                    payload: r.try_get("payload")?,
-                    actor: r.try_get("actor")?,
-                    received_at: from_millis(r.try_get("received_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(signal_row).collect()
     }
 
     async fn latest_recorded(&self) -> Result<Option<DateTime<Utc>>> {
@@ -1373,7 +1590,9 @@ impl Store for SqlStore {
         let b: Option<i64> = sqlx::query_scalar("SELECT MAX(last_fired_at) FROM schedules")
             .fetch_one(&self.reader)
             .await?;
-        Ok(a.max(b).map(from_millis))
+        a.max(b)
+            .map(|t| from_millis("instances.updated_at/schedules.last_fired_at", t))
+            .transpose()
     }
 
     async fn schedule_last_fired(&self, name: &str) -> Result<Option<DateTime<Utc>>> {
@@ -1382,6 +1601,7 @@ impl Store for SqlStore {
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(t.map(from_millis))
+        t.map(|t| from_millis("schedules.last_fired_at", t))
+            .transpose()
     }
 }

@@ -108,13 +108,9 @@ impl FromRequestParts<Shared> for Operator {
             .and_then(|v| v.strip_prefix("Bearer "))
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "需要运维接口令牌".into()))?;
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
-        )
-        .bind(crate::accounts::sha256_hex(token))
-        .fetch_optional(&app.sys.reader)
-        .await
-        .map_err(internal)?;
+        let name = crate::api_tokens::name_of(&app.sys.reader, token)
+            .await
+            .map_err(internal)?;
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -124,22 +120,6 @@ impl FromRequestParts<Shared> for Operator {
         name.map(|n| Operator(n, client))
             .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "令牌无效或已撤销".into()))
     }
-}
-
-/// Create a token named `name`; returns it (shown once, stored hashed).
-pub async fn create_token(
-    pool: &sqlx::AnyPool,
-    name: &str,
-    now_ms: i64,
-) -> Result<String, sqlx::Error> {
-    let token = crate::accounts::new_token();
-    sqlx::query("INSERT INTO api_tokens (token_sha256, name, created_at) VALUES ($1, $2, $3)")
-        .bind(crate::accounts::sha256_hex(&token))
-        .bind(name)
-        .bind(now_ms)
-        .execute(pool)
-        .await?;
-    Ok(token)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -170,10 +150,10 @@ impl From<InstanceRow> for InstanceOut {
             state: r.state,
             status: r.status,
             status_label: r.status_label,
-            enterprise_id: r.enterprise_id,
-            district: r.district,
-            person: r.person,
-            parent_id: r.parent_id,
+            enterprise_id: r.search.get("enterprise_id").cloned(),
+            district: r.search.get("district").cloned(),
+            person: r.search.get("person").cloned(),
+            parent_id: r.parent.map(|p| p.instance_id),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -215,9 +195,7 @@ async fn list(
         kind: q.kind,
         status: q.status,
         state: q.state,
-        enterprise_id: q.enterprise,
-        district: q.district,
-        person: q.person,
+        search: Vec::new(),
         definition_version: q.version,
         created_from: q
             .from
@@ -227,7 +205,10 @@ async fn list(
             .to
             .as_deref()
             .and_then(|d| crate::console::chengdu_day(d, 1)),
-    };
+    }
+    .search("enterprise_id", q.enterprise)
+    .search("district", q.district)
+    .search("person", q.person);
     let page = Page {
         limit: q.limit.unwrap_or(50).clamp(1, 500),
         offset: q.offset.unwrap_or(0).max(0),

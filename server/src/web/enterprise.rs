@@ -3,17 +3,17 @@
 //! delete and CSV import) and 登记疫情防控信息 (today's records with the
 //! computed numbers and the run time they are as of, past days).
 
+use super::forms::{field_errors, form_values};
 use super::render::pages;
 use super::{Ctx, Shared, WebError};
-use crate::activities::day_of;
+use crate::domain::day_of;
 use crate::sites;
 use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use engine::compile::form::{FieldKind, FormSpec};
 use minijinja::context;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 fn now_ms(app: &Shared) -> i64 {
@@ -26,37 +26,6 @@ fn status_of(errors: &BTreeMap<String, String>) -> StatusCode {
     } else {
         StatusCode::BAD_REQUEST
     }
-}
-
-/// The values of a YAML-defined form (R3.3, R5.3) from an HTML form body:
-/// multi-choice fields collect every value, others take the last.
-pub fn form_values(spec: &FormSpec, pairs: &[(String, String)]) -> Value {
-    let mut m = Map::new();
-    for f in &spec.fields {
-        let values: Vec<&String> = pairs
-            .iter()
-            .filter(|(k, _)| k == &f.name)
-            .map(|(_, v)| v)
-            .collect();
-        let v = match f.kind {
-            FieldKind::MultiChoice => {
-                Value::from(values.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-            }
-            _ => match values.last() {
-                Some(s) => Value::String((*s).clone()),
-                None => Value::Null,
-            },
-        };
-        m.insert(f.name.clone(), v);
-    }
-    Value::Object(m)
-}
-
-pub fn field_errors(errors: &[engine::compile::form::FieldError]) -> BTreeMap<String, String> {
-    errors
-        .iter()
-        .map(|e| (e.field.clone(), e.message.clone()))
-        .collect()
 }
 
 pub async fn home(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {

@@ -65,6 +65,7 @@ impl From<crate::accounts::Error> for WebError {
                 WebError::BadRequest(e.to_string())
             }
             E::Database(e) => WebError::internal(e),
+            E::Hash(_) | E::Join(_) => WebError::internal(e),
             E::Internal(e) => WebError::Internal(e),
         }
     }

@@ -24,7 +24,7 @@ pub async fn page(
     Query(ask): Query<Ask>,
 ) -> Result<Response, WebError> {
     let scope = ctx.explain_scope()?;
-    let today = crate::activities::day_of(app.sys.clock.now());
+    let today = crate::domain::day_of(app.sys.clock.now());
     let asked = !ask.id_number.is_empty() || !ask.day.is_empty();
     let mut errors = BTreeMap::new();
     let id = crate::domain::IdNumber::parse(&ask.id_number);

@@ -61,8 +61,8 @@ fn row(r: &InstanceRow) -> minijinja::Value {
     context! {
         id => r.id, kind => r.kind, version => r.definition_version,
         state => r.state, status => status_label(&r.status), status_code => r.status,
-        status_label => r.status_label, enterprise => r.enterprise_id,
-        district => r.district, person => r.person,
+        status_label => r.status_label, enterprise => r.search.get("enterprise_id"),
+        district => r.search.get("district"), person => r.search.get("person"),
         created => r.created_at.timestamp_millis(), updated => r.updated_at.timestamp_millis(),
     }
 }
@@ -77,13 +77,14 @@ pub async fn search(
         kind: some(&q.kind),
         state: some(&q.state),
         status: some(&q.status),
-        enterprise_id: some(&q.enterprise),
-        district: some(&q.district),
-        person: some(&q.person),
         definition_version: q.version.trim().parse().ok(),
         created_from: crate::console::chengdu_day(&q.from, 0),
         created_to: crate::console::chengdu_day(&q.to, 1),
-    };
+        ..Default::default()
+    }
+    .search("enterprise_id", some(&q.enterprise))
+    .search("district", some(&q.district))
+    .search("person", some(&q.person));
     let store = &app.sys.store;
     let total = store
         .count_instances(&filter)
@@ -211,7 +212,7 @@ pub async fn instance(
             &ctx,
             "ops_instance.html",
             context! {
-                i => row(&r), hash => r.definition_hash, parent => r.parent_id,
+                i => row(&r), hash => r.definition_hash, parent => r.parent.as_ref().map(|p| &p.instance_id),
                 vars => vars, timers => timers, tasks => tasks, events => events,
                 signals => signals, chain => chain,
             },

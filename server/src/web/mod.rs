@@ -18,6 +18,7 @@ mod auth;
 mod enterprise;
 mod error;
 mod explain;
+mod forms;
 mod instances;
 mod metrics;
 mod ops;

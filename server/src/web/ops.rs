@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use engine::store::{InstanceFilter, Page, Store};
 use minijinja::context;
 use serde::Deserialize;
-use sqlx::Row;
 
 pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     ctx.operator()?;
@@ -32,15 +31,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
     let mut runs = Vec::new();
     for r in &comparisons {
         let state = engine::inspect::state_of(r).map_err(WebError::internal)?;
-        let numbers = sqlx::query(
-            "SELECT as_of, persons, anomalies, new_warnings FROM comparison_runs WHERE id LIKE $1",
-        )
-        .bind(format!("{}/%", r.id))
-        .fetch_optional(&app.sys.reader)
-        .await?;
-        let n = |c: &str| -> Result<Option<i64>, sqlx::Error> {
-            numbers.as_ref().map(|row| row.try_get(c)).transpose()
-        };
+        let numbers = crate::ops::run_numbers(&app.sys.reader, &r.id).await?;
         runs.push(context! {
             id => r.id,
             slot => state.input.get("slot").and_then(|s| s.as_str()).map(str::to_string),
@@ -49,8 +40,10 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
             failed => r.status == "failed",
             status => r.status_label.clone().unwrap_or_else(|| state.state.clone()),
             error => state.output.get("error").and_then(|e| e.as_str()).map(str::to_string),
-            as_of => n("as_of")?, persons => n("persons")?, anomalies => n("anomalies")?,
-            new_warnings => n("new_warnings")?,
+            as_of => numbers.as_ref().map(|n| n.as_of),
+            persons => numbers.as_ref().map(|n| n.persons),
+            anomalies => numbers.as_ref().map(|n| n.anomalies),
+            new_warnings => numbers.as_ref().map(|n| n.new_warnings),
         });
     }
     // Incidents: instances whose step failed (waiting for an operator),
@@ -96,23 +89,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
             retrying.push(row);
         }
     }
-    let sms = sqlx::query(
-        "SELECT phone, template, params, created_at FROM sms_log ORDER BY created_at DESC LIMIT 20",
-    )
-    .fetch_all(&app.sys.reader)
-    .await?
-    .iter()
-    .map(|r| {
-        let phone: String = r.try_get("phone")?;
-        let masked = crate::domain::Mobile::parse(&phone)
-            .map(|m| m.masked())
-            .unwrap_or(phone);
-        let template: String = r.try_get("template")?;
-        // Passwords and login codes were stored as ****** (adapters::sms).
-        let params: String = r.try_get("params")?;
-        Ok(context! { phone => masked, template, params, at => r.try_get::<i64, _>("created_at")? })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let sms = crate::ops::recent_sms(&app.sys.reader, 20).await?;
     let counts = crate::warnings::counts(&app.sys.reader, &crate::warnings::Scope::City).await?;
     let timers = store.count_timers().await.map_err(WebError::internal)?;
     Ok(app
@@ -180,21 +157,9 @@ pub async fn advance_clock(
         .ok()
         .filter(|m| (1..=60 * 24 * 60).contains(m))
         .ok_or_else(|| WebError::BadRequest("请填写1至86400之间的分钟数".into()))?;
-    // Sessions' idle and absolute deadlines are on this clock: move them
-    // with it, so a rehearsal's jump does not log everyone out (the time
-    // people spend idle is what passes on the wall, not the jump). Before
-    // the move, so no request sees the new time with the old deadlines.
+    // Sessions' deadlines move with the clock (see `ops::shift_sessions`).
     let ms = i64::try_from(minutes * 60_000).expect("at most 60 days");
-    // (The SMS proof's 15 minutes too; NULL stays NULL.)
-    sqlx::query(
-        "UPDATE sessions SET last_seen = last_seen + $1, expires_at = expires_at + $2, \
-         sms_proven_at = sms_proven_at + $3",
-    )
-    .bind(ms)
-    .bind(ms)
-    .bind(ms)
-    .execute(&app.sys.pool)
-    .await?;
+    crate::ops::shift_sessions(&app.sys.pool, ms).await?;
     crate::audit::action(
         &app.sys,
         ctx.who(),

@@ -4,7 +4,7 @@
 //! the review form (district), notices inboxes, and the directory of
 //! Attachment 2.
 
-use super::enterprise::{field_errors, form_values};
+use super::forms::{field_errors, form_values};
 use super::render::pages;
 use super::{Ctx, Shared, WebError};
 use crate::accounts::Role;
@@ -197,7 +197,7 @@ pub async fn dispose(
     let (enterprise, _) = ctx.enterprise()?;
     let values = form_values(&*disposal_form(&app, &id).await?, &pairs);
     match warnings::dispose(
-        &app.sys.runtime,
+        &app.sys.workflows,
         &app.sys.pool,
         enterprise,
         &actor_name(&ctx),
@@ -244,7 +244,7 @@ pub async fn review(
         }
     };
     match warnings::review(
-        &app.sys.runtime,
+        &app.sys.workflows,
         &app.sys.pool,
         district,
         &actor_name(&ctx),

@@ -210,23 +210,24 @@ pub(super) fn client_address(
         .unwrap_or_else(|| "local".to_string())
 }
 
-/// Constant-time comparison of two tokens.
+/// Constant-time comparison of two tokens (`subtle`).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, whole site, `Secure` on
-/// HTTPS deployments. Values are hex tokens, so nothing needs escaping.
+/// A `Set-Cookie` value, built by the `cookie` crate: HttpOnly,
+/// SameSite=Lax, whole site, `Max-Age` (0 removes it), `Secure` on HTTPS
+/// deployments. Values are hex tokens, so nothing needs escaping.
 pub fn cookie(name: &'static str, value: String, secure: bool, max_age_s: i64) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}"
-    ))
-    .expect("cookie is a valid header")
+    let c = cookie::Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .max_age(cookie::time::Duration::seconds(max_age_s))
+        .secure(secure)
+        .build();
+    HeaderValue::from_str(&c.to_string()).expect("cookie is a valid header")
 }
 
 /// The middleware: load the session, check CSRF on state-changing
@@ -302,8 +303,57 @@ async fn run(app: Shared, req: Request, next: Next) -> Result<Response, WebError
 
 #[cfg(test)]
 mod tests {
-    use super::client_address;
+    use super::{client_address, cookie, same};
     use axum::http::HeaderMap;
+
+    /// The attributes, in any order.
+    fn attributes(v: axum::http::HeaderValue) -> Vec<String> {
+        let mut a: Vec<String> = v.to_str().unwrap().split("; ").map(String::from).collect();
+        a.sort();
+        a
+    }
+
+    #[test]
+    fn cookies_are_http_only_same_site_lax_with_their_lifetime_and_secure_when_configured() {
+        assert_eq!(
+            attributes(cookie("epi_session", "ab12".into(), true, 43_200)),
+            [
+                "HttpOnly",
+                "Max-Age=43200",
+                "Path=/",
+                "SameSite=Lax",
+                "Secure",
+                "epi_session=ab12"
+            ]
+        );
+        assert_eq!(
+            attributes(cookie("epi_csrf", "cd34".into(), false, 86_400)),
+            [
+                "HttpOnly",
+                "Max-Age=86400",
+                "Path=/",
+                "SameSite=Lax",
+                "epi_csrf=cd34"
+            ]
+        );
+        // Logout: an empty value that expires at once.
+        assert_eq!(
+            attributes(cookie("epi_session", String::new(), false, 0)),
+            [
+                "HttpOnly",
+                "Max-Age=0",
+                "Path=/",
+                "SameSite=Lax",
+                "epi_session="
+            ]
+        );
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abd", "abc") && !same("abcd", "abc") && !same("", "abc"));
+    }
 
     #[test]
     fn the_client_address_comes_from_the_proxy_only_when_trusted() {

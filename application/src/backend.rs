@@ -1,0 +1,145 @@
+//! Which engine carries out the workflows this process starts and signals:
+//! the embedded runtime (the store in this process's database, the
+//! default) or a Temporal cluster (`engine: temporal`, cargo feature
+//! `temporal`). Web handlers and the operator's buttons start and signal
+//! through [`Workflows`], never through one engine directly, so the same
+//! pages run on either.
+//!
+//! On Temporal, a signal is first checked here against the instance's
+//! state (queried from its workflow) with the same pure step the workflow
+//! will apply, so a refused disposal comes back with the same typed
+//! errors (field messages of the form) as on the embedded runtime.
+
+use engine::interpreter::Actor;
+use engine::runtime::{Error, Runtime};
+use engine::store::SqlStore;
+use serde_json::Value;
+
+/// The engine behind [`Workflows`].
+#[derive(Clone, Default)]
+pub enum Backend {
+    /// The runtime of this process (its `runtime` loop carries effects out).
+    #[default]
+    Embedded,
+    /// A Temporal cluster: workers (`server worker`) carry effects out.
+    #[cfg(feature = "temporal")]
+    Temporal(engine_temporal::TemporalEngine),
+}
+
+/// Starting and signalling workflows, on whichever engine runs them.
+#[derive(Clone)]
+pub struct Workflows {
+    /// The embedded runtime (also the definitions' store on Temporal: the
+    /// publications live in this database).
+    pub runtime: Runtime<SqlStore>,
+    pub backend: Backend,
+}
+
+impl Workflows {
+    pub fn embedded(runtime: Runtime<SqlStore>) -> Workflows {
+        Workflows {
+            runtime,
+            backend: Backend::Embedded,
+        }
+    }
+
+    /// Whether the embedded runtime carries the workflows out (its
+    /// histories, timers and repairs are in this database).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.backend, Backend::Embedded)
+    }
+
+    /// Start `workflow` as instance `id`; false when `id` exists.
+    pub async fn start(&self, workflow: &str, id: &str, input: Value) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::Embedded => self.runtime.start(workflow, id, input).await,
+            #[cfg(feature = "temporal")]
+            Backend::Temporal(t) => t.start(workflow, id, input).await.map_err(temporal_error),
+        }
+    }
+
+    /// Send a signal. A refusal is `Error::Step` with the interpreter's
+    /// reason on both engines; nothing is recorded for it.
+    pub async fn signal(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        actor: Actor,
+    ) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Embedded => {
+                self.runtime.signal(id, name, payload, actor).await?;
+                // The pages read the projection: bring it up to date now
+                // rather than at the runtime's next round.
+                crate::warnings::refresh_warning(&self.runtime, id).await?;
+                Ok(())
+            }
+            #[cfg(feature = "temporal")]
+            Backend::Temporal(t) => temporal_signal(t, id, name, payload, actor).await,
+        }
+    }
+}
+
+#[cfg(feature = "temporal")]
+async fn temporal_signal(
+    t: &engine_temporal::TemporalEngine,
+    id: &str,
+    name: &str,
+    payload: Value,
+    actor: Actor,
+) -> Result<(), Error> {
+    use engine::interpreter::{step, Input};
+    let state = t
+        .state(id)
+        .await
+        .map_err(temporal_error)?
+        .ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
+    // The instance's own definition version (R8.3): compiled by this
+    // process when it published or started it, else the workflow's own
+    // check (a refusal in words) is what stands.
+    if let Some(program) = engine_temporal::cache::get(&state.hash) {
+        let input = Input::Signal {
+            at: chrono::Utc::now(),
+            name: name.to_string(),
+            payload: payload.clone(),
+            actor: actor.clone(),
+        };
+        step(&program, Some(&state), &input)?;
+    }
+    t.signal(id, name, payload, actor)
+        .await
+        .map_err(temporal_error)
+}
+
+/// Temporal's errors in the runtime's terms: refusals and unknown ids as
+/// the embedded runtime reports them, the rest in words.
+#[cfg(feature = "temporal")]
+pub fn temporal_error(e: engine_temporal::Error) -> Error {
+    use engine_temporal::Error as T;
+    match e {
+        T::Refused(e) => Error::Step(e),
+        T::NotFound(id) => Error::UnknownInstance(id),
+        T::UnknownWorkflow(w) => Error::UnknownWorkflow(w),
+        T::SignalRefused(why) => Error::Refused(why),
+        other => Error::Refused(other.to_string()),
+    }
+}
+
+/// The Temporal client's options from the configuration's `temporal`
+/// section (`EPI_TEMPORAL_*`).
+#[cfg(feature = "temporal")]
+pub fn temporal_options(c: &crate::config::TemporalConfig) -> engine_temporal::Options {
+    engine_temporal::Options {
+        address: c.address.clone(),
+        namespace: c.namespace.clone(),
+        task_queue: c.task_queue.clone(),
+        tls: c.tls.enabled().then(|| engine_temporal::Tls {
+            ca: c.tls.ca.clone(),
+            cert: c.tls.cert.clone(),
+            key: c.tls.key.clone(),
+            domain: c.tls.domain.clone(),
+        }),
+        identity: None,
+    }
+}
