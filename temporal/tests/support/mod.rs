@@ -78,13 +78,13 @@ impl<'a, B: Backend> Checkpoints<'a, B> {
         loop {
             self.b.settle().await;
             let current = self.b.instance(id).await;
-            if let Some(i) = &current {
-                if want(i) {
-                    self.trace
-                        .checkpoints
-                        .push((label.to_string(), id.to_string(), normalise(i)));
-                    return i.clone();
-                }
+            if let Some(i) = &current
+                && want(i)
+            {
+                self.trace
+                    .checkpoints
+                    .push((label.to_string(), id.to_string(), normalise(i)));
+                return i.clone();
             }
             if began.elapsed() > self.b.patience() {
                 panic!(
@@ -139,10 +139,10 @@ pub fn distinct_calls(calls: &[Call], prefix: &str) -> Vec<(String, String, Valu
 pub fn assert_one_result_per_key(calls: &[Call]) {
     let mut results: BTreeMap<&str, &Value> = BTreeMap::new();
     for c in calls {
-        if let Some(r) = &c.result {
-            if let Some(first) = results.insert(&c.key, r) {
-                assert_eq!(first, r, "key {} answered twice, differently", c.key);
-            }
+        if let Some(r) = &c.result
+            && let Some(first) = results.insert(&c.key, r)
+        {
+            assert_eq!(first, r, "key {} answered twice, differently", c.key);
         }
     }
 }
