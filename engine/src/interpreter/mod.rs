@@ -858,53 +858,58 @@ impl Run<'_> {
                         retry: spec.retry,
                     });
                 }
-                ActionKind::StartChild(i) => {
-                    let spec = &self.program.children[*i];
-                    let items = match &spec.for_each {
-                        None => vec![None],
-                        Some(e) => match self.eval(e, cx, s)? {
-                            Value::Array(items) => items.into_iter().map(Some).collect(),
-                            Value::Null => vec![],
-                            other => {
-                                return Err(Error::Rule(rules::Error::Conversion {
-                                    origin: e.origin.to_string(),
-                                    message: format!("for_each gave {other}, expected a list"),
-                                }))
-                            }
-                        },
-                    };
-                    for item in items {
-                        cx.item = item;
-                        // A new item: rebind it on next use.
-                        cx.bound &= !ITEM_BIT;
-                        let input = self.render(&spec.input, cx, s)?;
-                        let key = match &spec.key {
-                            Some(k) => match self.eval(k, cx, s)? {
-                                Value::String(x) => Some(x),
-                                Value::Null => None,
-                                other => Some(other.to_string()),
-                            },
-                            None => None,
-                        };
-                        let id = Self::next_id(s, 'c');
-                        if !spec.on_complete.is_empty() {
-                            s.children.insert(
-                                id.clone(),
-                                PendingCall {
-                                    spec: *i,
-                                    entry: s.entry,
-                                },
-                            );
-                        }
-                        self.effects.push(Effect::StartChild {
-                            id,
-                            workflow: spec.workflow.clone(),
-                            input,
-                            key,
-                        });
-                    }
-                }
+                ActionKind::StartChild(i) => self.start_children(s, *i, cx)?,
             }
+        }
+        Ok(())
+    }
+
+    /// Start the children of `start_child` action `i`: one, or one per item
+    /// of its `for_each` list.
+    fn start_children(&mut self, s: &mut Instance, i: usize, cx: &mut Cx) -> Result<(), Error> {
+        let spec = &self.program.children[i];
+        let items = match &spec.for_each {
+            None => vec![None],
+            Some(e) => match self.eval(e, cx, s)? {
+                Value::Array(items) => items.into_iter().map(Some).collect(),
+                Value::Null => vec![],
+                other => {
+                    return Err(Error::Rule(rules::Error::Conversion {
+                        origin: e.origin.to_string(),
+                        message: format!("for_each gave {other}, expected a list"),
+                    }))
+                }
+            },
+        };
+        for item in items {
+            cx.item = item;
+            // A new item: rebind it on next use.
+            cx.bound &= !ITEM_BIT;
+            let input = self.render(&spec.input, cx, s)?;
+            let key = match &spec.key {
+                Some(k) => match self.eval(k, cx, s)? {
+                    Value::String(x) => Some(x),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                },
+                None => None,
+            };
+            let id = Self::next_id(s, 'c');
+            if !spec.on_complete.is_empty() {
+                s.children.insert(
+                    id.clone(),
+                    PendingCall {
+                        spec: i,
+                        entry: s.entry,
+                    },
+                );
+            }
+            self.effects.push(Effect::StartChild {
+                id,
+                workflow: spec.workflow.clone(),
+                input,
+                key,
+            });
         }
         Ok(())
     }

@@ -151,35 +151,10 @@ impl Declarations {
                 }
                 None => wrong(at),
             },
-            Ty::Map(fields) => {
-                let Some(m) = v.as_object() else {
-                    return wrong(at);
-                };
-                for k in m.keys() {
-                    if !fields.iter().any(|f| &f.name == k) {
-                        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-                        return Err((
-                            format!("{at}.{k}"),
-                            format!("多出的项 `{k}`：声明的项只有 {}", names.join("、")),
-                        ));
-                    }
-                }
-                for f in fields {
-                    match m.get(&f.name) {
-                        Some(x) => {
-                            self.conforms_at(&f.ty, x, format!("{at}.{}", f.name), depth + 1)?
-                        }
-                        None if f.optional => {}
-                        None => {
-                            return Err((
-                                format!("{at}.{}", f.name),
-                                format!("缺少 `{}`（{}）", f.name, self.describe(&f.ty)),
-                            ))
-                        }
-                    }
-                }
-                Ok(())
-            }
+            Ty::Map(fields) => match v.as_object() {
+                Some(m) => self.map_conforms_at(fields, m, &at, depth),
+                None => wrong(at),
+            },
             Ty::Union(options) => {
                 if options
                     .iter()
@@ -196,6 +171,39 @@ impl Declarations {
             },
             _ => wrong(at),
         }
+    }
+
+    /// Does the object `m` (at `at`) have exactly the declared `fields`?
+    /// First an undeclared key, then each field in declared order.
+    fn map_conforms_at(
+        &self,
+        fields: &[Field],
+        m: &serde_json::Map<String, Value>,
+        at: &str,
+        depth: usize,
+    ) -> Result<(), (String, String)> {
+        for k in m.keys() {
+            if !fields.iter().any(|f| &f.name == k) {
+                let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+                return Err((
+                    format!("{at}.{k}"),
+                    format!("多出的项 `{k}`：声明的项只有 {}", names.join("、")),
+                ));
+            }
+        }
+        for f in fields {
+            match m.get(&f.name) {
+                Some(x) => self.conforms_at(&f.ty, x, format!("{at}.{}", f.name), depth + 1)?,
+                None if f.optional => {}
+                None => {
+                    return Err((
+                        format!("{at}.{}", f.name),
+                        format!("缺少 `{}`（{}）", f.name, self.describe(&f.ty)),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A type in words.
@@ -382,174 +390,51 @@ fn split_top(s: &str, sep: char) -> Vec<&str> {
     out
 }
 
+/// Where the findings of one declaration file go: each at the key or the
+/// value of a YAML path.
+struct FileFindings<'a> {
+    path: &'a str,
+    map: &'a SourceMap,
+    findings: &'a mut Vec<Finding>,
+}
+
+impl FileFindings<'_> {
+    fn push(&mut self, pos: Pos, message: String) {
+        self.findings.push(Finding {
+            file: self.path.to_string(),
+            line: pos.line,
+            col: pos.col,
+            message,
+        });
+    }
+
+    /// A finding at the key (`key: true`) or the value of `p`.
+    fn at(&mut self, p: &Path, key: bool, message: String) {
+        let pos = if key {
+            self.map.key(p)
+        } else {
+            self.map.value(p)
+        };
+        self.push(pos, message);
+    }
+}
+
 /// Read the declaration files (`rules/inputs/*.yaml`). Problems in them
 /// are returned as findings; what could be read is kept.
 pub fn parse(files: &[(String, String)]) -> (Declarations, Vec<Finding>) {
-    use serde_yaml::Value as Y;
     let mut decls = Declarations::default();
     let mut findings = Vec::new();
     let mut named_at: BTreeMap<String, (String, Pos)> = BTreeMap::new();
     for (path, text) in files {
         let map = SourceMap::build(text);
-        let mut err = |p: &Path, key: bool, message: String| {
-            let pos = if key { map.key(p) } else { map.value(p) };
-            findings.push(Finding {
-                file: path.clone(),
-                line: pos.line,
-                col: pos.col,
-                message,
-            });
+        let mut out = FileFindings {
+            path,
+            map: &map,
+            findings: &mut findings,
         };
-        let doc: Y = match serde_yaml::from_str(text) {
-            Ok(d) => d,
-            Err(e) => {
-                let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-                findings.push(Finding {
-                    file: path.clone(),
-                    line,
-                    col,
-                    message: format!("YAML 写法有误：{e}"),
-                });
-                continue;
-            }
-        };
-        let root = Path::root();
-        let Some(top) = doc.as_mapping() else {
-            err(&root, false, "应以 `types:` 或 `functions:` 开头".into());
-            continue;
-        };
-        for (k, _) in top {
-            let k = k.as_str().unwrap_or("");
-            if !matches!(k, "types" | "functions") {
-                err(
-                    &root.key(k),
-                    true,
-                    format!("未知的键 `{k}`：这里只写 `types:` 和 `functions:`"),
-                );
-            }
+        if let Some(file) = parse_file(path, text, &mut decls.types, &mut named_at, &mut out) {
+            decls.files.push(file);
         }
-        if let Some(types) = doc.get("types").and_then(Y::as_mapping) {
-            for (name, t) in types {
-                let name = name.as_str().unwrap_or_default().to_string();
-                let p = root.key("types").key(&name);
-                match parse_type(t) {
-                    Ok(ty) => {
-                        if let Some((other, at)) = named_at.get(&name) {
-                            err(
-                                &p,
-                                true,
-                                format!("类型 `{name}` 已在 {other}:{}:{} 声明过", at.line, at.col),
-                            );
-                        } else {
-                            named_at.insert(name.clone(), (path.clone(), map.key(&p)));
-                            decls.types.insert(name, ty);
-                        }
-                    }
-                    Err(m) => err(&p, false, m),
-                }
-            }
-        }
-        let module = std::path::Path::new(path)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(path)
-            .to_string();
-        let mut file = DeclFile {
-            path: path.clone(),
-            module,
-            functions: Vec::new(),
-        };
-        if let Some(functions) = doc.get("functions").and_then(Y::as_mapping) {
-            for (name, f) in functions {
-                let name = name.as_str().unwrap_or_default().to_string();
-                let fp = root.key("functions").key(&name);
-                let mut params = Vec::new();
-                if let Some(ps) = f.get("params").and_then(Y::as_mapping) {
-                    for (p, t) in ps {
-                        let p = p.as_str().unwrap_or_default().to_string();
-                        match parse_type(t) {
-                            Ok(ty) => params.push((p, ty)),
-                            Err(m) => err(&fp.key("params").key(&p), false, m),
-                        }
-                    }
-                }
-                for (k, _) in f.as_mapping().into_iter().flatten() {
-                    let k = k.as_str().unwrap_or("");
-                    if !matches!(k, "params" | "returns" | "samples" | "called") {
-                        err(
-                            &fp.key(k),
-                            true,
-                            format!(
-                                "未知的键 `{k}`：函数下只写 params、returns、samples 和 called"
-                            ),
-                        );
-                    }
-                }
-                let returns = match f.get("returns") {
-                    Some(t) => parse_type(t).unwrap_or_else(|m| {
-                        err(&fp.key("returns"), false, m);
-                        Ty::Any
-                    }),
-                    None => {
-                        err(
-                            &fp,
-                            true,
-                            format!("函数 `{name}` 缺少 `returns:`（应返回什么）"),
-                        );
-                        Ty::Any
-                    }
-                };
-                let mut samples = Vec::new();
-                let list = f.get("samples").and_then(Y::as_sequence);
-                if list.is_none_or(|l| l.is_empty()) {
-                    err(
-                        &fp,
-                        true,
-                        format!("函数 `{name}` 至少需要一个样例（`samples:`），校验时逐个运行"),
-                    );
-                }
-                for (i, s) in list.into_iter().flatten().enumerate() {
-                    let sp = fp.key("samples").index(i);
-                    let sample_name = s
-                        .get("name")
-                        .and_then(Y::as_str)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("第 {} 个", i + 1));
-                    for (k, _) in s.as_mapping().into_iter().flatten() {
-                        let k = k.as_str().unwrap_or("");
-                        if k != "name" && !params.iter().any(|(p, _)| p == k) {
-                            err(
-                                &sp.key(k),
-                                true,
-                                format!("样例中的 `{k}` 不是 `{name}` 的参数"),
-                            );
-                        }
-                    }
-                    let args = params
-                        .iter()
-                        .map(|(p, _)| {
-                            s.get(p.as_str())
-                                .and_then(|v| serde_json::to_value(v).ok())
-                                .unwrap_or(Value::Null)
-                        })
-                        .collect();
-                    samples.push(Sample {
-                        name: sample_name,
-                        pos: map.value(&sp),
-                        args,
-                    });
-                }
-                file.functions.push(FnDecl {
-                    name: name.clone(),
-                    pos: map.key(&fp),
-                    params,
-                    returns,
-                    returns_pos: map.value(&fp.key("returns")),
-                    samples,
-                });
-            }
-        }
-        decls.files.push(file);
     }
     // With every named type known: unknown names, then the samples' types.
     for (path, text) in files {
@@ -557,49 +442,228 @@ pub fn parse(files: &[(String, String)]) -> (Declarations, Vec<Finding>) {
         let Some(file) = decls.files.iter().find(|f| &f.path == path) else {
             continue;
         };
-        let root = Path::root();
-        let mut at = |p: &Path, message: String| {
-            let pos = map.value(p);
-            findings.push(Finding {
-                file: path.clone(),
-                line: pos.line,
-                col: pos.col,
-                message,
-            });
+        let mut out = FileFindings {
+            path,
+            map: &map,
+            findings: &mut findings,
         };
         for f in &file.functions {
-            let fp = root.key("functions").key(&f.name);
-            for (p, ty) in &f.params {
-                if let Some(n) = unknown_name(&decls, ty) {
-                    at(
-                        &fp.key("params").key(p),
-                        format!("未知的类型 `{n}`：请在 `types:` 下声明"),
-                    );
-                }
-            }
-            if let Some(n) = unknown_name(&decls, &f.returns) {
-                at(
-                    &fp.key("returns"),
-                    format!("未知的类型 `{n}`：请在 `types:` 下声明"),
-                );
-            }
-            for (si, s) in f.samples.iter().enumerate() {
-                for ((p, ty), v) in f.params.iter().zip(&s.args) {
-                    if let Err((inner, m)) = decls.conforms(ty, v) {
-                        let mut yp = fp.key("samples").index(si).key(p);
-                        for seg in value_path(&inner) {
-                            yp = match seg {
-                                Seg::Key(k) => yp.key(&k),
-                                Seg::Index(i) => yp.index(i),
-                            };
-                        }
-                        at(&yp, format!("样例「{}」的 `{p}{inner}` {m}", s.name));
-                    }
-                }
-            }
+            check_declared_types(&decls, f, &mut out);
         }
     }
     (decls, findings)
+}
+
+/// One declaration file: its named types go into `types` (each name once
+/// over all files, `named_at` says where), its functions into the result.
+/// None if it is not a YAML mapping.
+fn parse_file(
+    path: &str,
+    text: &str,
+    types: &mut BTreeMap<String, Ty>,
+    named_at: &mut BTreeMap<String, (String, Pos)>,
+    out: &mut FileFindings,
+) -> Option<DeclFile> {
+    use serde_yaml::Value as Y;
+    let doc: Y = match serde_yaml::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            out.push(Pos { line, col }, format!("YAML 写法有误：{e}"));
+            return None;
+        }
+    };
+    let root = Path::root();
+    let Some(top) = doc.as_mapping() else {
+        out.at(&root, false, "应以 `types:` 或 `functions:` 开头".into());
+        return None;
+    };
+    for (k, _) in top {
+        let k = k.as_str().unwrap_or("");
+        if !matches!(k, "types" | "functions") {
+            out.at(
+                &root.key(k),
+                true,
+                format!("未知的键 `{k}`：这里只写 `types:` 和 `functions:`"),
+            );
+        }
+    }
+    if let Some(named) = doc.get("types").and_then(Y::as_mapping) {
+        for (name, t) in named {
+            let name = name.as_str().unwrap_or_default().to_string();
+            let p = root.key("types").key(&name);
+            match parse_type(t) {
+                Ok(ty) => {
+                    if let Some((other, at)) = named_at.get(&name) {
+                        out.at(
+                            &p,
+                            true,
+                            format!("类型 `{name}` 已在 {other}:{}:{} 声明过", at.line, at.col),
+                        );
+                    } else {
+                        named_at.insert(name.clone(), (path.to_string(), out.map.key(&p)));
+                        types.insert(name, ty);
+                    }
+                }
+                Err(m) => out.at(&p, false, m),
+            }
+        }
+    }
+    let module = std::path::Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(path)
+        .to_string();
+    let mut file = DeclFile {
+        path: path.to_string(),
+        module,
+        functions: Vec::new(),
+    };
+    if let Some(functions) = doc.get("functions").and_then(Y::as_mapping) {
+        for (name, f) in functions {
+            let name = name.as_str().unwrap_or_default().to_string();
+            file.functions.push(parse_function(name, f, out));
+        }
+    }
+    Some(file)
+}
+
+/// One function under `functions:`.
+fn parse_function(name: String, f: &serde_yaml::Value, out: &mut FileFindings) -> FnDecl {
+    use serde_yaml::Value as Y;
+    let fp = Path::root().key("functions").key(&name);
+    let mut params = Vec::new();
+    if let Some(ps) = f.get("params").and_then(Y::as_mapping) {
+        for (p, t) in ps {
+            let p = p.as_str().unwrap_or_default().to_string();
+            match parse_type(t) {
+                Ok(ty) => params.push((p, ty)),
+                Err(m) => out.at(&fp.key("params").key(&p), false, m),
+            }
+        }
+    }
+    for (k, _) in f.as_mapping().into_iter().flatten() {
+        let k = k.as_str().unwrap_or("");
+        if !matches!(k, "params" | "returns" | "samples" | "called") {
+            out.at(
+                &fp.key(k),
+                true,
+                format!("未知的键 `{k}`：函数下只写 params、returns、samples 和 called"),
+            );
+        }
+    }
+    let returns = match f.get("returns") {
+        Some(t) => parse_type(t).unwrap_or_else(|m| {
+            out.at(&fp.key("returns"), false, m);
+            Ty::Any
+        }),
+        None => {
+            out.at(
+                &fp,
+                true,
+                format!("函数 `{name}` 缺少 `returns:`（应返回什么）"),
+            );
+            Ty::Any
+        }
+    };
+    let list = f.get("samples").and_then(Y::as_sequence);
+    if list.is_none_or(|l| l.is_empty()) {
+        out.at(
+            &fp,
+            true,
+            format!("函数 `{name}` 至少需要一个样例（`samples:`），校验时逐个运行"),
+        );
+    }
+    let samples = list
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, s)| parse_sample(&name, &params, &fp.key("samples").index(i), i, s, out))
+        .collect();
+    FnDecl {
+        pos: out.map.key(&fp),
+        returns_pos: out.map.value(&fp.key("returns")),
+        name,
+        params,
+        returns,
+        samples,
+    }
+}
+
+/// The `i`th sample (at `sp`) of function `name`: its arguments in the
+/// order of `params`; keys that are no parameter are findings.
+fn parse_sample(
+    name: &str,
+    params: &[(String, Ty)],
+    sp: &Path,
+    i: usize,
+    s: &serde_yaml::Value,
+    out: &mut FileFindings,
+) -> Sample {
+    let sample_name = s
+        .get("name")
+        .and_then(serde_yaml::Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("第 {} 个", i + 1));
+    for (k, _) in s.as_mapping().into_iter().flatten() {
+        let k = k.as_str().unwrap_or("");
+        if k != "name" && !params.iter().any(|(p, _)| p == k) {
+            out.at(
+                &sp.key(k),
+                true,
+                format!("样例中的 `{k}` 不是 `{name}` 的参数"),
+            );
+        }
+    }
+    let args = params
+        .iter()
+        .map(|(p, _)| {
+            s.get(p.as_str())
+                .and_then(|v| serde_json::to_value(v).ok())
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    Sample {
+        name: sample_name,
+        pos: out.map.value(sp),
+        args,
+    }
+}
+
+/// With every named type known: names in `f`'s parameters and return
+/// type that no file declares, then sample arguments of the wrong type.
+fn check_declared_types(decls: &Declarations, f: &FnDecl, out: &mut FileFindings) {
+    let fp = Path::root().key("functions").key(&f.name);
+    for (p, ty) in &f.params {
+        if let Some(n) = unknown_name(decls, ty) {
+            out.at(
+                &fp.key("params").key(p),
+                false,
+                format!("未知的类型 `{n}`：请在 `types:` 下声明"),
+            );
+        }
+    }
+    if let Some(n) = unknown_name(decls, &f.returns) {
+        out.at(
+            &fp.key("returns"),
+            false,
+            format!("未知的类型 `{n}`：请在 `types:` 下声明"),
+        );
+    }
+    for (si, s) in f.samples.iter().enumerate() {
+        for ((p, ty), v) in f.params.iter().zip(&s.args) {
+            if let Err((inner, m)) = decls.conforms(ty, v) {
+                let mut yp = fp.key("samples").index(si).key(p);
+                for seg in value_path(&inner) {
+                    yp = match seg {
+                        Seg::Key(k) => yp.key(&k),
+                        Seg::Index(i) => yp.index(i),
+                    };
+                }
+                out.at(&yp, false, format!("样例「{}」的 `{p}{inner}` {m}", s.name));
+            }
+        }
+    }
 }
 
 enum Seg {
@@ -672,8 +736,66 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Each problem is reported once, at its place (the first sample that
 /// shows it is named).
 pub fn check(rules: &Rules, decls: &Declarations, limits: Limits) -> Vec<Finding> {
+    let engine = checking_engine(rules, decls, &limits);
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for file in &decls.files {
+        let Some(script) = rules.scripts.get(&file.module) else {
+            findings.push(Finding {
+                file: file.path.clone(),
+                line: 1,
+                col: 1,
+                message: format!(
+                    "没有与声明对应的规则脚本 `{}.rhai`（声明文件以脚本名命名）",
+                    file.module
+                ),
+            });
+            continue;
+        };
+        for f in &file.functions {
+            if let Some(message) = missing_function(rules, &file.module, script, f) {
+                findings.push(Finding {
+                    file: file.path.clone(),
+                    line: f.pos.line,
+                    col: f.pos.col,
+                    message,
+                });
+                continue;
+            }
+            for s in &f.samples {
+                if f.params
+                    .iter()
+                    .zip(&s.args)
+                    .any(|((_, ty), v)| decls.conforms(ty, v).is_err())
+                {
+                    continue; // reported at the sample already
+                }
+                let Some((line, col, message)) = run_sample(&engine, decls, script, f, s) else {
+                    continue;
+                };
+                if seen.insert((script.origin.clone(), line, col)) {
+                    findings.push(Finding {
+                        file: script.origin.clone(),
+                        line,
+                        col,
+                        message: format!(
+                            "{message}（{}::{}，样例「{}」）",
+                            file.module, f.name, s.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    findings
+}
+
+/// The stricter copy of the rule engine the samples run in: every script
+/// registered as its module, and reading a property that no declared map
+/// shape of the value has is an error.
+fn checking_engine(rules: &Rules, decls: &Declarations, limits: &Limits) -> rhai::Engine {
     let shapes = Arc::new(decls.shapes());
-    let mut engine = base_engine(&limits);
+    let mut engine = base_engine(limits);
     for (name, script) in &rules.scripts {
         if let Some(m) = &script.module {
             engine.register_static_module(name.as_str(), m.clone());
@@ -701,139 +823,105 @@ pub fn check(rules: &Rules, decls: &Declarations, limits: Limits) -> Vec<Finding
         }
         Err(rhai::EvalAltResult::ErrorRuntime(message.into(), rhai::Position::NONE).into())
     });
+    engine
+}
 
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for file in &decls.files {
-        let Some(script) = rules.scripts.get(&file.module) else {
-            findings.push(Finding {
-                file: file.path.clone(),
-                line: 1,
-                col: 1,
-                message: format!(
-                    "没有与声明对应的规则脚本 `{}.rhai`（声明文件以脚本名命名）",
-                    file.module
-                ),
-            });
-            continue;
-        };
-        let fn_at = |name: &str| -> (usize, usize) {
-            super::function_offsets(&script.source)
-                .into_iter()
-                .find(|(n, _)| n == name)
-                .map_or((1, 1), |(_, o)| words::line_col(&script.source, o))
-        };
-        for f in &file.functions {
-            let arity = f.params.len();
-            let signature = format!(
-                "{}({})",
-                f.name,
-                f.params
-                    .iter()
-                    .map(|p| p.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            if !rules.has_function(&file.module, &f.name, Some(arity)) {
-                let arities = script.functions.get(&f.name);
-                let message = match arities {
-                    Some(a) => format!(
-                        "{} 中的函数 `{}` 有 {} 个参数，声明的是 `{signature}`",
-                        script.origin,
-                        f.name,
-                        a.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("/")
-                    ),
-                    None => {
-                        let mut m = format!("{} 中缺少函数 `{signature}`", script.origin);
-                        if let Some(c) =
-                            closest(&f.name, script.functions.keys().map(String::as_str))
-                        {
-                            m.push_str(&format!("；脚本中有 `{c}`，是否写错了名字？"));
-                        }
-                        m
-                    }
-                };
-                findings.push(Finding {
-                    file: file.path.clone(),
-                    line: f.pos.line,
-                    col: f.pos.col,
-                    message,
-                });
-                continue;
+/// Where function `name` starts in the script (1:1 if not found).
+fn fn_at(script: &super::Script, name: &str) -> (usize, usize) {
+    super::function_offsets(&script.source)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or((1, 1), |(_, o)| words::line_col(&script.source, o))
+}
+
+/// Why the declared `f` has no function with its arity in `script` (of
+/// module `module`), if it has none.
+fn missing_function(
+    rules: &Rules,
+    module: &str,
+    script: &super::Script,
+    f: &FnDecl,
+) -> Option<String> {
+    let arity = f.params.len();
+    let signature = format!(
+        "{}({})",
+        f.name,
+        f.params
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if rules.has_function(module, &f.name, Some(arity)) {
+        return None;
+    }
+    let arities = script.functions.get(&f.name);
+    Some(match arities {
+        Some(a) => format!(
+            "{} 中的函数 `{}` 有 {} 个参数，声明的是 `{signature}`",
+            script.origin,
+            f.name,
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
+        None => {
+            let mut m = format!("{} 中缺少函数 `{signature}`", script.origin);
+            if let Some(c) = closest(&f.name, script.functions.keys().map(String::as_str)) {
+                m.push_str(&format!("；脚本中有 `{c}`，是否写错了名字？"));
             }
-            for s in &f.samples {
-                if f.params
-                    .iter()
-                    .zip(&s.args)
-                    .any(|((_, ty), v)| decls.conforms(ty, v).is_err())
-                {
-                    continue; // reported at the sample already
-                }
-                let args: Vec<Dynamic> = s.args.iter().map(super::to_dynamic).collect();
-                let opts = rhai::CallFnOptions::new()
-                    .eval_ast(false)
-                    .rewind_scope(true);
-                let mut scope = Scope::new();
-                let (line, col, message) = match engine.call_fn_with_options::<Dynamic>(
-                    opts,
-                    &mut scope,
-                    &script.ast,
-                    &f.name,
-                    args,
-                ) {
-                    Err(e) => {
-                        let inner = unwrap_fn_error(&e);
-                        let pos = inner.position();
-                        let (l, c) = match (pos.line(), pos.position()) {
-                            (Some(l), Some(c)) => (l, c),
-                            (Some(l), None) => (l, 1),
-                            _ => fn_at(&f.name),
-                        };
-                        (l, c, words::describe_eval_error(inner))
-                    }
-                    Ok(d) => {
-                        let v = rhai::serde::from_dynamic::<Value>(&d).unwrap_or(Value::Null);
-                        match decls.conforms(&f.returns, &v) {
-                            Ok(()) => continue,
-                            Err((at, m)) => {
-                                let (l, c) = fn_at(&f.name);
-                                let message = if at.is_empty() {
-                                    format!(
-                                        "返回值不对：`{}` 应返回{}，实际返回{}",
-                                        f.name,
-                                        decls.describe(&f.returns),
-                                        json_word(&v)
-                                    )
-                                } else {
-                                    format!(
-                                        "返回值不对：`{}` 应返回{}，其中 `{at}` {m}",
-                                        f.name,
-                                        decls.describe(&f.returns)
-                                    )
-                                };
-                                (l, c, message)
-                            }
-                        }
-                    }
-                };
-                if seen.insert((script.origin.clone(), line, col)) {
-                    findings.push(Finding {
-                        file: script.origin.clone(),
-                        line,
-                        col,
-                        message: format!(
-                            "{message}（{}::{}，样例「{}」）",
-                            file.module, f.name, s.name
-                        ),
-                    });
-                }
-            }
+            m
+        }
+    })
+}
+
+/// Call `f` on sample `s`: the error or wrong return value it shows, with
+/// its line and column in the script; None if it returns a right value.
+fn run_sample(
+    engine: &rhai::Engine,
+    decls: &Declarations,
+    script: &super::Script,
+    f: &FnDecl,
+    s: &Sample,
+) -> Option<(usize, usize, String)> {
+    let args: Vec<Dynamic> = s.args.iter().map(super::to_dynamic).collect();
+    let opts = rhai::CallFnOptions::new()
+        .eval_ast(false)
+        .rewind_scope(true);
+    let mut scope = Scope::new();
+    match engine.call_fn_with_options::<Dynamic>(opts, &mut scope, &script.ast, &f.name, args) {
+        Err(e) => {
+            let inner = unwrap_fn_error(&e);
+            let pos = inner.position();
+            let (l, c) = match (pos.line(), pos.position()) {
+                (Some(l), Some(c)) => (l, c),
+                (Some(l), None) => (l, 1),
+                _ => fn_at(script, &f.name),
+            };
+            Some((l, c, words::describe_eval_error(inner)))
+        }
+        Ok(d) => {
+            let v = rhai::serde::from_dynamic::<Value>(&d).unwrap_or(Value::Null);
+            let (at, m) = decls.conforms(&f.returns, &v).err()?;
+            let (l, c) = fn_at(script, &f.name);
+            let message = if at.is_empty() {
+                format!(
+                    "返回值不对：`{}` 应返回{}，实际返回{}",
+                    f.name,
+                    decls.describe(&f.returns),
+                    json_word(&v)
+                )
+            } else {
+                format!(
+                    "返回值不对：`{}` 应返回{}，其中 `{at}` {m}",
+                    f.name,
+                    decls.describe(&f.returns)
+                )
+            };
+            Some((l, c, message))
         }
     }
-    findings
 }
 
 #[cfg(test)]

@@ -351,87 +351,106 @@ pub fn verify_chain(instance: &InstanceRow, rows: &[HistoryRow]) -> ChainCheck {
         unchained: 0,
         broken: None,
     };
-    let brk = |seq, problem| Some(ChainBreak { seq, problem });
     let mut expected_seq = 0;
     // The previous chained row's hash; None while in the unchained prefix.
     let mut prev: Option<&str> = None;
     for r in rows {
-        if r.seq != expected_seq {
-            check.broken = if r.seq > expected_seq {
-                brk(expected_seq, ChainProblem::Gap { next: r.seq })
-            } else {
-                // A seq repeated or going back: rows out of order.
-                brk(
-                    r.seq,
-                    ChainProblem::PrevHashMismatch {
-                        expected: prev.unwrap_or(GENESIS_HASH).to_string(),
-                        found: r.prev_hash.clone().unwrap_or_default(),
-                    },
-                )
-            };
-            return check;
+        match check_chain_row(instance, r, expected_seq, prev) {
+            Ok(Some(hash)) => prev = Some(hash),
+            Ok(None) => check.unchained += 1,
+            Err(broken) => {
+                check.broken = Some(broken);
+                return check;
+            }
         }
         expected_seq += 1;
-        if r.seq >= instance.history_len {
-            check.broken = brk(
-                r.seq,
-                ChainProblem::Extra {
-                    history_len: instance.history_len,
-                },
-            );
-            return check;
-        }
-        let (Some(hash), Some(found_prev)) = (r.hash.as_deref(), r.prev_hash.as_deref()) else {
-            if prev.is_none() {
-                check.unchained += 1;
-                continue;
-            }
-            check.broken = brk(r.seq, ChainProblem::MissingHash);
-            return check;
-        };
-        let expected_prev = prev.unwrap_or(GENESIS_HASH);
-        if found_prev != expected_prev {
-            check.broken = brk(
+    }
+    check.broken = check_chain_head(instance, expected_seq, prev);
+    check
+}
+
+/// One row of [`verify_chain`], expected at `expected_seq` after the
+/// chained row with hash `prev` (None while in the unchained prefix): its
+/// hash if it is chained, None if it is in the unchained prefix.
+fn check_chain_row<'a>(
+    instance: &InstanceRow,
+    r: &'a HistoryRow,
+    expected_seq: i64,
+    prev: Option<&str>,
+) -> Result<Option<&'a str>, ChainBreak> {
+    let brk = |seq, problem| Err(ChainBreak { seq, problem });
+    if r.seq != expected_seq {
+        return if r.seq > expected_seq {
+            brk(expected_seq, ChainProblem::Gap { next: r.seq })
+        } else {
+            // A seq repeated or going back: rows out of order.
+            brk(
                 r.seq,
                 ChainProblem::PrevHashMismatch {
-                    expected: expected_prev.to_string(),
-                    found: found_prev.to_string(),
+                    expected: prev.unwrap_or(GENESIS_HASH).to_string(),
+                    found: r.prev_hash.clone().unwrap_or_default(),
                 },
-            );
-            return check;
-        }
-        let computed = r.computed_hash().unwrap_or_default();
-        if computed != hash {
-            check.broken = brk(
-                r.seq,
-                ChainProblem::HashMismatch {
-                    stored: hash.to_string(),
-                    computed,
-                },
-            );
-            return check;
-        }
-        prev = Some(hash);
+            )
+        };
     }
-    if expected_seq < instance.history_len {
-        check.broken = brk(
-            expected_seq,
-            ChainProblem::Truncated {
+    if r.seq >= instance.history_len {
+        return brk(
+            r.seq,
+            ChainProblem::Extra {
                 history_len: instance.history_len,
             },
         );
-        return check;
     }
-    if prev != instance.history_hash.as_deref() {
-        check.broken = brk(
-            (expected_seq - 1).max(0),
-            ChainProblem::HeadMismatch {
-                instance: instance.history_hash.clone(),
-                last_row: prev.map(str::to_string),
+    let (Some(hash), Some(found_prev)) = (r.hash.as_deref(), r.prev_hash.as_deref()) else {
+        if prev.is_none() {
+            return Ok(None);
+        }
+        return brk(r.seq, ChainProblem::MissingHash);
+    };
+    let expected_prev = prev.unwrap_or(GENESIS_HASH);
+    if found_prev != expected_prev {
+        return brk(
+            r.seq,
+            ChainProblem::PrevHashMismatch {
+                expected: expected_prev.to_string(),
+                found: found_prev.to_string(),
             },
         );
     }
-    check
+    let computed = r.computed_hash().unwrap_or_default();
+    if computed != hash {
+        return brk(
+            r.seq,
+            ChainProblem::HashMismatch {
+                stored: hash.to_string(),
+                computed,
+            },
+        );
+    }
+    Ok(Some(hash))
+}
+
+/// After the rows of [`verify_chain`] (`rows` of them, the last chained
+/// one with hash `last`): are they all, and is the last the instance's head?
+fn check_chain_head(instance: &InstanceRow, rows: i64, last: Option<&str>) -> Option<ChainBreak> {
+    if rows < instance.history_len {
+        return Some(ChainBreak {
+            seq: rows,
+            problem: ChainProblem::Truncated {
+                history_len: instance.history_len,
+            },
+        });
+    }
+    if last != instance.history_hash.as_deref() {
+        return Some(ChainBreak {
+            seq: (rows - 1).max(0),
+            problem: ChainProblem::HeadMismatch {
+                instance: instance.history_hash.clone(),
+                last_row: last.map(str::to_string),
+            },
+        });
+    }
+    None
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
