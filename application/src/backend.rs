@@ -23,7 +23,7 @@ pub enum Backend {
     Embedded,
     /// A Temporal cluster: workers (`server worker`) carry effects out.
     #[cfg(feature = "temporal")]
-    Temporal(engine_temporal::TemporalEngine),
+    Temporal(Box<engine_temporal::TemporalEngine>),
 }
 
 /// Starting and signalling workflows, on whichever engine runs them.
@@ -68,13 +68,7 @@ impl Workflows {
         actor: Actor,
     ) -> Result<(), Error> {
         match &self.backend {
-            Backend::Embedded => {
-                self.runtime.signal(id, name, payload, actor).await?;
-                // The pages read the projection: bring it up to date now
-                // rather than at the runtime's next round.
-                crate::warnings::refresh_warning(&self.runtime, id).await?;
-                Ok(())
-            }
+            Backend::Embedded => self.runtime.signal(id, name, payload, actor).await,
             #[cfg(feature = "temporal")]
             Backend::Temporal(t) => temporal_signal(t, id, name, payload, actor).await,
         }

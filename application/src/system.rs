@@ -350,7 +350,7 @@ impl System {
         engine: engine_temporal::TemporalEngine,
     ) -> Result<System, Error> {
         engine.set_programs(self.runtime.current().1.into_values());
-        self.workflows.backend = crate::backend::Backend::Temporal(engine);
+        self.workflows.backend = crate::backend::Backend::Temporal(Box::new(engine));
         Ok(self)
     }
 

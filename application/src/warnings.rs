@@ -560,6 +560,17 @@ pub async fn dispose(
     wf.signal(id, DISPOSE, payload, actor)
         .await
         .map_err(map_signal_error)?;
+    refresh_after_signal(wf, id).await
+}
+
+/// The pages read the projection: on the embedded runtime bring it up to
+/// date now rather than at the runtime's next round (on Temporal the
+/// worker's projection hook writes it when the workflow has applied the
+/// signal).
+async fn refresh_after_signal(wf: &crate::backend::Workflows, id: &str) -> Result<(), Error> {
+    if wf.is_embedded() {
+        refresh_warning(&wf.runtime, id).await?;
+    }
     Ok(())
 }
 
@@ -587,7 +598,7 @@ pub async fn review(
     wf.signal(id, name, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    Ok(())
+    refresh_after_signal(wf, id).await
 }
 
 /// A notice of an inbox (R5.2, R6.1, R6.3).

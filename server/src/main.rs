@@ -583,54 +583,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("taking back the tasks of the previous run")?;
     if !args.demo {
-        let admins: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM accounts WHERE role = 'admin' AND disabled_at IS NULL",
-        )
-        .fetch_one(&sys.pool)
-        .await?;
-        if admins == 0 {
-            println!(
-                "尚无系统管理员账号：先运行 `server admin create-admin --config <配置文件> --username <账号>`（见 README.md “Production”）"
-            );
-        }
+        say_if_no_administrator(&sys).await?;
     }
-    if let (Some(c), Some(latest)) = (&rehearsal, sys.latest_recorded().await?) {
-        use engine::clock::{AdjustableClock as _, Clock as _};
-        if latest > c.now() {
-            let ahead = (latest - c.now()).to_std().unwrap_or_default();
-            c.advance_by(ahead + std::time::Duration::from_secs(60));
-            println!(
-                "演练时钟从数据库中最后记录的时间继续（时间不能倒退）: {}",
-                c.now()
-                    .with_timezone(&chrono_tz::Asia::Shanghai)
-                    .format("%Y-%m-%d %H:%M")
-            );
-        }
+    if let Some(c) = &rehearsal {
+        resume_rehearsal(c, &sys).await?;
     }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     if args.demo {
-        let now = sys.clock.now().timestamp_millis();
-        let creds = server::demo::seed(&sys.pool, &sys.districts, now).await?;
-        println!("\n演示账号（密码每次启动重新生成）:");
-        for c in creds
-            .iter()
-            .filter(|c| c.role != "district" || c.username == server::demo::DISTRICT)
-        {
-            println!(
-                "  {:<28} 账号 {:<12} 密码 {}",
-                c.label, c.username, c.password
-            );
-        }
-        println!("  其余22个区（市）县账号为其代码（如 qingyang），密码:");
-        for c in creds
-            .iter()
-            .filter(|c| c.role == "district" && c.username != server::demo::DISTRICT)
-        {
-            println!("    {:<12} {}", c.username, c.password);
-        }
+        print_demo_accounts(&sys).await?;
     }
     println!(
         "\n已启动: {url}  （系统时间 {}）",
@@ -663,6 +626,67 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         r = run => r.context("runtime")?,
         r = server::web::serve(listener, app) => r.context("web server")?,
         _ = tokio::signal::ctrl_c() => println!("stopping"),
+    }
+    Ok(())
+}
+
+/// A server without an administrator says how to create the first one.
+async fn say_if_no_administrator(sys: &server::system::System) -> anyhow::Result<()> {
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM accounts WHERE role = 'admin' AND disabled_at IS NULL",
+    )
+    .fetch_one(&sys.pool)
+    .await?;
+    if admins == 0 {
+        println!(
+            "尚无系统管理员账号：先运行 `server admin create-admin --config <配置文件> --username <账号>`（见 README.md “Production”）"
+        );
+    }
+    Ok(())
+}
+
+/// A rehearsal clock must not start before the latest instant recorded
+/// (time never goes back in a history): it continues from there.
+async fn resume_rehearsal(
+    c: &std::sync::Arc<engine::clock::RehearsalClock>,
+    sys: &server::system::System,
+) -> anyhow::Result<()> {
+    if let Some(latest) = sys.latest_recorded().await? {
+        use engine::clock::{AdjustableClock as _, Clock as _};
+        if latest > c.now() {
+            let ahead = (latest - c.now()).to_std().unwrap_or_default();
+            c.advance_by(ahead + std::time::Duration::from_secs(60));
+            println!(
+                "演练时钟从数据库中最后记录的时间继续（时间不能倒退）: {}",
+                c.now()
+                    .with_timezone(&chrono_tz::Asia::Shanghai)
+                    .format("%Y-%m-%d %H:%M")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The demo's data, and its accounts with fresh passwords on the console.
+async fn print_demo_accounts(sys: &server::system::System) -> anyhow::Result<()> {
+    let now = sys.clock.now().timestamp_millis();
+    let creds = server::demo::seed(&sys.pool, &sys.districts, now).await?;
+    println!("\n演示账号（密码每次启动重新生成）:");
+    for c in creds
+        .iter()
+        .filter(|c| c.role != "district" || c.username == server::demo::DISTRICT)
+    {
+        println!(
+            "  {:<28} 账号 {:<12} 密码 {}",
+            c.label, c.username, c.password
+        );
+    }
+    println!("  其余22个区（市）县账号为其代码（如 qingyang），密码:");
+    for c in creds
+        .iter()
+        .filter(|c| c.role == "district" && c.username != server::demo::DISTRICT)
+    {
+        println!("    {:<12} {}", c.username, c.password);
     }
     Ok(())
 }

@@ -371,7 +371,8 @@ fn the_dashboard_queries_only_metrics_that_exist() {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     let dashboard: serde_json::Value =
         serde_json::from_str(&read("../deploy/grafana-dashboard.json")).unwrap();
-    let defined = read("src/metrics.rs") + read("../engine/src/runtime/metrics.rs").as_str();
+    let defined =
+        read("../application/src/metrics.rs") + read("../engine/src/runtime/metrics.rs").as_str();
     let mut exprs = Vec::new();
     for p in dashboard["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().into_iter().flatten() {
