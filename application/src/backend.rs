@@ -137,3 +137,31 @@ pub fn temporal_options(c: &crate::config::TemporalConfig) -> engine_temporal::O
         identity: None,
     }
 }
+
+/// Keep another engine's "latest programs" in step with this database's
+/// publications (R8.3 on Temporal): every `every`, read whether another
+/// process published (`Runtime::follow_publications`) and, when the
+/// current publication changed (there or in this process), hand its
+/// programs to `adopt` (a worker's `LatestPrograms::set`, the client's
+/// `TemporalEngine::set_programs`). Runs until the task is dropped.
+pub async fn follow_publications(
+    runtime: Runtime<SqlStore>,
+    every: std::time::Duration,
+    adopt: impl Fn(Vec<std::sync::Arc<engine::Program>>),
+) {
+    let mut known = runtime.current().0;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = runtime.follow_publications().await {
+            tracing::warn!(error = %e, "reading the latest publication failed; tried again");
+            continue;
+        }
+        let (seq, programs) = runtime.current();
+        if seq != known {
+            tracing::info!(publication = ?seq, "new instances on Temporal take the new publication");
+            adopt(programs.into_values().collect());
+            known = seq;
+        }
+    }
+}

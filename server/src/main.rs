@@ -491,7 +491,22 @@ async fn worker(config: Option<PathBuf>) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         println!("stopping");
     };
-    let r = engine_temporal::run_worker(&options, setup, shutdown).await;
+    let mut worker = engine_temporal::Worker::new(&options, setup).await?;
+    // A publication made by `serve` (the city's page) reaches this worker:
+    // new children and scheduled starts take it.
+    let latest = worker.programs();
+    let follow = tokio::spawn(server::backend::follow_publications(
+        sys.runtime.clone(),
+        PUBLICATION_POLL,
+        move |programs| latest.set(programs),
+    ));
+    let stop = worker.shutdown_handle();
+    let (r, ()) = futures::future::join(worker.run(), async move {
+        shutdown.await;
+        stop();
+    })
+    .await;
+    follow.abort();
     let _ = stop_tx.send(());
     let _ = probes.await;
     r.context("Temporal worker")
@@ -525,8 +540,20 @@ async fn on_temporal(
         "工作流运行在 Temporal（{}）：{installed} 个定时计划已安装；请另行启动 `server worker`",
         config.temporal.address
     );
+    // The city's publications (on this server's pages or by the CLI)
+    // reach the client: new instances start on them.
+    let client = engine.clone();
+    tokio::spawn(server::backend::follow_publications(
+        sys.runtime.clone(),
+        PUBLICATION_POLL,
+        move |programs| client.set_programs(programs),
+    ));
     Ok(sys.on_temporal(engine).await?)
 }
+
+/// How often a Temporal worker or client looks for a new publication.
+#[cfg(feature = "temporal")]
+const PUBLICATION_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(not(feature = "temporal"))]
 async fn on_temporal(

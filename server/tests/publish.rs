@@ -581,6 +581,55 @@ on_both!(
     the_policy_commands_publish_list_migrate_and_roll_back,
 );
 
+/// On Temporal the workers and the web's client keep their own "latest
+/// programs": `backend::follow_publications` hands them each new
+/// publication, whether made in another process (the CLI) or in this one.
+#[tokio::test]
+async fn temporal_hosts_follow_the_publications() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("epi.db").display());
+    let s = setup(url).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follow = tokio::spawn(server::backend::follow_publications(
+        s.w.sys.runtime.clone(),
+        Duration::from_millis(1),
+        move |programs| {
+            let probe = programs.iter().find(|p| p.name == "probe").cloned();
+            tx.send(probe.map(|p| (p.version, p.hash.clone()))).unwrap();
+        },
+    ));
+    let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the publication is noticed")
+            .unwrap()
+    };
+    // Another process publishes v2.
+    set_probe(&s.paths, &probe(2, "v2", "waiting"));
+    let cli = other_process(&s).await;
+    let v2 = cli
+        .runtime
+        .publish(&server::system::compile(&s.paths).unwrap(), &by("新版本"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        Some((2, v2.definitions["probe"].clone()))
+    );
+    // This process rolls back to v1: handed on too.
+    let v1 =
+        s.w.sys
+            .runtime
+            .rollback("probe@1", &by("回滚"))
+            .await
+            .unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        Some((1, v1.definitions["probe"].clone()))
+    );
+    follow.abort();
+}
+
 /// A published change of the disposal form shows on the warnings that run
 /// the new version (here: one moved there by a checked migration), while a
 /// warning still on the old version keeps its own form.
