@@ -75,6 +75,42 @@ impl Workflows {
     }
 }
 
+impl Workflows {
+    /// An instance's state (its definition's hash among it) and its
+    /// history (the rows `engine::inspect::events` reads), from the engine
+    /// that runs it; None when there is no such instance.
+    pub async fn history(
+        &self,
+        id: &str,
+    ) -> Result<
+        Option<(
+            engine::interpreter::Instance,
+            Vec<engine::store::HistoryRow>,
+        )>,
+        Error,
+    > {
+        use engine::store::Store as _;
+        match &self.backend {
+            Backend::Embedded => {
+                let store = self.runtime.store();
+                let Some(row) = store.instance(id).await? else {
+                    return Ok(None);
+                };
+                let state = engine::inspect::state_of(&row).map_err(Error::Corrupt)?;
+                Ok(Some((state, store.history(id).await?)))
+            }
+            #[cfg(feature = "temporal")]
+            Backend::Temporal(t) => {
+                let Some(state) = t.state(id).await.map_err(temporal_error)? else {
+                    return Ok(None);
+                };
+                let rows = t.history_rows(id).await.map_err(temporal_error)?;
+                Ok(Some((state, rows)))
+            }
+        }
+    }
+}
+
 #[cfg(feature = "temporal")]
 async fn temporal_signal(
     t: &engine_temporal::TemporalEngine,

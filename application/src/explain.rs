@@ -12,8 +12,7 @@
 use crate::comparison::{read_judged, HealthCode, NatResult};
 use crate::warnings::Event;
 use chrono::NaiveDate;
-use engine::runtime::Runtime;
-use engine::store::{SqlStore, Store};
+use engine::store::Store;
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
@@ -118,7 +117,7 @@ fn day_bounds(day: NaiveDate) -> (i64, i64) {
 /// What the day's runs found for the person with `id_number`.
 pub async fn explain(
     pool: &AnyPool,
-    rt: &Runtime<SqlStore>,
+    wf: &crate::backend::Workflows,
     disposal_form: &engine::compile::form::FormSpec,
     scope: &Scope,
     id_number: &crate::domain::IdNumber,
@@ -166,9 +165,9 @@ pub async fn explain(
                 .rsplit_once('/')
                 .map_or(run_id.as_str(), |(i, _)| i)
                 .to_string();
-            let instance = rt.store().instance(&instance_id).await?;
+            let instance = wf.runtime.store().instance(&instance_id).await?;
             runs.push(Run {
-                warnings: warnings_of(pool, rt, disposal_form, &staff_id, &run_id).await?,
+                warnings: warnings_of(pool, wf, disposal_form, &staff_id, &run_id).await?,
                 as_of: r.try_get("as_of")?,
                 window_hours: r
                     .try_get::<Option<String>, _>("result")?
@@ -211,7 +210,7 @@ pub async fn explain(
 /// and SMS.
 async fn warnings_of(
     pool: &AnyPool,
-    rt: &Runtime<SqlStore>,
+    wf: &crate::backend::Workflows,
     disposal_form: &engine::compile::form::FormSpec,
     staff_id: &str,
     run_id: &str,
@@ -227,7 +226,7 @@ async fn warnings_of(
     let mut out = Vec::new();
     for w in &rows {
         let id: String = w.try_get("id")?;
-        let (events, _) = crate::warnings::timeline(rt, disposal_form, &id).await?;
+        let (events, _) = crate::warnings::timeline(wf, disposal_form, &id).await?;
         let sms = sqlx::query(
             "SELECT template, created_at FROM sms_log WHERE idempotency_key LIKE $1 ORDER BY created_at",
         )

@@ -10,9 +10,7 @@
 
 use crate::sites::PAGE_SIZE;
 use engine::interpreter::Actor;
-use engine::runtime::Runtime;
 use engine::store::sql::{insert_many, Arg};
-use engine::store::{SqlStore, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AnyPool, FromRow, Row};
@@ -440,15 +438,15 @@ pub struct Event {
 /// definition version gives them; the current deadline is the due time of
 /// its pending `deadline: true` timer.
 pub async fn timeline(
-    rt: &Runtime<SqlStore>,
+    wf: &crate::backend::Workflows,
     disposal_form: &engine::compile::form::FormSpec,
     id: &str,
 ) -> Result<(Vec<Event>, Option<i64>), Error> {
     use engine::inspect::Event as E;
-    let store = rt.store();
-    let instance = store.instance(id).await?.ok_or(Error::NotFound)?;
-    let program = rt.program(&instance.definition_hash).await?;
-    let history = store.history(id).await?;
+    // From the engine that runs it (the store's history, or Temporal's);
+    // the definition by its hash from this database's publications.
+    let (state, history) = wf.history(id).await?.ok_or(Error::NotFound)?;
+    let program = wf.runtime.program(&state.hash).await?;
     let mut events = Vec::new();
     for e in engine::inspect::events(&history) {
         let at = e.at.timestamp_millis();
@@ -498,11 +496,6 @@ pub async fn timeline(
             _ => {}
         }
     }
-    let state = engine::inspect::state_of(&instance).map_err(|e| {
-        Error::Store(engine::store::Error::Database(sqlx::Error::Decode(
-            e.into(),
-        )))
-    })?;
     let next_deadline = due_at(&state, &program);
     Ok((events, next_deadline))
 }

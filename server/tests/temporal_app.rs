@@ -10,7 +10,7 @@
 //! disposal then goes to Temporal through the same `warnings::dispose` the
 //! form calls and moves the warning to review; a disposal with a missing
 //! field is refused with the form's own field errors, as on the embedded
-//! runtime.
+//! runtime, and the warning's 处理记录 is read from Temporal's history.
 //!
 //! Needs the dev server (`scripts/temporal.sh start`, `TEMPORAL_ADDRESS`);
 //! skipped without it unless `EPI_TEMPORAL_TESTS=1` (set by `scripts/test`).
@@ -169,6 +169,17 @@ async fn the_operators_comparison_opens_warnings_on_temporal_and_the_disposal_go
             |n| n == 1,
         )
         .await;
+        // The 处理记录 of the warning page, read from Temporal's history:
+        // opened, then the enterprise's disposal with its author.
+        let (events, _) = server::warnings::timeline(&sys.workflows, &sys.disposal, &id)
+            .await
+            .unwrap();
+        assert_eq!(events.first().map(|e| e.what.as_str()), Some("预警生成"));
+        assert!(
+            events.iter().any(|e| e.who.as_deref() == Some("联络员")
+                && e.detail.iter().any(|(_, v)| v.contains("某某社区"))),
+            "{events:?}"
+        );
         let _ = stop.send(());
     };
     let (r, ()) = tokio::join!(worker, test);

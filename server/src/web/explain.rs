@@ -53,7 +53,7 @@ pub async fn page(
         .await?;
         match explain::explain(
             &app.sys.reader,
-            &app.sys.runtime,
+            &app.sys.workflows,
             &app.sys.disposal,
             &scope,
             id,

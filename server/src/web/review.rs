@@ -152,7 +152,7 @@ async fn warning_view(
         warning_program(app).as_deref(),
     );
     let form = disposal_form(app, id).await?;
-    let (timeline, next_deadline) = warnings::timeline(&app.sys.runtime, &form, id).await?;
+    let (timeline, next_deadline) = warnings::timeline(&app.sys.workflows, &form, id).await?;
     let role = ctx.account()?.role.name();
     let can_dispose =
         role == "enterprise" && matches!(w.state.as_str(), "awaiting_disposal" | "rectifying");
