@@ -591,6 +591,18 @@ mod tests {
         rules_with(None)
     }
 
+    /// The count window `workflows/comparison.yaml` declares (the run's
+    /// `count_window`), read as the run reads it.
+    fn count_window() -> Duration {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
+        let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
+        let windows = crate::activities::declared_windows(&bundle)
+            .unwrap()
+            .expect("comparison.yaml declares its windows");
+        Duration::hours(windows.count.into())
+    }
+
     /// The rules of `rules/`, with `statistics.rhai` replaced by `statistics` if given.
     fn rules_with(statistics: Option<&str>) -> std::sync::Arc<Rules> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -689,7 +701,7 @@ mod tests {
             person(5, "a2"),
         ];
         let rules = rules();
-        let out = compare(&rules, &persons, &results, as_of, Duration::hours(24)).unwrap();
+        let out = compare(&rules, &persons, &results, as_of, count_window()).unwrap();
         let a1 = &out.per_address["a1"];
         assert_eq!(
             (
@@ -703,7 +715,7 @@ mod tests {
             ),
             (3, 2, 2, 1, 1, 1, 0)
         );
-        let judge = Judge::new(&rules, as_of, Duration::hours(24));
+        let judge = Judge::new(&rules, as_of, count_window());
         assert_eq!(judge.vaccination_permille(a1).unwrap(), Some(666));
         assert_eq!(
             judge.vaccination_permille(&Counts::default()).unwrap(),
@@ -757,9 +769,9 @@ mod tests {
         let as_of = at("2026-12-01T10:00:00+08:00");
         let (persons, results) = sample();
         let count = |rules: &Rules| {
-            let out = compare(rules, &persons, &results, as_of, Duration::hours(24)).unwrap();
+            let out = compare(rules, &persons, &results, as_of, count_window()).unwrap();
             let c = out.per_address["a1"].clone();
-            let permille = Judge::new(rules, as_of, Duration::hours(24))
+            let permille = Judge::new(rules, as_of, count_window())
                 .vaccination_permille(&c)
                 .unwrap();
             (c, permille)
@@ -813,7 +825,7 @@ mod tests {
         let as_of = at("2026-12-01T10:00:00+08:00");
         let (_, results) = sample();
         let rules = rules();
-        let mut judge = Judge::new(&rules, as_of, Duration::hours(24));
+        let mut judge = Judge::new(&rules, as_of, count_window());
         let mut counts = Counts::default();
         let mut reasons = Vec::new();
         for _ in 0..100 {
@@ -856,7 +868,7 @@ mod tests {
             ),
         ] {
             let rules = rules_with(Some(script));
-            let e = compare(&rules, &persons, &results, as_of, Duration::hours(24))
+            let e = compare(&rules, &persons, &results, as_of, count_window())
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -867,7 +879,7 @@ mod tests {
         let rules = rules_with(Some(
             "fn classify(p) { #{} } fn vaccination_permille(c) { \"high\" }",
         ));
-        let e = Judge::new(&rules, as_of, Duration::hours(24))
+        let e = Judge::new(&rules, as_of, count_window())
             .vaccination_permille(&Counts::default())
             .unwrap_err();
         assert!(e.to_string().contains("vaccination_permille"), "{e}");
