@@ -93,7 +93,7 @@ pub async fn insert_places(
             ]
         })
         .collect();
-    insert_many(&mut **tx, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
+    insert_many(tx, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
     let rows = (0..addresses)
         .map(|a| {
             vec![
@@ -106,7 +106,7 @@ pub async fn insert_places(
         })
         .collect();
     insert_many(
-        &mut **tx,
+        tx,
         "addresses",
         "id, enterprise_id, address, district, created_at",
         rows,
