@@ -361,10 +361,7 @@ pub async fn add_to_counts(
          review_overdue = warning_counts.review_overdue + excluded.review_overdue",
     )
     .await
-    .map_err(|e| match e {
-        engine::store::Error::Database(e) => e,
-        other => sqlx::Error::Protocol(other.to_string()),
-    })?;
+    .map_err(crate::services::sqlx_error)?;
     Ok(())
 }
 

@@ -140,9 +140,7 @@ async fn good_files_import_update_and_respect_one_enterprise_per_person(pool: sq
             .fetch_one(&pool)
             .await
             .unwrap();
-    server::records::delete_person(&pool, "e1", &id, 3)
-        .await
-        .unwrap();
+    server::staff::delete(&pool, "e1", &id, 3).await.unwrap();
     assert_eq!(
         server::staff::import_csv(&pool, "e2", &csv2, 4)
             .await
