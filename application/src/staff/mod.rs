@@ -348,7 +348,7 @@ async fn insert(
         })
         .collect();
     insert_many(
-        &mut **tx,
+        tx,
         "staff",
         "id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at",
         values,
