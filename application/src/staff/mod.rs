@@ -27,11 +27,11 @@ pub enum Error {
     /// A form's problems, by field.
     #[error("填写内容有误")]
     Invalid(BTreeMap<String, String>),
-    #[error("未找到该记录或无权操作")]
-    NotFound,
     /// An import's problems, by line: nothing was saved.
     #[error("导入失败，共{}处问题，未导入任何人员", .0.len())]
     Rows(Vec<RowError>),
+    #[error("未找到该记录或无权操作")]
+    NotFound,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
