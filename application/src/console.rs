@@ -227,6 +227,6 @@ pub async fn repair(
             id
         }
     };
-    crate::warnings::refresh_warning(&sys.runtime, &id).await?;
+    crate::warnings::project_by_id(&sys.runtime, &id).await?;
     Ok(id)
 }
