@@ -423,18 +423,31 @@ impl DistrictCounts {
         self.newly += d.newly;
         self.no_longer += d.no_longer;
         self.changed += d.changed;
-        self.vaccinated_after += d.vaccinated_after;
-        self.nat_tested_after += d.nat_tested_after;
-        self.positive_after += d.positive_after;
-        self.red_yellow_after += d.red_yellow_after;
     }
 
-    /// The candidate's statistics over some of the district's persons.
-    fn add_statistics(&mut self, c: &Counts) {
-        self.vaccinated_after += c.vaccinated;
-        self.nat_tested_after += c.nat_tested;
-        self.positive_after += c.positive;
-        self.red_yellow_after += c.red_yellow;
+    /// The candidate's statistics: vaccinated, NAT tested, positive, red
+    /// or yellow code.
+    fn statistics(&self) -> [u64; 4] {
+        [
+            self.vaccinated_after,
+            self.nat_tested_after,
+            self.positive_after,
+            self.red_yellow_after,
+        ]
+    }
+
+    /// Add the candidate's statistics over more of the district's persons
+    /// (in the order of `statistics`).
+    fn add_statistics(&mut self, s: [u64; 4]) {
+        let mine = [
+            &mut self.vaccinated_after,
+            &mut self.nat_tested_after,
+            &mut self.positive_after,
+            &mut self.red_yellow_after,
+        ];
+        for (t, v) in mine.into_iter().zip(s) {
+            *t += v;
+        }
     }
 }
 
@@ -619,7 +632,7 @@ impl Merged {
                 let t = m.districts.entry(code.clone()).or_default();
                 t.code = code;
                 t.add(&d);
-                t.add_statistics(&c);
+                t.add_statistics([c.vaccinated, c.nat_tested, c.positive, c.red_yellow]);
             }
             for (r, (b, a)) in part.reasons {
                 let e = m.reasons.entry(r).or_default();
@@ -660,6 +673,7 @@ fn name_districts(
                 }
             });
             total.add(&d);
+            total.add_statistics(d.statistics());
             d
         })
         .collect();
@@ -935,6 +949,40 @@ mod tests {
         let e = bad.unwrap_err().to_string();
         assert!(e.contains("run-1") && e.contains("nat_window_hours"), "{e}");
         assert!(stored(Some("not json")).window_hours().is_err());
+    }
+
+    #[test]
+    fn parts_merge_by_district_and_the_city_total_adds_every_count() {
+        let part = |district: &str, flagged: u64, vaccinated: u64| {
+            let mut p = Part::default();
+            let d = DistrictCounts {
+                persons: 2,
+                flagged_after: flagged,
+                newly: flagged,
+                ..Default::default()
+            };
+            let c = Counts {
+                vaccinated,
+                nat_tested: 1,
+                positive: 1,
+                red_yellow: 1,
+                ..Default::default()
+            };
+            p.districts.insert(district.into(), (d, c));
+            p.reasons.insert("r".into(), (0, flagged));
+            p
+        };
+        let m = Merged::of(vec![part("a", 1, 2), part("a", 1, 1), part("b", 0, 5)]);
+        assert_eq!(m.reasons["r"], (0, 2));
+        let names = HashMap::from([("a".to_string(), "甲区".to_string())]);
+        let (districts, total) = name_districts(m.districts, &names);
+        let named: Vec<_> = districts.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(named, ["甲区", "b"]);
+        assert_eq!((districts[0].persons, districts[0].newly), (4, 2));
+        assert_eq!(districts[0].statistics(), [3, 2, 2, 2]);
+        assert_eq!((total.name.as_str(), total.persons), ("全市", 6));
+        assert_eq!((total.flagged_after, total.newly), (2, 2));
+        assert_eq!(total.statistics(), [8, 3, 3, 3]);
     }
 
     #[test]

@@ -468,3 +468,53 @@ pub async fn switch_to_sms(
         sms_sent: Some(sent),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> StoredSwitch {
+        StoredSwitch {
+            id: "sw-1".into(),
+            enterprise: "成都示范建设工程有限公司".into(),
+            username: "qy00000001".into(),
+            mobile: "13800000001".into(),
+            documents: r#"["licence","id_card","statement"]"#.into(),
+            agent_name: None,
+            previous_methods: Some("usb_key,ca".into()),
+            handled_by: "city".into(),
+            handled_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_stored_switch_reads_back() {
+        let s = stored().into_switch().unwrap();
+        assert_eq!(s.documents, Document::ALL.map(Document::label));
+        assert_eq!(s.previous_methods, "密码锁、CA证书");
+        assert_eq!(s.mobile, Mobile::parse("13800000001").unwrap().masked());
+    }
+
+    #[test]
+    fn a_damaged_switch_is_an_error_naming_the_row_and_column() {
+        let damaged = |f: fn(&mut StoredSwitch)| {
+            let mut s = stored();
+            f(&mut s);
+            s.into_switch().unwrap_err().to_string()
+        };
+        let e = damaged(|s| s.documents = r#"["licence","fax"]"#.into());
+        assert!(
+            e.contains("sw-1") && e.contains("documents") && e.contains("fax"),
+            "{e}"
+        );
+        let e = damaged(|s| s.previous_methods = None);
+        assert!(e.contains("sw-1") && e.contains("previous_methods"), "{e}");
+        let e = damaged(|s| s.previous_methods = Some("fingerprint".into()));
+        assert!(
+            e.contains("previous_methods") && e.contains("fingerprint"),
+            "{e}"
+        );
+        let e = damaged(|s| s.mobile = "12345".into());
+        assert!(e.contains("sw-1") && e.contains("mobile"), "{e}");
+    }
+}
