@@ -12,8 +12,8 @@
 
 use crate::cache;
 use crate::codec::{
-    self, ActivityTask, Command, Definition, Outcome, ProjectTask, SignalArgs, StartArgs,
-    StepRecord,
+    self, ActivityTask, Command, Definition, FailedStep, InstanceView, Outcome, ProjectTask,
+    RetryArgs, SignalArgs, StartArgs, StepRecord,
 };
 use chrono::{DateTime, Utc};
 use engine::interpreter::{self as interp, Input, Instance};
@@ -48,6 +48,10 @@ pub struct Interpreter {
     hash: Option<String>,
     inbox: VecDeque<SignalArgs>,
     log: Vec<StepRecord>,
+    /// The step that failed, while the instance waits for a retry.
+    failed: Option<FailedStep>,
+    /// Operators' retries not yet applied.
+    retries: VecDeque<RetryArgs>,
 }
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -209,7 +213,7 @@ impl Interpreter {
                 s.log.push(record);
             });
             // Search attributes: only those that changed.
-            let now_attrs = codec::search_attributes(&t.state);
+            let now_attrs = codec::search_attributes(&t.state, false);
             let changed: Vec<_> = now_attrs
                 .iter()
                 .filter(|(k, v)| attrs.get(*k) != Some(v))
@@ -363,10 +367,29 @@ impl Interpreter {
         self.inbox.push_back(signal);
     }
 
-    /// The instance as it is now (None before the first step).
+    /// An operator's retry of the failed step ([`codec::RETRY_SIGNAL`]).
+    #[signal(name = "epi.retry")]
+    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>, retry: RetryArgs) {
+        self.retries.push_back(retry);
+    }
+
+    /// The instance as it is now, with its status and failed step (None
+    /// before the first step).
     #[query(name = "state")]
-    pub fn state(&self, _ctx: &WorkflowContextView) -> Option<Instance> {
-        self.instance.clone()
+    pub fn state(&self, _ctx: &WorkflowContextView) -> Option<InstanceView> {
+        let instance = self.instance.clone()?;
+        let status = if self.failed.is_some() {
+            "failed"
+        } else if codec::completed(&instance) {
+            "completed"
+        } else {
+            "running"
+        };
+        Some(InstanceView {
+            instance,
+            status: status.into(),
+            failed: self.failed.clone(),
+        })
     }
 
     /// The steps so far, as the operator view reads them.
