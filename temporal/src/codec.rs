@@ -35,8 +35,9 @@ pub const SA_ENTERPRISE: &str = "EpiEnterprise";
 pub const SA_DISTRICT: &str = "EpiDistrict";
 pub const SA_PERSON: &str = "EpiPerson";
 pub const SA_STATE: &str = "EpiState";
-/// Set to `failed` while a step of the instance has failed (waiting for an
-/// operator's retry), absent otherwise: `EpiStatus = 'failed'` lists them.
+/// The instance's status as the embedded runtime's instance row has it:
+/// `running`, `completed`, or `failed` while a step has failed (waiting for
+/// an operator's retry): `EpiStatus = 'failed'` lists those.
 pub const SA_STATUS: &str = "EpiStatus";
 
 /// A definition as it travels with an instance: the hash fixes the content,
@@ -369,7 +370,7 @@ pub fn search_attributes(s: &Instance, failed: bool) -> BTreeMap<&'static str, O
         (SA_DISTRICT, s.search.get("district").cloned()),
         (SA_PERSON, s.search.get("person").cloned()),
         (SA_STATE, Some(s.state.clone())),
-        (SA_STATUS, failed.then(|| "failed".to_string())),
+        (SA_STATUS, Some(status(s, failed).to_string())),
     ])
 }
 
@@ -424,6 +425,53 @@ pub fn retry_refusal(latest: &Program, state: &Instance) -> Option<String> {
             latest.version, state.state
         )
     })
+}
+
+/// `input` as of `at` (a retried step's input: its time moves with the
+/// retry, as on the embedded runtime).
+pub fn retimed(input: &engine::Input, at: DateTime<Utc>) -> engine::Input {
+    use engine::Input;
+    match input.clone() {
+        Input::Started { input, .. } => Input::Started { at, input },
+        Input::Signal {
+            name,
+            payload,
+            actor,
+            ..
+        } => Input::Signal {
+            at,
+            name,
+            payload,
+            actor,
+        },
+        Input::TimerFired { id, .. } => Input::TimerFired { at, id },
+        Input::ActivityCompleted { id, result, .. } => Input::ActivityCompleted { at, id, result },
+        Input::ActivityFailed { id, error, .. } => Input::ActivityFailed { at, id, error },
+        Input::ChildCompleted {
+            id,
+            status,
+            output,
+            error,
+            ..
+        } => Input::ChildCompleted {
+            at,
+            id,
+            status,
+            output,
+            error,
+        },
+    }
+}
+
+/// The instance's status as the embedded runtime names it.
+pub fn status(s: &Instance, failed: bool) -> &'static str {
+    if failed {
+        "failed"
+    } else if completed(s) {
+        "completed"
+    } else {
+        "running"
+    }
 }
 
 /// Is the instance finished?
