@@ -90,33 +90,37 @@ fn activities(calls: &Calls, rows: &Rows) -> Activities {
         })
 }
 
-/// Run `body` beside a worker on a fresh task queue; stop the worker after.
-async fn with_worker<F, Fut>(address: String, calls: &Calls, rows: &Rows, body: F)
+/// The fixtures' programs and the recording activities.
+fn worker_setup(calls: &Calls, rows: &Rows) -> WorkerSetup {
+    WorkerSetup {
+        programs: bundle().workflows.values().cloned().collect(),
+        activities: activities(calls, rows),
+    }
+}
+
+/// Run `body` beside a worker on a fresh task queue, with the calls its
+/// activities received and the rows its projection saw; stop the worker
+/// after. Skipped (said on stderr) without a server.
+async fn with_worker<F, Fut>(body: F)
 where
-    F: FnOnce(TemporalEngine) -> Fut,
+    F: FnOnce(TemporalEngine, Calls, Rows) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
     let options = Options {
         address,
         task_queue: unique("smoke"),
         ..Options::default()
     };
-    let b = bundle();
-    let programs: Vec<_> = b.workflows.values().cloned().collect();
-    let mut worker = Worker::new(
-        &options,
-        WorkerSetup {
-            programs: programs.clone(),
-            activities: activities(calls, rows),
-        },
-    )
-    .await
-    .unwrap();
+    let setup = worker_setup(&calls, &rows);
+    let mut worker = Worker::new(&options, setup.clone()).await.unwrap();
     let stop = worker.shutdown_handle();
     let engine = TemporalEngine::connect(options).await.unwrap();
-    engine.set_programs(programs);
+    engine.set_programs(setup.programs);
     let test = async move {
-        body(engine).await;
+        body(engine, calls, rows).await;
         stop();
     };
     let (r, ()) = futures::future::join(worker.run(), test).await;
@@ -217,11 +221,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_runs_to_completion_with_stable_keys() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let (c2, r2) = (calls.clone(), rows.clone());
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, r2| async move {
         let id = unique("pipeline");
         let district = unique("district");
         let input = json!({"name": "张三", "district": district});
@@ -352,11 +352,7 @@ fn actor(role: &str) -> Actor {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_signal_changes_nothing() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let id = unique("approval");
         start(&engine, "approval", &id, json!({"district": "d1"})).await;
         let before = in_state(&engine, &id, "waiting").await;
@@ -478,10 +474,7 @@ fn definitions_travel_and_recompile_to_their_hash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, _, _| async move {
         let name = unique("nightly");
         let district = unique("sched");
         let spec = engine::compile::schedule::ScheduleSpec {
@@ -541,10 +534,7 @@ async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_start_with_their_keys_and_report_back() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, _, _| async move {
         let tag = unique("p");
         let id = unique("parent");
         start(
@@ -601,13 +591,9 @@ async fn a_new_worker_takes_over_mid_flight() {
         task_queue: unique("takeover"),
         ..Options::default()
     };
-    let programs: Vec<_> = bundle().workflows.values().cloned().collect();
-    let setup = WorkerSetup {
-        programs: programs.clone(),
-        activities: activities(&calls, &rows),
-    };
+    let setup = worker_setup(&calls, &rows);
     let engine = TemporalEngine::connect(options.clone()).await.unwrap();
-    engine.set_programs(programs);
+    engine.set_programs(setup.programs.clone());
     let id = unique("takeover");
 
     let mut first = Worker::new(&options, setup.clone()).await.unwrap();
@@ -648,11 +634,7 @@ async fn a_new_worker_takes_over_mid_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let id = unique("retrying");
         start(&engine, "retrying", &id, json!({"tag": "t"})).await;
         let s = completed(&engine, &id, Duration::from_secs(60)).await;
@@ -679,11 +661,7 @@ async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
 /// the latest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_instances_keep_their_version() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let old = unique("v1");
         start(&engine, "approval", &old, json!({"district": "d"})).await;
         // Version 2 of `approval` says something else.
@@ -730,11 +708,7 @@ async fn running_instances_keep_their_version() {
 /// timer again, where the fixed rule lets it go on to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_step_waits_for_a_retry_on_the_fixed_version() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let id = unique("fragile");
         let by = |reason: &str| engine::runtime::Repair {
             operator: "运维甲".into(),
