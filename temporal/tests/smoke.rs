@@ -127,6 +127,17 @@ where
     r.unwrap();
 }
 
+/// The arguments of instance `id`'s activity calls, in order.
+fn args_of(calls: &Calls, id: &str) -> Vec<Value> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.instance_id == id)
+        .map(|c| c.args.clone())
+        .collect()
+}
+
 /// Start `workflow` as `id` (a new id).
 async fn start(engine: &TemporalEngine, workflow: &str, id: &str, input: Value) {
     assert!(
@@ -411,14 +422,7 @@ async fn a_refused_signal_changes_nothing() {
             (s.state.as_str(), s.status_label.as_deref()),
             ("approved", Some("已同意"))
         );
-        let said: Vec<Value> = c2
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.instance_id == id)
-            .map(|c| c.args.clone())
-            .collect();
-        assert_eq!(said, vec![json!({"text": "approved: 好"})]);
+        assert_eq!(args_of(&c2, &id), [json!({"text": "approved: 好"})]);
         assert_eq!(engine.state(&unique("nobody")).await.unwrap(), None);
         assert!(matches!(
             engine
@@ -780,14 +784,7 @@ async fn a_failed_step_waits_for_a_retry_on_the_fixed_version() {
         assert_eq!((s.state.as_str(), s.version), ("done", 2));
         let view = engine.view(&id).await.unwrap().unwrap();
         assert_eq!((view.status.as_str(), view.failed), ("completed", None));
-        let said: Vec<_> = c2
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.instance_id == id)
-            .map(|c| c.args.clone())
-            .collect();
-        assert_eq!(said, vec![json!({"text": "x = 10"})]);
+        assert_eq!(args_of(&c2, &id), [json!({"text": "x = 10"})]);
         let history = engine.history(&id).await.unwrap();
         let retries: Vec<_> = history
             .iter()
