@@ -177,6 +177,10 @@ struct Run<'c> {
     /// The search attributes the instance has (those the start set, then
     /// those upserted); after each step only the ones that differ are sent.
     attrs: BTreeMap<&'static str, Option<String>>,
+    /// Whether the instance keeps `EpiStatus` up to date: not one a client
+    /// started before the attribute existed (its start set the others
+    /// only), whose history has no upsert for it, until a step fails.
+    track_status: bool,
     /// The instance's revision as the embedded runtime counts it (one per
     /// step, failed step and operator action), told to the projection.
     revision: i64,
@@ -200,6 +204,8 @@ impl<'c> Run<'c> {
         };
         let program = cache::program(&def).map_err(fail)?;
         let attrs = present_attributes(ctx);
+        let track_status =
+            attrs.contains_key(codec::SA_STATUS) || !attrs.contains_key(codec::SA_WORKFLOW);
         let created_at = now_of(ctx.workflow_time());
         let first = Input::Started {
             at: created_at,
@@ -212,6 +218,7 @@ impl<'c> Run<'c> {
             parent: start.parent,
             pending: BTreeMap::new(),
             attrs,
+            track_status,
             revision: 0,
             created_at,
             finished: None,
@@ -311,7 +318,11 @@ impl<'c> Run<'c> {
 
     /// Upsert the search attributes of `state` that changed.
     fn upsert_attributes(&mut self, state: &Instance, failed: bool) {
-        let now = codec::search_attributes(state, failed);
+        let mut now = codec::search_attributes(state, failed);
+        self.track_status |= failed;
+        if !self.track_status {
+            now.remove(codec::SA_STATUS);
+        }
         let changed: Vec<_> = now
             .iter()
             .filter(|(k, v)| self.attrs.get(*k) != Some(v))

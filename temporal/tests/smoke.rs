@@ -422,7 +422,13 @@ async fn a_refused_signal_changes_nothing() {
             (s.state.as_str(), s.status_label.as_deref()),
             ("approved", Some("已同意"))
         );
-        assert_eq!(args_of(&c2, &id), [json!({"text": "approved: 好"})]);
+        // The activity the last step scheduled runs after the end.
+        wait_until(
+            "the approval's activity",
+            Duration::from_secs(30),
+            || async { args_of(&c2, &id) == [json!({"text": "approved: 好"})] },
+        )
+        .await;
         assert_eq!(engine.state(&unique("nobody")).await.unwrap(), None);
         assert!(matches!(
             engine
