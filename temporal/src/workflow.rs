@@ -316,7 +316,10 @@ impl<'c> Run<'c> {
         });
     }
 
-    /// Upsert the search attributes of `state` that changed.
+    /// Upsert the search attributes of `state` that changed. A field that
+    /// disappears from the instance keeps its last value in visibility:
+    /// the SDK's `value_unset` sends an empty payload, which the server
+    /// refuses (`BadSearchAttributes`), and that would stop the workflow.
     fn upsert_attributes(&mut self, state: &Instance, failed: bool) {
         let mut now = codec::search_attributes(state, failed);
         self.track_status |= failed;
@@ -327,18 +330,18 @@ impl<'c> Run<'c> {
             .iter()
             .filter(|(k, v)| self.attrs.get(*k) != Some(v))
             .filter_map(|(k, v)| {
-                let key = SearchAttributeKey::<String>::keyword(k);
-                Some(match v {
-                    Some(v) => key.value_set(v.clone()),
-                    None if self.attrs.contains_key(k) => key.value_unset(),
-                    None => return None,
-                })
+                let v = v.as_ref()?;
+                Some(SearchAttributeKey::<String>::keyword(k).value_set(v.clone()))
             })
             .collect();
         if !changed.is_empty() {
             self.ctx.upsert_search_attributes(changed);
         }
-        self.attrs = now;
+        for (k, v) in now {
+            if v.is_some() || !self.attrs.contains_key(&k) {
+                self.attrs.insert(k, v);
+            }
+        }
     }
 
     /// Tell the definition's projection hook (if it has one) about the
