@@ -724,24 +724,34 @@ states:
     terminal: true
 "#;
 
-/// A step whose rule fails inside a timer handler is recorded as a chained
-/// `step_failed` row.
-async fn a_failed_step_is_chained_too(store: SqlStore) {
-    let clock = Arc::new(ManualClock::new(t0()));
+/// A runtime on `fragile.yaml` with the text given (`FRAGILE` or a fix of
+/// it), its projection doing nothing.
+async fn fragile_runtime(
+    store: &SqlStore,
+    clock: &Arc<ManualClock>,
+    text: String,
+) -> Runtime<SqlStore> {
     let files = [engine::compile::program::SourceFile {
         path: "fragile.yaml".into(),
-        text: FRAGILE.into(),
+        text,
     }];
     let bundle = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
-    let rt = runtime_with(
+    runtime_with(
         store.clone(),
-        &clock,
+        clock,
         &bundle,
         Activities::new().projection("warning", |_c: engine::runtime::ProjectionCall| async {
             Ok(())
         }),
     )
-    .await;
+    .await
+}
+
+/// A step whose rule fails inside a timer handler is recorded as a chained
+/// `step_failed` row.
+async fn a_failed_step_is_chained_too(store: SqlStore) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let rt = fragile_runtime(&store, &clock, FRAGILE.into()).await;
     rt.start("fragile", "f1", json!({})).await.unwrap();
     advance(&rt, &clock, Duration::from_secs(120)).await;
     let row = store.instance("f1").await.unwrap().unwrap();
@@ -890,42 +900,17 @@ async fn operators_repair_with_a_reason_in_the_history(store: SqlStore) {
         .any(|r| r.kind == "signal" && r.payload.contains("运维 运维甲 代 e1")));
 
     // A failed step, retried on the fixed definition.
-    let files = [engine::compile::program::SourceFile {
-        path: "fragile.yaml".into(),
-        text: FRAGILE.into(),
-    }];
-    let v1 = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
-    let rt1 = runtime_with(
-        store.clone(),
-        &clock,
-        &v1,
-        Activities::new().projection("warning", |_c: engine::runtime::ProjectionCall| async {
-            Ok(())
-        }),
-    )
-    .await;
+    let rt1 = fragile_runtime(&store, &clock, FRAGILE.into()).await;
     rt1.start("fragile", "f1", json!({})).await.unwrap();
     advance(&rt1, &clock, Duration::from_secs(120)).await;
     assert_eq!(
         store.instance("f1").await.unwrap().unwrap().status,
         "failed"
     );
-    let fixed = [engine::compile::program::SourceFile {
-        path: "fragile.yaml".into(),
-        text: FRAGILE
-            .replace("version: 1", "version: 2")
-            .replace("${10 / vars.zero}", "${10}"),
-    }];
-    let v2 = engine::compile_bundle(&fixed, &[], &engine::Options::default()).unwrap();
-    let rt2 = runtime_with(
-        store.clone(),
-        &clock,
-        &v2,
-        Activities::new().projection("warning", |_c: engine::runtime::ProjectionCall| async {
-            Ok(())
-        }),
-    )
-    .await;
+    let fixed = FRAGILE
+        .replace("version: 1", "version: 2")
+        .replace("${10 / vars.zero}", "${10}");
+    let rt2 = fragile_runtime(&store, &clock, fixed).await;
     assert!(rt2
         .retry_failed_step("w2", &repair("无失败"))
         .await

@@ -471,7 +471,7 @@ async fn tamper(s: &SqlStore, sql: &str) {
 
 async fn history_chain_shows_altered_removed_and_reordered_rows(s: SqlStore) {
     publish(&s).await;
-    for id in ["a", "b", "c", "d", "e", "f", "g"] {
+    for id in ["a", "b", "c", "d", "e", "f", "g", "h"] {
         chained(&s, id, 0, 5).await;
     }
     let ok = s.verify_history("a").await.unwrap();
@@ -570,6 +570,35 @@ async fn history_chain_shows_altered_removed_and_reordered_rows(s: SqlStore) {
         matches!(b.problem, ChainProblem::HeadMismatch { .. }),
         "{b}"
     );
+    // A row added beyond the end, chained to the last one with a correct
+    // hash, the instance row left alone: reported as extra, not as a head mismatch.
+    let h = s.history("h").await.unwrap();
+    let beyond = HistoryRow::chained(
+        "h",
+        5,
+        t(5),
+        "signal",
+        "{}".into(),
+        h[4].hash.as_deref().unwrap(),
+    );
+    tamper(
+        &s,
+        &format!(
+            "INSERT INTO history (instance_id, seq, at, kind, payload, prev_hash, hash) \
+         VALUES ('h', 5, {}, 'signal', '{{}}', '{}', '{}')",
+            millis(beyond.at),
+            beyond.prev_hash.unwrap(),
+            beyond.hash.unwrap()
+        ),
+    )
+    .await;
+    let c = s.verify_history("h").await.unwrap();
+    assert_eq!(c.rows, 6);
+    let b = broken(c);
+    assert_eq!(
+        (b.seq, b.problem),
+        (5, ChainProblem::Extra { history_len: 5 })
+    );
 
     assert!(matches!(
         s.verify_history("nobody").await,
@@ -586,7 +615,7 @@ async fn history_chain_shows_altered_removed_and_reordered_rows(s: SqlStore) {
         after = page.last().map(|c| c.instance_id.clone());
         seen.extend(page.into_iter().map(|c| (c.is_ok(), c.instance_id)));
     }
-    let expected: Vec<(bool, String)> = ["a", "b", "c", "d", "e", "f", "g"]
+    let expected: Vec<(bool, String)> = ["a", "b", "c", "d", "e", "f", "g", "h"]
         .iter()
         .map(|id| (false, id.to_string()))
         .collect();

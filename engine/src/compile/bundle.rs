@@ -63,7 +63,7 @@ pub(super) fn compile(
         .iter()
         .cloned()
         .partition(|f| is_declaration(&f.path));
-    let parsed = parse_files(workflow_files, opts, &mut diags);
+    let parsed = parse_files(workflow_files, &mut diags);
     let built = build_rules(&scripts, opts, &mut diags);
     check_declarations(&declarations, &built, opts, &mut diags);
     let catalog = collect_catalog(&parsed, &mut diags);
@@ -92,18 +92,32 @@ pub(super) fn compile(
     }
 }
 
-/// Step 1: parse every workflow-tree file; files that are not definitions are skipped.
-fn parse_files(files: &[SourceFile], opts: &Options, diags: &mut Vec<Diagnostic>) -> Vec<Parsed> {
-    let data_keys: Vec<&str> = opts.data_keys.iter().map(String::as_str).collect();
+/// Step 1: parse every workflow-tree file. The files a `data:` list declares
+/// are skipped (reference data the host reads itself); any other file that
+/// is not a definition is reported.
+fn parse_files(files: &[SourceFile], diags: &mut Vec<Diagnostic>) -> Vec<Parsed> {
+    let results: Vec<(&SourceFile, Result<File, definition::ParseError>)> = files
+        .iter()
+        .map(|f| (f, definition::parse(&f.text)))
+        .collect();
+    let mut data = BTreeSet::new();
+    for (f, r) in &results {
+        if let Ok(File::Data(d)) = r {
+            declare_data(f, d, files, &mut data, diags);
+        }
+    }
     let mut parsed = Vec::new();
-    for f in files {
-        match definition::parse(&f.text, &data_keys) {
-            Ok(Some(def)) => parsed.push(Parsed {
+    for (f, r) in results {
+        if data.contains(std::path::Path::new(&f.path)) {
+            continue;
+        }
+        match r {
+            Ok(File::Data(_)) => {}
+            Ok(def) => parsed.push(Parsed {
                 file: f.clone(),
                 map: SourceMap::build(&f.text),
                 def,
             }),
-            Ok(None) => {}
             Err(e) => diags.push(Diagnostic {
                 file: f.path.clone(),
                 line: e.line,
@@ -113,6 +127,38 @@ fn parse_files(files: &[SourceFile], opts: &Options, diags: &mut Vec<Diagnostic>
         }
     }
     parsed
+}
+
+/// The paths a `data:` list names (relative to its own directory); a name
+/// with no such file among `files` is reported at its entry.
+fn declare_data<'a>(
+    decl: &SourceFile,
+    d: &definition::DataDef,
+    files: &'a [SourceFile],
+    data: &mut BTreeSet<&'a std::path::Path>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let dir = std::path::Path::new(&decl.path)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let map = SourceMap::build(&decl.text);
+    for (i, name) in d.data.iter().enumerate() {
+        let want = dir.join(name);
+        match files.iter().find(|f| std::path::Path::new(&f.path) == want) {
+            Some(f) => {
+                data.insert(std::path::Path::new(&f.path));
+            }
+            None => FileCx {
+                file: decl,
+                map: &map,
+                diags: &mut *diags,
+            }
+            .err_value(
+                &Path::root().key("data").index(i),
+                format!("声明为参考数据的文件 `{name}` 不存在（相对于本文件所在目录）"),
+            ),
+        }
+    }
 }
 
 /// Step 2: build the rule scripts. A script that does not compile is reported
@@ -340,6 +386,35 @@ mod tests {
             "",
         );
         assert_eq!(got, ["2.yaml:2:3: 活动 `fetch` 声明了两次"]);
+    }
+
+    #[test]
+    fn reference_data_is_skipped_only_when_a_data_list_declares_it() {
+        let tree = |decl: Option<&str>| {
+            let mut files = vec![
+                file("w/activities.yaml", ACTIVITIES),
+                file("w/warning.yaml", WORKFLOW),
+                file("w/towns.yaml", "towns:\n  - name: 一\n"),
+            ];
+            files.extend(decl.map(|d| file("w/data.yaml", d)));
+            diagnostics_with(&files, "")
+        };
+        assert_eq!(tree(Some("data:\n  - towns.yaml\n")), Vec::<String>::new());
+        let undeclared = tree(None);
+        assert_eq!(undeclared.len(), 1, "{undeclared:?}");
+        assert!(
+            undeclared[0].starts_with("w/towns.yaml:1:1: 无法识别的文件")
+                && undeclared[0].contains("`data:` 清单"),
+            "{undeclared:?}"
+        );
+        // Another file's name does not cover it; a name with no file is reported.
+        assert_eq!(
+            tree(Some("data:\n  - town.yaml\n")),
+            [
+                "w/data.yaml:2:5: 声明为参考数据的文件 `town.yaml` 不存在（相对于本文件所在目录）",
+                "w/towns.yaml:1:1: 无法识别的文件：顶层应以 `workflow:`、`form:`、`schedules:`、`activities:` 或 `data:` 开头；若是应用自己读取的参考数据，请把它列入 `data:` 清单（workflows/data.yaml）",
+            ]
+        );
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub(super) fn yaml_words(message: &str) -> String {
     } else if let Some(rest) = m.strip_prefix("invalid value: ") {
         format!("取值不对：{rest}")
     } else if m.starts_with("unrecognised file") || m.starts_with("expected a mapping with") {
-        "无法识别的文件：顶层应以 `workflow:`、`form:`、`schedules:` 或 `activities:` 开头".into()
+        "无法识别的文件：顶层应以 `workflow:`、`form:`、`schedules:`、`activities:` 或 `data:` 开头；\
+         若是应用自己读取的参考数据，请把它列入 `data:` 清单（workflows/data.yaml）"
+            .into()
     } else {
         format!("YAML 写法有误：{m}")
     };

@@ -44,21 +44,11 @@ use schedule::ScheduleSpec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+/// How to compile. Reference-data files in `workflows/` are not an option:
+/// the tree declares them itself (`data:`, see [`crate::definition::DataDef`]).
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub limits: Limits,
-    /// Top-level keys of reference-data files in `workflows/` that the host
-    /// validates itself (for example `districts`).
-    pub data_keys: Vec<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            limits: Limits::default(),
-            data_keys: vec!["districts".into()],
-        }
-    }
 }
 
 /// An activity the host implements, from `workflows/activities.yaml`.

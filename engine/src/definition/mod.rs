@@ -19,6 +19,17 @@ pub enum File {
     Form(FormDef),
     Schedules(SchedulesDef),
     Activities(ActivitiesDef),
+    Data(DataDef),
+}
+
+/// `data:` at the top (`workflows/data.yaml`): the files beside it that are
+/// reference data the host reads and checks itself, by path relative to
+/// this file's directory. The compiler skips them; a file that is neither a
+/// definition nor declared here is an error naming it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDef {
+    pub data: Vec<String>,
 }
 
 /// `activities:` at the top of `workflows/activities.yaml`: the catalog of
@@ -329,46 +340,38 @@ pub struct ParseError {
 }
 
 /// Parse one file's text, recognising its kind by its top-level key.
-/// Returns `Ok(None)` for a mapping whose top-level key is in `data_keys`
-/// (reference data the host validates itself).
-pub fn parse(text: &str, data_keys: &[&str]) -> Result<Option<File>, ParseError> {
+pub fn parse(text: &str) -> Result<File, ParseError> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(yaml_error)?;
     let map = value.as_mapping().ok_or_else(|| ParseError {
         line: 1,
         col: 1,
-        message:
-            "expected a mapping with `workflow:`, `form:`, `schedules:` or `activities:` at the top"
-                .into(),
+        message: format!("expected a mapping with {KINDS} at the top"),
     })?;
     let has = |k: &str| map.contains_key(serde_yaml::Value::String(k.into()));
     // Deserialize from the text again (not from `value`) so errors keep positions.
+    fn of<T: de::DeserializeOwned>(text: &str) -> Result<T, ParseError> {
+        serde_yaml::from_str(text).map_err(yaml_error)
+    }
     if has("workflow") {
-        serde_yaml::from_str(text)
-            .map(|w| Some(File::Workflow(Box::new(w))))
-            .map_err(yaml_error)
+        of(text).map(|w| File::Workflow(Box::new(w)))
     } else if has("form") {
-        serde_yaml::from_str(text)
-            .map(|f| Some(File::Form(f)))
-            .map_err(yaml_error)
+        of(text).map(File::Form)
     } else if has("schedules") {
-        serde_yaml::from_str(text)
-            .map(|s| Some(File::Schedules(s)))
-            .map_err(yaml_error)
+        of(text).map(File::Schedules)
     } else if has("activities") {
-        serde_yaml::from_str(text)
-            .map(|a| Some(File::Activities(a)))
-            .map_err(yaml_error)
-    } else if data_keys.iter().any(|k| has(k)) {
-        Ok(None)
+        of(text).map(File::Activities)
+    } else if has("data") {
+        of(text).map(File::Data)
     } else {
         Err(ParseError {
             line: 1,
             col: 1,
-            message: "unrecognised file: expected `workflow:`, `form:`, `schedules:` or `activities:` at the top"
-                .into(),
+            message: format!("unrecognised file: expected {KINDS} at the top"),
         })
     }
 }
+
+const KINDS: &str = "`workflow:`, `form:`, `schedules:`, `activities:` or `data:`";
 
 fn yaml_error(e: serde_yaml::Error) -> ParseError {
     let (line, col) = e

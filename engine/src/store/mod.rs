@@ -60,9 +60,7 @@ pub fn millis(t: DateTime<Utc>) -> i64 {
 /// A stored time (unix milliseconds) back as an instant; one out of
 /// range is corrupt data, named by `what` (table and column).
 pub fn from_millis(what: &str, ms: i64) -> Result<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .ok_or_else(|| Error::Corrupt(format!("{what}: {ms} is not a time (unix milliseconds)")))
+    sql::time(ms).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
 /// Where a child workflow reports its completion: its parent instance and
@@ -76,20 +74,21 @@ pub struct ParentRef {
 }
 
 /// A published definition version.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct DefinitionRow {
     pub hash: String,
     pub kind: String,
     pub version: i64,
     /// JSON of `compile::program::DefinitionSource`.
     pub source: String,
+    #[sqlx(try_from = "sql::Millis")]
     pub published_at: DateTime<Utc>,
 }
 
 /// One publication (issue 11): the step that made a set of definition
 /// versions current for new instances, with who, when and why. Numbered in
 /// order; the highest `seq` is what new instances run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct PublicationRow {
     /// Assigned by [`Store::publish`]: 1, 2, 3, … in order.
     pub seq: i64,
@@ -99,26 +98,30 @@ pub struct PublicationRow {
     pub published_by: String,
     pub reason: String,
     /// Wall time of the publication.
+    #[sqlx(try_from = "sql::Millis")]
     pub published_at: DateTime<Utc>,
     /// The runtime's clock then (a rehearsal's simulated time; the same as
     /// `published_at` in production).
+    #[sqlx(try_from = "sql::Millis")]
     pub clock_at: DateTime<Utc>,
     /// For a rollback: the publication whose definitions became current again.
     pub rollback_of: Option<i64>,
     /// Every workflow current after this publication → its definition hash.
+    #[sqlx(try_from = "sql::JsonMap")]
     pub definitions: std::collections::BTreeMap<String, String>,
 }
 
 /// Instances on one definition version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DefinitionCount {
+    #[sqlx(rename = "definition_hash")]
     pub hash: String,
     /// Not ended: running, or failed and waiting for an operator.
     pub open: i64,
     pub total: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct InstanceRow {
     pub id: String,
     pub kind: String,
@@ -131,8 +134,10 @@ pub struct InstanceRow {
     /// The search attributes the definition declares (`search:`), name →
     /// value, fixed when the instance starts; stored in `instance_search`
     /// (migration 0005) with the instance's first step.
+    #[sqlx(skip)]
     pub search: BTreeMap<String, String>,
     /// The parent and its call, for a child workflow.
+    #[sqlx(flatten, try_from = "sql::ParentColumns")]
     pub parent: Option<ParentRef>,
     /// JSON of `interpreter::Instance`.
     pub snapshot: String,
@@ -143,18 +148,22 @@ pub struct InstanceRow {
     /// from which the next step's row is chained without reading history.
     /// None until a row is written after migration 0003.
     pub history_hash: Option<String>,
+    #[sqlx(try_from = "sql::Millis")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "sql::Millis")]
     pub updated_at: DateTime<Utc>,
+    #[sqlx(try_from = "sql::MaybeMillis")]
     pub closed_at: Option<DateTime<Utc>>,
 }
 
 /// One entry of an instance's history. Rows are chained: each carries the
 /// hash of the row before it in its instance, and its own hash covers that
 /// link, so an altered, removed or reordered row shows (see [`verify_chain`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct HistoryRow {
     pub instance_id: String,
     pub seq: i64,
+    #[sqlx(try_from = "sql::Millis")]
     pub at: DateTime<Utc>,
     pub kind: String,
     pub payload: String,
@@ -453,8 +462,9 @@ fn check_chain_head(instance: &InstanceRow, rows: i64, last: Option<&str>) -> Op
     None
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
 pub struct TimerRow {
+    #[sqlx(try_from = "sql::Millis")]
     pub due_at: DateTime<Utc>,
     pub instance_id: String,
     pub timer_id: String,
@@ -490,7 +500,7 @@ impl TaskStatus {
 }
 
 /// An activity task. `id` is the idempotency key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TaskRow {
     pub id: String,
     pub instance_id: String,
@@ -503,32 +513,39 @@ pub struct TaskRow {
     pub attempt: i64,
     pub max_attempts: i64,
     pub status: TaskStatus,
+    #[sqlx(try_from = "sql::Millis")]
     pub next_run_at: DateTime<Utc>,
+    #[sqlx(try_from = "sql::MaybeMillis")]
     pub lease_until: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub result: Option<String>,
+    #[sqlx(try_from = "sql::Millis")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "sql::Millis")]
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct OutboxRow {
     /// Unique; inserting an id twice keeps the first row.
     pub id: String,
     pub instance_id: String,
     pub kind: String,
     pub payload: String,
+    #[sqlx(try_from = "sql::Millis")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "sql::MaybeMillis")]
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct SignalRow {
     pub id: i64,
     pub instance_id: String,
     pub name: String,
     pub payload: String,
     pub actor: String,
+    #[sqlx(try_from = "sql::Millis")]
     pub received_at: DateTime<Utc>,
 }
 

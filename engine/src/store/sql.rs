@@ -166,8 +166,10 @@ impl SqlStore {
                     .await?
             }
         };
-        let instances: Vec<InstanceRow> =
-            instances.iter().map(instance_row).collect::<Result<_>>()?;
+        let instances: Vec<InstanceRow> = instances
+            .iter()
+            .map(read("instances"))
+            .collect::<Result<_>>()?;
         let mut rows: std::collections::HashMap<String, Vec<HistoryRow>> =
             std::collections::HashMap::with_capacity(instances.len());
         let ids: Vec<Vec<Arg>> = instances
@@ -183,7 +185,7 @@ impl SqlStore {
                 .fetch_all(&mut *tx)
                 .await?
             {
-                let h = history_row(&r)?;
+                let h: HistoryRow = read("history")(&r)?;
                 rows.entry(h.instance_id.clone()).or_default().push(h);
             }
         }
@@ -447,257 +449,119 @@ fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(millis)
 }
 
-/// A stored time, or the error naming its table and column.
-fn at(what: &str, ms: i64) -> Result<DateTime<Utc>> {
-    from_millis(what, ms)
-}
-
-fn at_opt(what: &str, ms: Option<i64>) -> Result<Option<DateTime<Utc>>> {
-    ms.map(|ms| at(what, ms)).transpose()
-}
-
-/// Columns as stored (times in unix milliseconds); [`instance_row`] makes
-/// the public row. `search` is filled by [`SqlStore::attach_search`].
-#[derive(sqlx::FromRow)]
-struct RawInstance {
-    id: String,
-    kind: String,
-    definition_hash: String,
-    definition_version: i64,
-    state: String,
-    status: String,
-    status_label: Option<String>,
-    parent_id: Option<String>,
-    parent_call: Option<String>,
-    snapshot: String,
-    revision: i64,
-    history_len: i64,
-    created_at: i64,
-    updated_at: i64,
-    closed_at: Option<i64>,
-    history_hash: Option<String>,
-}
-
-fn instance_row(r: &AnyRow) -> Result<InstanceRow> {
-    let r = RawInstance::from_row(r)?;
-    let parent = match (r.parent_id, r.parent_call) {
-        (Some(instance_id), Some(call)) => Some(ParentRef { instance_id, call }),
-        (None, None) => None,
-        (p, c) => {
-            return Err(Error::Corrupt(format!(
-                "instances.parent_id/parent_call of {}: {p:?} / {c:?} (one without the other)",
-                r.id
-            )))
-        }
-    };
-    Ok(InstanceRow {
-        created_at: at("instances.created_at", r.created_at)?,
-        updated_at: at("instances.updated_at", r.updated_at)?,
-        closed_at: at_opt("instances.closed_at", r.closed_at)?,
-        id: r.id,
-        kind: r.kind,
-        definition_hash: r.definition_hash,
-        definition_version: r.definition_version,
-        state: r.state,
-        status: r.status,
-        status_label: r.status_label,
-        search: BTreeMap::new(),
-        parent,
-        snapshot: r.snapshot,
-        revision: r.revision,
-        history_len: r.history_len,
-        history_hash: r.history_hash,
-    })
-}
-
 const HISTORY_COLUMNS: &str = "instance_id, seq, at, kind, payload, prev_hash, hash";
-
-#[derive(sqlx::FromRow)]
-struct RawHistory {
-    instance_id: String,
-    seq: i64,
-    at: i64,
-    kind: String,
-    payload: String,
-    prev_hash: Option<String>,
-    hash: Option<String>,
-}
-
-fn history_row(r: &AnyRow) -> Result<HistoryRow> {
-    let r = RawHistory::from_row(r)?;
-    Ok(HistoryRow {
-        at: at("history.at", r.at)?,
-        instance_id: r.instance_id,
-        seq: r.seq,
-        kind: r.kind,
-        payload: r.payload,
-        prev_hash: r.prev_hash,
-        hash: r.hash,
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct RawTask {
-    id: String,
-    instance_id: String,
-    activity_id: String,
-    name: String,
-    args: String,
-    retry: String,
-    attempt: i64,
-    max_attempts: i64,
-    status: String,
-    next_run_at: i64,
-    lease_until: Option<i64>,
-    last_error: Option<String>,
-    result: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-fn task_row(r: &AnyRow) -> Result<TaskRow> {
-    let r = RawTask::from_row(r)?;
-    Ok(TaskRow {
-        status: TaskStatus::parse(&r.status)
-            .ok_or_else(|| Error::Corrupt(format!("tasks.status of {}: {}", r.id, r.status)))?,
-        next_run_at: at("tasks.next_run_at", r.next_run_at)?,
-        lease_until: at_opt("tasks.lease_until", r.lease_until)?,
-        created_at: at("tasks.created_at", r.created_at)?,
-        updated_at: at("tasks.updated_at", r.updated_at)?,
-        id: r.id,
-        instance_id: r.instance_id,
-        activity_id: r.activity_id,
-        name: r.name,
-        args: r.args,
-        retry: r.retry,
-        attempt: r.attempt,
-        max_attempts: r.max_attempts,
-        last_error: r.last_error,
-        result: r.result,
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct RawTimer {
-    instance_id: String,
-    timer_id: String,
-    name: String,
-    due_at: i64,
-}
-
-fn timer_row(r: &AnyRow) -> Result<TimerRow> {
-    let r = RawTimer::from_row(r)?;
-    Ok(TimerRow {
-        due_at: at("timers.due_at", r.due_at)?,
-        instance_id: r.instance_id,
-        timer_id: r.timer_id,
-        name: r.name,
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct RawDefinition {
-    hash: String,
-    kind: String,
-    version: i64,
-    source: String,
-    published_at: i64,
-}
-
-fn definition_row(r: &AnyRow) -> Result<DefinitionRow> {
-    let r = RawDefinition::from_row(r)?;
-    Ok(DefinitionRow {
-        published_at: at("definitions.published_at", r.published_at)?,
-        hash: r.hash,
-        kind: r.kind,
-        version: r.version,
-        source: r.source,
-    })
-}
 
 const PUBLICATION_COLUMNS: &str =
     "seq, kind, published_by, reason, published_at, clock_at, rollback_of, definitions";
 
-#[derive(sqlx::FromRow)]
-struct RawPublication {
-    seq: i64,
-    kind: String,
-    published_by: String,
-    reason: String,
-    published_at: i64,
-    clock_at: i64,
-    rollback_of: Option<i64>,
-    definitions: String,
+/// The reader of every table: a row as its public type (`FromRow` derived
+/// on it in [`super`]); a value that does not decode is corrupt data, named
+/// by table and column.
+fn read<T: for<'r> FromRow<'r, AnyRow>>(table: &'static str) -> impl Fn(&AnyRow) -> Result<T> {
+    move |r| {
+        T::from_row(r).map_err(|e| match e {
+            sqlx::Error::ColumnDecode { index, source } => {
+                // sqlx quotes a column named by string (`"at"`).
+                Error::Corrupt(format!("{table}.{}: {source}", index.trim_matches('"')))
+            }
+            e => e.into(),
+        })
+    }
 }
 
-fn publication_row(r: &AnyRow) -> Result<PublicationRow> {
-    let r = RawPublication::from_row(r)?;
-    Ok(PublicationRow {
-        published_at: at("publications.published_at", r.published_at)?,
-        clock_at: at("publications.clock_at", r.clock_at)?,
-        definitions: serde_json::from_str(&r.definitions).map_err(|e| {
-            Error::Corrupt(format!(
-                "publications.definitions of publication {}: {e}",
-                r.seq
-            ))
-        })?,
-        seq: r.seq,
-        kind: r.kind,
-        published_by: r.published_by,
-        reason: r.reason,
-        rollback_of: r.rollback_of,
-    })
+/// `Type` and `Decode` on `Any` for a field type stored as `$raw` and
+/// checked by `$check` on the way in: its error names what was wrong, and
+/// [`read`] adds the table and column.
+macro_rules! stored_as {
+    ($t:ty, $raw:ty, $check:expr) => {
+        impl sqlx::Type<sqlx::Any> for $t {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <$raw as sqlx::Type<sqlx::Any>>::type_info()
+            }
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <$raw as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $t {
+            fn decode(
+                v: sqlx::any::AnyValueRef<'r>,
+            ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+                let raw = <$raw as sqlx::Decode<'r, sqlx::Any>>::decode(v)?;
+                let check: fn($raw) -> std::result::Result<$t, String> = $check;
+                Ok(check(raw)?)
+            }
+        }
+    };
 }
 
-#[derive(sqlx::FromRow)]
-struct RawOutbox {
-    id: String,
-    instance_id: String,
-    kind: String,
-    payload: String,
-    created_at: i64,
-    delivered_at: Option<i64>,
+pub(super) fn time(ms: i64) -> std::result::Result<DateTime<Utc>, String> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| format!("{ms} is not a time (unix milliseconds)"))
 }
 
-fn outbox_row(r: &AnyRow) -> Result<OutboxRow> {
-    let r = RawOutbox::from_row(r)?;
-    Ok(OutboxRow {
-        created_at: at("outbox.created_at", r.created_at)?,
-        delivered_at: at_opt("outbox.delivered_at", r.delivered_at)?,
-        id: r.id,
-        instance_id: r.instance_id,
-        kind: r.kind,
-        payload: r.payload,
-    })
+/// A stored time (unix milliseconds), read into a `DateTime<Utc>` field.
+pub struct Millis(pub(super) DateTime<Utc>);
+stored_as!(Millis, i64, |ms| time(ms).map(Millis));
+
+impl From<Millis> for DateTime<Utc> {
+    fn from(m: Millis) -> Self {
+        m.0
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct RawSignal {
-    id: i64,
-    instance_id: String,
-    name: String,
-    payload: String,
-    actor: String,
-    received_at: i64,
+/// A nullable stored time, read into an `Option<DateTime<Utc>>` field.
+pub struct MaybeMillis(Option<DateTime<Utc>>);
+stored_as!(MaybeMillis, Option<i64>, |ms| ms
+    .map(time)
+    .transpose()
+    .map(MaybeMillis));
+
+impl From<MaybeMillis> for Option<DateTime<Utc>> {
+    fn from(m: MaybeMillis) -> Self {
+        m.0
+    }
 }
 
-fn signal_row(r: &AnyRow) -> Result<SignalRow> {
-    let r = RawSignal::from_row(r)?;
-    Ok(SignalRow {
-        received_at: at("signals.received_at", r.received_at)?,
-        id: r.id,
-        instance_id: r.instance_id,
-        name: r.name,
-        payload: r.payload,
-        actor: r.actor,
-    })
+/// A map stored as JSON text (`publications.definitions`).
+pub struct JsonMap(BTreeMap<String, String>);
+stored_as!(JsonMap, String, |text| serde_json::from_str(&text)
+    .map(JsonMap)
+    .map_err(|e| e.to_string()));
+
+impl From<JsonMap> for BTreeMap<String, String> {
+    fn from(m: JsonMap) -> Self {
+        m.0
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct RawDefinitionCount {
-    definition_hash: String,
-    open: i64,
-    total: i64,
+stored_as!(TaskStatus, String, |s| TaskStatus::parse(&s)
+    .ok_or_else(|| format!("{s:?} is not a task status")));
+
+/// `instances.parent_id` and `parent_call`: both or neither.
+pub struct ParentColumns(Option<ParentRef>);
+
+impl FromRow<'_, AnyRow> for ParentColumns {
+    fn from_row(r: &AnyRow) -> sqlx::Result<Self> {
+        let id: Option<String> = r.try_get("parent_id")?;
+        let call: Option<String> = r.try_get("parent_call")?;
+        match (id, call) {
+            (Some(instance_id), Some(call)) => {
+                Ok(ParentColumns(Some(ParentRef { instance_id, call })))
+            }
+            (None, None) => Ok(ParentColumns(None)),
+            (p, c) => Err(sqlx::Error::ColumnDecode {
+                index: "parent_id/parent_call".into(),
+                source: format!("{p:?} / {c:?} (one without the other)").into(),
+            }),
+        }
+    }
+}
+
+impl From<ParentColumns> for Option<ParentRef> {
+    fn from(c: ParentColumns) -> Self {
+        c.0
+    }
 }
 
 /// WHERE clause and its text arguments for an instance filter.
@@ -1077,7 +941,7 @@ impl Store for SqlStore {
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(definition_row).transpose()
+        r.as_ref().map(read("definitions")).transpose()
     }
 
     async fn definitions(&self, kind: &str) -> Result<Vec<DefinitionRow>> {
@@ -1088,7 +952,7 @@ impl Store for SqlStore {
         .bind(kind)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(definition_row).collect()
+        rows.iter().map(read("definitions")).collect()
     }
 
     async fn all_definitions(&self) -> Result<Vec<DefinitionRow>> {
@@ -1098,7 +962,7 @@ impl Store for SqlStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(definition_row).collect()
+        rows.iter().map(read("definitions")).collect()
     }
 
     async fn publish(
@@ -1157,7 +1021,7 @@ impl Store for SqlStore {
         let sql =
             format!("SELECT {PUBLICATION_COLUMNS} FROM publications ORDER BY seq DESC LIMIT 1");
         let r = sqlx::query(&sql).fetch_optional(&self.pool).await?;
-        r.as_ref().map(publication_row).transpose()
+        r.as_ref().map(read("publications")).transpose()
     }
 
     async fn publication_seq(&self) -> Result<Option<i64>> {
@@ -1172,7 +1036,7 @@ impl Store for SqlStore {
             .bind(seq)
             .fetch_optional(&self.pool)
             .await?;
-        r.as_ref().map(publication_row).transpose()
+        r.as_ref().map(read("publications")).transpose()
     }
 
     async fn publications(&self, limit: i64) -> Result<Vec<PublicationRow>> {
@@ -1182,7 +1046,7 @@ impl Store for SqlStore {
             .bind(limit)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(publication_row).collect()
+        rows.iter().map(read("publications")).collect()
     }
 
     async fn count_by_definition(&self) -> Result<Vec<DefinitionCount>> {
@@ -1194,16 +1058,7 @@ impl Store for SqlStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let c = RawDefinitionCount::from_row(r)?;
-                Ok(DefinitionCount {
-                    hash: c.definition_hash,
-                    open: c.open,
-                    total: c.total,
-                })
-            })
-            .collect()
+        rows.iter().map(read("instances")).collect()
     }
 
     async fn commit(&self, batch: &[StepCommit]) -> Result<Vec<bool>> {
@@ -1233,7 +1088,7 @@ impl Store for SqlStore {
                 q = q.bind(id);
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.push(instance_row(&r)?);
+                out.push(read("instances")(&r)?);
             }
         }
         self.attach_search(&self.pool, &mut out).await?;
@@ -1250,7 +1105,7 @@ impl Store for SqlStore {
             .await?;
         let mut row: Vec<InstanceRow> = r
             .as_ref()
-            .map(instance_row)
+            .map(read("instances"))
             .transpose()?
             .into_iter()
             .collect();
@@ -1278,7 +1133,8 @@ impl Store for SqlStore {
             .bind(page.offset)
             .fetch_all(&self.pool)
             .await?;
-        let mut rows: Vec<InstanceRow> = rows.iter().map(instance_row).collect::<Result<_>>()?;
+        let mut rows: Vec<InstanceRow> =
+            rows.iter().map(read("instances")).collect::<Result<_>>()?;
         self.attach_search(&self.pool, &mut rows).await?;
         Ok(rows)
     }
@@ -1308,7 +1164,7 @@ impl Store for SqlStore {
         let sql =
             format!("SELECT {HISTORY_COLUMNS} FROM history WHERE instance_id = $1 ORDER BY seq");
         let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
-        rows.iter().map(history_row).collect()
+        rows.iter().map(read("history")).collect()
     }
 
     async fn verify_history(&self, id: &str) -> Result<ChainCheck> {
@@ -1331,7 +1187,7 @@ impl Store for SqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(timer_row).collect()
+        rows.iter().map(read("timers")).collect()
     }
 
     async fn next_timer(&self) -> Result<Option<DateTime<Utc>>> {
@@ -1363,7 +1219,7 @@ impl Store for SqlStore {
                 .await?
             }
         };
-        rows.iter().map(timer_row).collect()
+        rows.iter().map(read("timers")).collect()
     }
 
     async fn finished_before(
@@ -1471,7 +1327,7 @@ impl Store for SqlStore {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        let mut tasks: Vec<TaskRow> = rows.iter().map(task_row).collect::<Result<_>>()?;
+        let mut tasks: Vec<TaskRow> = rows.iter().map(read("tasks")).collect::<Result<_>>()?;
         tasks.sort_by(|a, b| a.next_run_at.cmp(&b.next_run_at).then(a.id.cmp(&b.id)));
         Ok(tasks)
     }
@@ -1523,7 +1379,7 @@ impl Store for SqlStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        r.as_ref().map(task_row).transpose()
+        r.as_ref().map(read("tasks")).transpose()
     }
 
     async fn failed_tasks(&self, page: Page) -> Result<Vec<TaskRow>> {
@@ -1536,7 +1392,7 @@ impl Store for SqlStore {
             .bind(page.offset)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(task_row).collect()
+        rows.iter().map(read("tasks")).collect()
     }
 
     async fn tasks_of(&self, instance_id: &str) -> Result<Vec<TaskRow>> {
@@ -1547,7 +1403,7 @@ impl Store for SqlStore {
             .bind(instance_id)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(task_row).collect()
+        rows.iter().map(read("tasks")).collect()
     }
 
     async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>> {
@@ -1558,7 +1414,7 @@ impl Store for SqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(outbox_row).collect()
+        rows.iter().map(read("outbox")).collect()
     }
 
     async fn enqueue_signal(&self, s: &SignalRow) -> Result<i64> {
@@ -1580,7 +1436,7 @@ impl Store for SqlStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(signal_row).collect()
+        rows.iter().map(read("signals")).collect()
     }
 
     async fn latest_recorded(&self) -> Result<Option<DateTime<Utc>>> {
