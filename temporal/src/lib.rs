@@ -18,6 +18,7 @@
 
 pub mod cache;
 mod client;
+pub mod inspect;
 pub mod codec;
 mod row;
 mod worker;
