@@ -356,7 +356,13 @@ async fn embedded_instance(
     };
     let state = engine::inspect::state_of(&r).map_err(Error::Corrupt)?;
     let timers = store
-        .pending_timers(Some(id), Page { limit: 100, offset: 0 })
+        .pending_timers(
+            Some(id),
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
         .await?
         .into_iter()
         .map(|t| TimerLine {
@@ -429,8 +435,8 @@ mod on_temporal {
     use engine::interpreter::Instance;
     use engine::runtime::{Error, Repair, Runtime};
     use engine::store::{InstanceFilter, Page, SqlStore};
-    use engine_temporal::TemporalEngine;
     use engine_temporal::inspect::{Description, Summary, Termination};
+    use engine_temporal::TemporalEngine;
 
     pub async fn instances(
         t: &TemporalEngine,
@@ -443,7 +449,10 @@ mod on_temporal {
             ));
         }
         let total = t.count_instances(filter).await.map_err(temporal_error)?;
-        let rows = t.list_instances(filter, page).await.map_err(temporal_error)?;
+        let rows = t
+            .list_instances(filter, page)
+            .await
+            .map_err(temporal_error)?;
         Ok((total, rows.iter().map(summary).collect()))
     }
 

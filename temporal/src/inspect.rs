@@ -77,7 +77,11 @@ pub struct Description {
 impl TemporalEngine {
     /// The instances `filter` selects, newest first, one page of them.
     /// Temporal's list has no offset: the pages before are read and skipped.
-    pub async fn list_instances(&self, filter: &InstanceFilter, page: Page) -> Result<Vec<Summary>> {
+    pub async fn list_instances(
+        &self,
+        filter: &InstanceFilter,
+        page: Page,
+    ) -> Result<Vec<Summary>> {
         let query = visibility_filter(filter)?;
         let (skip, take) = (page.offset.max(0) as usize, page.limit.max(0) as usize);
         let opts = WorkflowListOptions::builder().limit(skip + take).build();
@@ -300,7 +304,12 @@ mod tests {
             definition_version: Some(2),
             ..Default::default()
         };
-        assert!(visibility_filter(&version).unwrap_err().to_string().contains("定义版本"));
+        assert!(
+            visibility_filter(&version)
+                .unwrap_err()
+                .to_string()
+                .contains("定义版本")
+        );
         let status = InstanceFilter {
             status: Some("nope".into()),
             ..Default::default()
@@ -310,9 +319,18 @@ mod tests {
 
     #[test]
     fn execution_statuses_in_the_consoles_words() {
-        assert_eq!(status_code(WorkflowExecutionStatus::Running as i32), "running");
-        assert_eq!(status_code(WorkflowExecutionStatus::Terminated as i32), "terminated");
-        assert_eq!(status_code(WorkflowExecutionStatus::Failed as i32), "failed");
+        assert_eq!(
+            status_code(WorkflowExecutionStatus::Running as i32),
+            "running"
+        );
+        assert_eq!(
+            status_code(WorkflowExecutionStatus::Terminated as i32),
+            "terminated"
+        );
+        assert_eq!(
+            status_code(WorkflowExecutionStatus::Failed as i32),
+            "failed"
+        );
         assert_eq!(status_code(99), "unknown");
     }
 }

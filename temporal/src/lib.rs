@@ -18,8 +18,8 @@
 
 pub mod cache;
 mod client;
-pub mod inspect;
 pub mod codec;
+pub mod inspect;
 mod row;
 mod worker;
 mod workflow;

@@ -6,9 +6,9 @@
 //! on engine tables here.
 
 use super::{Ctx, Shared, WebError};
+use crate::backend;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use crate::backend;
 use engine::inspect;
 use engine::store::{InstanceFilter, Page, Store};
 use minijinja::context;
