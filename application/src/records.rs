@@ -1,5 +1,6 @@
-//! Daily records (登记疫情防控信息, R3) and staff removal (R2.5): the
-//! enterprise-side writes, each scoped to the calling enterprise.
+//! Daily records (登记疫情防控信息, R3): the enterprise-side writes, each
+//! scoped to the calling enterprise. (Staff removal, R2.5, is
+//! `staff::delete`.)
 //!
 //! Must not compute the health numbers: those come from comparison runs.
 
@@ -69,26 +70,6 @@ pub async fn create(
     .await?;
     tx.commit().await?;
     Ok(id)
-}
-
-/// Delete a person who left (R2.5): future comparisons skip them; an open
-/// warning for them stays open for disposal ("人员已离职") and review.
-pub async fn delete_person(
-    pool: &AnyPool,
-    enterprise_id: &str,
-    staff_id: &str,
-    now_ms: i64,
-) -> Result<(), Error> {
-    let r = sqlx::query("UPDATE staff SET deleted_at = $1, updated_at = $1 WHERE id = $2 AND enterprise_id = $3 AND deleted_at IS NULL")
-        .bind(now_ms)
-        .bind(staff_id)
-        .bind(enterprise_id)
-        .execute(pool)
-        .await?;
-    if r.rows_affected() == 0 {
-        return Err(Error::NotFound);
-    }
-    Ok(())
 }
 
 /// A daily record as the pages show it.

@@ -14,6 +14,15 @@ pub(crate) fn db(e: sqlx::Error) -> ActivityError {
     ActivityError::Retryable(format!("database: {e}"))
 }
 
+/// An error of the engine's SQL helpers (`insert_many`) as the database
+/// error it is, for code that returns `sqlx::Error`.
+pub(crate) fn sqlx_error(e: engine::store::Error) -> sqlx::Error {
+    match e {
+        engine::store::Error::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
 pub(crate) fn store_err(e: engine::store::Error) -> ActivityError {
     ActivityError::Retryable(e.to_string())
 }

@@ -219,98 +219,31 @@ impl System {
         let bundle = compile(paths)?;
         let districts = Districts::load(paths.workflows.join("districts.yaml"))
             .map_err(|e| Error::Districts(e.to_string()))?;
-        if let Some(dir) = config
-            .database_url
-            .strip_prefix("sqlite://")
-            .and_then(|p| Path::new(p.split('?').next().unwrap_or(p)).parent())
-        {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    crate::db::Error::Open(format!("无法建立数据库所在目录 {}：{e}", dir.display()))
-                })?;
-            }
-        }
+        create_sqlite_dir(&config.database_url)?;
         let store = crate::db::open(&config.database_url).await?;
         let pool = store.pool().clone();
         crate::db::seed_districts(&pool, &districts).await?;
-        let (clock, adjustable): (Arc<dyn Clock>, _) = match clock {
-            ClockChoice::System => (Arc::new(engine::clock::SystemClock), None),
-            ClockChoice::Adjustable(c) => (c.clone() as Arc<dyn Clock>, Some(c)),
-        };
+        let (clock, adjustable) = clock.split();
         let metrics = crate::metrics::AppMetrics::new();
-        let health: Arc<dyn HealthCommission> = match config.health.mode {
-            HealthMode::Sim => Arc::new(Simulator::new(
-                config.health.sim_seed,
-                config.health.sim_rates,
-            )),
-            HealthMode::Http => Arc::new(
-                HttpHealth::new(config.health.http_options())
-                    .map_err(|e| Error::Adapter(e.to_string()))?
-                    .with_metrics(metrics.clone()),
-            ),
-        };
-        let sms_inbox = Inbox::default();
-        let sms: Arc<dyn SmsGateway> = match config.sms.mode {
-            // A demo or rehearsal (the clock an operator may move) shows
-            // messages on the console so a newcomer can log in.
-            SmsMode::Log if adjustable.is_some() => {
-                Arc::new(LogSms::new(pool.clone(), clock.clone()).with_console(sms_inbox.clone()))
-            }
-            SmsMode::Log => Arc::new(LogSms::new(pool.clone(), clock.clone())),
-            SmsMode::Http => Arc::new(
-                HttpSms::new(
-                    config.sms.base_url.clone(),
-                    config.sms.token.clone(),
-                    std::time::Duration::from_millis(config.sms.timeout_ms),
-                )
-                .map_err(|e| Error::Adapter(e.to_string()))?,
-            ),
-        };
-        let sms: Arc<dyn SmsGateway> = Arc::new(MeteredSms::new(sms, metrics.clone()));
+        let gateways = Gateways::new(config, &pool, &clock, adjustable.is_some(), &metrics)?;
         let services = Arc::new(Services {
             store: store.clone(),
             pool: pool.clone(),
             reader: store.reader().clone(),
             clock: clock.clone(),
-            health,
-            sms: sms.clone(),
+            health: gateways.health,
+            sms: gateways.sms.clone(),
             rules: bundle.rules.clone(),
             rules_by_version: Default::default(),
         });
         let activities = metrics.meter_activities(registry(services));
-        let runtime = match startup {
-            Startup::Publish => {
-                Runtime::new(
-                    store.clone(),
-                    clock.clone(),
-                    &bundle,
-                    activities.clone(),
-                    opts,
-                )
-                .await?
-            }
-            Startup::Attach => {
-                Runtime::attach(
-                    store.clone(),
-                    clock.clone(),
-                    &bundle,
-                    activities.clone(),
-                    opts,
-                )
-                .await?
-            }
-        };
-        let form = |name: &'static str| {
-            bundle
-                .forms
-                .get(name)
-                .cloned()
-                .ok_or(Error::MissingForm(name))
-        };
+        let runtime = startup
+            .runtime(&store, &clock, &bundle, &activities, opts)
+            .await?;
         runtime.on_incident(incident_notices(pool.clone(), clock.clone()));
         Ok(System {
-            daily_record: form("daily_record")?,
-            disposal: form("disposal")?,
+            daily_record: form(&bundle, "daily_record")?,
+            disposal: form(&bundle, "disposal")?,
             reader: store.reader().clone(),
             store,
             pool,
@@ -319,9 +252,9 @@ impl System {
             runtime,
             clock,
             adjustable,
-            sms,
+            sms: gateways.sms,
             sms_logged: config.sms.mode == SmsMode::Log,
-            sms_inbox,
+            sms_inbox: gateways.sms_inbox,
             districts: Arc::new(districts),
             bundle: Arc::new(bundle),
             paths: paths.clone(),
@@ -387,6 +320,114 @@ impl System {
             .start("comparison", &id, (*state.input).clone())
             .await?;
         Ok(id)
+    }
+}
+
+/// A form the pages need, from the compiled definitions.
+fn form(bundle: &engine::Bundle, name: &'static str) -> Result<Arc<FormSpec>, Error> {
+    bundle
+        .forms
+        .get(name)
+        .cloned()
+        .ok_or(Error::MissingForm(name))
+}
+
+/// The directory of a SQLite database file, made when missing (a fresh
+/// install's `data/`). Nothing for other databases.
+fn create_sqlite_dir(database_url: &str) -> Result<(), Error> {
+    let Some(dir) = database_url
+        .strip_prefix("sqlite://")
+        .and_then(|p| Path::new(p.split('?').next().unwrap_or(p)).parent())
+    else {
+        return Ok(());
+    };
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            crate::db::Error::Open(format!("无法建立数据库所在目录 {}：{e}", dir.display()))
+        })?;
+    }
+    Ok(())
+}
+
+impl ClockChoice {
+    /// The clock to run on, and the same clock when an operator may move it.
+    fn split(self) -> (Arc<dyn Clock>, Option<Arc<dyn AdjustableClock>>) {
+        match self {
+            ClockChoice::System => (Arc::new(engine::clock::SystemClock), None),
+            ClockChoice::Adjustable(c) => (c.clone() as Arc<dyn Clock>, Some(c)),
+        }
+    }
+}
+
+/// The health commission and the SMS gateway the configuration chooses,
+/// metered.
+struct Gateways {
+    health: Arc<dyn HealthCommission>,
+    sms: Arc<dyn SmsGateway>,
+    /// The messages in clear, for a demo or rehearsal with the log SMS.
+    sms_inbox: Inbox,
+}
+
+impl Gateways {
+    fn new(
+        config: &Config,
+        pool: &sqlx::AnyPool,
+        clock: &Arc<dyn Clock>,
+        rehearsal: bool,
+        metrics: &crate::metrics::AppMetrics,
+    ) -> Result<Gateways, Error> {
+        let health: Arc<dyn HealthCommission> = match config.health.mode {
+            HealthMode::Sim => Arc::new(Simulator::new(
+                config.health.sim_seed,
+                config.health.sim_rates,
+            )),
+            HealthMode::Http => Arc::new(
+                HttpHealth::new(config.health.http_options())
+                    .map_err(|e| Error::Adapter(e.to_string()))?
+                    .with_metrics(metrics.clone()),
+            ),
+        };
+        let sms_inbox = Inbox::default();
+        let sms: Arc<dyn SmsGateway> = match config.sms.mode {
+            // A demo or rehearsal (the clock an operator may move) shows
+            // messages on the console so a newcomer can log in.
+            SmsMode::Log if rehearsal => {
+                Arc::new(LogSms::new(pool.clone(), clock.clone()).with_console(sms_inbox.clone()))
+            }
+            SmsMode::Log => Arc::new(LogSms::new(pool.clone(), clock.clone())),
+            SmsMode::Http => Arc::new(
+                HttpSms::new(
+                    config.sms.base_url.clone(),
+                    config.sms.token.clone(),
+                    std::time::Duration::from_millis(config.sms.timeout_ms),
+                )
+                .map_err(|e| Error::Adapter(e.to_string()))?,
+            ),
+        };
+        Ok(Gateways {
+            health,
+            sms: Arc::new(MeteredSms::new(sms, metrics.clone())),
+            sms_inbox,
+        })
+    }
+}
+
+impl Startup {
+    /// The embedded runtime over `store`: publishing the files' new
+    /// versions, or attached to what is published.
+    async fn runtime(
+        self,
+        store: &SqlStore,
+        clock: &Arc<dyn Clock>,
+        bundle: &engine::Bundle,
+        activities: &engine::runtime::Activities,
+        opts: Options,
+    ) -> Result<Runtime<SqlStore>, Error> {
+        let (store, clock, activities) = (store.clone(), clock.clone(), activities.clone());
+        Ok(match self {
+            Startup::Publish => Runtime::new(store, clock, bundle, activities, opts).await?,
+            Startup::Attach => Runtime::attach(store, clock, bundle, activities, opts).await?,
+        })
     }
 }
 

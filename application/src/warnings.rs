@@ -7,6 +7,21 @@
 //! Every read and write takes a `Scope`; a warning outside it is "not
 //! found", whatever id is asked for. Must not change a warning's state
 //! itself: only the workflow does, through the runtime.
+//!
+//! Vocabulary (one word per thing):
+//! - the *projection* is the `warnings` table (with `warning_counts`): the
+//!   read model the pages list, written only here and by the comparison
+//!   that opens warnings;
+//! - to *project* is to write what a warning's workflow instance shows
+//!   (state, label, overdue flags, due time) into its projection row, only
+//!   if that is newer than what the row shows: [`project`] (one instance in
+//!   hand), [`project_many`] (a page of them, one transaction: the engine's
+//!   `Projection::project_many`), [`project_by_id`] (read the instance
+//!   first: after a signal, and the console's operator actions);
+//! - `record_warning_event` is not a second concept but the activity name
+//!   definitions from before `projection: warning` call; it projects too
+//!   (`activities::legacy_projection`) and keeps its name because stored
+//!   definitions name it.
 
 use crate::sites::PAGE_SIZE;
 use engine::interpreter::Actor;
@@ -303,7 +318,7 @@ pub struct Counted {
 
 /// Add `sign` × each row to `warning_counts`, in the caller's transaction.
 /// Every write of the `warnings` projection calls this in the same
-/// transaction (the comparison's insert, `warnings::refresh_warning`),
+/// transaction (the comparison's insert, [`project_many`]),
 /// so the counts never disagree with the rows.
 pub async fn add_to_counts(
     conn: &mut sqlx::AnyConnection,
@@ -346,10 +361,7 @@ pub async fn add_to_counts(
          review_overdue = warning_counts.review_overdue + excluded.review_overdue",
     )
     .await
-    .map_err(|e| match e {
-        engine::store::Error::Database(e) => e,
-        other => sqlx::Error::Protocol(other.to_string()),
-    })?;
+    .map_err(crate::services::sqlx_error)?;
     Ok(())
 }
 
@@ -553,16 +565,16 @@ pub async fn dispose(
     wf.signal(id, DISPOSE, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    refresh_after_signal(wf, id).await
+    project_after_signal(wf, id).await
 }
 
 /// The pages read the projection: on the embedded runtime bring it up to
 /// date now rather than at the runtime's next round (on Temporal the
 /// worker's projection hook writes it when the workflow has applied the
 /// signal).
-async fn refresh_after_signal(wf: &crate::backend::Workflows, id: &str) -> Result<(), Error> {
+async fn project_after_signal(wf: &crate::backend::Workflows, id: &str) -> Result<(), Error> {
     if wf.is_embedded() {
-        refresh_warning(&wf.runtime, id).await?;
+        project_by_id(&wf.runtime, id).await?;
     }
     Ok(())
 }
@@ -591,7 +603,7 @@ pub async fn review(
     wf.signal(id, name, payload, actor)
         .await
         .map_err(map_signal_error)?;
-    refresh_after_signal(wf, id).await
+    project_after_signal(wf, id).await
 }
 
 /// A notice of an inbox (R5.2, R6.1, R6.3).
@@ -689,11 +701,11 @@ pub async fn mark_read(
     Ok(())
 }
 
-/// Bring one warning's projection row up to its workflow's committed
-/// state. Idempotent; also called by the web layer right after a signal so
-/// the next page shows the new state (the runtime's projection follows and
-/// finds it current). False if there is no such workflow.
-pub async fn refresh_warning(
+/// [`project`] the warning `id`, reading its committed instance and its
+/// program from the runtime. Idempotent; also called right after a signal
+/// so the next page shows the new state (the runtime's own call follows
+/// and finds the row current). False if there is no such workflow.
+pub async fn project_by_id(
     rt: &engine::runtime::Runtime<engine::store::SqlStore>,
     id: &str,
 ) -> Result<bool, engine::runtime::Error> {
@@ -829,13 +841,34 @@ pub async fn project_many(
     for (instance, program) in items {
         wanted.push((*instance, Shown::of(instance, program)?));
     }
-    // Most refreshes find their rows already current: reads only.
+    let stale = stale_rows(store, &wanted).await?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.pool().begin().await?;
+    let mut counted = Vec::new();
+    for chunk in stale.chunks(500) {
+        counted.extend(write_chunk(&mut tx, chunk).await?);
+    }
+    if !counted.is_empty() {
+        add_to_counts(&mut tx, &counted).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The instances whose projection row shows something else than `wanted`
+/// (most projections find their rows already current: reads only). A
+/// workflow whose row is not there (yet) has nothing to project into.
+async fn stale_rows<'a>(
+    store: &engine::store::SqlStore,
+    wanted: &'a [(&'a engine::store::InstanceRow, Shown)],
+) -> Result<Vec<(&'a engine::store::InstanceRow, &'a Shown)>, engine::store::Error> {
     let mut stale = Vec::new();
     for chunk in wanted.chunks(500) {
         let ids: Vec<&str> = chunk.iter().map(|(i, _)| i.id.as_str()).collect();
         let rows = projected_rows(store.reader(), &ids).await?;
         for (instance, shown) in chunk {
-            // A workflow whose projection row is not there (yet): nothing to count.
             if let Some(r) = rows.get(&instance.id) {
                 if Shown::read(r)? != *shown {
                     stale.push((*instance, shown));
@@ -843,72 +876,88 @@ pub async fn project_many(
             }
         }
     }
-    if stale.is_empty() {
-        return Ok(());
-    }
-    let mut tx = store.pool().begin().await?;
+    Ok(stale)
+}
+
+/// Write one chunk of stale rows in `tx`: lock the rows (PostgreSQL's row
+/// locks, SQLite's write lock), then write only a newer revision than each
+/// shows, so projections racing never put an older state back. Returns
+/// what the writes move in `warning_counts`.
+async fn write_chunk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    chunk: &[(&engine::store::InstanceRow, &Shown)],
+) -> Result<Vec<(Counted, i64)>, engine::store::Error> {
+    let ids: Vec<&str> = chunk.iter().map(|(i, _)| i.id.as_str()).collect();
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let lock = format!(
+        "UPDATE warnings SET updated_at = updated_at WHERE id IN ({})",
+        marks.join(", ")
+    );
+    ids.iter()
+        .fold(sqlx::query(&lock), |q, id| q.bind(*id))
+        .execute(&mut **tx)
+        .await?;
+    let rows = projected_rows(&mut **tx, &ids).await?;
     let mut counted = Vec::new();
-    for chunk in stale.chunks(500) {
-        let ids: Vec<&str> = chunk.iter().map(|(i, _)| i.id.as_str()).collect();
-        // Lock the rows (PostgreSQL's row locks, SQLite's write lock), then
-        // write only a newer revision than each shows: refreshes racing
-        // never put an older state back.
-        for id in &ids {
-            sqlx::query("UPDATE warnings SET updated_at = updated_at WHERE id = $1")
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
+    for (instance, shown) in chunk {
+        let Some(old) = rows.get(&instance.id) else {
+            continue;
+        };
+        if old.try_get::<i64, _>("instance_revision")? >= instance.revision
+            || Shown::read(old)? == **shown
+        {
+            continue;
         }
-        let rows = projected_rows(&mut *tx, &ids).await?;
-        for (instance, shown) in chunk {
-            let Some(old) = rows.get(&instance.id) else {
-                continue;
-            };
-            if old.try_get::<i64, _>("instance_revision")? >= instance.revision
-                || Shown::read(old)? == **shown
-            {
-                continue;
-            }
-            let before = Counted {
-                enterprise_id: old.try_get("enterprise_id")?,
-                district: old.try_get("district")?,
-                state: old.try_get("state")?,
-                disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
-                review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
-                open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
-            };
-            let after = Counted {
-                state: shown.state.clone(),
-                disposal_overdue: shown.disposal_overdue,
-                review_overdue: shown.review_overdue,
-                open: shown.closed_at.is_none(),
-                ..before.clone()
-            };
-            sqlx::query(
-                "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
-                 closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
-            )
-            .bind(&shown.state)
-            .bind(&shown.status_label)
-            .bind(i64::from(shown.disposal_overdue))
-            .bind(i64::from(shown.review_overdue))
-            .bind(shown.closed_at)
-            .bind(instance.updated_at.timestamp_millis())
-            .bind(instance.revision)
-            .bind(shown.due_at)
-            .bind(&shown.label)
-            .bind(&instance.id)
-            .execute(&mut *tx)
-            .await?;
-            if before != after {
-                counted.push((before, -1));
-                counted.push((after, 1));
-            }
+        let before = counted_of(old)?;
+        let after = Counted {
+            state: shown.state.clone(),
+            disposal_overdue: shown.disposal_overdue,
+            review_overdue: shown.review_overdue,
+            open: shown.closed_at.is_none(),
+            ..before.clone()
+        };
+        write_row(tx, instance, shown).await?;
+        if before != after {
+            counted.push((before, -1));
+            counted.push((after, 1));
         }
     }
-    if !counted.is_empty() {
-        add_to_counts(&mut tx, &counted).await?;
-    }
-    tx.commit().await?;
+    Ok(counted)
+}
+
+/// What a stored projection row counts in `warning_counts`.
+fn counted_of(old: &sqlx::any::AnyRow) -> Result<Counted, sqlx::Error> {
+    Ok(Counted {
+        enterprise_id: old.try_get("enterprise_id")?,
+        district: old.try_get("district")?,
+        state: old.try_get("state")?,
+        disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
+        review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
+        open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
+    })
+}
+
+/// Write what `instance` shows into its projection row.
+async fn write_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    instance: &engine::store::InstanceRow,
+    shown: &Shown,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE warnings SET state = $1, status_label = $2, disposal_overdue = $3, review_overdue = $4, \
+         closed_at = $5, updated_at = $6, instance_revision = $7, due_at = $8, state_label = $9 WHERE id = $10",
+    )
+    .bind(&shown.state)
+    .bind(&shown.status_label)
+    .bind(i64::from(shown.disposal_overdue))
+    .bind(i64::from(shown.review_overdue))
+    .bind(shown.closed_at)
+    .bind(instance.updated_at.timestamp_millis())
+    .bind(instance.revision)
+    .bind(shown.due_at)
+    .bind(&shown.label)
+    .bind(&instance.id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

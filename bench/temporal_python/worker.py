@@ -12,6 +12,7 @@ import time
 import uuid
 
 from temporalio.client import Client
+from temporalio.service import GrpcCompression
 from temporalio.worker import Worker
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -26,9 +27,12 @@ async def main() -> None:
     # Workflow- and activity-task polls (the SDK's default is 5 each, one
     # fifth of the workflow polls on the normal queue).
     p.add_argument("--polls", type=int, default=None)
+    # Transport compression of the gRPC calls (the SDK's default is gzip).
+    p.add_argument("--grpc-compression", choices=["gzip", "none"], default="gzip")
     a = p.parse_args()
     address = a.address.removeprefix("http://").removeprefix("https://")
-    client = await Client.connect(address, namespace=a.namespace)
+    compression = GrpcCompression.NONE if a.grpc_compression == "none" else GrpcCompression.GZIP
+    client = await Client.connect(address, namespace=a.namespace, grpc_compression=compression)
     queue = f"bench-python-{uuid.uuid4().hex[:8]}"
     tuning = {}
     if a.polls:
@@ -51,6 +55,7 @@ async def main() -> None:
             {
                 "impl": "python",
                 "polls": a.polls or 5,
+                "grpc_compression": a.grpc_compression,
                 "n": a.n,
                 "wall_s": round(wall, 3),
                 "per_s": round(a.n / wall, 2),

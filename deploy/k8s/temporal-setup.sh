@@ -11,7 +11,7 @@ set -eu
 : "${TEMPORAL_ADDRESS:?set TEMPORAL_ADDRESS (host:port of the frontend)}"
 NAMESPACE=${NAMESPACE:-default}
 : "${NAMESPACE_RETENTION:?set NAMESPACE_RETENTION (e.g. 180d)}"
-SEARCH_ATTRIBUTES="EpiWorkflow EpiEnterprise EpiDistrict EpiPerson EpiState"
+SEARCH_ATTRIBUTES="EpiWorkflow EpiEnterprise EpiDistrict EpiPerson EpiState EpiStatus"
 
 tries=0
 until temporal operator cluster health --address "$TEMPORAL_ADDRESS"; do

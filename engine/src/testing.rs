@@ -11,6 +11,8 @@
 //! parent's call. It is not durable and not concurrent, and has no host
 //! projections; the real runtime lives in `runtime`.
 
+pub mod fakes;
+
 use crate::clock::{Clock, ManualClock};
 use crate::compile::program::Program;
 use crate::interpreter::{self, Actor, Input, Instance, Transition};

@@ -12,7 +12,6 @@
 //! (issue 11): under 5 s on SQLite.
 
 use chrono::{DateTime, Utc};
-use engine::store::sql::{insert_many, Arg};
 use server::backtest::{self, Candidate};
 use server::comparison::{
     self, Counts, HealthCode, HealthRecord, Judge, NatReport, NatResult, Vaccination,
@@ -21,6 +20,7 @@ use std::time::Instant;
 
 #[path = "../tests/support/bulk.rs"]
 mod bulk;
+mod support;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,21 +74,13 @@ fn cpu_seconds() -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let n: u64 = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(if full { 1_000_000 } else { 2_000 });
-    let dir = std::env::temp_dir().join(format!("epi-bench-backtest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let n = support::size_arg(1_000_000);
+    let (dir, url) = support::scratch("epi-bench-backtest");
     let store = server::db::open(&url).await.unwrap();
     let pool = store.pool().clone();
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let districts = server::domain::Districts::load(root.join("workflows/districts.yaml")).unwrap();
-    server::db::seed_districts(&pool, &districts).await.unwrap();
+    bulk::seed_districts(&pool).await;
     let current = {
         let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
         Candidate {
@@ -104,43 +96,7 @@ async fn main() {
     let codes = ["jinjiang", "qingyang", "jinniu", "wuhou", "chenghua"];
     let as_of: DateTime<Utc> = "2026-12-01T05:00:00+08:00".parse().unwrap();
     let mut tx = pool.begin().await.unwrap();
-    let rows = (0..enterprises)
-        .map(|e| {
-            vec![
-                Arg::T(Some(format!("e{e}"))),
-                Arg::T(Some(format!("code{e}"))),
-                Arg::T(Some(format!("企业{e}"))),
-                Arg::T(Some("construction".into())),
-                Arg::T(Some(codes[(e % 5) as usize].into())),
-                Arg::T(Some("地址".into())),
-                Arg::T(Some("联系人".into())),
-                Arg::T(Some("13800000000".into())),
-                Arg::I(Some(0)),
-                Arg::I(Some(0)),
-            ]
-        })
-        .collect();
-    insert_many(&mut tx, "enterprises", "id, credit_code, name, kind, district, registered_address, contact_name, contact_mobile, created_at, updated_at", rows, "").await.unwrap();
-    let rows = (0..addresses)
-        .map(|a| {
-            vec![
-                Arg::T(Some(format!("a{a}"))),
-                Arg::T(Some(format!("e{}", a % enterprises))),
-                Arg::T(Some(format!("地址{a}"))),
-                Arg::T(Some(codes[((a % enterprises) % 5) as usize].into())),
-                Arg::I(Some(0)),
-            ]
-        })
-        .collect();
-    insert_many(
-        &mut tx,
-        "addresses",
-        "id, enterprise_id, address, district, created_at",
-        rows,
-        "",
-    )
-    .await
-    .unwrap();
+    bulk::insert_places(&mut tx, enterprises, addresses, |e| codes[(e % 5) as usize]).await;
     // The stored data, judged by the rules in force as the run does.
     let run_id = "bench-run";
     let mut judge = Judge::new(&rules, as_of, chrono::Duration::hours(24));
@@ -162,43 +118,24 @@ async fn main() {
         persons[a] += 1;
         reasons.clear();
     }
-    sqlx::query(
-        "INSERT INTO comparison_runs (id, slot, as_of, started_at, finished_at, status, persons, unknown, anomalies, new_warnings, number, result) \
-         VALUES ($1, NULL, $2, $3, $4, 'done', $5, $6, $7, 0, 1, '{}')",
-    )
-    .bind(run_id)
-    .bind(as_of.timestamp_millis())
-    .bind(as_of.timestamp_millis())
-    .bind(as_of.timestamp_millis())
-    .bind(n as i64)
-    .bind(unknown)
-    .bind(anomalies)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let run = support::Run {
+        id: run_id,
+        as_of: as_of.timestamp_millis(),
+        number: 1,
+        persons: n as i64,
+        unknown,
+        anomalies,
+        result: Some("{}"),
+    };
     let rows = data
         .into_iter()
         .zip(persons)
         .enumerate()
         .map(|(a, (mut d, count))| {
             comparison::close_judged(&mut d);
-            vec![
-                Arg::T(Some(run_id.into())),
-                Arg::T(Some(format!("a{a}"))),
-                Arg::I(Some(count)),
-                Arg::T(Some(String::from_utf8(d).unwrap())),
-            ]
-        })
-        .collect();
-    insert_many(
-        &mut tx,
-        "comparison_persons",
-        "run_id, address_id, persons, data",
-        rows,
-        "",
-    )
-    .await
-    .unwrap();
+            (format!("a{a}"), count, String::from_utf8(d).unwrap())
+        });
+    support::store_run(&mut tx, &run, rows).await;
     tx.commit().await.unwrap();
     println!(
         "stored: {n} persons in {addresses} addresses, {anomalies} reasons, {unknown} unknown ({:.1} s)",

@@ -11,16 +11,14 @@
 use chrono::{DateTime, Utc};
 use engine::clock::{Clock, ManualClock};
 use engine::runtime::ActivityCall;
-use server::activities::{registry, Services};
 use server::adapters::health::{HealthCommission, HttpHealth, HttpOptions};
-use server::adapters::health_sim::{SimRates, Simulator};
-use server::adapters::sms::LogSms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "../tests/support/bulk.rs"]
 mod bulk;
 use bulk::id_number;
+mod support;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,20 +53,9 @@ async fn main() {
         .with_ansi(false)
         .without_time()
         .init();
-    let full = std::env::args().any(|a| a == "--bench");
-    let n: u64 = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(if full { 1_000_000 } else { 2_000 });
-    let dir = std::env::temp_dir().join(format!("epi-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = server::db::open(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.join("bench.db").display()
-    ))
-    .await
-    .unwrap();
+    let n = support::size_arg(1_000_000);
+    let (dir, url) = support::scratch("epi-bench");
+    let store = server::db::open(&url).await.unwrap();
     let pool = store.pool().clone();
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&pool)
@@ -103,14 +90,7 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sim = Simulator::new(2022, SimRates::default());
-    tokio::spawn(server::adapters::health_sim::serve(
-        listener,
-        sim,
-        "bench".into(),
-    ));
+    let url = support::serve_simulator().await;
     let health = HttpHealth::new(HttpOptions {
         base_url: url,
         token: server::config::Secret::new("bench"),
@@ -120,22 +100,15 @@ async fn main() {
     })
     .unwrap();
     let as_of: DateTime<Utc> = "2026-12-01T02:00:00Z".parse().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (w, r) = engine::load_dirs(&root.join("workflows"), &root.join("rules")).unwrap();
-    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
-
+    let bundle = support::bundle();
     let clock = Arc::new(ManualClock::new(as_of));
-    let services = Arc::new(Services {
-        store: store.clone(),
-        pool: pool.clone(),
-        reader: pool.clone(),
-        clock: clock.clone() as Arc<dyn Clock>,
-        health: Arc::new(health.clone()),
-        sms: Arc::new(LogSms::new(pool.clone(), clock as Arc<dyn Clock>)),
-        rules: bundle.rules.clone(),
-        rules_by_version: Default::default(),
-    });
-    let acts = registry(services);
+    let acts = support::activities(
+        &store,
+        pool.clone(),
+        clock as Arc<dyn Clock>,
+        Arc::new(health.clone()),
+        &bundle,
+    );
     let call = ActivityCall {
         instance_id: "bench".into(),
         activity_id: "a1".into(),

@@ -18,10 +18,11 @@
 use chrono::{DateTime, Duration, Utc};
 use engine::clock::{Clock, ManualClock};
 use engine::runtime::ActivityCall;
-use engine::store::sql::{insert_many, Arg};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod support;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -79,40 +80,21 @@ struct Outcome {
 }
 
 async fn simulate(persons: i64, days: i64, retention: bool) -> Outcome {
-    let dir = std::env::temp_dir().join(format!(
-        "epi-bench-retention-{}-{retention}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let (dir, url) = support::scratch(&format!("epi-bench-retention-{retention}"));
     let store = server::db::open(&url).await.unwrap();
     let pool = store.pool().clone();
     let start: DateTime<Utc> = "2026-12-01T05:00:00+08:00".parse().unwrap();
     let clock = Arc::new(ManualClock::new(start));
-    let (w, r) = engine::load_dirs(
-        &server::system::Paths::repository().workflows,
-        &server::system::Paths::repository().rules,
-    )
-    .unwrap();
-    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default()).unwrap();
-    let services = Arc::new(server::activities::Services {
-        store: store.clone(),
-        pool: pool.clone(),
-        reader: store.reader().clone(),
-        clock: clock.clone() as Arc<dyn Clock>,
-        health: Arc::new(server::adapters::health_sim::Simulator::new(
+    let activities = support::activities(
+        &store,
+        store.reader().clone(),
+        clock.clone() as Arc<dyn Clock>,
+        Arc::new(server::adapters::health_sim::Simulator::new(
             1,
             Default::default(),
         )),
-        sms: Arc::new(server::adapters::sms::LogSms::new(
-            pool.clone(),
-            clock.clone() as Arc<dyn Clock>,
-        )),
-        rules: bundle.rules.clone(),
-        rules_by_version: Default::default(),
-    });
-    let activities = server::activities::registry(services);
+        &support::bundle(),
+    );
     let purge = activities.get("purge_personal_data").cloned().unwrap();
     let reclaim = activities.get("reclaim_storage").cloned().unwrap();
     let (policy, batch) = policy();
@@ -131,38 +113,18 @@ async fn simulate(persons: i64, days: i64, retention: bool) -> Outcome {
             let as_of = (start + Duration::days(day) + Duration::hours(slot)).timestamp_millis();
             let run = format!("run-{number}");
             let mut tx = pool.begin().await.unwrap();
-            sqlx::query(
-                "INSERT INTO comparison_runs (id, slot, as_of, started_at, finished_at, status, persons, unknown, anomalies, new_warnings, number) \
-                 VALUES ($1, NULL, $2, $3, $4, 'done', $5, 0, 0, 0, $6)",
-            )
-            .bind(&run)
-            .bind(as_of)
-            .bind(as_of)
-            .bind(as_of)
-            .bind(persons)
-            .bind(number)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-            let rows = (0..addresses)
-                .map(|a| {
-                    vec![
-                        Arg::T(Some(run.clone())),
-                        Arg::T(Some(format!("a{a}"))),
-                        Arg::I(Some(40)),
-                        Arg::T(Some(address_data(number, a, as_of))),
-                    ]
-                })
-                .collect();
-            insert_many(
-                &mut tx,
-                "comparison_persons",
-                "run_id, address_id, persons, data",
-                rows,
-                "",
-            )
-            .await
-            .unwrap();
+            let finished = support::Run {
+                id: &run,
+                as_of,
+                number,
+                persons,
+                unknown: 0,
+                anomalies: 0,
+                result: None,
+            };
+            let rows =
+                (0..addresses).map(|a| (format!("a{a}"), 40, address_data(number, a, as_of)));
+            support::store_run(&mut tx, &finished, rows).await;
             tx.commit().await.unwrap();
         }
         write_s += t0.elapsed().as_secs_f64();

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/support/bulk.rs"]
 mod bulk;
+mod support;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,32 +42,19 @@ async fn main() {
         .with_ansi(false)
         .without_time()
         .init();
-    let full = std::env::args().any(|a| a == "--bench");
     let pg = std::env::args().any(|a| a == "--pg");
-    let n: u64 = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(if full { 1_000_000 } else { 2_000 });
-    let dir = std::env::temp_dir().join(format!("epi-bench-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let n = support::size_arg(1_000_000);
+    let (dir, sqlite_url) = support::scratch("epi-bench-run");
     let database_url = if pg {
         engine::testing::fresh_postgres("bench_scheduled_run")
             .await
             .expect("--pg needs DATABASE_URL_PG (eval \"$(scripts/pg.sh start)\")")
     } else {
-        format!("sqlite://{}?mode=rwc", dir.join("bench.db").display())
+        sqlite_url
     };
 
     // The health commission: the simulator over loopback HTTP.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sim = server::adapters::health_sim::Simulator::new(2022, Default::default());
-    tokio::spawn(server::adapters::health_sim::serve(
-        listener,
-        sim,
-        "bench".into(),
-    ));
+    let url = support::serve_simulator().await;
     let mut config = Config {
         database_url,
         ..Config::default()

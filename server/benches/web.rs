@@ -42,6 +42,17 @@ fn ms(s: &str) -> f64 {
     }
 }
 
+/// The `name=value` of the answer's first Set-Cookie.
+fn first_cookie(r: &reqwest::Response) -> String {
+    r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -163,13 +174,7 @@ async fn main() {
         .build()
         .unwrap();
     let r = http.get(format!("{base}/login")).send().await.unwrap();
-    let anon = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let anon = first_cookie(&r);
     let token = anon.split('=').nth(1).unwrap().to_string();
     let r = http
         .post(format!("{base}/login"))
@@ -183,13 +188,7 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "login");
-    let session = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let session = first_cookie(&r);
     let cookie = format!("{session}; {anon}");
     let pages = [
         ("/home", "预警处置"),

@@ -337,100 +337,94 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         rules: "rules".into(),
         ..Default::default()
     }));
+    let done = |()| ExitCode::SUCCESS;
     match command {
-        Command::Serve(args) => {
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-            rt.block_on(serve(args))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Migrate { config } => {
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-            rt.block_on(migrate(config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Worker { config } => {
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-            rt.block_on(worker(config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-            rt.block_on(admin(command))
-        }
-        Command::Instances { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-            rt.block_on(instances(command))
-        }
+        Command::Serve(args) => block_on(serve(args)).map(done),
+        Command::Migrate { config } => block_on(migrate(config)).map(done),
+        Command::Worker { config } => block_on(worker(config)).map(done),
+        Command::Admin { command } => block_on(admin(command)),
+        Command::Instances { command } => block_on(instances(command)),
         Command::Rules {
             command: RulesCommand::Test { rules },
-        } => match server::rule_cases::run_dir(&rules) {
-            Ok(ran) => {
-                let (text, ok) = server::rule_cases::report(&ran);
-                print!("{text}");
-                Ok(if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                })
-            }
-            Err(e) => {
-                println!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
+        } => Ok(rules_test(&rules)),
+        Command::Policy { command } => match command {
+            PolicyCommand::Publishing(c) => block_on(server::policy_cli::run(c)),
+            PolicyCommand::Backtest(args) => block_on(policy_backtest(args)),
         },
-        Command::Policy { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
-            match command {
-                PolicyCommand::Publishing(c) => rt.block_on(server::policy_cli::run(c)),
-                PolicyCommand::Backtest(args) => rt.block_on(policy_backtest(args)),
+        Command::Validate { workflows, rules } => validate(&workflows, &rules),
+    }
+}
+
+/// Run `work` to its end on a new tokio runtime.
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
+    rt.block_on(work)
+}
+
+/// `rules test`: run the cases of `<rules>/tests/*.yaml` and report.
+fn rules_test(rules: &std::path::Path) -> ExitCode {
+    match server::rule_cases::run_dir(rules) {
+        Ok(ran) => {
+            let (text, ok) = server::rule_cases::report(&ran);
+            print!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
-        Command::Validate { workflows, rules } => {
-            let (w, r) = engine::load_dirs(&workflows, &rules).with_context(|| {
-                format!("reading {} and {}", workflows.display(), rules.display())
-            })?;
-            // Reference data the engine leaves to the application.
-            let districts = workflows.join("districts.yaml");
-            let districts_error = match server::domain::Districts::load(&districts) {
-                Ok(_) => None,
-                Err(e) => Some(format!("{}: {e}", districts.display())),
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `validate`: compile the definitions and rules, and check what the
+/// application itself needs of them; print a summary or every problem.
+fn validate(workflows: &std::path::Path, rules: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (w, r) = engine::load_dirs(workflows, rules)
+        .with_context(|| format!("reading {} and {}", workflows.display(), rules.display()))?;
+    // Reference data the engine leaves to the application.
+    let districts = workflows.join("districts.yaml");
+    let districts_error = match server::domain::Districts::load(&districts) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{}: {e}", districts.display())),
+    };
+    // The functions the comparison run calls by name must exist.
+    let bundle = engine::compile_bundle(&w, &r, &engine::Options::default());
+    let rules_error = bundle.as_ref().ok().and_then(|b| {
+        server::comparison::check_rules(&b.rules)
+            .and_then(|()| server::activities::check_windows(b))
+            .and_then(|()| server::retention::check_policy(b))
+            .err()
+    });
+    match bundle {
+        Ok(b) if districts_error.is_none() && rules_error.is_none() => {
+            let scripts = r.iter().filter(|f| f.path.ends_with(".rhai")).count();
+            println!(
+                "ok: {} 个工作流，{} 个表单，{} 个定时任务，{} 个活动，{} 个规则脚本，{} 个规则输入声明（样例均已运行）",
+                b.workflows.len(),
+                b.forms.len(),
+                b.schedules.len(),
+                b.activities.len(),
+                scripts,
+                r.len() - scripts
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        result => {
+            let mut problems: Vec<String> = match result {
+                Err(e) => e.0.iter().map(ToString::to_string).collect(),
+                Ok(_) => Vec::new(),
             };
-            // The functions the comparison run calls by name must exist.
-            let bundle = engine::compile_bundle(&w, &r, &engine::Options::default());
-            let rules_error = bundle.as_ref().ok().and_then(|b| {
-                server::comparison::check_rules(&b.rules)
-                    .and_then(|()| server::activities::check_windows(b))
-                    .and_then(|()| server::retention::check_policy(b))
-                    .err()
-            });
-            match bundle {
-                Ok(b) if districts_error.is_none() && rules_error.is_none() => {
-                    let scripts = r.iter().filter(|f| f.path.ends_with(".rhai")).count();
-                    println!(
-                        "ok: {} 个工作流，{} 个表单，{} 个定时任务，{} 个活动，{} 个规则脚本，{} 个规则输入声明（样例均已运行）",
-                        b.workflows.len(),
-                        b.forms.len(),
-                        b.schedules.len(),
-                        b.activities.len(),
-                        scripts,
-                        r.len() - scripts
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                result => {
-                    let mut problems: Vec<String> = match result {
-                        Err(e) => e.0.iter().map(ToString::to_string).collect(),
-                        Ok(_) => Vec::new(),
-                    };
-                    problems.extend(districts_error);
-                    problems.extend(rules_error);
-                    for p in &problems {
-                        println!("{p}");
-                    }
-                    println!("共发现 {} 处问题", problems.len());
-                    Ok(ExitCode::FAILURE)
-                }
+            problems.extend(districts_error);
+            problems.extend(rules_error);
+            for p in &problems {
+                println!("{p}");
             }
+            println!("共发现 {} 处问题", problems.len());
+            Ok(ExitCode::FAILURE)
         }
     }
 }
@@ -568,49 +562,16 @@ async fn on_temporal(
     )
 }
 
+/// `serve`: open the system, say where it is, then run the web server (and
+/// on `engine: embedded` the runtime) until Ctrl-C.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    use server::system::{ClockChoice, Paths, System};
-    let config = server::config::Config::from_process(args.config.as_deref())?;
-    if (args.demo || args.simulated_clock.is_some()) && config.is_production() {
-        anyhow::bail!(
-            "--demo and --simulated-clock are refused on a production configuration \
-             (real health-commission or SMS gateway, or PostgreSQL)"
-        );
-    }
+    let config = serve_config(&args)?;
     // Paths relative to the checkout when run through cargo from elsewhere.
-    let paths = if args.workflows.exists() {
-        Paths {
-            workflows: args.workflows,
-            rules: args.rules,
-        }
-    } else {
-        Paths::repository()
-    };
+    let paths = given_or_repository(&args.workflows, &args.rules);
     let rehearsal = args
         .simulated_clock
         .map(|t| std::sync::Arc::new(engine::clock::RehearsalClock::starting_at(t)));
-    let clock = match &rehearsal {
-        Some(c) => ClockChoice::Adjustable(c.clone()),
-        None => ClockChoice::System,
-    };
-    let mut config = config;
-    if args.demo && config.health.sim_rates == Default::default() {
-        // Enough anomalies among the demo's 60 staff to see warnings at once.
-        config.health.sim_rates.positive = 0.03;
-        config.health.sim_rates.red = 0.02;
-        config.health.sim_rates.yellow = 0.03;
-    }
-    let opts = engine::runtime::Options {
-        worker: config.worker.clone(),
-        ..Default::default()
-    };
-    let sys = System::open(&config, &paths, clock, opts)
-        .await
-        .context("starting the system")?;
-    sys.runtime
-        .take_back_leases()
-        .await
-        .context("taking back the tasks of the previous run")?;
+    let sys = start_system(&config, &paths, rehearsal.as_ref()).await?;
     if !args.demo {
         say_if_no_administrator(&sys).await?;
     }
@@ -620,9 +581,79 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    announce(&sys, &listener, args.demo).await?;
+    run_until_stopped(sys, &config, listener).await
+}
+
+/// The configuration `serve` runs on: demo and rehearsal refused in
+/// production; the demo's simulated health commission finds more.
+fn serve_config(args: &ServeArgs) -> anyhow::Result<server::config::Config> {
+    let mut config = server::config::Config::from_process(args.config.as_deref())?;
+    if (args.demo || args.simulated_clock.is_some()) && config.is_production() {
+        anyhow::bail!(
+            "--demo and --simulated-clock are refused on a production configuration \
+             (real health-commission or SMS gateway, or PostgreSQL)"
+        );
+    }
+    if args.demo && config.health.sim_rates == Default::default() {
+        // Enough anomalies among the demo's 60 staff to see warnings at once.
+        config.health.sim_rates.positive = 0.03;
+        config.health.sim_rates.red = 0.02;
+        config.health.sim_rates.yellow = 0.03;
+    }
+    Ok(config)
+}
+
+/// `workflows` and `rules` when they exist, else this checkout's.
+fn given_or_repository(
+    workflows: &std::path::Path,
+    rules: &std::path::Path,
+) -> server::system::Paths {
+    if workflows.exists() {
+        server::system::Paths {
+            workflows: workflows.to_path_buf(),
+            rules: rules.to_path_buf(),
+        }
+    } else {
+        server::system::Paths::repository()
+    }
+}
+
+/// Open the system on the rehearsal clock or the system's, and take back
+/// the tasks a previous run left leased.
+async fn start_system(
+    config: &server::config::Config,
+    paths: &server::system::Paths,
+    rehearsal: Option<&std::sync::Arc<engine::clock::RehearsalClock>>,
+) -> anyhow::Result<server::system::System> {
+    use server::system::{ClockChoice, System};
+    let clock = match rehearsal {
+        Some(c) => ClockChoice::Adjustable(c.clone()),
+        None => ClockChoice::System,
+    };
+    let opts = engine::runtime::Options {
+        worker: config.worker.clone(),
+        ..Default::default()
+    };
+    let sys = System::open(config, paths, clock, opts)
+        .await
+        .context("starting the system")?;
+    sys.runtime
+        .take_back_leases()
+        .await
+        .context("taking back the tasks of the previous run")?;
+    Ok(sys)
+}
+
+/// Print the address and the system's time (and the demo's accounts).
+async fn announce(
+    sys: &server::system::System,
+    listener: &tokio::net::TcpListener,
+    demo: bool,
+) -> anyhow::Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
-    if args.demo {
-        print_demo_accounts(&sys).await?;
+    if demo {
+        print_demo_accounts(sys).await?;
     }
     println!(
         "\n已启动: {url}  （系统时间 {}）",
@@ -631,14 +662,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_timezone(&chrono_tz::Asia::Shanghai)
             .format("%Y-%m-%d %H:%M")
     );
-    if args.demo {
+    if demo {
         println!("以 operator 登录后在“运行管理”点击“立即比对”，即可生成预警；企业账号在“预警处置”中处置。");
     }
+    Ok(())
+}
+
+/// Serve the pages, and on `engine: embedded` run the runtime, until
+/// either ends or Ctrl-C.
+async fn run_until_stopped(
+    sys: server::system::System,
+    config: &server::config::Config,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let embedded = config.engine == server::config::EngineKind::Embedded;
     let sys = if embedded {
         sys
     } else {
-        on_temporal(sys, &config).await?
+        on_temporal(sys, config).await?
     };
     let runtime = sys.runtime.clone();
     // On Temporal the workers carry the effects out; this process's
@@ -650,7 +691,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::future::pending().await
         }
     };
-    let app = server::web::app(sys, server::web::Options::of(&config));
+    let app = server::web::app(sys, server::web::Options::of(config));
     tokio::select! {
         r = run => r.context("runtime")?,
         r = server::web::serve(listener, app) => r.context("web server")?,
@@ -786,8 +827,9 @@ async fn instances(command: InstancesCommand) -> anyhow::Result<ExitCode> {
 
 const CLI_ACTOR: &str = "（命令行）";
 
+/// `admin create-admin | reset-password | create-api-token |
+/// import-accounts | import-enterprises`.
 async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
-    use server::admin;
     let target = match &command {
         AdminCommand::CreateAdmin { target, .. }
         | AdminCommand::ResetPassword { target, .. }
@@ -795,16 +837,29 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
         | AdminCommand::ImportAccounts { target, .. }
         | AdminCommand::ImportEnterprises { target, .. } => target,
     };
-    let config = server::config::Config::from_process(target.config.as_deref())?;
-    let paths = if target.workflows.exists() {
-        server::system::Paths {
-            workflows: target.workflows.clone(),
-            rules: target.rules.clone(),
+    let sys = open_target(target).await?;
+    match command {
+        AdminCommand::CreateAdmin {
+            username, mobile, ..
+        } => create_admin(&sys, &username, mobile).await,
+        AdminCommand::CreateApiToken { name, .. } => {
+            let now = sys.clock.now().timestamp_millis();
+            let token = server::api_tokens::create(&sys.pool, &name, now).await?;
+            println!("API token for {name} (shown once; send it as `Authorization: Bearer …`):");
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
         }
-    } else {
-        server::system::Paths::repository()
-    };
-    let sys = server::system::System::open_with(
+        AdminCommand::ResetPassword { username, .. } => reset_password(&sys, &username).await,
+        AdminCommand::ImportAccounts { file, .. } => import_accounts(&sys, &file).await,
+        AdminCommand::ImportEnterprises { file, .. } => import_enterprises(&sys, &file).await,
+    }
+}
+
+/// The system an admin command works on (attached: nothing published).
+async fn open_target(target: &Target) -> anyhow::Result<server::system::System> {
+    let config = server::config::Config::from_process(target.config.as_deref())?;
+    let paths = given_or_repository(&target.workflows, &target.rules);
+    server::system::System::open_with(
         &config,
         &paths,
         server::system::ClockChoice::System,
@@ -812,127 +867,138 @@ async fn admin(command: AdminCommand) -> anyhow::Result<ExitCode> {
         server::system::Startup::Attach,
     )
     .await
-    .context("opening the database")?;
+    .context("opening the database")
+}
+
+/// `admin create-admin`: the account, its password printed once.
+async fn create_admin(
+    sys: &server::system::System,
+    username: &str,
+    mobile: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use server::admin;
     let now = sys.clock.now().timestamp_millis();
-    let read = |file: &PathBuf| -> anyhow::Result<String> {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        admin::csv_text(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    let form = admin::NewAccount {
+        username: username.to_string(),
+        role: "admin".into(),
+        district: String::new(),
+        mobile: mobile.unwrap_or_default(),
     };
-    // Rows with problems: print them all (bounded) and fail.
-    let rows = |file: &PathBuf, e: admin::RowErrors| {
-        println!("{}: {}", file.display(), e.summary());
-        for l in e.lines() {
-            println!("  {l}");
-        }
-        Ok(ExitCode::FAILURE)
-    };
-    match command {
-        AdminCommand::CreateAdmin {
-            username, mobile, ..
-        } => {
-            let form = admin::NewAccount {
-                username: username.clone(),
-                role: "admin".into(),
-                district: String::new(),
-                mobile: mobile.unwrap_or_default(),
-            };
-            match admin::create_account(&sys.pool, &sys.districts, &form, CLI_ACTOR, now).await {
-                Ok(password) => {
-                    println!("已创建系统管理员 {}", username.trim());
-                    println!("初始密码: {password}");
-                    println!("（只显示这一次；首次登录须修改密码）");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(admin::Error::Invalid(errors)) => {
-                    for m in errors.values() {
-                        println!("{m}");
-                    }
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
-        AdminCommand::CreateApiToken { name, .. } => {
-            let token = server::api_tokens::create(&sys.pool, &name, now).await?;
-            println!("API token for {name} (shown once; send it as `Authorization: Bearer …`):");
-            println!("{token}");
+    match admin::create_account(&sys.pool, &sys.districts, &form, CLI_ACTOR, now).await {
+        Ok(password) => {
+            println!("已创建系统管理员 {}", username.trim());
+            println!("初始密码: {password}");
+            println!("（只显示这一次；首次登录须修改密码）");
             Ok(ExitCode::SUCCESS)
         }
-        AdminCommand::ResetPassword { username, .. } => {
-            match admin::reset_password(
-                &sys.pool,
-                None,
-                &*sys.sms,
-                &username,
-                admin::Delivery::Show,
-                CLI_ACTOR,
-                now,
-            )
-            .await?
-            {
-                admin::Reset::Shown(password) => {
-                    println!("已重置 {username} 的密码，其会话均已结束");
-                    println!("新密码: {password}");
-                    println!("（只显示这一次；下次登录须修改密码）");
-                }
-                admin::Reset::Sent { mobile_masked } => {
-                    println!("新密码已短信发送至 {mobile_masked}")
-                }
+        Err(admin::Error::Invalid(errors)) => {
+            for m in errors.values() {
+                println!("{m}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `admin reset-password`: a new password, shown here (or sent by SMS).
+async fn reset_password(sys: &server::system::System, username: &str) -> anyhow::Result<ExitCode> {
+    use server::admin;
+    let now = sys.clock.now().timestamp_millis();
+    match admin::reset_password(
+        &sys.pool,
+        None,
+        &*sys.sms,
+        username,
+        admin::Delivery::Show,
+        CLI_ACTOR,
+        now,
+    )
+    .await?
+    {
+        admin::Reset::Shown(password) => {
+            println!("已重置 {username} 的密码，其会话均已结束");
+            println!("新密码: {password}");
+            println!("（只显示这一次；下次登录须修改密码）");
+        }
+        admin::Reset::Sent { mobile_masked } => {
+            println!("新密码已短信发送至 {mobile_masked}")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of a CSV file (UTF-8, with or without a byte order mark).
+fn read_csv(file: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    server::admin::csv_text(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// Rows with problems: print them all (bounded) and fail.
+fn refuse_rows(file: &std::path::Path, e: server::admin::RowErrors) -> anyhow::Result<ExitCode> {
+    println!("{}: {}", file.display(), e.summary());
+    for l in e.lines() {
+        println!("  {l}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// `admin import-accounts`: the new accounts with their passwords.
+async fn import_accounts(
+    sys: &server::system::System,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use server::admin;
+    let now = sys.clock.now().timestamp_millis();
+    let text = read_csv(file)?;
+    match admin::import_accounts(&sys.pool, &sys.districts, &text, CLI_ACTOR, now).await {
+        Ok(report) => {
+            println!(
+                "新建账号 {} 个，已存在未改动 {} 个。初始密码只显示这一次，首次登录须修改：",
+                report.created.len(),
+                report.skipped.len()
+            );
+            for (username, role, password) in &report.created {
+                println!("  账号 {username:<16} {role:<12} 初始密码 {password}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        AdminCommand::ImportAccounts { file, .. } => {
-            let text = read(&file)?;
-            match admin::import_accounts(&sys.pool, &sys.districts, &text, CLI_ACTOR, now).await {
-                Ok(report) => {
-                    println!(
-                        "新建账号 {} 个，已存在未改动 {} 个。初始密码只显示这一次，首次登录须修改：",
-                        report.created.len(),
-                        report.skipped.len()
-                    );
-                    for (username, role, password) in &report.created {
-                        println!("  账号 {username:<16} {role:<12} 初始密码 {password}");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(admin::Error::Rows(e)) => rows(&file, e),
-                Err(e) => Err(e.into()),
+        Err(admin::Error::Rows(e)) => refuse_rows(file, e),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `admin import-enterprises`: counts, and each new account.
+async fn import_enterprises(
+    sys: &server::system::System,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use server::admin;
+    let now = sys.clock.now().timestamp_millis();
+    let text = read_csv(file)?;
+    match admin::import_enterprises(&sys.pool, &*sys.sms, &sys.districts, &text, CLI_ACTOR, now)
+        .await
+    {
+        Ok(report) => {
+            println!(
+                "新增企业 {} 家，更新企业 {} 家，新开账号 {} 个",
+                report.created,
+                report.updated,
+                report.accounts.len()
+            );
+            for a in &report.accounts {
+                println!(
+                    "  {:<16} {}（{}）{}",
+                    a.username,
+                    a.enterprise,
+                    a.methods,
+                    if a.sms_sent { "" } else { " 短信未发送" }
+                );
             }
+            Ok(ExitCode::SUCCESS)
         }
-        AdminCommand::ImportEnterprises { file, .. } => {
-            let text = read(&file)?;
-            match admin::import_enterprises(
-                &sys.pool,
-                &*sys.sms,
-                &sys.districts,
-                &text,
-                CLI_ACTOR,
-                now,
-            )
-            .await
-            {
-                Ok(report) => {
-                    println!(
-                        "新增企业 {} 家，更新企业 {} 家，新开账号 {} 个",
-                        report.created,
-                        report.updated,
-                        report.accounts.len()
-                    );
-                    for a in &report.accounts {
-                        println!(
-                            "  {:<16} {}（{}）{}",
-                            a.username,
-                            a.enterprise,
-                            a.methods,
-                            if a.sms_sent { "" } else { " 短信未发送" }
-                        );
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(admin::Error::Rows(e)) => rows(&file, e),
-                Err(e) => Err(e.into()),
-            }
-        }
+        Err(admin::Error::Rows(e)) => refuse_rows(file, e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -25,6 +25,7 @@ const SEARCH_ATTRIBUTES: &[&str] = &[
     "EpiDistrict",
     "EpiPerson",
     "EpiState",
+    "EpiStatus",
 ];
 
 fn root() -> PathBuf {

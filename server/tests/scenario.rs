@@ -169,10 +169,10 @@ async fn scheduled_runs_fill_records_open_warnings_once_and_remind() {
         .await
         .unwrap();
     assert!(matches!(
-        server::records::delete_person(&pool, "nobody", &gone, 0).await,
-        Err(server::records::Error::NotFound)
+        server::staff::delete(&pool, "nobody", &gone, 0).await,
+        Err(server::staff::Error::NotFound)
     ));
-    server::records::delete_person(&pool, &owner, &gone, 0)
+    server::staff::delete(&pool, &owner, &gone, 0)
         .await
         .unwrap();
     // 10:00: the same anomalies are still there; no second warning (R5.1), no digest.

@@ -3,8 +3,9 @@
 
 use sqlx::Executor;
 
+/// A valid ID number for person `n` (< 9,000: born 1990-01-01 + n / 1000 days).
 fn id_number(n: u32) -> String {
-    let first17 = format!("51010419900101{n:03}");
+    let first17 = format!("51010419900{}{:03}", 101 + n / 1000, n % 1000);
     format!(
         "{first17}{}",
         server::domain::id_number::check_digit(&first17).unwrap()
@@ -45,6 +46,7 @@ macro_rules! on_both_databases {
 on_both_databases!(
     a_bad_row_imports_nothing_and_every_problem_has_its_line,
     good_files_import_update_and_respect_one_enterprise_per_person,
+    a_file_longer_than_one_statement_imports_whole_and_again_updates,
 );
 
 async fn setup(url: &str) -> sqlx::AnyPool {
@@ -140,9 +142,7 @@ async fn good_files_import_update_and_respect_one_enterprise_per_person(pool: sq
             .fetch_one(&pool)
             .await
             .unwrap();
-    server::records::delete_person(&pool, "e1", &id, 3)
-        .await
-        .unwrap();
+    server::staff::delete(&pool, "e1", &id, 3).await.unwrap();
     assert_eq!(
         server::staff::import_csv(&pool, "e2", &csv2, 4)
             .await
@@ -150,4 +150,66 @@ async fn good_files_import_update_and_respect_one_enterprise_per_person(pool: sq
         1
     );
     assert_eq!((staff(&pool, "e1").await, staff(&pool, "e2").await), (1, 1));
+}
+
+/// More rows than one multi-row insert holds (400) and than one owner
+/// lookup asks for (500 ID numbers): all imported in the one transaction,
+/// imported again they are updated (not added twice), and a person of
+/// them in another enterprise's file is refused with its line.
+async fn a_file_longer_than_one_statement_imports_whole_and_again_updates(pool: sqlx::AnyPool) {
+    const ROWS: u32 = 1_234;
+    let letters = |n: u32| -> String {
+        format!(
+            "{}{}",
+            char::from(b'A' + (n / 26 % 26) as u8),
+            char::from(b'A' + (n % 26) as u8)
+        )
+    };
+    let file = |mobile: &str| {
+        let mut csv = String::from("姓名,身份证号,手机号,办公地址\n");
+        for n in 0..ROWS {
+            csv.push_str(&format!(
+                "人员{},{},{mobile},e1办公楼\n",
+                letters(n),
+                id_number(n)
+            ));
+        }
+        csv
+    };
+    let imported = server::staff::import_csv(&pool, "e1", &file(""), 0)
+        .await
+        .unwrap();
+    assert_eq!(imported, ROWS as usize);
+    assert_eq!(staff(&pool, "e1").await, i64::from(ROWS));
+    server::staff::import_csv(&pool, "e1", &file("13912345678"), 1)
+        .await
+        .unwrap();
+    let with_mobile: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM staff WHERE enterprise_id = 'e1' AND mobile = '13912345678' AND updated_at = 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (staff(&pool, "e1").await, with_mobile),
+        (i64::from(ROWS), i64::from(ROWS))
+    );
+    let other = format!(
+        "姓名,身份证号,手机号,办公地址\n新人,{},,e2办公楼\n人员ZZ,{},,e2办公楼\n",
+        id_number(8_000),
+        id_number(1_200)
+    );
+    let Err(server::staff::Error::Rows(errors)) =
+        server::staff::import_csv(&pool, "e2", &other, 2).await
+    else {
+        panic!("a person of e1 imported into e2");
+    };
+    assert_eq!(
+        errors,
+        vec![server::staff::RowError {
+            line: 3,
+            message: "该人员已在其他企业登记，需由原企业删除后再导入".into()
+        }]
+    );
+    assert_eq!(staff(&pool, "e2").await, 0);
 }

@@ -1,7 +1,7 @@
 //! The client side: what the web server (and the CLI) call instead of the
 //! embedded runtime when `engine: temporal`.
 
-use crate::codec::{self, Definition, SignalArgs, StartArgs, StepRecord};
+use crate::codec::{self, Definition, InstanceView, RetryArgs, SignalArgs, StartArgs, StepRecord};
 use crate::workflow::Interpreter;
 use crate::{Options, Tls};
 use engine::Program;
@@ -38,7 +38,8 @@ pub enum Error {
     NotFound(String),
     #[error(transparent)]
     Refused(#[from] interpreter::Error),
-    /// A refusal the workflow reported (the signal was not sent).
+    /// A refusal (the signal was not sent): the workflow's own words, or
+    /// an operator's repair refused as the embedded runtime refuses it.
     #[error("{0}")]
     SignalRefused(String),
     #[error("Temporal 调用失败 / Temporal call failed: {0}")]
@@ -49,6 +50,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 fn temporal(e: impl std::fmt::Display) -> Error {
     Error::Temporal(e.to_string())
+}
+
+/// [`Error::NotFound`] when Temporal says there is no such workflow.
+fn not_found_or(id: &str, e: impl std::fmt::Display) -> Error {
+    let s = e.to_string();
+    if s.contains("not found") || s.contains("NotFound") {
+        Error::NotFound(id.to_string())
+    } else {
+        temporal(s)
+    }
 }
 
 /// The engine on Temporal, client side. Cheap to clone.
@@ -174,7 +185,7 @@ impl TemporalEngine {
             launch: None,
         };
         let attrs = SearchAttributes::new(
-            codec::search_attributes(&first.state)
+            codec::search_attributes(&first.state, false)
                 .into_iter()
                 .filter_map(|(k, v)| Some(SearchAttributeKey::<String>::keyword(k).value_set(v?))),
         );
@@ -281,14 +292,7 @@ impl TemporalEngine {
             .get_workflow_handle::<Interpreter>(id.to_string());
         h.signal(Interpreter::event, args, WorkflowSignalOptions::default())
             .await
-            .map_err(|e| {
-                let s = e.to_string();
-                if s.contains("not found") || s.contains("NotFound") {
-                    Error::NotFound(id.to_string())
-                } else {
-                    temporal(e)
-                }
-            })
+            .map_err(|e| not_found_or(id, e))
     }
 
     fn query_error(&self, id: &str, e: temporalio_client::errors::WorkflowQueryError) -> Error {
@@ -303,6 +307,13 @@ impl TemporalEngine {
     /// The interpreter state of an instance (None when there is no such
     /// instance, or before its first step).
     pub async fn state(&self, id: &str) -> Result<Option<Instance>> {
+        Ok(self.view(id).await?.map(|v| v.instance))
+    }
+
+    /// The instance with its status (`running`, `completed`, `failed`)
+    /// and the step that failed, if one did (None when there is no such
+    /// instance, or before its first step).
+    pub async fn view(&self, id: &str) -> Result<Option<InstanceView>> {
         let h = self
             .client
             .get_workflow_handle::<Interpreter>(id.to_string());
@@ -314,6 +325,46 @@ impl TemporalEngine {
             Err(temporalio_client::errors::WorkflowQueryError::NotFound(_)) => Ok(None),
             Err(e) => Err(temporal(e)),
         }
+    }
+
+    /// Apply again the input whose step failed, after the definition was
+    /// fixed, as `engine::runtime`'s `retry_failed_step` does: refused
+    /// unless the instance has a failed step and the latest published
+    /// program of its workflow still has its current state. Sends one
+    /// [`codec::RETRY_SIGNAL`] with the operator, the reason and that
+    /// program; the workflow moves to it and applies the input there (if
+    /// it fails again, the instance stays failed with a new `step_failed`).
+    pub async fn retry_failed_step(&self, id: &str, by: &engine::runtime::Repair) -> Result<()> {
+        if by.operator.trim().is_empty() || by.reason.trim().is_empty() {
+            return Err(Error::SignalRefused("运维操作须注明操作人和原因".into()));
+        }
+        let view = self
+            .view(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        if view.failed.is_none() {
+            return Err(Error::SignalRefused(format!(
+                "实例 {id} 没有失败的步骤（状态：{}）",
+                view.status
+            )));
+        }
+        let state = &view.instance;
+        let latest = self
+            .latest_program(&state.workflow)
+            .ok_or_else(|| Error::UnknownWorkflow(state.workflow.to_string()))?;
+        if let Some(refusal) = codec::retry_refusal(&latest, state) {
+            return Err(Error::SignalRefused(refusal));
+        }
+        let args = RetryArgs {
+            operator: by.operator.clone(),
+            reason: by.reason.clone(),
+            definition: Definition::of(&latest),
+        };
+        self.client
+            .get_workflow_handle::<Interpreter>(id.to_string())
+            .signal(Interpreter::retry, args, WorkflowSignalOptions::default())
+            .await
+            .map_err(|e| not_found_or(id, e))
     }
 
     /// Wait for an instance to end and return its outcome (terminal
@@ -338,14 +389,7 @@ impl TemporalEngine {
                 .build(),
         )
         .await
-        .map_err(|e| {
-            let s = e.to_string();
-            if s.contains("not found") || s.contains("NotFound") {
-                Error::NotFound(id.to_string())
-            } else {
-                temporal(e)
-            }
-        })
+        .map_err(|e| not_found_or(id, e))
     }
 
     /// The instance's steps as history rows, as the embedded runtime

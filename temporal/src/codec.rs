@@ -18,6 +18,8 @@ use std::time::Duration;
 pub const WORKFLOW_TYPE: &str = "epi";
 /// The one signal that carries a definition's signals.
 pub const SIGNAL: &str = "event";
+/// The operator's signal that retries a failed step ([`RetryArgs`]).
+pub const RETRY_SIGNAL: &str = "epi.retry";
 /// The activity type that runs any activity of the registry.
 pub const ACTIVITY_TYPE: &str = "epi.activity";
 /// The local activity that tells a projection hook about a step.
@@ -33,6 +35,10 @@ pub const SA_ENTERPRISE: &str = "EpiEnterprise";
 pub const SA_DISTRICT: &str = "EpiDistrict";
 pub const SA_PERSON: &str = "EpiPerson";
 pub const SA_STATE: &str = "EpiState";
+/// The instance's status as the embedded runtime's instance row has it:
+/// `running`, `completed`, or `failed` while a step has failed (waiting for
+/// an operator's retry): `EpiStatus = 'failed'` lists those.
+pub const SA_STATUS: &str = "EpiStatus";
 
 /// A definition as it travels with an instance: the hash fixes the content,
 /// the source is what `engine::compile_program` rebuilds it from.
@@ -146,6 +152,37 @@ pub struct SignalArgs {
     pub name: String,
     pub payload: Value,
     pub actor: Actor,
+}
+
+/// An operator's retry of a failed step: who and why, and the program to
+/// move the instance to (the workflow's latest published one, as the
+/// embedded runtime takes it), carried in the signal so the workflow
+/// moves to it deterministically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryArgs {
+    pub operator: String,
+    pub reason: String,
+    pub definition: Definition,
+}
+
+/// A step that failed (a rule error while applying a timer, an activity
+/// result or a child's completion): the input and the error, as the
+/// embedded runtime records it in a `step_failed` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedStep {
+    pub input: engine::Input,
+    pub error: String,
+}
+
+/// What the `state` query answers: the instance, its status as the
+/// embedded runtime's instance row has it (`running`, `completed` or
+/// `failed`), and the failed step while it is failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub instance: Instance,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedStep>,
 }
 
 /// The input of the generic activity.
@@ -324,14 +361,16 @@ pub fn commands(id: &str, effects: &[Effect], now: DateTime<Utc>) -> Vec<Command
 pub use engine::runtime::plan::child_id;
 
 /// The search attributes of an instance after a step (Keyword values;
-/// None for a field the instance does not have).
-pub fn search_attributes(s: &Instance) -> BTreeMap<&'static str, Option<String>> {
+/// None for a field the instance does not have); `failed` while a step
+/// has failed.
+pub fn search_attributes(s: &Instance, failed: bool) -> BTreeMap<&'static str, Option<String>> {
     BTreeMap::from([
         (SA_WORKFLOW, Some(s.workflow.to_string())),
         (SA_ENTERPRISE, s.search.get("enterprise_id").cloned()),
         (SA_DISTRICT, s.search.get("district").cloned()),
         (SA_PERSON, s.search.get("person").cloned()),
         (SA_STATE, Some(s.state.clone())),
+        (SA_STATUS, Some(status(s, failed).to_string())),
     ])
 }
 
@@ -344,6 +383,7 @@ pub fn search_attribute(field: &str) -> Option<&'static str> {
         "district" => SA_DISTRICT,
         "person" => SA_PERSON,
         "state" => SA_STATE,
+        "status" => SA_STATUS,
         _ => return None,
     })
 }
@@ -375,6 +415,37 @@ pub fn input_kind(i: &engine::Input) -> &'static str {
     }
 }
 
+/// Why a failed step of `state` cannot be retried on `latest`, in the
+/// embedded runtime's words: the latest version must still have the
+/// instance's current state.
+pub fn retry_refusal(latest: &Program, state: &Instance) -> Option<String> {
+    latest.state(&state.state).is_none().then(|| {
+        format!(
+            "最新版本（{}）没有实例所处的状态 {}，不能在其上重试",
+            latest.version, state.state
+        )
+    })
+}
+
+/// `input` as of `at` (a retried step's input: its time moves with the
+/// retry, as on the embedded runtime).
+pub fn retimed(input: &engine::Input, at: DateTime<Utc>) -> engine::Input {
+    let mut v = serde_json::to_value(input).expect("an input is JSON");
+    v["at"] = serde_json::json!(at);
+    serde_json::from_value(v).expect("the same input, at another time")
+}
+
+/// The instance's status as the embedded runtime names it.
+pub fn status(s: &Instance, failed: bool) -> &'static str {
+    if failed {
+        "failed"
+    } else if completed(s) {
+        "completed"
+    } else {
+        "running"
+    }
+}
+
 /// Is the instance finished?
 pub fn completed(s: &Instance) -> bool {
     s.status == Status::Completed
@@ -387,6 +458,24 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_retried_input_moves_in_time_only() {
+        let input = engine::Input::ActivityCompleted {
+            at: t("2026-12-01T02:00:00Z"),
+            id: "a1".into(),
+            result: json!({"x": 1}),
+        };
+        let later = t("2026-12-02T02:00:00Z");
+        assert_eq!(
+            retimed(&input, later),
+            engine::Input::ActivityCompleted {
+                at: later,
+                id: "a1".into(),
+                result: json!({"x": 1}),
+            }
+        );
     }
 
     #[test]

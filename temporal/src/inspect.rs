@@ -183,11 +183,15 @@ fn summary(
     .into_iter()
     .filter_map(|(name, attr)| Some((name.to_string(), get(attr)?)))
     .collect();
+    let status = match status_code(info.status) {
+        "running" if get(codec::SA_STATUS).as_deref() == Some("failed") => "failed",
+        other => other,
+    };
     Summary {
         id: id.to_string(),
         workflow: get(codec::SA_WORKFLOW),
         state: get(codec::SA_STATE),
-        status: status_code(info.status),
+        status,
         search,
         started: info.start_time.and_then(|t| time(t.seconds, t.nanos)),
         closed: info.close_time.and_then(|t| time(t.seconds, t.nanos)),
@@ -256,10 +260,13 @@ pub fn visibility_filter(f: &InstanceFilter) -> Result<String> {
         parts.push(codec::visibility_query(attr, v));
     }
     if let Some(s) = &f.status {
+        // A failed step keeps the workflow running, `EpiStatus = 'failed'`.
+        if s == "failed" {
+            parts.push(codec::visibility_query(codec::SA_STATUS, s));
+        }
         let status = match s.as_str() {
-            "running" => "Running",
+            "running" | "failed" => "Running",
             "completed" => "Completed",
-            "failed" => "Failed",
             "terminated" => "Terminated",
             other => return Err(Error::Config(format!("未知的运行状态 `{other}`"))),
         };

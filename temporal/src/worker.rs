@@ -1,7 +1,7 @@
 //! The worker side: the `epi` workflow and the generic activities on the
 //! task queue, with the application's activity registry and projections.
 
-use crate::client::{Error, Result, connect_client};
+use crate::client::{Error, Result, connection_options};
 use crate::workflow::{EpiActivities, Interpreter};
 use crate::{Options, cache};
 use engine::Program;
@@ -9,6 +9,7 @@ use engine::runtime::activity::Activities;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use temporalio_client::{Client, ClientOptions, GrpcCompression};
 use temporalio_sdk::{Runtime, WorkerOptions};
 
 /// What a worker runs: the current programs (new children and scheduled
@@ -53,7 +54,7 @@ impl Worker {
     /// Connect and register; fails with [`Error::Unreachable`] when
     /// Temporal cannot be reached.
     pub async fn new(options: &Options, setup: WorkerSetup) -> Result<Worker> {
-        let client = connect_client(options).await?;
+        let client = connect_worker(options).await?;
         let runtime = Runtime::from_current_tokio(Default::default())
             .map_err(|e| Error::Temporal(e.to_string()))?;
         let latest: Arc<RwLock<BTreeMap<String, Arc<Program>>>> = Default::default();
@@ -105,6 +106,22 @@ impl Worker {
             .await
             .map_err(|e| Error::Temporal(e.to_string()))
     }
+}
+
+/// The worker's connection: the client's options, but uncompressed. The
+/// SDK gzips every call by default; on the warning-shaped benchmark
+/// workflow that is ~3 of the worker's ~8 ms CPU per workflow (deflate of
+/// each request, inflate of each task), for messages of a few KB that
+/// travel to a Temporal cluster beside the workers (bench/README.md).
+async fn connect_worker(options: &Options) -> Result<Client> {
+    let mut conn = connection_options(options)?;
+    conn.grpc_compression = GrpcCompression::None;
+    Client::connect(conn, ClientOptions::new(options.namespace.clone()).build())
+        .await
+        .map_err(|e| Error::Unreachable {
+            address: options.address.clone(),
+            detail: e.to_string(),
+        })
 }
 
 /// Run a worker until `shutdown` resolves (then it stops polling and

@@ -10,6 +10,7 @@ use engine::inspect::Event;
 use engine::interpreter::Status;
 use engine::runtime::activity::{Activities, ActivityCall, ActivityError, ProjectionCall};
 use engine::store::InstanceRow;
+use engine_temporal::codec::InstanceView;
 use engine_temporal::{Error, Options, TemporalEngine, Worker, WorkerSetup};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -89,37 +90,132 @@ fn activities(calls: &Calls, rows: &Rows) -> Activities {
         })
 }
 
-/// Run `body` beside a worker on a fresh task queue; stop the worker after.
-async fn with_worker<F, Fut>(address: String, calls: &Calls, rows: &Rows, body: F)
+/// The fixtures' programs and the recording activities.
+fn worker_setup(calls: &Calls, rows: &Rows) -> WorkerSetup {
+    WorkerSetup {
+        programs: bundle().workflows.values().cloned().collect(),
+        activities: activities(calls, rows),
+    }
+}
+
+/// Run `body` beside a worker on a fresh task queue, with the calls its
+/// activities received and the rows its projection saw; stop the worker
+/// after. Skipped (said on stderr) without a server.
+async fn with_worker<F, Fut>(body: F)
 where
-    F: FnOnce(TemporalEngine) -> Fut,
+    F: FnOnce(TemporalEngine, Calls, Rows) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let Some(address) = address() else { return };
+    let calls: Calls = Default::default();
+    let rows: Rows = Default::default();
     let options = Options {
         address,
         task_queue: unique("smoke"),
         ..Options::default()
     };
-    let b = bundle();
-    let programs: Vec<_> = b.workflows.values().cloned().collect();
-    let mut worker = Worker::new(
-        &options,
-        WorkerSetup {
-            programs: programs.clone(),
-            activities: activities(calls, rows),
-        },
-    )
-    .await
-    .unwrap();
+    let setup = worker_setup(&calls, &rows);
+    let mut worker = Worker::new(&options, setup.clone()).await.unwrap();
     let stop = worker.shutdown_handle();
     let engine = TemporalEngine::connect(options).await.unwrap();
-    engine.set_programs(programs);
+    engine.set_programs(setup.programs);
     let test = async move {
-        body(engine).await;
+        body(engine, calls, rows).await;
         stop();
     };
     let (r, ()) = futures::future::join(worker.run(), test).await;
     r.unwrap();
+}
+
+/// The arguments of instance `id`'s activity calls, in order.
+fn args_of(calls: &Calls, id: &str) -> Vec<Value> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.instance_id == id)
+        .map(|c| c.args.clone())
+        .collect()
+}
+
+/// Start `workflow` as `id` (a new id).
+async fn start(engine: &TemporalEngine, workflow: &str, id: &str, input: Value) {
+    assert!(
+        engine.start(workflow, id, input).await.unwrap(),
+        "{id} started twice"
+    );
+}
+
+/// Wait (up to `limit`) until instance `id` satisfies `want`; return it.
+async fn reach(
+    engine: &TemporalEngine,
+    id: &str,
+    limit: Duration,
+    want: impl Fn(&InstanceView) -> bool,
+) -> InstanceView {
+    let began = Instant::now();
+    loop {
+        let view = engine.view(id).await.unwrap();
+        if let Some(v) = view.filter(&want) {
+            return v;
+        }
+        assert!(
+            began.elapsed() < limit,
+            "{id} did not get there within {limit:?}: {:?}",
+            engine.view(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait until instance `id` has completed; return it.
+async fn completed(engine: &TemporalEngine, id: &str, limit: Duration) -> engine::Instance {
+    reach(engine, id, limit, |v| {
+        v.instance.status == Status::Completed
+    })
+    .await
+    .instance
+}
+
+/// Wait until instance `id` has taken its first step and is in `state`.
+async fn in_state(engine: &TemporalEngine, id: &str, state: &str) -> engine::Instance {
+    reach(engine, id, Duration::from_secs(30), |v| {
+        v.instance.state == state
+    })
+    .await
+    .instance
+}
+
+/// Wait until a search of `field` for `value` lists `id` (`listed`) or
+/// does not (Temporal's visibility follows a moment later).
+async fn searched(engine: &TemporalEngine, (field, value): (&str, &str), id: &str, listed: bool) {
+    wait_until("visibility", Duration::from_secs(20), || async move {
+        engine
+            .search(field, value, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i == id)
+            == listed
+    })
+    .await;
+}
+
+/// A fixture's workflow compiled from its file as `edit` changes it (a
+/// new version), with the fixtures' activity catalogue.
+fn edited(file: &str, edit: impl FnOnce(&str) -> String) -> Arc<engine::Program> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows");
+    let text = edit(&std::fs::read_to_string(dir.join(file)).unwrap());
+    let catalog = std::fs::read_to_string(dir.join("activities.yaml")).unwrap();
+    let files = [(file, text), ("activities.yaml", catalog)].map(|(p, text)| {
+        engine::compile::program::SourceFile {
+            path: p.into(),
+            text,
+        }
+    });
+    let b = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
+    let workflow = file.trim_end_matches(".yaml");
+    b.workflows[workflow].clone()
 }
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut f: F)
@@ -136,11 +232,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_runs_to_completion_with_stable_keys() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let (c2, r2) = (calls.clone(), rows.clone());
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, r2| async move {
         let id = unique("pipeline");
         let district = unique("district");
         let input = json!({"name": "张三", "district": district});
@@ -155,23 +247,11 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
             Err(Error::Refused(_))
         ));
         let began = Instant::now();
-        wait_until("completion", Duration::from_secs(60), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                engine
-                    .state(&id)
-                    .await
-                    .unwrap()
-                    .is_some_and(|s| s.status == Status::Completed)
-            }
-        })
-        .await;
+        let s = completed(&engine, &id, Duration::from_secs(60)).await;
         assert!(
             began.elapsed() >= Duration::from_secs(2),
             "the 2 s timer ran"
         );
-        let s = engine.state(&id).await.unwrap().unwrap();
         assert_eq!(s.state, "done");
         let outcome = engine.result(&id).await.unwrap();
         assert_eq!(
@@ -252,18 +332,7 @@ async fn pipeline_runs_to_completion_with_stable_keys() {
             async move { engine.search("district", &district, 10).await.unwrap() == vec![id] }
         })
         .await;
-        wait_until("state attribute", Duration::from_secs(20), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                engine
-                    .search("state", "done", 1000)
-                    .await
-                    .unwrap()
-                    .contains(&id)
-            }
-        })
-        .await;
+        searched(&engine, ("state", "done"), &id, true).await;
     })
     .await;
 }
@@ -294,26 +363,10 @@ fn actor(role: &str) -> Actor {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_signal_changes_nothing() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let id = unique("approval");
-        assert!(
-            engine
-                .start("approval", &id, json!({"district": "d1"}))
-                .await
-                .unwrap()
-        );
-        wait_until("first step", Duration::from_secs(30), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move { engine.state(&id).await.unwrap().is_some() }
-        })
-        .await;
-        let before = engine.state(&id).await.unwrap().unwrap();
-        assert_eq!(before.state, "waiting");
+        start(&engine, "approval", &id, json!({"district": "d1"})).await;
+        let before = in_state(&engine, &id, "waiting").await;
 
         // Wrong role, missing field: refused, nothing sent.
         let e = engine
@@ -364,31 +417,18 @@ async fn a_refused_signal_changes_nothing() {
             .signal(&id, "approve", json!({"comment": "好"}), actor("district"))
             .await
             .unwrap();
-        wait_until("approval", Duration::from_secs(30), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                engine
-                    .state(&id)
-                    .await
-                    .unwrap()
-                    .is_some_and(|s| s.status == Status::Completed)
-            }
-        })
-        .await;
-        let s = engine.state(&id).await.unwrap().unwrap();
+        let s = completed(&engine, &id, Duration::from_secs(30)).await;
         assert_eq!(
             (s.state.as_str(), s.status_label.as_deref()),
             ("approved", Some("已同意"))
         );
-        let said: Vec<Value> = c2
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.instance_id == id)
-            .map(|c| c.args.clone())
-            .collect();
-        assert_eq!(said, vec![json!({"text": "approved: 好"})]);
+        // The activity the last step scheduled runs after the end.
+        wait_until(
+            "the approval's activity",
+            Duration::from_secs(30),
+            || async { args_of(&c2, &id) == [json!({"text": "approved: 好"})] },
+        )
+        .await;
         assert_eq!(engine.state(&unique("nobody")).await.unwrap(), None);
         assert!(matches!(
             engine
@@ -444,10 +484,7 @@ fn definitions_travel_and_recompile_to_their_hash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, _, _| async move {
         let name = unique("nightly");
         let district = unique("sched");
         let spec = engine::compile::schedule::ScheduleSpec {
@@ -507,29 +544,20 @@ async fn schedules_install_idempotently_and_launch_the_embedded_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_start_with_their_keys_and_report_back() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, _, _| async move {
         let tag = unique("p");
         let id = unique("parent");
-        assert!(
-            engine
-                .start("parent", &id, json!({"tag": tag, "items": ["x", "y"]}))
-                .await
-                .unwrap()
-        );
+        start(
+            &engine,
+            "parent",
+            &id,
+            json!({"tag": tag, "items": ["x", "y"]}),
+        )
+        .await;
         // Each child is the keyed instance, waiting for its approval.
         for item in ["x", "y"] {
             let child = format!("{tag}-{item}");
-            wait_until("the child", Duration::from_secs(30), || {
-                let engine = engine.clone();
-                let child = child.clone();
-                async move {
-                    matches!(engine.state(&child).await, Ok(Some(s)) if s.state == "waiting")
-                }
-            })
-            .await;
+            in_state(&engine, &child, "waiting").await;
             engine
                 .signal(
                     &child,
@@ -540,19 +568,7 @@ async fn children_start_with_their_keys_and_report_back() {
                 .await
                 .unwrap();
         }
-        wait_until("the parent's end", Duration::from_secs(30), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                engine
-                    .state(&id)
-                    .await
-                    .unwrap()
-                    .is_some_and(|s| s.status == Status::Completed)
-            }
-        })
-        .await;
-        let s = engine.state(&id).await.unwrap().unwrap();
+        let s = completed(&engine, &id, Duration::from_secs(30)).await;
         assert_eq!(s.output, json!({"done": 2}));
         let history = engine.history(&id).await.unwrap();
         let started: Vec<_> = history
@@ -585,30 +601,22 @@ async fn a_new_worker_takes_over_mid_flight() {
         task_queue: unique("takeover"),
         ..Options::default()
     };
-    let programs: Vec<_> = bundle().workflows.values().cloned().collect();
-    let setup = WorkerSetup {
-        programs: programs.clone(),
-        activities: activities(&calls, &rows),
-    };
+    let setup = worker_setup(&calls, &rows);
     let engine = TemporalEngine::connect(options.clone()).await.unwrap();
-    engine.set_programs(programs);
+    engine.set_programs(setup.programs.clone());
     let id = unique("takeover");
 
     let mut first = Worker::new(&options, setup.clone()).await.unwrap();
     let stop = first.shutdown_handle();
     let body = async {
-        assert!(
-            engine
-                .start("pipeline", &id, json!({"name": "李四", "district": "d"}))
-                .await
-                .unwrap()
-        );
-        wait_until("the timer", Duration::from_secs(30), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move { matches!(engine.state(&id).await, Ok(Some(s)) if s.state == "waiting") }
-        })
+        start(
+            &engine,
+            "pipeline",
+            &id,
+            json!({"name": "李四", "district": "d"}),
+        )
         .await;
+        in_state(&engine, &id, "waiting").await;
         stop();
     };
     let (r, ()) = futures::future::join(first.run(), body).await;
@@ -618,18 +626,7 @@ async fn a_new_worker_takes_over_mid_flight() {
     let mut second = Worker::new(&options, setup).await.unwrap();
     let stop = second.shutdown_handle();
     let body = async {
-        wait_until("completion", Duration::from_secs(60), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                engine
-                    .state(&id)
-                    .await
-                    .unwrap()
-                    .is_some_and(|s| s.status == Status::Completed)
-            }
-        })
-        .await;
+        completed(&engine, &id, Duration::from_secs(60)).await;
         stop();
     };
     let (r, ()) = futures::future::join(second.run(), body).await;
@@ -647,31 +644,10 @@ async fn a_new_worker_takes_over_mid_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let id = unique("retrying");
-        assert!(
-            engine
-                .start("retrying", &id, json!({"tag": "t"}))
-                .await
-                .unwrap()
-        );
-        wait_until("the end", Duration::from_secs(60), || {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                engine
-                    .state(&id)
-                    .await
-                    .unwrap()
-                    .is_some_and(|s| s.status == Status::Completed)
-            }
-        })
-        .await;
-        let s = engine.state(&id).await.unwrap().unwrap();
+        start(&engine, "retrying", &id, json!({"tag": "t"})).await;
+        let s = completed(&engine, &id, Duration::from_secs(60)).await;
         assert_eq!(s.output, json!({"failure": "无法处理 cannot be done"}));
         let mine: Vec<_> = c2
             .lock()
@@ -695,70 +671,29 @@ async fn retries_keep_the_key_and_permanent_failures_are_not_retried() {
 /// the latest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_instances_keep_their_version() {
-    let Some(address) = address() else { return };
-    let calls: Calls = Default::default();
-    let rows: Rows = Default::default();
-    let c2 = calls.clone();
-    with_worker(address, &calls, &rows, |engine| async move {
+    with_worker(|engine, c2, _| async move {
         let old = unique("v1");
-        assert!(
-            engine
-                .start("approval", &old, json!({"district": "d"}))
-                .await
-                .unwrap()
-        );
+        start(&engine, "approval", &old, json!({"district": "d"})).await;
         // Version 2 of `approval` says something else.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workflows");
-        let v2 = std::fs::read_to_string(dir.join("approval.yaml"))
-            .unwrap()
-            .replace("version: 1", "version: 2")
-            .replace(
+        let p2 = edited("approval.yaml", |t| {
+            t.replace("version: 1", "version: 2").replace(
                 "approved: ${signal.comment}",
                 "v2 approved: ${signal.comment}",
-            );
-        let catalog = std::fs::read_to_string(dir.join("activities.yaml")).unwrap();
-        let files = [("approval.yaml", v2), ("activities.yaml", catalog)].map(|(p, text)| {
-            engine::compile::program::SourceFile {
-                path: p.into(),
-                text,
-            }
+            )
         });
-        let b = engine::compile_bundle(&files, &[], &engine::Options::default()).unwrap();
-        let p2 = b.workflows["approval"].clone();
         assert_eq!(p2.version, 2);
         engine.set_programs([p2.clone()]);
         let new = unique("v2");
-        assert!(
-            engine
-                .start("approval", &new, json!({"district": "d"}))
-                .await
-                .unwrap()
-        );
+        start(&engine, "approval", &new, json!({"district": "d"})).await;
         for id in [&old, &new] {
-            wait_until("the first step", Duration::from_secs(30), || {
-                let engine = engine.clone();
-                let id = id.clone();
-                async move { matches!(engine.state(&id).await, Ok(Some(_))) }
-            })
-            .await;
+            in_state(&engine, id, "waiting").await;
             engine
                 .signal(id, "approve", json!({"comment": "好"}), actor("district"))
                 .await
                 .unwrap();
         }
         for id in [&old, &new] {
-            wait_until("the end", Duration::from_secs(30), || {
-                let engine = engine.clone();
-                let id = id.clone();
-                async move {
-                    engine
-                        .state(&id)
-                        .await
-                        .unwrap()
-                        .is_some_and(|s| s.status == Status::Completed)
-                }
-            })
-            .await;
+            completed(&engine, id, Duration::from_secs(30)).await;
         }
         assert_eq!(engine.state(&old).await.unwrap().unwrap().version, 1);
         assert_eq!(engine.state(&new).await.unwrap().unwrap().version, 2);
@@ -771,6 +706,111 @@ async fn running_instances_keep_their_version() {
         };
         assert_eq!(text(&old), Some(json!("approved: 好")));
         assert_eq!(text(&new), Some(json!("v2 approved: 好")));
+    })
+    .await;
+}
+
+/// A rule that fails in a timer handler does not fail the Temporal
+/// workflow: as on the embedded runtime the instance is `failed` (in the
+/// state query and `EpiStatus`), the history shows `step_failed` with the
+/// input and the error, and an operator's retry moves it to the latest
+/// published version (refused while that lacks its state) and applies the
+/// timer again, where the fixed rule lets it go on to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_waits_for_a_retry_on_the_fixed_version() {
+    with_worker(|engine, c2, _| async move {
+        let id = unique("fragile");
+        let by = |reason: &str| engine::runtime::Repair {
+            operator: "运维甲".into(),
+            reason: reason.into(),
+        };
+        start(&engine, "fragile", &id, json!({})).await;
+        let failed = reach(&engine, &id, Duration::from_secs(30), |v| {
+            v.status == "failed"
+        })
+        .await;
+        assert_eq!(failed.instance.state, "waiting");
+        let step = failed.failed.expect("the failed step");
+        assert!(
+            matches!(&step.input, engine::Input::TimerFired { .. }),
+            "{step:?}"
+        );
+        let history = engine.history(&id).await.unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|e| matches!(&e.event, Event::StepFailed { error } if *error == step.error)),
+            "{history:?}"
+        );
+        searched(&engine, ("status", "failed"), &id, true).await;
+
+        // Refused as the embedded runtime refuses: no reason; a latest
+        // version without the instance's state.
+        let e = engine.retry_failed_step(&id, &by(" ")).await.unwrap_err();
+        assert_eq!(e.to_string(), "运维操作须注明操作人和原因");
+        engine.set_programs([edited("fragile.yaml", |t| {
+            t.replace("version: 1", "version: 3")
+                .replace("waiting", "pausing")
+        })]);
+        let e = engine
+            .retry_failed_step(&id, &by("试试"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "最新版本（3）没有实例所处的状态 waiting，不能在其上重试"
+        );
+
+        // The unfixed version fails the same way again.
+        engine.set_programs(bundle().workflows.get("fragile").cloned());
+        engine
+            .retry_failed_step(&id, &by("再试一次"))
+            .await
+            .unwrap();
+        wait_until("the second failure", Duration::from_secs(30), || async {
+            let h = engine.history(&id).await.unwrap();
+            h.iter()
+                .filter(|e| matches!(e.event, Event::StepFailed { .. }))
+                .count()
+                == 2
+        })
+        .await;
+        assert_eq!(engine.view(&id).await.unwrap().unwrap().status, "failed");
+
+        // Fixed and published: the retry moves it to version 2 and it goes on.
+        engine.set_programs([edited("fragile.yaml", |t| {
+            t.replace("version: 1", "version: 2")
+                .replace("${10 / vars.zero}", "${10}")
+        })]);
+        engine
+            .retry_failed_step(&id, &by("规则已修正（除零）"))
+            .await
+            .unwrap();
+        let s = completed(&engine, &id, Duration::from_secs(30)).await;
+        assert_eq!((s.state.as_str(), s.version), ("done", 2));
+        let view = engine.view(&id).await.unwrap().unwrap();
+        assert_eq!((view.status.as_str(), view.failed), ("completed", None));
+        assert_eq!(args_of(&c2, &id), [json!({"text": "x = 10"})]);
+        let history = engine.history(&id).await.unwrap();
+        let retries: Vec<_> = history
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::OperatorAction { action, reason, .. } if action == "retry_step" => {
+                    Some(reason.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retries, ["再试一次", "规则已修正（除零）"]);
+        searched(&engine, ("status", "failed"), &id, false).await;
+        let e = engine
+            .retry_failed_step(&id, &by("又一次"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("没有失败的步骤（状态：completed）"),
+            "{e}"
+        );
     })
     .await;
 }

@@ -278,9 +278,15 @@ impl LoginMethod {
             .join(",")
     }
 
-    /// The stored form read back (unknown codes dropped).
-    pub fn split(stored: &str) -> Vec<LoginMethod> {
-        stored.split(',').filter_map(LoginMethod::parse).collect()
+    /// The stored form read back. A code this version does not know is an
+    /// error naming it (not a method silently dropped).
+    pub fn split(stored: &str) -> Result<Vec<LoginMethod>, String> {
+        stored
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| LoginMethod::parse(c).ok_or_else(|| format!("unknown login method `{c}`")))
+            .collect()
     }
 
     /// Labels for the pages: 账号密码、短信验证码.
@@ -313,7 +319,11 @@ mod tests {
             .unwrap_err()
             .contains("fingerprint"));
         let all = LoginMethod::ALL.to_vec();
-        assert_eq!(LoginMethod::split(&LoginMethod::join(&all)), all);
+        assert_eq!(LoginMethod::split(&LoginMethod::join(&all)), Ok(all));
+        assert_eq!(LoginMethod::split(""), Ok(vec![]));
+        assert!(LoginMethod::split("password,fingerprint")
+            .unwrap_err()
+            .contains("fingerprint"));
     }
 
     #[test]

@@ -36,40 +36,7 @@ macro_rules! on_every_store {
     };
 }
 
-/// The comparison activities as `workflows/comparison.yaml` calls them,
-/// answered from a fixture `{run_id, as_of, new_warnings: [...],
-/// per_district, summary}`: `run_comparison` returns the run without the
-/// list (its number in `summary.new_warnings`), `warnings_to_open` pages
-/// through the list after `args.after`, `args.limit` at a time. None for
-/// other activities.
-#[allow(dead_code)]
-pub fn comparison_fake(
-    fixture: &serde_json::Value,
-    name: &str,
-    args: &serde_json::Value,
-) -> Option<serde_json::Value> {
-    let list = fixture["new_warnings"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    match name {
-        "run_comparison" => {
-            let mut run = fixture.clone();
-            run.as_object_mut()?.remove("new_warnings");
-            run["summary"]["new_warnings"] = list.len().into();
-            Some(run)
-        }
-        "warnings_to_open" => {
-            let after = args["after"].as_str().unwrap_or_default();
-            let limit = args["limit"].as_u64().unwrap_or(1) as usize;
-            let items: Vec<_> = list
-                .into_iter()
-                .filter(|w| w["warning_id"].as_str().unwrap_or_default() > after)
-                .take(limit)
-                .collect();
-            let last = items.last().map(|w| w["warning_id"].clone());
-            Some(serde_json::json!({ "items": items, "last": last }))
-        }
-        _ => None,
-    }
-}
+/// The comparison activities answered from a fixture (shared with the
+/// Temporal backend's tests).
+#[allow(unused_imports)]
+pub use engine::testing::fakes::comparison_answer as comparison_fake;

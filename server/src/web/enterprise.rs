@@ -7,7 +7,7 @@ use super::forms::{field_errors, form_values};
 use super::render::pages;
 use super::{Ctx, Shared, WebError};
 use crate::domain::day_of;
-use crate::sites;
+use crate::{sites, staff};
 use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -157,12 +157,12 @@ async fn staff_list(
     app: &Shared,
     ctx: &Ctx,
     query: &ListQuery,
-    form: &sites::PersonForm,
+    form: &staff::PersonForm,
     errors: &BTreeMap<String, String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
     let (staff, total) =
-        sites::staff_page(&app.sys.reader, id, &query.q, &query.address, query.page).await?;
+        staff::page(&app.sys.reader, id, &query.q, &query.address, query.page).await?;
     let addresses = sites::addresses(&app.sys.reader, id).await?;
     let html = app.templates.page(
         app,
@@ -183,7 +183,7 @@ pub async fn staff(
         &app,
         &ctx,
         &q,
-        &sites::PersonForm::default(),
+        &staff::PersonForm::default(),
         &BTreeMap::new(),
     )
     .await
@@ -192,12 +192,12 @@ pub async fn staff(
 pub async fn add_person(
     State(app): State<Shared>,
     ctx: Ctx,
-    Form(f): Form<sites::PersonForm>,
+    Form(f): Form<staff::PersonForm>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    match sites::add_person(&app.sys.pool, id, &f, now_ms(&app)).await {
+    match staff::add(&app.sys.pool, id, &f, now_ms(&app)).await {
         Ok(_) => Ok(Redirect::to("/staff").into_response()),
-        Err(sites::Error::Invalid(errors)) => {
+        Err(staff::Error::Invalid(errors)) => {
             staff_list(&app, &ctx, &ListQuery::default(), &f, &errors).await
         }
         Err(e) => Err(e.into()),
@@ -207,8 +207,8 @@ pub async fn add_person(
 async fn person_form(
     app: &Shared,
     ctx: &Ctx,
-    person: &sites::Person,
-    form: &sites::PersonForm,
+    person: &staff::Person,
+    form: &staff::PersonForm,
     errors: &BTreeMap<String, String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
@@ -228,8 +228,8 @@ pub async fn person_page(
     Path(person): Path<String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    let p = sites::get_person(&app.sys.reader, id, &person).await?;
-    let form = sites::PersonForm {
+    let p = staff::get(&app.sys.reader, id, &person).await?;
+    let form = staff::PersonForm {
         name: p.name.clone(),
         id_number: String::new(),
         mobile: p.mobile.clone().unwrap_or_default(),
@@ -242,13 +242,13 @@ pub async fn update_person(
     State(app): State<Shared>,
     ctx: Ctx,
     Path(person): Path<String>,
-    Form(f): Form<sites::PersonForm>,
+    Form(f): Form<staff::PersonForm>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    match sites::update_person(&app.sys.pool, id, &person, &f, now_ms(&app)).await {
+    match staff::update(&app.sys.pool, id, &person, &f, now_ms(&app)).await {
         Ok(()) => Ok(Redirect::to("/staff").into_response()),
-        Err(sites::Error::Invalid(errors)) => {
-            let p = sites::get_person(&app.sys.reader, id, &person).await?;
+        Err(staff::Error::Invalid(errors)) => {
+            let p = staff::get(&app.sys.reader, id, &person).await?;
             person_form(&app, &ctx, &p, &f, &errors).await
         }
         Err(e) => Err(e.into()),
@@ -261,7 +261,7 @@ pub async fn delete_person(
     Path(person): Path<String>,
 ) -> Result<Response, WebError> {
     let (id, _) = ctx.enterprise()?;
-    crate::records::delete_person(&app.sys.pool, id, &person, now_ms(&app)).await?;
+    staff::delete(&app.sys.pool, id, &person, now_ms(&app)).await?;
     Ok(Redirect::to("/staff").into_response())
 }
 
@@ -307,8 +307,7 @@ pub async fn import(
         if field.name() == Some("file") {
             let bytes = field.bytes().await.map_err(WebError::upload)?;
             // UTF-8 (BOM or not) or GBK, as Excel on Chinese Windows saves.
-            let s = crate::staff::decode_csv(&bytes)
-                .map_err(|e| WebError::BadRequest(e.to_string()))?;
+            let s = staff::decode_csv(&bytes).map_err(|e| WebError::BadRequest(e.to_string()))?;
             text = Some(s);
         }
     }
@@ -316,9 +315,9 @@ pub async fn import(
         return Err(WebError::BadRequest("请选择要导入的CSV文件".into()));
     };
     let (errors, total, imported) =
-        match crate::staff::import_csv(&app.sys.pool, id, &text, now_ms(&app)).await {
+        match staff::import_csv(&app.sys.pool, id, &text, now_ms(&app)).await {
             Ok(n) => (Vec::new(), 0, Some(n)),
-            Err(crate::staff::Error::Rows(rows)) => (
+            Err(staff::Error::Rows(rows)) => (
                 // The page lists the first few; the rest are counted.
                 rows.iter()
                     .take(IMPORT_ERRORS_SHOWN)
@@ -327,7 +326,7 @@ pub async fn import(
                 rows.len(),
                 None,
             ),
-            Err(crate::staff::Error::Database(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
     let more = total.saturating_sub(errors.len());
     let more = (more > 0).then(|| thousands(more));

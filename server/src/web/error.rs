@@ -82,6 +82,17 @@ impl From<crate::sites::Error> for WebError {
     }
 }
 
+impl From<crate::staff::Error> for WebError {
+    fn from(e: crate::staff::Error) -> Self {
+        use crate::staff::Error as E;
+        match e {
+            E::NotFound => WebError::NotFound,
+            E::Invalid(_) | E::Rows(_) => WebError::BadRequest(e.to_string()),
+            E::Database(e) => WebError::internal(e),
+        }
+    }
+}
+
 impl From<crate::warnings::Error> for WebError {
     fn from(e: crate::warnings::Error) -> Self {
         use crate::warnings::Error as E;

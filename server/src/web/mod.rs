@@ -94,6 +94,41 @@ pub fn app_with_hashing(
         sessions: Default::default(),
         hashing,
     });
+    let pages = pages()
+        .fallback(|| async { WebError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::layer,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        // Every refusal a Chinese page (axum's rejections are English text).
+        .layer(axum::middleware::from_fn(error::chinese_rejections));
+    // The JSON API beside the pages: no session, CSRF or Chinese HTML
+    // error pages (it answers JSON and authenticates by token).
+    let router = Router::new().nest("/api/v1", api::router()).merge(pages);
+    // Outermost, so error pages and refusals carry them too.
+    security_headers(router)
+        // Requests and latency by matched route, around everything else.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .with_state(state)
+}
+
+/// The server-rendered pages, area by area.
+fn pages() -> Router<Shared> {
+    Router::new()
+        .merge(public_routes())
+        .merge(enterprise_routes())
+        .merge(review_routes())
+        .merge(ops_routes())
+        .merge(policy_routes())
+        .merge(admin_routes())
+}
+
+/// Headers every answer carries unless its handler set them.
+fn security_headers(mut router: Router<Shared>) -> Router<Shared> {
     let headers = [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -104,7 +139,18 @@ pub fn app_with_hashing(
         (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ];
-    let router = Router::new()
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+}
+
+/// Health, metrics, the stylesheet, and signing in, up and out.
+fn public_routes() -> Router<Shared> {
+    Router::new()
         .route("/", get(auth::root))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::metrics))
@@ -118,6 +164,11 @@ pub fn app_with_hashing(
             "/password",
             get(auth::password_page).post(auth::change_password),
         )
+}
+
+/// An enterprise's sites, staff and records.
+fn enterprise_routes() -> Router<Shared> {
+    Router::new()
         .route("/home", get(enterprise::home))
         .route("/sites", get(enterprise::sites))
         .route("/sites/addresses", post(enterprise::add_address))
@@ -147,6 +198,11 @@ pub fn app_with_hashing(
             "/records/{id}",
             get(enterprise::record_page).post(enterprise::update_record),
         )
+}
+
+/// Warnings, notices, the district's pages and the directory.
+fn review_routes() -> Router<Shared> {
+    Router::new()
         .route("/warnings", get(review::warnings))
         .route("/warnings/{id}", get(review::warning_page))
         .route("/warnings/{id}/dispose", post(review::dispose))
@@ -155,6 +211,11 @@ pub fn app_with_hashing(
         .route("/notices/read", post(review::mark_read))
         .route("/district", get(review::district_home))
         .route("/directory", get(review::directory))
+}
+
+/// Operations: the ops page, explanations, instances and their repairs.
+fn ops_routes() -> Router<Shared> {
+    Router::new()
         .route("/ops", get(ops::page))
         .route("/explain", get(explain::page))
         .route("/ops/instances", get(instances::search))
@@ -167,6 +228,11 @@ pub fn app_with_hashing(
         .route("/ops/run-comparison", post(ops::run_comparison))
         .route("/ops/rerun-comparison", post(ops::rerun_comparison))
         .route("/ops/clock", post(ops::advance_clock))
+}
+
+/// The city's policy: validation, backtests, published versions.
+fn policy_routes() -> Router<Shared> {
+    Router::new()
         .route("/policy", get(policy::home))
         .route("/policy/validate", post(policy::validate))
         .route(
@@ -174,6 +240,14 @@ pub fn app_with_hashing(
             get(policy::backtest_page).post(policy::backtest),
         )
         .route("/policy/backtest.csv", post(policy::backtest_csv))
+        .route("/policy/versions", get(versions::page))
+        .route("/policy/versions/publish", post(versions::publish))
+        .route("/policy/versions/rollback", post(versions::rollback))
+}
+
+/// Accounts, enterprise imports, the audit and the service window.
+fn admin_routes() -> Router<Shared> {
+    Router::new()
         .route("/admin", get(admin::page))
         .route("/admin/accounts", post(admin::create))
         .route("/admin/accounts/disable", post(admin::disable))
@@ -183,38 +257,9 @@ pub fn app_with_hashing(
             "/admin/enterprises",
             get(admin::import_page).post(admin::import),
         )
-        .route("/policy/versions", get(versions::page))
-        .route("/policy/versions/publish", post(versions::publish))
-        .route("/policy/versions/rollback", post(versions::rollback))
         .route("/admin/audit", get(audit::page))
         .route("/window", get(admin::window))
-        .route("/window/switch", post(admin::switch));
-    let router = router
-        .fallback(|| async { WebError::NotFound })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            session::layer,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        // Every refusal a Chinese page (axum's rejections are English text).
-        .layer(axum::middleware::from_fn(error::chinese_rejections));
-    // The JSON API beside the pages: no session, CSRF or Chinese HTML
-    // error pages (it answers JSON and authenticates by token).
-    let mut router = Router::new().nest("/api/v1", api::router()).merge(router);
-    // Outermost, so error pages and refusals carry them too.
-    for (name, value) in headers {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ));
-    }
-    // Requests and latency by matched route, around everything else.
-    router
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::record,
-        ))
-        .with_state(state)
+        .route("/window/switch", post(admin::switch))
 }
 
 /// What `serve` allows a client. A slow or idle client holds a connection

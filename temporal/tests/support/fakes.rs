@@ -6,6 +6,7 @@
 //! worker is then killed under it).
 
 use engine::runtime::{Activities, ActivityCall, ActivityError, ProjectionCall};
+use engine::testing::fakes::comparison_answer;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -107,38 +108,5 @@ impl Fakes {
             .unwrap_or_else(|| json!({ "ok": true, "key": call.idempotency_key }));
         self.inner.lock().unwrap().calls[index].result = Some(answer.clone());
         Ok(answer)
-    }
-}
-
-/// The comparison activities as `workflows/comparison.yaml` calls them,
-/// answered from a fixture `{run_id, as_of, new_warnings: [...],
-/// per_district, summary}` (as engine/tests/support does): `run_comparison`
-/// returns the run without the list (its number in
-/// `summary.new_warnings`), `warnings_to_open` pages through the list after
-/// `args.after`, `args.limit` at a time. None for other activities.
-pub fn comparison_answer(fixture: &Value, name: &str, args: &Value) -> Option<Value> {
-    let list = fixture["new_warnings"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    match name {
-        "run_comparison" => {
-            let mut run = fixture.clone();
-            run.as_object_mut()?.remove("new_warnings");
-            run["summary"]["new_warnings"] = list.len().into();
-            Some(run)
-        }
-        "warnings_to_open" => {
-            let after = args["after"].as_str().unwrap_or_default();
-            let limit = args["limit"].as_u64().unwrap_or(1) as usize;
-            let items: Vec<_> = list
-                .into_iter()
-                .filter(|w| w["warning_id"].as_str().unwrap_or_default() > after)
-                .take(limit)
-                .collect();
-            let last = items.last().map(|w| w["warning_id"].clone());
-            Some(json!({ "items": items, "last": last }))
-        }
-        _ => None,
     }
 }

@@ -9,30 +9,15 @@
 //! The file may be UTF-8 (with or without BOM), UTF-16 with BOM, or GBK —
 //! what Excel saves as CSV on Chinese Windows (`decode_csv`).
 
-use crate::domain::{IdNumber, Mobile, PersonName};
+use super::{check_fields, insert, owners, update_row, Checked, Error};
 use sqlx::{AnyPool, Row};
 use std::collections::{HashMap, HashSet};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("导入失败，共{}处问题，未导入任何人员", .0.len())]
-    Rows(Vec<RowError>),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
 
 /// A problem on one line of the file (line 1 is the header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError {
     pub line: u64,
     pub message: String,
-}
-
-struct Checked {
-    name: PersonName,
-    id_number: IdNumber,
-    mobile: Option<Mobile>,
-    address_id: String,
 }
 
 /// Import `csv` for `enterprise_id`. Persons already in this enterprise are
@@ -46,23 +31,27 @@ pub async fn import_csv(
     let addresses = addresses_of(pool, enterprise_id).await?;
     let (rows, mut errors) = check_rows(csv, &addresses);
     let mut tx = pool.begin().await?;
-    let existing = owners(&mut tx, enterprise_id, &rows, &mut errors).await?;
+    let existing = existing(&mut tx, enterprise_id, &rows, &mut errors).await?;
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
         return Err(Error::Rows(errors));
     }
+    let mut new = Vec::new();
     for (_, r) in &rows {
-        save(
-            &mut tx,
-            enterprise_id,
-            r,
-            existing.get(r.id_number.as_str()),
-            now_ms,
-        )
-        .await?;
+        match existing.get(id_number_of(r)) {
+            Some(staff_id) => {
+                update_row(&mut tx, enterprise_id, staff_id, r, now_ms).await?;
+            }
+            None => new.push(r),
+        }
     }
+    insert(&mut tx, enterprise_id, &new, now_ms).await?;
     tx.commit().await?;
     Ok(rows.len())
+}
+
+fn id_number_of(r: &Checked) -> &str {
+    r.id_number.as_ref().expect("checked with id").as_str()
 }
 
 /// The enterprise's office addresses: text -> id.
@@ -130,34 +119,33 @@ fn check_row(
     addresses: &HashMap<String, String>,
     seen: &mut HashSet<String>,
 ) -> Result<Checked, Vec<String>> {
-    let field = |k: usize| record.get(k).unwrap_or("").to_string();
-    let mut row_errors = Vec::new();
-    let name = PersonName::parse(&field(0))
-        .map_err(|e| row_errors.push(format!("姓名：{e}")))
-        .ok();
-    let id_number = IdNumber::parse(&field(1))
-        .map_err(|e| row_errors.push(format!("身份证号：{e}")))
-        .ok();
-    let mobile = match field(2).as_str() {
-        "" => None,
-        m => Mobile::parse(m)
-            .map_err(|e| row_errors.push(format!("手机号：{e}")))
-            .ok(),
+    let field = |k: usize| record.get(k).unwrap_or("");
+    let f = check_fields(field(0), Some(field(1)), field(2));
+    // The columns' headers name the problems.
+    let column = |name: &str| match name {
+        "name" => "姓名",
+        "id_number" => "身份证号",
+        _ => "手机号",
     };
-    let address_id = addresses.get(&field(3)).cloned();
+    let mut row_errors: Vec<String> = f
+        .errors
+        .iter()
+        .map(|(name, e)| format!("{}：{e}", column(name)))
+        .collect();
+    let address_id = addresses.get(field(3)).cloned();
     if address_id.is_none() {
         row_errors.push(format!("办公地址“{}”不是本企业的在蓉办公地址", field(3)));
     }
-    if let Some(n) = &id_number {
+    if let Some(n) = &f.id_number {
         if !seen.insert(n.as_str().to_string()) {
             row_errors.push("身份证号在文件中重复".to_string());
         }
     }
-    match (name, id_number, address_id, row_errors.is_empty()) {
+    match (f.name, f.id_number, address_id, row_errors.is_empty()) {
         (Some(name), Some(id_number), Some(address_id), true) => Ok(Checked {
             name,
-            id_number,
-            mobile,
+            id_number: Some(id_number),
+            mobile: f.mobile,
             address_id,
         }),
         _ => Err(row_errors),
@@ -166,75 +154,29 @@ fn check_row(
 
 /// The staff ids of rows already in this enterprise, by ID number; a row
 /// whose person is in another enterprise is an error.
-async fn owners(
+async fn existing(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     enterprise_id: &str,
     rows: &[(u64, Checked)],
     errors: &mut Vec<RowError>,
 ) -> Result<HashMap<String, String>, Error> {
+    let id_numbers: Vec<&str> = rows.iter().map(|(_, r)| id_number_of(r)).collect();
+    let mut owners = owners(tx, &id_numbers).await?;
     let mut existing = HashMap::new();
     for (line, r) in rows {
-        let other = sqlx::query(
-            "SELECT id, enterprise_id FROM staff WHERE id_number = $1 AND deleted_at IS NULL",
-        )
-        .bind(r.id_number.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(o) = other {
-            let owner: String = o.try_get("enterprise_id")?;
-            if owner != enterprise_id {
-                errors.push(RowError {
-                    line: *line,
-                    message: "该人员已在其他企业登记，需由原企业删除后再导入".into(),
-                });
-            } else {
-                existing.insert(
-                    r.id_number.as_str().to_string(),
-                    o.try_get::<String, _>("id")?,
-                );
-            }
+        let Some(o) = owners.remove(id_number_of(r)) else {
+            continue;
+        };
+        if o.enterprise_id != enterprise_id {
+            errors.push(RowError {
+                line: *line,
+                message: "该人员已在其他企业登记，需由原企业删除后再导入".into(),
+            });
+        } else {
+            existing.insert(id_number_of(r).to_string(), o.staff_id);
         }
     }
     Ok(existing)
-}
-
-/// Update the person `existing` names, or add a new one.
-async fn save(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    enterprise_id: &str,
-    r: &Checked,
-    existing: Option<&String>,
-    now_ms: i64,
-) -> Result<(), Error> {
-    let mobile = r.mobile.as_ref().map(|m| m.as_str().to_string());
-    match existing {
-        Some(id) => {
-            sqlx::query("UPDATE staff SET name = $1, mobile = $2, address_id = $3, updated_at = $4 WHERE id = $5")
-                .bind(r.name.as_str())
-                .bind(mobile)
-                .bind(&r.address_id)
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO staff (id, enterprise_id, address_id, name, id_number, mobile, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            )
-            .bind(crate::accounts::new_id())
-            .bind(enterprise_id)
-            .bind(&r.address_id)
-            .bind(r.name.as_str())
-            .bind(r.id_number.as_str())
-            .bind(mobile)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// A file that is neither UTF-8 (or UTF-16 with BOM) nor GBK.
