@@ -317,6 +317,14 @@ mod tests {
                 .to_string()
                 .contains("定义版本")
         );
+        let failed = InstanceFilter {
+            status: Some("failed".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            visibility_filter(&failed).unwrap(),
+            "WorkflowType = 'epi' AND EpiStatus = 'failed' AND ExecutionStatus = 'Running'"
+        );
         let status = InstanceFilter {
             status: Some("nope".into()),
             ..Default::default()
