@@ -26,12 +26,15 @@ pub fn local_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// An event in words for the console and the CLI: (what, details).
-pub fn describe(e: &Event) -> (String, String) {
-    let json = |v: &Value| match v {
+fn json(v: &Value) -> String {
+    match v {
         Value::Null => String::new(),
         v => v.to_string(),
-    };
+    }
+}
+
+/// An event in words for the console and the CLI: (what, details).
+pub fn describe(e: &Event) -> (String, String) {
     match e {
         Event::Started { input } => ("启动".into(), json(input)),
         Event::Signal {
@@ -47,6 +50,20 @@ pub fn describe(e: &Event) -> (String, String) {
                 json(payload)
             ),
         ),
+        Event::TimerSet { .. } | Event::TimerCancelled { .. } | Event::TimerFired { .. } => {
+            describe_timer(e)
+        }
+        Event::ActivityScheduled { .. }
+        | Event::AttemptFailed { .. }
+        | Event::ActivityCompleted { .. }
+        | Event::ActivityFailed { .. } => describe_activity(e),
+        Event::ChildStarted { .. } | Event::ChildCompleted { .. } => describe_child(e),
+        _ => describe_step(e),
+    }
+}
+
+fn describe_timer(e: &Event) -> (String, String) {
+    match e {
         Event::TimerSet { name, due_at, id } => (
             format!("设置定时器 {name}"),
             format!("{id}，到期 {}", local_time(due_at.timestamp_millis())),
@@ -59,6 +76,12 @@ pub fn describe(e: &Event) -> (String, String) {
             format!("定时器到期 {}", name.as_deref().unwrap_or(id)),
             id.clone(),
         ),
+        _ => describe_step(e),
+    }
+}
+
+fn describe_activity(e: &Event) -> (String, String) {
+    match e {
         Event::ActivityScheduled {
             name,
             idempotency_key,
@@ -96,22 +119,43 @@ pub fn describe(e: &Event) -> (String, String) {
             format!("活动失败 {}", name.as_deref().unwrap_or(id)),
             error.clone(),
         ),
+        _ => describe_step(e),
+    }
+}
+
+fn describe_child(e: &Event) -> (String, String) {
+    match e {
         Event::ChildStarted { workflow, key, id } => (
             format!("启动子流程 {workflow}"),
             key.clone().unwrap_or_else(|| id.clone()),
         ),
         Event::ChildCompleted {
-            id,
-            status,
-            output,
-            error,
-        } => match error {
-            Some(e) => (format!("子流程未能启动 {id}"), e.clone()),
-            None => (
-                format!("子流程结束 {id}"),
-                format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
-            ),
-        },
+            id, error: Some(e), ..
+        } => (format!("子流程未能启动 {id}"), e.clone()),
+        Event::ChildCompleted {
+            id, status, output, ..
+        } => (
+            format!("子流程结束 {id}"),
+            format!("{} {}", status.as_deref().unwrap_or(""), json(output)),
+        ),
+        _ => describe_step(e),
+    }
+}
+
+/// What an operator's repair is called on the console.
+fn repair_name(action: &str) -> &str {
+    match action {
+        "retry_step" => "重试失败的步骤",
+        "retry_activity" => "重试活动",
+        "terminate" => "终止实例",
+        "signal" => "代为发送信号",
+        "migrate" => "迁移到新版本",
+        other => other,
+    }
+}
+
+fn describe_step(e: &Event) -> (String, String) {
+    match e {
         Event::Decision {
             origin,
             expr,
@@ -136,22 +180,13 @@ pub fn describe(e: &Event) -> (String, String) {
             reason,
             detail,
         } => (
-            format!(
-                "运维操作：{}",
-                match action.as_str() {
-                    "retry_step" => "重试失败的步骤",
-                    "retry_activity" => "重试活动",
-                    "terminate" => "终止实例",
-                    "signal" => "代为发送信号",
-                    "migrate" => "迁移到新版本",
-                    other => other,
-                }
-            ),
+            format!("运维操作：{}", repair_name(action)),
             format!("{operator}；原因：{reason} {}", json(detail)),
         ),
         Event::Unreadable { row_kind, error } => {
             (format!("无法读取的记录 {row_kind}"), error.clone())
         }
+        other => (format!("{other:?}"), String::new()),
     }
 }
 
@@ -188,45 +223,140 @@ pub enum RepairError {
     NoTask(String),
 }
 
-/// Carry out a repair with its reason (recorded in the instance's history),
-/// then bring the warnings projection up to date when the instance is a
-/// warning. Returns the instance's id.
+/// Carry out a repair with its reason, on the engine that runs the
+/// instance ([`crate::backend::Workflows`]), then bring the warnings
+/// projection up to date when the instance is a warning (the embedded
+/// runtime's; on Temporal the worker's hook, or the termination's own).
+/// Returns the instance's id.
 pub async fn repair(
     sys: &crate::system::System,
     action: RepairAction,
     by: &engine::runtime::Repair,
 ) -> Result<String, RepairError> {
-    use engine::store::Store as _;
-    let rt = &sys.runtime;
+    let w = &sys.workflows;
     let id = match action {
         RepairAction::Terminate { id } => {
-            rt.terminate(&id, by).await?;
+            w.terminate(&id, by, &sys.activities).await?;
             id
         }
         RepairAction::RetryStep { id } => {
-            rt.retry_failed_step(&id, by).await?;
+            w.retry_failed_step(&id, by).await?;
             id
         }
-        RepairAction::RetryTask { key } => {
-            let task = sys
-                .store
-                .task(&key)
-                .await?
-                .ok_or_else(|| RepairError::NoTask(key.clone()))?;
-            rt.retry_task(&key, by).await?;
-            task.instance_id
-        }
+        RepairAction::RetryTask { key } => w
+            .retry_task(&key, by)
+            .await?
+            .ok_or(RepairError::NoTask(key))?,
         RepairAction::Signal {
             id,
             name,
             payload,
             actor,
         } => {
-            rt.signal_as_operator(&id, &name, payload, actor, by)
-                .await?;
+            w.signal_as_operator(&id, &name, payload, actor, by).await?;
             id
         }
     };
-    crate::warnings::project_by_id(&sys.runtime, &id).await?;
+    if w.is_embedded() {
+        crate::warnings::project_by_id(&sys.runtime, &id).await?;
+    }
     Ok(id)
+}
+
+/// One instance as the operator's search lists it, from either engine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceSummary {
+    pub id: String,
+    pub kind: String,
+    /// The definition version (not in Temporal's visibility: None there).
+    pub version: Option<i64>,
+    pub state: String,
+    /// `running`, `completed`, `failed`, `terminated` (and Temporal's others).
+    pub status: String,
+    pub status_label: Option<String>,
+    /// Search fields by name (`enterprise_id`, `district`, `person`).
+    pub search: std::collections::BTreeMap<String, String>,
+    /// Unix ms.
+    pub created: Option<i64>,
+    pub updated: Option<i64>,
+}
+
+impl InstanceSummary {
+    pub fn of_row(r: &engine::store::InstanceRow) -> Self {
+        InstanceSummary {
+            id: r.id.clone(),
+            kind: r.kind.clone(),
+            version: Some(r.definition_version),
+            state: r.state.clone(),
+            status: r.status.clone(),
+            status_label: r.status_label.clone(),
+            search: r.search.clone(),
+            created: Some(r.created_at.timestamp_millis()),
+            updated: Some(r.updated_at.timestamp_millis()),
+        }
+    }
+
+    /// Whether repairs apply (the instance has not ended).
+    pub fn repairable(&self) -> bool {
+        matches!(self.status.as_str(), "running" | "failed")
+    }
+}
+
+/// The console's words for an instance's status.
+pub fn status_label(status: &str) -> &'static str {
+    match status {
+        "running" => "运行中",
+        "completed" => "已结束",
+        "failed" => "失败（待运维处理）",
+        "terminated" => "已终止",
+        "canceled" => "已取消",
+        "timed_out" => "已超时",
+        _ => "其他",
+    }
+}
+
+/// A timer waiting to fire.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimerLine {
+    pub id: String,
+    pub name: String,
+    pub due: i64,
+}
+
+/// An activity of the instance: the embedded runtime's task, or the
+/// activity Temporal has pending.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskLine {
+    /// The idempotency key.
+    pub key: String,
+    pub name: String,
+    /// The embedded task's status code, or Temporal's state in words.
+    pub status: String,
+    pub attempt: i64,
+    /// 0: no limit given.
+    pub max_attempts: i64,
+    pub next: Option<i64>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    /// The operator may run it once more (an embedded task that used up
+    /// its attempts).
+    pub retry: bool,
+}
+
+/// One instance with all the console shows of it, from either engine.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub summary: InstanceSummary,
+    pub hash: Option<String>,
+    pub parent: Option<String>,
+    pub vars: Vec<(String, String)>,
+    pub timers: Vec<TimerLine>,
+    pub tasks: Vec<TaskLine>,
+    pub events: Vec<engine::inspect::Entry>,
+    /// How the history is kept (the hash chain checked, or Temporal's).
+    pub chain: String,
+    /// The signals its definition version accepts: (name, roles).
+    pub signals: Vec<(String, Vec<String>)>,
+    /// "embedded" or "temporal".
+    pub engine: &'static str,
 }

@@ -11,6 +11,11 @@
 //! form calls and moves the warning to review; a disposal with a missing
 //! field is refused with the form's own field errors, as on the embedded
 //! runtime, and the warning's 处理记录 is read from Temporal's history.
+//! The operator's console then works on Temporal: the search finds the
+//! warning in Temporal's visibility by enterprise and by state, its page
+//! shows its steps and variables from the workflow, a signal sent on the
+//! district's behalf names the operator, a termination ends it in Temporal
+//! and in the warnings table, and a task retry is refused in words.
 //!
 //! Needs the dev server (`scripts/temporal.sh start`, `TEMPORAL_ADDRESS`);
 //! skipped without it unless `EPI_TEMPORAL_TESTS=1` (set by `scripts/test`).
@@ -180,8 +185,138 @@ async fn the_operators_comparison_opens_warnings_on_temporal_and_the_disposal_go
                 && e.detail.iter().any(|(_, v)| v.contains("某某社区"))),
             "{events:?}"
         );
+        operators_console_on_temporal(&w, &sys, &id, &enterprise).await;
         let _ = stop.send(());
     };
     let (r, ()) = tokio::join!(worker, test);
     r.unwrap();
+}
+
+/// GET `path` until the page contains `want` (Temporal's visibility
+/// follows the workflows with a delay); at most 60 s.
+async fn page_with(op: &mut web::Client, path: &str, want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let page = op.get(path).await;
+        page.assert_ok();
+        if page.contains(want) {
+            return page.body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{path}: no `{want}` after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The operator's console on Temporal, on the warning `id` (under review).
+async fn operators_console_on_temporal(
+    w: &World,
+    sys: &server::system::System,
+    id: &str,
+    enterprise: &str,
+) {
+    use axum::http::StatusCode;
+    let mut op = web::Client::new(server::web::app(sys.clone(), Default::default()));
+    op.login("operator", &w.passwords["operator"], "/ops").await;
+    let link = urlencoding::encode(id).into_owned();
+    let href = format!("/ops/instances/{link}");
+    // The search, on Temporal's visibility: by enterprise, by state.
+    let by_enterprise = format!("/ops/instances?enterprise={enterprise}");
+    page_with(&mut op, &by_enterprise, &href).await;
+    let by_state = "/ops/instances?kind=warning&state=under_review&status=running";
+    let listed = page_with(&mut op, by_state, &href).await;
+    assert!(
+        listed.contains("Temporal 可见性"),
+        "the page says where it searches"
+    );
+    let versions = op.get("/ops/instances?version=2").await;
+    assert_eq!(versions.status, StatusCode::BAD_REQUEST);
+    assert!(versions.contains("不能按定义版本查询"));
+
+    // The instance: its steps, variables and pending timers from the workflow.
+    let page = op.get(&href).await;
+    page.assert_ok();
+    for want in [
+        "运行在 Temporal",
+        "调度活动 notify_enterprise",
+        "信号 dispose",
+        "under_review",
+        "reminders_sent",
+        "review_deadline",
+        "id=\"temporal-retries\"",
+    ] {
+        assert!(page.contains(want), "{want} missing from the instance page");
+    }
+
+    // On the district's behalf: the return, with the operator named.
+    let district: String = sqlx::query_scalar("SELECT district FROM warnings WHERE id = $1")
+        .bind(id)
+        .fetch_one(&w.sys.pool)
+        .await
+        .unwrap();
+    op.post(
+        &format!("{href}/signal"),
+        &[
+            ("signal", "return"),
+            ("role", "district"),
+            ("actor", &district),
+            ("payload", r#"{"comment": "材料不全"}"#),
+            ("reason", "区县系统故障，电话退回"),
+        ],
+    )
+    .await
+    .assert_redirect(&href);
+    let returned = page_with(&mut op, &href, "信号 return").await;
+    assert!(
+        returned.contains("运维 operator 代为操作（原因：区县系统故障，电话退回）"),
+        "the operator is recorded with the signal"
+    );
+
+    // An activity's retries are Temporal's: refused in words.
+    let retry = op
+        .post(
+            &format!(
+                "/ops/tasks/{}/retry",
+                urlencoding::encode(&format!("{id}/a1"))
+            ),
+            &[("reason", "再试一次")],
+        )
+        .await;
+    assert_eq!(retry.status, StatusCode::BAD_REQUEST);
+    assert!(retry.contains("由 Temporal 按定义中的重试策略执行"));
+
+    // Terminated in Temporal, with the operator and the reason.
+    op.post(
+        &format!("{href}/terminate"),
+        &[("reason", "重复预警，已与企业核实")],
+    )
+    .await
+    .assert_redirect(&href);
+    let ended = op.get(&href).await;
+    for want in [
+        "已终止",
+        "运维操作：终止实例",
+        "operator；原因：重复预警，已与企业核实",
+    ] {
+        assert!(ended.contains(want), "{want} missing after the termination");
+    }
+    assert!(
+        !ended.contains("id=\"terminate\""),
+        "no repair on an ended instance"
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT COUNT(*) FROM warnings WHERE id = '{id}' AND closed_at IS NOT NULL"
+        ))
+        .await,
+        1,
+        "the projection shows it ended"
+    );
+    let again = op
+        .post(&format!("{href}/terminate"), &[("reason", "再终止一次")])
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    page_with(&mut op, "/ops/instances?status=terminated", &href).await;
 }

@@ -19,6 +19,7 @@
 pub mod cache;
 mod client;
 pub mod codec;
+pub mod inspect;
 mod row;
 mod worker;
 mod workflow;

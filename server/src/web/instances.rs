@@ -6,10 +6,11 @@
 //! on engine tables here.
 
 use super::{Ctx, Shared, WebError};
+use crate::backend;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use engine::inspect;
-use engine::store::{InstanceFilter, InstanceRow, Page, Store};
+use engine::store::{InstanceFilter, Page, Store};
 use minijinja::context;
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,71 +49,66 @@ fn some(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-fn status_label(status: &str) -> &'static str {
-    match status {
-        "running" => "运行中",
-        "completed" => "已结束",
-        "failed" => "失败（待运维处理）",
-        _ => "其他",
-    }
-}
-
-fn row(r: &InstanceRow) -> minijinja::Value {
+fn row(r: &crate::console::InstanceSummary) -> minijinja::Value {
     context! {
-        id => r.id, kind => r.kind, version => r.definition_version,
-        state => r.state, status => status_label(&r.status), status_code => r.status,
+        id => r.id, kind => r.kind, version => r.version,
+        state => r.state, status => crate::console::status_label(&r.status), status_code => r.status,
         status_label => r.status_label, enterprise => r.search.get("enterprise_id"),
         district => r.search.get("district"), person => r.search.get("person"),
-        created => r.created_at.timestamp_millis(), updated => r.updated_at.timestamp_millis(),
+        created => r.created, updated => r.updated, repairable => r.repairable(),
     }
 }
 
+impl Search {
+    fn filter(&self) -> InstanceFilter {
+        InstanceFilter {
+            kind: some(&self.kind),
+            state: some(&self.state),
+            status: some(&self.status),
+            definition_version: self.version.trim().parse().ok(),
+            created_from: crate::console::chengdu_day(&self.from, 0),
+            created_to: crate::console::chengdu_day(&self.to, 1),
+            ..Default::default()
+        }
+        .search("enterprise_id", some(&self.enterprise))
+        .search("district", some(&self.district))
+        .search("person", some(&self.person))
+    }
+
+    /// The search as the pager's links repeat it.
+    fn query(&self) -> String {
+        serde_urlencoded::to_string([
+            ("kind", self.kind.as_str()),
+            ("state", self.state.as_str()),
+            ("status", self.status.as_str()),
+            ("enterprise", self.enterprise.as_str()),
+            ("district", self.district.as_str()),
+            ("person", self.person.as_str()),
+            ("version", self.version.as_str()),
+            ("from", self.from.as_str()),
+            ("to", self.to.as_str()),
+        ])
+        .unwrap_or_default()
+    }
+}
+
+/// The operator's search, on the engine that runs the instances (this
+/// database, or Temporal's visibility).
 pub async fn search(
     State(app): State<Shared>,
     ctx: Ctx,
     Query(q): Query<Search>,
 ) -> Result<Response, WebError> {
     ctx.console()?;
-    let filter = InstanceFilter {
-        kind: some(&q.kind),
-        state: some(&q.state),
-        status: some(&q.status),
-        definition_version: q.version.trim().parse().ok(),
-        created_from: crate::console::chengdu_day(&q.from, 0),
-        created_to: crate::console::chengdu_day(&q.to, 1),
-        ..Default::default()
-    }
-    .search("enterprise_id", some(&q.enterprise))
-    .search("district", some(&q.district))
-    .search("person", some(&q.person));
-    let store = &app.sys.store;
-    let total = store
-        .count_instances(&filter)
-        .await
-        .map_err(WebError::internal)?;
-    let (page, pages) = super::render::pages_of(total, q.page.unwrap_or(1), PAGE_SIZE);
-    let rows = store
-        .instances(
-            &filter,
-            Page {
-                limit: PAGE_SIZE,
-                offset: (page - 1) * PAGE_SIZE,
-            },
-        )
-        .await
-        .map_err(WebError::internal)?;
-    let query = serde_urlencoded::to_string([
-        ("kind", q.kind.as_str()),
-        ("state", q.state.as_str()),
-        ("status", q.status.as_str()),
-        ("enterprise", q.enterprise.as_str()),
-        ("district", q.district.as_str()),
-        ("person", q.person.as_str()),
-        ("version", q.version.as_str()),
-        ("from", q.from.as_str()),
-        ("to", q.to.as_str()),
-    ])
-    .unwrap_or_default();
+    let filter = q.filter();
+    let workflows = &app.sys.workflows;
+    let page = q.page.unwrap_or(1).max(1);
+    let at = Page {
+        limit: PAGE_SIZE,
+        offset: (page - 1) * PAGE_SIZE,
+    };
+    let (total, rows) = workflows.instances(&filter, at).await.map_err(refused)?;
+    let (_, pages) = super::render::pages_of(total, page, PAGE_SIZE);
     Ok(app
         .templates
         .page(
@@ -121,7 +117,8 @@ pub async fn search(
             "ops_instances.html",
             context! {
                 rows => rows.iter().map(row).collect::<Vec<_>>(),
-                pages => pages, query => query,
+                pages => pages, query => q.query(),
+                on_temporal => !workflows.is_embedded(),
                 kinds => app.sys.bundle.workflows.keys().cloned().collect::<Vec<_>>(),
                 q => context! {
                     kind => q.kind, state => q.state, status => q.status,
@@ -133,6 +130,8 @@ pub async fn search(
         .into_response())
 }
 
+/// One instance: its history, variables, timers and activities, from the
+/// engine that runs it.
 pub async fn instance(
     State(app): State<Shared>,
     ctx: Ctx,
@@ -140,70 +139,18 @@ pub async fn instance(
 ) -> Result<Response, WebError> {
     ctx.console()?;
     crate::audit::view(&app.sys, ctx.who(), "view_instance", &id).await?;
-    let store = &app.sys.store;
-    let r = store
+    let v = app
+        .sys
+        .workflows
         .instance(&id)
         .await
         .map_err(WebError::internal)?
         .ok_or(WebError::NotFound)?;
-    let state = inspect::state_of(&r).map_err(WebError::internal)?;
-    let vars: Vec<(String, String)> = state
-        .vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_string()))
-        .collect();
-    let timers = store
-        .pending_timers(
-            Some(&id),
-            Page {
-                limit: 100,
-                offset: 0,
-            },
-        )
-        .await
-        .map_err(WebError::internal)?
-        .into_iter()
-        .map(|t| context! { id => t.timer_id, name => t.name, due => t.due_at.timestamp_millis() })
-        .collect::<Vec<_>>();
-    let tasks = store
-        .tasks_of(&id)
-        .await
-        .map_err(WebError::internal)?
-        .into_iter()
-        .map(|t| {
-            context! {
-                key => t.id, name => t.name, status => t.status.as_str(),
-                attempt => t.attempt, max_attempts => t.max_attempts,
-                next => t.next_run_at.timestamp_millis(), error => t.last_error, result => t.result,
-            }
-        })
-        .collect::<Vec<_>>();
-    let history = store.history(&id).await.map_err(WebError::internal)?;
-    // The signals its definition version accepts, for the repair form.
-    let program = app
-        .sys
-        .runtime
-        .program(&r.definition_hash)
-        .await
-        .map_err(WebError::internal)?;
-    let signals = program
+    let events = v.events.iter().map(event).collect::<Vec<_>>();
+    let signals = v
         .signals
         .iter()
-        .map(|(name, s)| context! { name => name, actors => s.actors })
-        .collect::<Vec<_>>();
-    let chain = match store.verify_history(&id).await {
-        Ok(c) => c.broken.map_or_else(
-            || format!("完整（已校验 {} 条）", c.rows),
-            |b| format!("在第 {} 条处断开：{b}", b.seq),
-        ),
-        Err(e) => format!("无法校验：{e}"),
-    };
-    let events = inspect::events(&history)
-        .iter()
-        .map(|e| {
-            let (what, detail) = crate::console::describe(&e.event);
-            context! { seq => e.seq, at => e.at.timestamp_millis(), kind => serde_json::to_value(&e.event).ok().and_then(|v| v["kind"].as_str().map(str::to_string)), what => what, detail => detail }
-        })
+        .map(|(name, actors)| context! { name => name, actors => actors })
         .collect::<Vec<_>>();
     Ok(app
         .templates
@@ -212,12 +159,22 @@ pub async fn instance(
             &ctx,
             "ops_instance.html",
             context! {
-                i => row(&r), hash => r.definition_hash, parent => r.parent.as_ref().map(|p| &p.instance_id),
-                vars => vars, timers => timers, tasks => tasks, events => events,
-                signals => signals, chain => chain,
+                i => row(&v.summary), hash => v.hash, parent => v.parent,
+                vars => v.vars, timers => v.timers, tasks => v.tasks, events => events,
+                signals => signals, chain => v.chain, on_temporal => v.engine == "temporal",
+                retries => backend::TEMPORAL_RETRIES,
             },
         )?
         .into_response())
+}
+
+/// A history entry as the page lists it.
+fn event(e: &inspect::Entry) -> minijinja::Value {
+    let (what, detail) = crate::console::describe(&e.event);
+    let kind = serde_json::to_value(&e.event)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(str::to_string));
+    context! { seq => e.seq, at => e.at.timestamp_millis(), kind => kind, what => what, detail => detail }
 }
 
 /// A definition version's texts (workflow, forms, rules, catalog), as the

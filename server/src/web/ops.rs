@@ -13,9 +13,30 @@ use serde::Deserialize;
 pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
     ctx.operator()?;
     let store = &app.sys.store;
-    // Comparison runs as their workflows see them (a run that failed has no
-    // row of numbers), with the numbers of those that got that far.
-    let comparisons = store
+    let runs = comparison_runs(&app).await?;
+    let (failed_instances, failed_count) = failed_instances(store).await?;
+    let (exhausted, retrying) = failed_tasks(store).await?;
+    let sms = crate::ops::recent_sms(&app.sys.reader, 20).await?;
+    let counts = crate::warnings::counts(&app.sys.reader, &crate::warnings::Scope::City).await?;
+    let timers = store.count_timers().await.map_err(WebError::internal)?;
+    Ok(app
+        .templates
+        .page(
+            &app,
+            &ctx,
+            "ops.html",
+            context! { runs, sms, counts, timers, failed_instances, failed_count, exhausted, retrying,
+            sms_logged => app.sys.sms_logged },
+        )?
+        .into_response())
+}
+
+/// Comparison runs as their workflows see them (a run that failed has no
+/// row of numbers), with the numbers of those that got that far.
+async fn comparison_runs(app: &Shared) -> Result<Vec<minijinja::Value>, WebError> {
+    let comparisons = app
+        .sys
+        .store
         .instances(
             &InstanceFilter {
                 kind: Some("comparison".into()),
@@ -46,29 +67,40 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
             new_warnings => numbers.as_ref().map(|n| n.new_warnings),
         });
     }
-    // Incidents: instances whose step failed (waiting for an operator),
-    // activities that used up their attempts, activities retrying now.
+    Ok(runs)
+}
+
+/// Instances whose step failed (waiting for an operator): the first 20,
+/// and how many in all.
+async fn failed_instances(
+    store: &engine::store::SqlStore,
+) -> Result<(Vec<minijinja::Value>, i64), WebError> {
     let failed_filter = InstanceFilter {
         status: Some("failed".into()),
         ..Default::default()
     };
-    let failed_instances = store
-        .instances(
-            &failed_filter,
-            Page {
-                limit: 20,
-                offset: 0,
-            },
-        )
+    let first = Page {
+        limit: 20,
+        offset: 0,
+    };
+    let rows = store
+        .instances(&failed_filter, first)
         .await
         .map_err(WebError::internal)?
         .into_iter()
         .map(|r| context! { id => r.id, kind => r.kind, state => r.state, updated => r.updated_at.timestamp_millis() })
-        .collect::<Vec<_>>();
-    let failed_count = store
+        .collect();
+    let count = store
         .count_instances(&failed_filter)
         .await
         .map_err(WebError::internal)?;
+    Ok((rows, count))
+}
+
+/// Activities that used up their attempts, and those retrying now.
+async fn failed_tasks(
+    store: &engine::store::SqlStore,
+) -> Result<(Vec<minijinja::Value>, Vec<minijinja::Value>), WebError> {
     let (mut exhausted, mut retrying) = (Vec::new(), Vec::new());
     for t in store
         .failed_tasks(Page {
@@ -89,19 +121,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
             retrying.push(row);
         }
     }
-    let sms = crate::ops::recent_sms(&app.sys.reader, 20).await?;
-    let counts = crate::warnings::counts(&app.sys.reader, &crate::warnings::Scope::City).await?;
-    let timers = store.count_timers().await.map_err(WebError::internal)?;
-    Ok(app
-        .templates
-        .page(
-            &app,
-            &ctx,
-            "ops.html",
-            context! { runs, sms, counts, timers, failed_instances, failed_count, exhausted, retrying,
-            sms_logged => app.sys.sms_logged },
-        )?
-        .into_response())
+    Ok((exhausted, retrying))
 }
 
 pub async fn run_comparison(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebError> {
