@@ -1,7 +1,10 @@
 //! The operator's page for the embedded system and rehearsals: the time,
 //! the latest comparison runs, the SMS log, "立即比对" (start a comparison
-//! run now) and, in a rehearsal, moving the clock forward. The operator
-//! console proper (instances, histories, retries) is a later issue.
+//! run now) and, in a rehearsal, moving the clock forward. Failed
+//! instances come from the engine that runs them (`Workflows::instances`);
+//! the comparison runs and the activities retrying are read from the
+//! embedded store (on Temporal, the instance console and Temporal's own
+//! UI show those). The console proper is `instances.rs`.
 
 use super::{Ctx, Shared, WebError};
 use axum::extract::{Form, State};
@@ -14,7 +17,7 @@ pub async fn page(State(app): State<Shared>, ctx: Ctx) -> Result<Response, WebEr
     ctx.operator()?;
     let store = &app.sys.store;
     let runs = comparison_runs(&app).await?;
-    let (failed_instances, failed_count) = failed_instances(store).await?;
+    let (failed_instances, failed_count) = failed_instances(&app).await?;
     let (exhausted, retrying) = failed_tasks(store).await?;
     let sms = crate::ops::recent_sms(&app.sys.reader, 20).await?;
     let counts = crate::warnings::counts(&app.sys.reader, &crate::warnings::Scope::City).await?;
@@ -71,10 +74,9 @@ async fn comparison_runs(app: &Shared) -> Result<Vec<minijinja::Value>, WebError
 }
 
 /// Instances whose step failed (waiting for an operator): the first 20,
-/// and how many in all.
-async fn failed_instances(
-    store: &engine::store::SqlStore,
-) -> Result<(Vec<minijinja::Value>, i64), WebError> {
+/// and how many in all, from the engine that runs them (this database, or
+/// Temporal's visibility by `EpiStatus`).
+async fn failed_instances(app: &Shared) -> Result<(Vec<minijinja::Value>, i64), WebError> {
     let failed_filter = InstanceFilter {
         status: Some("failed".into()),
         ..Default::default()
@@ -83,17 +85,16 @@ async fn failed_instances(
         limit: 20,
         offset: 0,
     };
-    let rows = store
+    let (count, rows) = app
+        .sys
+        .workflows
         .instances(&failed_filter, first)
         .await
-        .map_err(WebError::internal)?
-        .into_iter()
-        .map(|r| context! { id => r.id, kind => r.kind, state => r.state, updated => r.updated_at.timestamp_millis() })
-        .collect();
-    let count = store
-        .count_instances(&failed_filter)
-        .await
         .map_err(WebError::internal)?;
+    let rows = rows
+        .into_iter()
+        .map(|r| context! { id => r.id, kind => r.kind, state => r.state, updated => r.updated })
+        .collect();
     Ok((rows, count))
 }
 
