@@ -223,7 +223,10 @@ pub async fn list(pool: &AnyPool, scope: &Scope, f: &Filter) -> Result<Page, Err
             "SELECT COUNT(*) AS n FROM warnings w WHERE {}",
             conds.join(" AND ")
         );
-        bind_all(&sql, &args).fetch_one(pool).await?.try_get("n")?
+        args.iter()
+            .fold(sqlx::query_scalar(&sql), |q, a| q.bind(a.as_str()))
+            .fetch_one(pool)
+            .await?
     };
     let where_ = conds.join(" AND ");
     // The page's ids from the index, then their rows and names.
@@ -280,7 +283,7 @@ impl Counts {
 /// a few rows per enterprise, whatever the length of its history.
 pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
     let (clause, who) = scope.clause();
-    let rows = sqlx::query(&format!(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
         "SELECT w.state, CAST(SUM(w.n) AS BIGINT) AS n, CAST(SUM(w.disposal_overdue) AS BIGINT) AS d, \
          CAST(SUM(w.review_overdue) AS BIGINT) AS r FROM warning_counts w WHERE {clause} GROUP BY w.state"
     ))
@@ -288,17 +291,16 @@ pub async fn counts(pool: &AnyPool, scope: &Scope) -> Result<Counts, Error> {
     .fetch_all(pool)
     .await?;
     let mut c = Counts::default();
-    for r in rows {
-        let n: i64 = r.try_get("n")?;
-        match r.try_get::<String, _>("state")?.as_str() {
+    for (state, n, d, r) in rows {
+        match state.as_str() {
             "awaiting_disposal" => c.awaiting_disposal += n,
             "under_review" => c.under_review += n,
             "rectifying" => c.rectifying += n,
             "closed" => c.closed += n,
             _ => c.other += n,
         }
-        c.disposal_overdue += r.try_get::<i64, _>("d")?;
-        c.review_overdue += r.try_get::<i64, _>("r")?;
+        c.disposal_overdue += d;
+        c.review_overdue += r;
     }
     Ok(c)
 }
@@ -393,17 +395,11 @@ pub async fn count_mismatches(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error
     type Buckets = BTreeMap<(String, String, String), (i64, i64, i64)>;
     async fn read(pool: &AnyPool, sql: &str) -> Result<Buckets, sqlx::Error> {
         let mut out = Buckets::new();
-        for r in sqlx::query(sql).fetch_all(pool).await? {
-            let v = (r.try_get("n")?, r.try_get("d")?, r.try_get("r")?);
-            if v != (0, 0, 0) {
-                out.insert(
-                    (
-                        r.try_get("enterprise_id")?,
-                        r.try_get("district")?,
-                        r.try_get("state")?,
-                    ),
-                    v,
-                );
+        let rows: Vec<(String, String, String, i64, i64, i64)> =
+            sqlx::query_as(sql).fetch_all(pool).await?;
+        for (enterprise_id, district, state, n, d, r) in rows {
+            if (n, d, r) != (0, 0, 0) {
+                out.insert((enterprise_id, district, state), (n, d, r));
             }
         }
         Ok(out)
