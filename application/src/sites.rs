@@ -10,7 +10,7 @@ use crate::accounts::new_id;
 use crate::domain::{Address, Mobile, PersonName};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, FromRow, Row};
+use sqlx::{AnyPool, FromRow};
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -182,21 +182,32 @@ fn profile_of(r: &AnyRow) -> Result<Profile, sqlx::Error> {
     Ok(p)
 }
 
+/// The base-data columns of [`BASE_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct BaseRow {
+    base_addresses: i64,
+    base_liaison: Option<String>,
+    base_staffed: i64,
+}
+
 fn base_data_of(r: &AnyRow) -> Result<BaseData, sqlx::Error> {
-    let addresses: i64 = r.try_get("base_addresses")?;
+    let b = BaseRow::from_row(r)?;
     let mut missing = Vec::new();
-    if addresses == 0 {
+    if b.base_addresses == 0 {
         missing.push("至少一个在蓉办公地址".to_string());
     }
-    if r.try_get::<Option<String>, _>("base_liaison")?.is_none() {
+    if b.base_liaison.is_none() {
         missing.push("卫生联络官".to_string());
     }
     // Live staff always sit at a live address: an address with staff
     // cannot be deleted.
-    if r.try_get::<i64, _>("base_staffed")? == 0 {
+    if b.base_staffed == 0 {
         missing.push("企业人员（已分配到办公地址）".to_string());
     }
-    Ok(BaseData { addresses, missing })
+    Ok(BaseData {
+        addresses: b.base_addresses,
+        missing,
+    })
 }
 
 pub async fn profile(pool: &AnyPool, enterprise: &str) -> Result<Profile, Error> {
@@ -232,11 +243,17 @@ pub async fn overview(pool: &AnyPool, enterprise: &str, day: &str) -> Result<Ove
     .fetch_optional(pool)
     .await?
     .ok_or(Error::NotFound)?;
+    #[derive(sqlx::FromRow)]
+    struct Counts {
+        records_of_day: i64,
+        unread: i64,
+    }
+    let counts = Counts::from_row(&r)?;
     Ok(Overview {
         profile: profile_of(&r)?,
         base: base_data_of(&r)?,
-        records: r.try_get("records_of_day")?,
-        unread: r.try_get("unread")?,
+        records: counts.records_of_day,
+        unread: counts.unread,
     })
 }
 
