@@ -47,7 +47,7 @@ use crate::domain::{
 };
 use rand::Rng;
 use serde::Serialize;
-use sqlx::{AnyPool, Row as _};
+use sqlx::AnyPool;
 use std::collections::{HashMap, HashSet};
 
 /// What an import did.
@@ -318,6 +318,7 @@ fn parse_account(
 }
 
 /// An enterprise already in the database, and its account if it has one.
+#[derive(sqlx::FromRow)]
 struct Existing {
     id: String,
     username: Option<String>,
@@ -393,20 +394,13 @@ async fn find_existing(
 ) -> Result<HashMap<String, Existing>, Error> {
     let mut existing: HashMap<String, Existing> = HashMap::new();
     for r in rows {
-        let found = sqlx::query(
+        let found: Option<Existing> = sqlx::query_as(
             "SELECT e.id, (SELECT MIN(a.username) FROM accounts a WHERE a.enterprise_id = e.id AND a.role = 'enterprise') AS username \
              FROM enterprises e WHERE e.credit_code = $1",
         )
         .bind(r.code.as_str())
         .fetch_optional(pool)
         .await?;
-        let found = match found {
-            Some(f) => Some(Existing {
-                id: f.try_get("id")?,
-                username: f.try_get("username")?,
-            }),
-            None => None,
-        };
         let needs_account = found.as_ref().is_none_or(|f| f.username.is_none());
         match (&found, &r.account) {
             (

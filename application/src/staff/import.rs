@@ -10,7 +10,7 @@
 //! what Excel saves as CSV on Chinese Windows (`decode_csv`).
 
 use super::{check_fields, insert, owners, update_row, Checked, Error};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use std::collections::{HashMap, HashSet};
 
 /// A problem on one line of the file (line 1 is the header).
@@ -59,20 +59,13 @@ async fn addresses_of(
     pool: &AnyPool,
     enterprise_id: &str,
 ) -> Result<HashMap<String, String>, Error> {
-    Ok(sqlx::query(
-        "SELECT id, address FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT address, id FROM addresses WHERE enterprise_id = $1 AND deleted_at IS NULL",
     )
     .bind(enterprise_id)
     .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get::<String, _>("address")?,
-            r.try_get::<String, _>("id")?,
-        ))
-    })
-    .collect::<Result<_, sqlx::Error>>()?)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Every row of the file checked on its own: the good ones with their

@@ -19,7 +19,7 @@ use crate::domain::{IdNumber, Mobile, PersonName};
 use crate::sites::PAGE_SIZE;
 use engine::store::sql::{insert_many, Arg};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, FromRow, Row};
+use sqlx::{AnyPool, FromRow};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
@@ -303,17 +303,17 @@ async fn owners(
             "SELECT id, enterprise_id, id_number FROM staff WHERE deleted_at IS NULL AND id_number IN ({})",
             marks.join(", ")
         );
-        let rows = chunk
+        let rows: Vec<(String, String, String)> = chunk
             .iter()
-            .fold(sqlx::query(&sql), |q, n| q.bind(*n))
+            .fold(sqlx::query_as(&sql), |q, n| q.bind(*n))
             .fetch_all(&mut **tx)
             .await?;
-        for r in rows {
+        for (staff_id, enterprise_id, id_number) in rows {
             let owner = Owner {
-                staff_id: r.try_get("id")?,
-                enterprise_id: r.try_get("enterprise_id")?,
+                staff_id,
+                enterprise_id,
             };
-            out.insert(r.try_get("id_number")?, owner);
+            out.insert(id_number, owner);
         }
     }
     Ok(out)
