@@ -19,7 +19,7 @@ use engine::runtime::{Activities, ActivityCall, ActivityError};
 use engine::store::sql::{insert_many, Arg};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -112,15 +112,14 @@ async fn insert_notice(
 /// SMS to the enterprise's liaison officer (or its contact) and a notice.
 async fn notify_enterprise(s: Arc<Services>, call: ActivityCall) -> Result<Value, ActivityError> {
     let enterprise = arg(&call, "enterprise_id")?;
-    let row =
-        sqlx::query("SELECT name, contact_mobile, liaison_mobile FROM enterprises WHERE id = $1")
+    let (contact, liaison): (String, Option<String>) =
+        sqlx::query_as("SELECT contact_mobile, liaison_mobile FROM enterprises WHERE id = $1")
             .bind(enterprise)
             .fetch_optional(&s.reader)
             .await
             .map_err(db)?
             .ok_or_else(|| ActivityError::Permanent(format!("no enterprise {enterprise}")))?;
-    let liaison: Option<String> = row.try_get("liaison_mobile").map_err(db)?;
-    let phone = liaison.unwrap_or(row.try_get("contact_mobile").map_err(db)?);
+    let phone = liaison.unwrap_or(contact);
     let template = arg(&call, "template")?;
     // The texts are the workflow's (workflows/warning.yaml), the same for
     // the notice and the SMS.
@@ -279,13 +278,23 @@ impl Roster {
 const FIELD_SEP: &str = "\u{1f}";
 const PERSON_SEP: &str = "\u{1e}";
 
+/// An address of the roster with its staff (`id FIELD_SEP id_number`,
+/// joined by `PERSON_SEP`).
+#[derive(sqlx::FromRow)]
+struct RosterRow {
+    address_id: String,
+    enterprise_id: String,
+    district: String,
+    staff: String,
+}
+
 /// Everyone to compare (R2.5: deleted persons are not), read as one row per
 /// address with its staff aggregated: a million rows through sqlx's worker
 /// thread cost several seconds, 25,000 cost a fraction of one. Staff are
 /// grouped before the joins, so those run once per address, not per person.
 /// `string_agg(… ORDER BY …)` is the same in PostgreSQL and SQLite ≥ 3.44.
 async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
-    let rows = sqlx::query(
+    let rows: Vec<RosterRow> = sqlx::query_as(
         "SELECT g.address_id, a.enterprise_id, e.district, g.staff \
          FROM (SELECT address_id, string_agg(id || $1 || id_number, $2 ORDER BY id) AS staff \
                FROM staff WHERE deleted_at IS NULL GROUP BY address_id) g \
@@ -303,16 +312,14 @@ async fn load_roster(pool: &AnyPool) -> Result<Roster, ActivityError> {
         ids: Arc::default(),
     };
     let mut ids = Vec::new();
-    for r in &rows {
-        let id: String = r.try_get("address_id").map_err(db)?;
-        let list: &str = r.try_get("staff").map_err(db)?;
+    for r in rows {
         roster.sites.push(Site {
-            enterprise_id: r.try_get("enterprise_id").map_err(db)?,
-            district: r.try_get("district").map_err(db)?,
+            enterprise_id: r.enterprise_id,
+            district: r.district,
             first: roster.staff.len(),
-            id,
+            id: r.address_id,
         });
-        for person in list.split(PERSON_SEP) {
+        for person in r.staff.split(PERSON_SEP) {
             let (staff_id, id_number) = person.split_once(FIELD_SEP).ok_or_else(|| {
                 ActivityError::Permanent(format!("unreadable staff entry {person:?}"))
             })?;
@@ -559,16 +566,16 @@ async fn run_comparison(s: Arc<Services>, call: ActivityCall) -> Result<Value, A
 
 /// The result a finished run with this key stored, if any.
 async fn stored_result(pool: &AnyPool, run_id: &str) -> Result<Option<Value>, ActivityError> {
-    let Some(r) =
-        sqlx::query("SELECT result FROM comparison_runs WHERE id = $1 AND result IS NOT NULL")
-            .bind(run_id)
-            .fetch_optional(pool)
-            .await
-            .map_err(db)?
+    let Some(text) = sqlx::query_scalar::<_, String>(
+        "SELECT result FROM comparison_runs WHERE id = $1 AND result IS NOT NULL",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
     else {
         return Ok(None);
     };
-    let text: String = r.try_get("result").map_err(db)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| ActivityError::Permanent(e.to_string()))
@@ -806,13 +813,11 @@ impl Run<'_> {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!("SELECT id, name FROM staff WHERE id IN ({marks})");
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as::<_, (String, String)>(&sql);
             for id in chunk {
                 q = q.bind(*id);
             }
-            for r in q.fetch_all(&mut **tx).await.map_err(db)? {
-                names.insert(r.try_get("id").map_err(db)?, r.try_get("name").map_err(db)?);
-            }
+            names.extend(q.fetch_all(&mut **tx).await.map_err(db)?);
         }
         Ok(names)
     }
@@ -920,17 +925,14 @@ async fn closed_with_evidence(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<ClosedEvidence, ActivityError> {
     let mut closed = ClosedEvidence::new();
-    for r in sqlx::query(
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT id, dedupe_key, evidence FROM warnings WHERE closed_at IS NOT NULL AND evidence_gone = 0",
     )
     .fetch_all(&mut **tx)
     .await
-    .map_err(db)?
-    {
-        closed
-            .entry(r.try_get("dedupe_key").map_err(db)?)
-            .or_default()
-            .push((r.try_get("id").map_err(db)?, r.try_get("evidence").map_err(db)?));
+    .map_err(db)?;
+    for (id, dedupe_key, evidence) in rows {
+        closed.entry(dedupe_key).or_default().push((id, evidence));
     }
     Ok(closed)
 }
@@ -1020,9 +1022,9 @@ async fn warnings_to_open(s: Arc<Services>, call: ActivityCall) -> Result<Value,
                 call.args["limit"]
             ))
         })?;
-    let rows = sqlx::query(
-        "SELECT w.id, w.enterprise_id, e.name AS enterprise_name, w.district, d.name AS district_name, \
-                w.person_masked, w.person_name, w.reason \
+    let rows: Vec<ToOpen> = sqlx::query_as(
+        "SELECT w.id AS warning_id, w.enterprise_id, e.name AS enterprise_name, w.district, d.name AS district_name, \
+                w.person_masked AS person_id, w.person_name, w.reason \
          FROM warnings w JOIN enterprises e ON e.id = w.enterprise_id JOIN districts d ON d.code = w.district \
          WHERE w.run_id = $1 AND w.id > $2 ORDER BY w.id LIMIT $3",
     )
@@ -1032,16 +1034,19 @@ async fn warnings_to_open(s: Arc<Services>, call: ActivityCall) -> Result<Value,
     .fetch_all(&s.pool)
     .await
     .map_err(db)?;
-    let mut items = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let text = |c: &str| r.try_get::<String, _>(c).map_err(db);
-        items.push(json!({
-            "warning_id": text("id")?, "enterprise_id": text("enterprise_id")?,
-            "enterprise_name": text("enterprise_name")?, "district": text("district")?,
-            "district_name": text("district_name")?, "person_id": text("person_masked")?,
-            "person_name": text("person_name")?, "reason": text("reason")?,
-        }));
-    }
-    let last = items.last().map(|w| w["warning_id"].clone());
-    Ok(json!({ "items": items, "last": last }))
+    let last = rows.last().map(|w| w.warning_id.clone());
+    Ok(json!({ "items": rows, "last": last }))
+}
+
+/// A warning of the run to open, as the workflow's page items.
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct ToOpen {
+    warning_id: String,
+    enterprise_id: String,
+    enterprise_name: String,
+    district: String,
+    district_name: String,
+    person_id: String,
+    person_name: String,
+    reason: String,
 }

@@ -14,7 +14,7 @@ use crate::warnings::Event;
 use chrono::NaiveDate;
 use engine::store::Store;
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,7 +75,7 @@ pub struct Health {
     pub reports: Vec<(i64, &'static str)>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Warning {
     pub id: String,
     pub reason: String,
@@ -83,8 +83,10 @@ pub struct Warning {
     pub state: String,
     pub opened_at: i64,
     pub closed_at: Option<i64>,
+    #[sqlx(skip)]
     pub events: Vec<Event>,
     /// (template, handed over at) of the SMS logged for it.
+    #[sqlx(skip)]
     pub sms: Vec<(String, i64)>,
 }
 
@@ -104,14 +106,34 @@ fn result_label(r: NatResult) -> &'static str {
 }
 
 /// The day (Chengdu) as unix milliseconds [from, to).
-fn day_bounds(day: NaiveDate) -> (i64, i64) {
+fn day_bounds(day: NaiveDate) -> Result<(i64, i64), Error> {
     let text = day.to_string();
     let at = |days| {
         crate::console::chengdu_day(&text, days)
             .map(|t| t.timestamp_millis())
-            .unwrap_or_default()
+            .ok_or_else(|| Error::Corrupt(format!("日期 {text} 无法换算为成都时间")))
     };
-    (at(0), at(1))
+    Ok((at(0)?, at(1)?))
+}
+
+/// A staff record with the ID number, as stored.
+#[derive(sqlx::FromRow)]
+struct StaffRow {
+    id: String,
+    name: String,
+    address_id: Option<String>,
+    enterprise_name: String,
+    district: String,
+    address: Option<String>,
+}
+
+/// A run of the day with its stored per-person data of one address.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    as_of: i64,
+    result: Option<String>,
+    data: String,
 }
 
 /// What the day's runs found for the person with `id_number`.
@@ -123,12 +145,12 @@ pub async fn explain(
     id_number: &crate::domain::IdNumber,
     day: NaiveDate,
 ) -> Result<Vec<Person>, Error> {
-    let (from, to) = day_bounds(day);
+    let day = day_bounds(day)?;
     let district = match scope {
         Scope::All => None,
         Scope::District(d) => Some(d.as_str()),
     };
-    let staff = sqlx::query(
+    let staff: Vec<StaffRow> = sqlx::query_as(
         "SELECT s.id, s.name, s.address_id, e.name AS enterprise_name, e.district, a.address \
          FROM staff s JOIN enterprises e ON e.id = s.enterprise_id \
          LEFT JOIN addresses a ON a.id = s.address_id \
@@ -138,66 +160,22 @@ pub async fn explain(
     .bind(district)
     .fetch_all(pool)
     .await?;
+    let looked = Looked {
+        pool,
+        wf,
+        disposal_form,
+        day,
+    };
     let mut persons = Vec::new();
-    for s in &staff {
-        let staff_id: String = s.try_get("id")?;
-        let address_id: Option<String> = s.try_get("address_id")?;
-        let rows = sqlx::query(
-            "SELECT r.id, r.as_of, r.result, p.data FROM comparison_runs r \
-             JOIN comparison_persons p ON p.run_id = r.id AND p.address_id = $1 \
-             WHERE r.as_of >= $2 AND r.as_of < $3 ORDER BY r.as_of",
-        )
-        .bind(&address_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await?;
-        let mut runs = Vec::new();
-        for r in &rows {
-            let run_id: String = r.try_get("id")?;
-            let data: String = r.try_get("data")?;
-            let judged = read_judged(&data).map_err(|e| Error::Corrupt(e.to_string()))?;
-            let Some(j) = judged.into_iter().find(|j| j.staff_id == staff_id) else {
-                continue;
-            };
-            // The run's id is its activity's key: `{instance}/{activity}`.
-            let instance_id = run_id
-                .rsplit_once('/')
-                .map_or(run_id.as_str(), |(i, _)| i)
-                .to_string();
-            let instance = wf.runtime.store().instance(&instance_id).await?;
-            runs.push(Run {
-                warnings: warnings_of(pool, wf, disposal_form, &staff_id, &run_id).await?,
-                as_of: r.try_get("as_of")?,
-                window_hours: r
-                    .try_get::<Option<String>, _>("result")?
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v["window_hours"].as_i64()),
-                definition_version: instance.as_ref().map(|i| i.definition_version),
-                definition_hash: instance.map(|i| i.definition_hash),
-                health: j.record.map(|h| Health {
-                    health_code: code_label(h.health_code),
-                    doses: h.vaccination.doses,
-                    completed: h.vaccination.completed,
-                    reports: h
-                        .nat_reports
-                        .iter()
-                        .map(|n| (n.sampled_at.timestamp_millis(), result_label(n.result)))
-                        .collect(),
-                }),
-                reasons: j.reasons,
-                run_id,
-                instance_id,
-            });
-        }
+    for s in staff {
         persons.push(Person {
-            name: s.try_get("name")?,
+            runs: looked.runs_of(&s).await?,
+            staff_id: s.id,
+            name: s.name,
             masked: id_number.masked(),
-            enterprise_name: s.try_get("enterprise_name")?,
-            district: s.try_get("district")?,
-            address: s.try_get("address")?,
-            staff_id,
-            runs,
+            enterprise_name: s.enterprise_name,
+            district: s.district,
+            address: s.address,
         });
     }
     if persons.iter().all(|p| p.runs.is_empty()) {
@@ -206,47 +184,104 @@ pub async fn explain(
     Ok(persons)
 }
 
-/// The warnings `run_id` opened for the staff member, with their timelines
-/// and SMS.
-async fn warnings_of(
-    pool: &AnyPool,
-    wf: &crate::backend::Workflows,
-    disposal_form: &engine::compile::form::FormSpec,
-    staff_id: &str,
-    run_id: &str,
-) -> Result<Vec<Warning>, Error> {
-    let rows = sqlx::query(
-        "SELECT id, reason, evidence, COALESCE(state_label, state) AS state, opened_at, closed_at FROM warnings \
-         WHERE staff_id = $1 AND run_id = $2 ORDER BY id",
-    )
-    .bind(staff_id)
-    .bind(run_id)
-    .fetch_all(pool)
-    .await?;
-    let mut out = Vec::new();
-    for w in &rows {
-        let id: String = w.try_get("id")?;
-        let (events, _) = crate::warnings::timeline(wf, disposal_form, &id).await?;
-        let sms = sqlx::query(
-            "SELECT template, created_at FROM sms_log WHERE idempotency_key LIKE $1 ORDER BY created_at",
+/// Where one question is answered from, and the day's [from, to).
+struct Looked<'a> {
+    pool: &'a AnyPool,
+    wf: &'a crate::backend::Workflows,
+    disposal_form: &'a engine::compile::form::FormSpec,
+    day: (i64, i64),
+}
+
+impl Looked<'_> {
+    /// The day's runs that judged the staff member.
+    async fn runs_of(&self, s: &StaffRow) -> Result<Vec<Run>, Error> {
+        let rows: Vec<RunRow> = sqlx::query_as(
+            "SELECT r.id, r.as_of, r.result, p.data FROM comparison_runs r \
+             JOIN comparison_persons p ON p.run_id = r.id AND p.address_id = $1 \
+             WHERE r.as_of >= $2 AND r.as_of < $3 ORDER BY r.as_of",
         )
-        .bind(format!("{id}/%"))
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("template")?, r.try_get("created_at")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-        let state: String = w.try_get("state")?;
-        out.push(Warning {
-            reason: w.try_get("reason")?,
-            evidence: w.try_get("evidence")?,
-            state,
-            opened_at: w.try_get("opened_at")?,
-            closed_at: w.try_get("closed_at")?,
-            events,
-            sms,
-            id,
-        });
+        .bind(&s.address_id)
+        .bind(self.day.0)
+        .bind(self.day.1)
+        .fetch_all(self.pool)
+        .await?;
+        let mut runs = Vec::new();
+        for r in rows {
+            if let Some(run) = self.run(&s.id, r).await? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
     }
-    Ok(out)
+
+    /// What one run found for the staff member (None: it did not judge
+    /// them).
+    async fn run(&self, staff_id: &str, r: RunRow) -> Result<Option<Run>, Error> {
+        let judged = read_judged(&r.data).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let Some(j) = judged.into_iter().find(|j| j.staff_id == staff_id) else {
+            return Ok(None);
+        };
+        // The run's id is its activity's key: `{instance}/{activity}`.
+        let instance_id =
+            r.id.rsplit_once('/')
+                .map_or(r.id.as_str(), |(i, _)| i)
+                .to_string();
+        let instance = self.wf.runtime.store().instance(&instance_id).await?;
+        Ok(Some(Run {
+            warnings: self.warnings_of(staff_id, &r.id).await?,
+            as_of: r.as_of,
+            window_hours: window_hours(&r.id, r.result.as_deref())?,
+            definition_version: instance.as_ref().map(|i| i.definition_version),
+            definition_hash: instance.map(|i| i.definition_hash),
+            health: j.record.map(|h| Health {
+                health_code: code_label(h.health_code),
+                doses: h.vaccination.doses,
+                completed: h.vaccination.completed,
+                reports: h
+                    .nat_reports
+                    .iter()
+                    .map(|n| (n.sampled_at.timestamp_millis(), result_label(n.result)))
+                    .collect(),
+            }),
+            reasons: j.reasons,
+            run_id: r.id,
+            instance_id,
+        }))
+    }
+
+    /// The warnings `run_id` opened for the staff member, with their
+    /// timelines and SMS.
+    async fn warnings_of(&self, staff_id: &str, run_id: &str) -> Result<Vec<Warning>, Error> {
+        let mut rows: Vec<Warning> = sqlx::query_as(
+            "SELECT id, reason, evidence, COALESCE(state_label, state) AS state, opened_at, closed_at FROM warnings \
+             WHERE staff_id = $1 AND run_id = $2 ORDER BY id",
+        )
+        .bind(staff_id)
+        .bind(run_id)
+        .fetch_all(self.pool)
+        .await?;
+        for w in &mut rows {
+            (w.events, _) = crate::warnings::timeline(self.wf, self.disposal_form, &w.id).await?;
+            w.sms = sqlx::query_as(
+                "SELECT template, created_at FROM sms_log WHERE idempotency_key LIKE $1 ORDER BY created_at",
+            )
+            .bind(format!("{}/%", w.id))
+            .fetch_all(self.pool)
+            .await?;
+        }
+        Ok(rows)
+    }
+}
+
+/// The hours of health data a run asked for, from its stored result (None:
+/// not finished, or from before it was recorded).
+fn window_hours(run_id: &str, result: Option<&str>) -> Result<Option<i64>, Error> {
+    result
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(t)
+                .map(|v| v["window_hours"].as_i64())
+                .map_err(|e| Error::Corrupt(format!("比对 {run_id} 的结果：{e}")))
+        })
+        .transpose()
+        .map(Option::flatten)
 }

@@ -25,7 +25,6 @@ use engine::store::sql::Backend;
 use engine::store::Store as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -177,70 +176,22 @@ pub async fn purge_personal_data(
         totals: &totals,
         limit: args.batch,
     };
-    let cut =
-        |kind: &str| (as_of - chrono::Duration::days(args.policy[kind].days)).timestamp_millis();
-    let keep_runs = |kind: &str| args.policy[kind].keep_last_runs.unwrap_or(0);
     let started = std::time::Instant::now();
     // A two-step batch cut short by a crash finishes first, on its own ids,
     // whatever else has become due since.
-    let resumed = match plan_of(&s, key).await?.map(|p| p.kind) {
-        Some(k) if k == "closed_warnings" => b.closed_warnings(cut("closed_warnings")).await?,
-        Some(k) if k == "finished_workflows" => {
-            b.finished_workflows(cut("finished_workflows")).await?
+    let resumed = match plan_of(&s, key).await? {
+        Some(plan) => b.kind(&plan.kind, &args, as_of).await?,
+        None => None,
+    };
+    let mut done = resumed;
+    for kind in KINDS {
+        if done.is_some() {
+            break;
         }
-        _ => None,
-    };
-    let done = if let Some(v) = resumed {
-        v
-    } else if let Some(v) = b
-        .comparison_persons(cut("comparison_persons"), keep_runs("comparison_persons"))
-        .await?
-    {
-        v
-    } else if let Some(v) = b
-        .comparison_runs(cut("comparison_runs"), keep_runs("comparison_runs"))
-        .await?
-    {
-        v
-    } else if let Some(v) = b.closed_warnings(cut("closed_warnings")).await? {
-        v
-    } else if let Some(v) = b
-        .by_key("notices", "notices", "id", "created_at", cut("notices"))
-        .await?
-    {
-        v
-    } else if let Some(v) = b
-        .by_key(
-            "sms_log",
-            "sms_log",
-            "idempotency_key",
-            "created_at",
-            cut("sms_log"),
-        )
-        .await?
-    {
-        v
-    } else if let Some(v) = b.login_records(cut("login_records")).await? {
-        v
-    } else if let Some(v) = b
-        .by_key(
-            "expired_sessions",
-            "sessions",
-            "token_hash",
-            "expires_at",
-            cut("expired_sessions"),
-        )
-        .await?
-    {
-        v
-    } else if let Some(v) = b.audit(cut("access_audit")).await? {
-        v
-    } else if let Some(v) = b.finished_workflows(cut("finished_workflows")).await? {
-        v
-    } else {
-        // Nothing left: not stored, a repeat finds nothing either.
-        outcome(&totals, None, 0)
-    };
+        done = b.kind(kind, &args, as_of).await?;
+    }
+    // Nothing left: not stored, a repeat finds nothing either.
+    let done = done.unwrap_or_else(|| outcome(&totals, None, 0));
     if let Some(kind) = done["kind"].as_str() {
         tracing::info!(target: "server::retention", kind, purged = done["purged"].as_u64().unwrap_or(0),
             took_ms = started.elapsed().as_millis() as u64, "retention batch");
@@ -376,102 +327,80 @@ impl Batch<'_> {
         Ok(Some(self.finish(tx, "comparison_runs", n).await?))
     }
 
-    /// Rows of `table` whose `time` is before `cut`, by primary key `pk`.
-    async fn by_key(
+    /// One batch of `kind`, if it has anything past its keeping period.
+    async fn kind(
         &self,
         kind: &str,
-        table: &str,
-        pk: &str,
-        time: &str,
+        args: &Args,
+        as_of: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Value>, ActivityError> {
+        let rule = args.policy.get(kind).ok_or_else(|| {
+            ActivityError::Permanent(format!("purge_personal_data: 未知的数据类别 `{kind}`"))
+        })?;
+        let cut = (as_of - chrono::Duration::days(rule.days)).timestamp_millis();
+        let keep = rule.keep_last_runs.unwrap_or(0);
+        match kind {
+            "comparison_persons" => self.comparison_persons(cut, keep).await,
+            "comparison_runs" => self.comparison_runs(cut, keep).await,
+            "closed_warnings" => self.closed_warnings(cut).await,
+            "finished_workflows" => self.finished_workflows(cut).await,
+            _ => self.first_of(kind, deletes(kind), cut).await,
+        }
+    }
+
+    /// The first of `deletes` that removes anything, in one transaction
+    /// with the batch's outcome.
+    async fn first_of(
+        &self,
+        kind: &str,
+        deletes: &[Delete],
         cut: i64,
     ) -> Result<Option<Value>, ActivityError> {
         let mut tx = self.s.pool.begin().await.map_err(db)?;
-        let n = self.delete_by_key(&mut tx, table, pk, time, cut).await?;
-        if n == 0 {
-            return Ok(None);
+        for d in deletes {
+            let n = self.delete(&mut tx, d, cut).await?;
+            if n > 0 {
+                return Ok(Some(self.finish(tx, kind, n).await?));
+            }
         }
-        Ok(Some(self.finish(tx, kind, n).await?))
+        Ok(None)
     }
 
-    async fn delete_by_key(
-        &self,
-        tx: &mut Tx<'_>,
-        table: &str,
-        pk: &str,
-        time: &str,
-        cut: i64,
-    ) -> Result<u64, ActivityError> {
-        Ok(sqlx::query(&format!(
-            "DELETE FROM {table} WHERE {pk} IN \
-             (SELECT {pk} FROM {table} WHERE {time} < $1 ORDER BY {time}, {pk} LIMIT $2)"
-        ))
-        .bind(cut)
-        .bind(self.limit)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?
-        .rows_affected())
-    }
-
-    /// Throttle events, addresses logged in from, SMS codes.
-    async fn login_records(&self, cut: i64) -> Result<Option<Value>, ActivityError> {
-        let mut tx = self.s.pool.begin().await.map_err(db)?;
-        let mut n = self
-            .delete_by_key(&mut tx, "sms_codes", "id", "expires_at", cut)
-            .await?;
-        if n == 0 {
-            n = sqlx::query(
-                "DELETE FROM login_addresses WHERE (username, client) IN \
-                 (SELECT username, client FROM login_addresses WHERE last_success < $1 \
-                  ORDER BY last_success LIMIT $2)",
-            )
+    /// Up to `limit` rows of one table from before `cut`.
+    async fn delete(&self, tx: &mut Tx<'_>, d: &Delete, cut: i64) -> Result<u64, ActivityError> {
+        let (sql, second) = match d {
+            Delete::Keyed { table, pk, time } => (
+                format!(
+                    "DELETE FROM {table} WHERE {pk} IN \
+                     (SELECT {pk} FROM {table} WHERE {time} < $1 ORDER BY {time}, {pk} LIMIT $2)"
+                ),
+                self.limit,
+            ),
+            Delete::Sql(sql) => (sql.to_string(), self.limit),
+            Delete::Instants { table, time } => {
+                // No key: everything up to the batch's last instant (rows
+                // of one same millisecond go together).
+                let upto: Option<i64> = sqlx::query_scalar(&format!(
+                    "SELECT {time} FROM {table} WHERE {time} < $1 ORDER BY {time} LIMIT 1 OFFSET $2"
+                ))
+                .bind(cut)
+                .bind(self.limit - 1)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+                (
+                    format!("DELETE FROM {table} WHERE {time} < $1 AND {time} <= $2"),
+                    upto.unwrap_or(cut),
+                )
+            }
+        };
+        Ok(sqlx::query(&sql)
             .bind(cut)
-            .bind(self.limit)
-            .execute(&mut *tx)
+            .bind(second)
+            .execute(&mut **tx)
             .await
             .map_err(db)?
-            .rows_affected();
-        }
-        if n == 0 {
-            // No key: everything up to the batch's last instant (rows of
-            // one same millisecond go together).
-            let upto: Option<i64> = sqlx::query_scalar(
-                "SELECT at FROM throttle_events WHERE at < $1 ORDER BY at LIMIT 1 OFFSET $2",
-            )
-            .bind(cut)
-            .bind(self.limit - 1)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            n = sqlx::query("DELETE FROM throttle_events WHERE at < $1 AND at <= $2")
-                .bind(cut)
-                .bind(upto.unwrap_or(cut))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.finish(tx, "login_records", n).await?))
-    }
-
-    /// The access audit and the account administration log.
-    async fn audit(&self, cut: i64) -> Result<Option<Value>, ActivityError> {
-        let mut tx = self.s.pool.begin().await.map_err(db)?;
-        let mut n = self
-            .delete_by_key(&mut tx, "access_audit", "id", "at", cut)
-            .await?;
-        if n == 0 {
-            n = self
-                .delete_by_key(&mut tx, "account_audit", "id", "at", cut)
-                .await?;
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.finish(tx, "access_audit", n).await?))
+            .rows_affected())
     }
 
     /// The ids this batch fixed earlier (a repeat after a crash between its
@@ -550,27 +479,17 @@ impl Batch<'_> {
                 "SELECT enterprise_id, district, state, disposal_overdue, review_overdue, closed_at \
                  FROM warnings WHERE id IN ({list})"
             );
-            let mut q = sqlx::query(&select);
+            let mut q = sqlx::query_as::<_, Closing>(&select);
             for id in chunk {
                 q = q.bind(id);
             }
-            let mut counted = Vec::new();
-            for r in q.fetch_all(&mut *tx).await.map_err(db)? {
-                counted.push((
-                    crate::warnings::Counted {
-                        enterprise_id: r.try_get("enterprise_id").map_err(db)?,
-                        district: r.try_get("district").map_err(db)?,
-                        state: r.try_get("state").map_err(db)?,
-                        disposal_overdue: r.try_get::<i64, _>("disposal_overdue").map_err(db)? != 0,
-                        review_overdue: r.try_get::<i64, _>("review_overdue").map_err(db)? != 0,
-                        open: r
-                            .try_get::<Option<i64>, _>("closed_at")
-                            .map_err(db)?
-                            .is_none(),
-                    },
-                    -1,
-                ));
-            }
+            let counted: Vec<_> = q
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?
+                .into_iter()
+                .map(|r| (r.counted(), -1))
+                .collect();
             crate::warnings::add_to_counts(&mut tx, &counted)
                 .await
                 .map_err(db)?;
@@ -644,6 +563,99 @@ impl Batch<'_> {
         }
         Ok(Some(self.finish(tx, "finished_workflows", n).await?))
     }
+}
+
+/// What a closed warning being removed counted in, as stored.
+#[derive(sqlx::FromRow)]
+struct Closing {
+    enterprise_id: String,
+    district: String,
+    state: String,
+    disposal_overdue: i64,
+    review_overdue: i64,
+    closed_at: Option<i64>,
+}
+
+impl Closing {
+    fn counted(self) -> crate::warnings::Counted {
+        crate::warnings::Counted {
+            enterprise_id: self.enterprise_id,
+            district: self.district,
+            state: self.state,
+            disposal_overdue: self.disposal_overdue != 0,
+            review_overdue: self.review_overdue != 0,
+            open: self.closed_at.is_none(),
+        }
+    }
+}
+
+/// One way of removing a batch of a table's rows from before the cut-off
+/// (`$1`) in the batch's transaction.
+enum Delete {
+    /// Up to the batch's size (`$2`), oldest `time` first, by primary key.
+    Keyed {
+        table: &'static str,
+        pk: &'static str,
+        time: &'static str,
+    },
+    /// A statement of its own, with the batch's size as `$2`.
+    Sql(&'static str),
+    /// A table without a key: about the batch's size, whole instants (the
+    /// batch's last instant as `$2`).
+    Instants {
+        table: &'static str,
+        time: &'static str,
+    },
+}
+
+const fn keyed(table: &'static str, pk: &'static str, time: &'static str) -> Delete {
+    Delete::Keyed { table, pk, time }
+}
+
+/// The kinds removed row by row, each with its tables tried in order: the
+/// first with anything past the cut-off gives the batch.
+const ROW_BY_ROW: &[(&str, &[Delete])] = &[
+    ("notices", &[keyed("notices", "id", "created_at")]),
+    (
+        "sms_log",
+        &[keyed("sms_log", "idempotency_key", "created_at")],
+    ),
+    // SMS codes, addresses logged in from, throttle events.
+    (
+        "login_records",
+        &[
+            keyed("sms_codes", "id", "expires_at"),
+            Delete::Sql(
+                "DELETE FROM login_addresses WHERE (username, client) IN \
+                 (SELECT username, client FROM login_addresses WHERE last_success < $1 \
+                  ORDER BY last_success LIMIT $2)",
+            ),
+            Delete::Instants {
+                table: "throttle_events",
+                time: "at",
+            },
+        ],
+    ),
+    (
+        "expired_sessions",
+        &[keyed("sessions", "token_hash", "expires_at")],
+    ),
+    // The access audit and the account administration log.
+    (
+        "access_audit",
+        &[
+            keyed("access_audit", "id", "at"),
+            keyed("account_audit", "id", "at"),
+        ],
+    ),
+];
+
+/// The tables of a kind removed row by row (none for the others).
+fn deletes(kind: &str) -> &'static [Delete] {
+    ROW_BY_ROW
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, d)| d)
 }
 
 /// `$1, $2, …` (PostgreSQL) or `?, ?, …` (SQLite) for `n` values.

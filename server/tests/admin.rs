@@ -24,6 +24,7 @@ on_both_databases!("admin":
     administrators_create_disable_enable_and_reset_accounts_and_no_one_else_can,
     enterprise_import_saves_nothing_on_a_bad_row_and_imports_a_good_file_once,
     the_city_window_switches_an_enterprise_to_sms_login_and_records_it,
+    an_accounts_import_larger_than_one_statement_saves_each_account_once,
 );
 
 /// The SMS handed to the gateway, in order.
@@ -641,6 +642,53 @@ async fn the_city_window_switches_an_enterprise_to_sms_login_and_records_it(w: W
     // Administrators do.
     let mut a = admin_client(&w, &app).await;
     assert!(a.get("/window").await.contains("成都丙设计院"));
+}
+
+/// An accounts import of more rows than one multi-row statement takes:
+/// every account saved with its audit row, each once, with a generated
+/// password that logs in; importing the file again creates nothing.
+async fn an_accounts_import_larger_than_one_statement_saves_each_account_once(w: World) {
+    let mut csv = String::from("账号,角色,区（市）县,手机号\n");
+    for i in 0..401 {
+        csv.push_str(&format!("ops{i:03},运维,,\n"));
+    }
+    csv.push_str("jj-import,district,锦江区,13600000009\n");
+    let import = || {
+        server::admin::import_accounts(
+            &w.sys.pool,
+            &w.sys.districts,
+            &csv,
+            "test",
+            w.clock.now_ms(),
+        )
+    };
+    let done = import().await.unwrap();
+    assert_eq!((done.created.len(), done.skipped.len()), (402, 0));
+    let pool = &w.sys.pool;
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    let saved = || async {
+        (
+            count("SELECT COUNT(*) FROM accounts WHERE username LIKE 'ops%' AND role = 'operator'").await,
+            count("SELECT COUNT(*) FROM account_audit WHERE action = 'import' AND actor = 'test'").await,
+            count("SELECT COUNT(*) FROM accounts WHERE username = 'jj-import' AND district = 'jinjiang' AND mobile = '13600000009'").await,
+        )
+    };
+    assert_eq!(saved().await, (401, 402, 1));
+    assert_eq!(
+        count("SELECT COUNT(*) FROM accounts WHERE (username LIKE 'ops%' OR username = 'jj-import') AND must_change_password = 1").await,
+        402
+    );
+    let (app, _) = app_with_capture(&w);
+    let (_, _, password) = &done.created[400];
+    first_login(&app, "ops400", password, "/ops").await;
+    let again = import().await.unwrap();
+    assert_eq!((again.created.len(), again.skipped.len()), (0, 402));
+    assert_eq!(saved().await, (401, 402, 1));
 }
 
 /// An account whose stored role this version does not know is refused at

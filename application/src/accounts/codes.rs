@@ -6,7 +6,7 @@ use super::throttle::{give_back, take, Limit, LOGIN_WINDOW_MS};
 use super::{load_account, new_id, sha256_hex, Account, Error, MAX_USERNAME_CHARS};
 use crate::adapters::sms::{Message, SmsGateway};
 use rand::Rng;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use subtle::ConstantTimeEq;
 
 /// SMS codes: 6 digits, valid 5 minutes, 5 guesses.
@@ -123,16 +123,15 @@ pub async fn login_code(
         now_ms,
     )
     .await?;
-    let row = sqlx::query(
+    let row: Option<(String, String)> = sqlx::query_as(
         "SELECT id, code_hash FROM sms_codes WHERE username = $1 ORDER BY created_at DESC LIMIT 1",
     )
     .bind(username)
     .fetch_optional(pool)
     .await?;
-    let Some(row) = row else {
+    let Some((id, code_hash)) = row else {
         return Err(Error::BadCode);
     };
-    let id: String = row.try_get("id")?;
     // The guess is counted first; only a code still usable takes it.
     let counted = sqlx::query(
         "UPDATE sms_codes SET attempts = attempts + 1 \
@@ -147,7 +146,7 @@ pub async fn login_code(
         || !bool::from(
             sha256_hex(&format!("{id}:{}", code.trim()))
                 .as_bytes()
-                .ct_eq(row.try_get::<String, _>("code_hash")?.as_bytes()),
+                .ct_eq(code_hash.as_bytes()),
         )
     {
         return Err(Error::BadCode);

@@ -37,7 +37,7 @@ pub use sessions::{
 use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use std::collections::BTreeMap;
 
 /// Longer account names are refused before any work.
@@ -136,11 +136,34 @@ pub struct Account {
     pub must_change_password: bool,
 }
 
-fn account_from_row(r: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
-    let role: String = r.try_get("role")?;
-    let enterprise: Option<String> = r.try_get("enterprise_id")?;
-    let district: Option<String> = r.try_get("district")?;
-    let username: String = r.try_get("username")?;
+/// An account as stored (the columns of `ACCOUNT_COLUMNS`).
+#[derive(sqlx::FromRow)]
+struct StoredAccount {
+    username: String,
+    role: String,
+    enterprise_id: Option<String>,
+    mobile: Option<String>,
+    must_change_password: i64,
+    district: Option<String>,
+}
+
+/// An account and its password hash, as stored.
+#[derive(sqlx::FromRow)]
+struct StoredWithHash {
+    #[sqlx(flatten)]
+    account: StoredAccount,
+    password_hash: String,
+}
+
+fn account_from_row(r: StoredAccount) -> Result<Account, sqlx::Error> {
+    let StoredAccount {
+        username,
+        role,
+        enterprise_id: enterprise,
+        mobile,
+        must_change_password,
+        district,
+    } = r;
     // A row this code does not understand is refused, never guessed at: an
     // unknown role must not become some role with other people's rights.
     let corrupt = |what: &str| sqlx::Error::Decode(format!("account `{username}`: {what}").into());
@@ -160,8 +183,8 @@ fn account_from_row(r: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
     Ok(Account {
         username,
         role,
-        mobile: r.try_get("mobile")?,
-        must_change_password: r.try_get::<i64, _>("must_change_password")? != 0,
+        mobile,
+        must_change_password: must_change_password != 0,
     })
 }
 
@@ -171,7 +194,7 @@ const ACCOUNT_COLUMNS: &str =
 
 /// The account and its password hash, unless it is unknown or disabled.
 async fn load_account(pool: &AnyPool, username: &str) -> Result<Option<(Account, String)>, Error> {
-    let row = sqlx::query(&format!(
+    let row: Option<StoredWithHash> = sqlx::query_as(&format!(
         "SELECT {ACCOUNT_COLUMNS}, a.password_hash FROM accounts a \
          LEFT JOIN enterprises e ON e.id = a.enterprise_id WHERE a.username = $1 \
          AND a.disabled_at IS NULL"
@@ -181,6 +204,6 @@ async fn load_account(pool: &AnyPool, username: &str) -> Result<Option<(Account,
     .await?;
     match row {
         None => Ok(None),
-        Some(r) => Ok(Some((account_from_row(&r)?, r.try_get("password_hash")?))),
+        Some(r) => Ok(Some((account_from_row(r.account)?, r.password_hash))),
     }
 }

@@ -1,8 +1,10 @@
 //! Sessions: started at login, read on every request (through
 //! `SessionCache`), ended at logout or by a password change.
 
-use super::{account_from_row, new_token, sha256_hex, Account, Error, ACCOUNT_COLUMNS};
-use sqlx::{AnyPool, Row};
+use super::{
+    account_from_row, new_token, sha256_hex, Account, Error, StoredAccount, ACCOUNT_COLUMNS,
+};
+use sqlx::AnyPool;
 use std::time::Duration;
 
 /// How long a session lives without a request, and at most.
@@ -86,6 +88,17 @@ pub struct SessionCache {
     entries: moka::sync::Cache<String, Cached>,
 }
 
+/// A session and its account, as stored.
+#[derive(sqlx::FromRow)]
+struct StoredSession {
+    #[sqlx(flatten)]
+    account: StoredAccount,
+    csrf: String,
+    last_seen: i64,
+    expires_at: i64,
+    sms_proven_at: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 struct Cached {
     session: Session,
@@ -155,7 +168,7 @@ pub async fn session(
             return Ok(Some(s));
         }
     }
-    let row = sqlx::query(&format!(
+    let row: Option<StoredSession> = sqlx::query_as(&format!(
         "SELECT {ACCOUNT_COLUMNS}, s.csrf, s.last_seen, s.expires_at, s.sms_proven_at FROM sessions s \
          JOIN accounts a ON a.username = s.username LEFT JOIN enterprises e ON e.id = a.enterprise_id \
          WHERE s.token_hash = $1 AND a.disabled_at IS NULL"
@@ -167,8 +180,8 @@ pub async fn session(
         cache.forget(&hash);
         return Ok(None);
     };
-    let mut last_seen: i64 = r.try_get("last_seen")?;
-    let expires_at: i64 = r.try_get("expires_at")?;
+    let mut last_seen = r.last_seen;
+    let expires_at = r.expires_at;
     if !live(expires_at, last_seen, now_ms) {
         cache.forget(&hash);
         return Ok(None);
@@ -182,10 +195,10 @@ pub async fn session(
         last_seen = now_ms;
     }
     let session = Session {
-        account: account_from_row(&r)?,
-        csrf: r.try_get("csrf")?,
+        account: account_from_row(r.account)?,
+        csrf: r.csrf,
         expires_at,
-        sms_proven_at: r.try_get("sms_proven_at")?,
+        sms_proven_at: r.sms_proven_at,
     };
     cache.put(hash, session.clone(), last_seen);
     Ok(Some(session))

@@ -5,7 +5,7 @@
 use super::{Error, Refusal};
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 /// The window of the password and code-guess throttles.
 pub(super) const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -71,7 +71,7 @@ pub(super) async fn take(
     hold_and_prune(&mut tx, checks, &keys, now_ms).await?;
     let mut wait = 0;
     for (key, limit) in checks {
-        let row = sqlx::query(
+        let (n, first, last): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last FROM throttle_events \
              WHERE key = $1 AND at > $2",
         )
@@ -79,9 +79,6 @@ pub(super) async fn take(
         .bind(now_ms - limit.window_ms())
         .fetch_one(&mut *tx)
         .await?;
-        let n: i64 = row.try_get("n")?;
-        let first: Option<i64> = row.try_get("first")?;
-        let last: Option<i64> = row.try_get("last")?;
         wait = wait.max(limit.wait_ms(n, first.unwrap_or(now_ms), last.unwrap_or(now_ms), now_ms));
     }
     if wait > 0 {

@@ -9,7 +9,7 @@ use crate::accounts::{generate_password, SessionCache};
 use crate::adapters::sms::{Message, SmsGateway};
 use crate::domain::{Districts, Mobile};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use std::collections::{BTreeMap, HashSet};
 
 /// The roles administrators manage, as stored.
@@ -134,29 +134,6 @@ fn check(form: &NewAccount, districts: &Districts) -> Result<Checked, BTreeMap<S
     }
 }
 
-async fn insert(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    c: &Checked,
-    password_hash: &str,
-    actor: &str,
-    action: &str,
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO accounts (username, role, enterprise_id, district, mobile, password_hash, must_change_password, created_at, updated_at) \
-         VALUES ($1, $2, NULL, $3, $4, $5, 1, $6, $6)",
-    )
-    .bind(&c.username)
-    .bind(c.role)
-    .bind(c.district.as_deref())
-    .bind(c.mobile.as_ref().map(|m| m.as_str()))
-    .bind(password_hash)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    audit(&mut **tx, actor, action, &c.username, Some(c.role), now_ms).await
-}
-
 async fn exists(pool: &AnyPool, username: &str) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT role FROM accounts WHERE username = $1")
         .bind(username)
@@ -181,7 +158,16 @@ pub async fn create_account(
     let password = generate_password();
     let h = hash(password.clone()).await?;
     let mut tx = pool.begin().await?;
-    match insert(&mut tx, &c, &h, actor, "create", now_ms).await {
+    match insert_accounts(
+        &mut tx,
+        std::slice::from_ref(&c),
+        &[h],
+        actor,
+        "create",
+        now_ms,
+    )
+    .await
+    {
         Ok(()) => {}
         // Created by someone else since the check above.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -206,11 +192,23 @@ pub struct AccountRow {
     pub created_at: i64,
 }
 
+/// An account of the list, as stored.
+#[derive(sqlx::FromRow)]
+struct Listed {
+    username: String,
+    role: String,
+    district_name: Option<String>,
+    mobile: Option<String>,
+    disabled_at: Option<i64>,
+    must_change_password: i64,
+    created_at: i64,
+}
+
 /// Every account but the enterprises' (there are thousands of those; they
 /// are found by the window page), by role and name; and the number of
 /// enterprise accounts.
 pub async fn list_accounts(pool: &AnyPool) -> Result<(Vec<AccountRow>, i64), Error> {
-    let rows = sqlx::query(
+    let rows: Vec<Listed> = sqlx::query_as(
         "SELECT a.username, a.role, d.name AS district_name, a.mobile, a.disabled_at, a.must_change_password, a.created_at \
          FROM accounts a LEFT JOIN districts d ON d.code = a.district \
          WHERE a.role <> 'enterprise' ORDER BY a.role, a.username",
@@ -219,17 +217,17 @@ pub async fn list_accounts(pool: &AnyPool) -> Result<(Vec<AccountRow>, i64), Err
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let role: String = r.try_get("role")?;
-        let mobile: Option<String> = r.try_get("mobile")?;
         out.push(AccountRow {
-            username: r.try_get("username")?,
-            role_label: role_label(&role),
-            role,
-            district_name: r.try_get("district_name")?,
-            mobile: mobile.map(|m| Mobile::parse(&m).map(|m| m.masked()).unwrap_or(m)),
-            disabled: r.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
-            must_change_password: r.try_get::<i64, _>("must_change_password")? != 0,
-            created_at: r.try_get("created_at")?,
+            username: r.username,
+            role_label: role_label(&r.role),
+            role: r.role,
+            district_name: r.district_name,
+            mobile: r
+                .mobile
+                .map(|m| Mobile::parse(&m).map(|m| m.masked()).unwrap_or(m)),
+            disabled: r.disabled_at.is_some(),
+            must_change_password: r.must_change_password != 0,
+            created_at: r.created_at,
         });
     }
     let enterprises: i64 =
@@ -328,12 +326,12 @@ pub async fn reset_password(
             "不能重置自己的密码，请在“修改密码”中修改".into(),
         ));
     }
-    let row = sqlx::query("SELECT mobile FROM accounts WHERE username = $1")
-        .bind(username)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound)?;
-    let mobile: Option<String> = row.try_get("mobile")?;
+    let mobile: Option<String> =
+        sqlx::query_scalar("SELECT mobile FROM accounts WHERE username = $1")
+            .bind(username)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(Error::NotFound)?;
     if delivery == Delivery::Sms && mobile.is_none() {
         return Err(Error::Refused(
             "该账号未绑定手机，无法短信发送新密码，请选择“页面显示”".into(),
@@ -412,43 +410,102 @@ pub async fn import_accounts(
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(csv.as_bytes());
-    let mut errors = RowErrors::default();
-    let header = reader
-        .headers()
-        .map_err(|e| Error::Refused(format!("无法读取表头：{e}")))?
-        .clone();
-    let cols = Columns::new(&header);
-    let username_col = cols.find(&["账号", "用户名", "username", "account"]);
-    let role_col = cols.find(&["角色", "role"]);
-    let district_col = cols.find(&["区（市）县", "区(市)县", "所属区（市）县", "district"]);
-    let mobile_col = cols.find(&["手机号", "手机", "绑定手机", "mobile"]);
-    let (Some(username_col), Some(role_col)) = (username_col, role_col) else {
-        errors.push(1, "表头须包含“账号”和“角色”列（可选“区（市）县”“手机号”）");
-        return Err(Error::Rows(errors));
-    };
-    let mut rows = Vec::new();
-    let mut seen = HashSet::new();
-    let mut skipped = Vec::new();
+    let cols = ImportColumns::of(&mut reader)?;
+    let mut read = ImportRead::default();
     for (i, record) in reader.records().enumerate() {
-        let line = i as u64 + 2;
+        read.record(pool, districts, &cols, i as u64 + 2, record)
+            .await?;
+    }
+    if !read.errors.is_empty() {
+        return Err(Error::Rows(read.errors));
+    }
+    let passwords: Vec<String> = read.new.iter().map(|_| generate_password()).collect();
+    let hashes = hash_all(passwords.clone()).await?;
+    let mut tx = pool.begin().await?;
+    insert_accounts(&mut tx, &read.new, &hashes, actor, "import", now_ms).await?;
+    tx.commit().await?;
+    Ok(AccountsImport {
+        created: read
+            .new
+            .into_iter()
+            .zip(passwords)
+            .map(|(c, p)| (c.username, role_label(c.role), p))
+            .collect(),
+        skipped: read.skipped,
+    })
+}
+
+/// Where the columns of an accounts import are.
+struct ImportColumns {
+    username: usize,
+    role: usize,
+    district: Option<usize>,
+    mobile: Option<usize>,
+}
+
+impl ImportColumns {
+    fn of(reader: &mut csv::Reader<&[u8]>) -> Result<ImportColumns, Error> {
+        let header = reader
+            .headers()
+            .map_err(|e| Error::Refused(format!("无法读取表头：{e}")))?;
+        let cols = Columns::new(header);
+        let username = cols.find(&["账号", "用户名", "username", "account"]);
+        let role = cols.find(&["角色", "role"]);
+        let (Some(username), Some(role)) = (username, role) else {
+            let mut errors = RowErrors::default();
+            errors.push(1, "表头须包含“账号”和“角色”列（可选“区（市）县”“手机号”）");
+            return Err(Error::Rows(errors));
+        };
+        Ok(ImportColumns {
+            username,
+            role,
+            district: cols.find(&["区（市）县", "区(市)县", "所属区（市）县", "district"]),
+            mobile: cols.find(&["手机号", "手机", "绑定手机", "mobile"]),
+        })
+    }
+
+    fn form(&self, record: &csv::StringRecord) -> NewAccount {
+        let get = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("").to_string();
+        NewAccount {
+            username: get(Some(self.username)),
+            role: get(Some(self.role)),
+            district: get(self.district),
+            mobile: get(self.mobile),
+        }
+    }
+}
+
+/// The rows of an accounts import read so far, in file order.
+#[derive(Default)]
+struct ImportRead {
+    errors: RowErrors,
+    seen: HashSet<String>,
+    new: Vec<Checked>,
+    skipped: Vec<String>,
+}
+
+impl ImportRead {
+    /// One line of the file: a new account, one already there (skipped) or
+    /// the problems found on it.
+    async fn record(
+        &mut self,
+        pool: &AnyPool,
+        districts: &Districts,
+        cols: &ImportColumns,
+        line: u64,
+        record: Result<csv::StringRecord, csv::Error>,
+    ) -> Result<(), Error> {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                errors.push(line, format!("无法读取：{e}"));
-                continue;
+                self.errors.push(line, format!("无法读取：{e}"));
+                return Ok(());
             }
         };
         if record.iter().all(str::is_empty) {
-            continue;
+            return Ok(());
         }
-        let get = |c: Option<usize>| c.and_then(|c| record.get(c)).unwrap_or("").to_string();
-        let form = NewAccount {
-            username: get(Some(username_col)),
-            role: get(Some(role_col)),
-            district: get(district_col),
-            mobile: get(mobile_col),
-        };
-        let c = match check(&form, districts) {
+        let c = match check(&cols.form(&record), districts) {
             Ok(c) => c,
             Err(m) => {
                 for (field, message) in m {
@@ -458,18 +515,19 @@ pub async fn import_accounts(
                         "district" => "区（市）县",
                         _ => "手机号",
                     };
-                    errors.push(line, format!("{label}：{message}"));
+                    self.errors.push(line, format!("{label}：{message}"));
                 }
-                continue;
+                return Ok(());
             }
         };
-        if !seen.insert(c.username.clone()) {
-            errors.push(line, format!("账号“{}”在文件中重复", c.username));
-            continue;
+        if !self.seen.insert(c.username.clone()) {
+            self.errors
+                .push(line, format!("账号“{}”在文件中重复", c.username));
+            return Ok(());
         }
         match exists(pool, &c.username).await? {
-            Some(role) if role == c.role => skipped.push(c.username),
-            Some(role) => errors.push(
+            Some(role) if role == c.role => self.skipped.push(c.username),
+            Some(role) => self.errors.push(
                 line,
                 format!(
                     "账号“{}”已存在，角色为{}，与文件不一致",
@@ -477,25 +535,77 @@ pub async fn import_accounts(
                     role_label(&role)
                 ),
             ),
-            None => rows.push(c),
+            None => self.new.push(c),
         }
+        Ok(())
     }
-    if !errors.is_empty() {
-        return Err(Error::Rows(errors));
-    }
-    let passwords: Vec<String> = rows.iter().map(|_| generate_password()).collect();
-    let hashes = hash_all(passwords.clone()).await?;
-    let mut tx = pool.begin().await?;
-    for (c, h) in rows.iter().zip(&hashes) {
-        insert(&mut tx, c, h, actor, "import", now_ms).await?;
-    }
-    tx.commit().await?;
-    Ok(AccountsImport {
-        created: rows
-            .into_iter()
-            .zip(passwords)
-            .map(|(c, p)| (c.username, role_label(c.role), p))
-            .collect(),
-        skipped,
-    })
+}
+
+/// New accounts (must change the generated password of `hashes` at first
+/// login) and their audit rows, a few hundred to a statement, in the
+/// caller's transaction. (Through the engine's `insert_many`:
+/// `QueryBuilder::push_values` writes `?`, which PostgreSQL refuses through
+/// the `Any` driver, sqlx issue 3000.)
+async fn insert_accounts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    new: &[Checked],
+    hashes: &[String],
+    actor: &str,
+    action: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    use engine::store::sql::{insert_many, Arg};
+    let text = |s: &str| Arg::T(Some(s.to_string()));
+    let now = Arg::I(Some(now_ms));
+    let accounts = new
+        .iter()
+        .zip(hashes)
+        .map(|(c, h)| {
+            vec![
+                text(&c.username),
+                text(c.role),
+                Arg::T(c.district.clone()),
+                Arg::T(c.mobile.as_ref().map(|m| m.as_str().to_string())),
+                text(h),
+                Arg::I(Some(1)),
+                now.clone(),
+                now.clone(),
+            ]
+        })
+        .collect();
+    let audits = new
+        .iter()
+        .map(|c| {
+            vec![
+                text(&crate::accounts::new_id()),
+                now.clone(),
+                text(actor),
+                text(action),
+                text(&c.username),
+                text(c.role),
+            ]
+        })
+        .collect();
+    let sql_error = |e| match e {
+        engine::store::Error::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    };
+    insert_many(
+        tx,
+        "accounts",
+        "username, role, district, mobile, password_hash, must_change_password, created_at, updated_at",
+        accounts,
+        "",
+    )
+    .await
+    .map_err(sql_error)?;
+    insert_many(
+        tx,
+        "account_audit",
+        "id, at, actor, action, username, detail",
+        audits,
+        "",
+    )
+    .await
+    .map_err(sql_error)
 }
