@@ -28,7 +28,7 @@ use engine::interpreter::Actor;
 use engine::store::sql::{insert_many, Arg};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{AnyPool, FromRow, Row};
+use sqlx::{AnyPool, FromRow};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
@@ -774,28 +774,48 @@ impl Shown {
             review_overdue: flag("review_overdue"),
         })
     }
+}
 
-    fn read(r: &sqlx::any::AnyRow) -> Result<Shown, sqlx::Error> {
-        #[derive(sqlx::FromRow)]
-        struct Stored {
-            state: String,
-            status_label: Option<String>,
-            closed_at: Option<i64>,
-            due_at: Option<i64>,
-            state_label: Option<String>,
-            disposal_overdue: i64,
-            review_overdue: i64,
+/// A stored projection row, as [`PROJECTED`] reads it.
+#[derive(sqlx::FromRow)]
+struct StoredProjection {
+    id: String,
+    enterprise_id: String,
+    district: String,
+    state: String,
+    status_label: Option<String>,
+    disposal_overdue: i64,
+    review_overdue: i64,
+    closed_at: Option<i64>,
+    due_at: Option<i64>,
+    state_label: Option<String>,
+    instance_revision: i64,
+}
+
+impl StoredProjection {
+    /// What the row shows now.
+    fn shown(&self) -> Shown {
+        Shown {
+            state: self.state.clone(),
+            status_label: self.status_label.clone(),
+            closed_at: self.closed_at,
+            due_at: self.due_at,
+            label: self.state_label.clone().unwrap_or_default(),
+            disposal_overdue: self.disposal_overdue != 0,
+            review_overdue: self.review_overdue != 0,
         }
-        let r = Stored::from_row(r)?;
-        Ok(Shown {
-            state: r.state,
-            status_label: r.status_label,
-            closed_at: r.closed_at,
-            due_at: r.due_at,
-            label: r.state_label.unwrap_or_default(),
-            disposal_overdue: r.disposal_overdue != 0,
-            review_overdue: r.review_overdue != 0,
-        })
+    }
+
+    /// What the row counts in `warning_counts`.
+    fn counted(&self) -> Counted {
+        Counted {
+            enterprise_id: self.enterprise_id.clone(),
+            district: self.district.clone(),
+            state: self.state.clone(),
+            disposal_overdue: self.disposal_overdue != 0,
+            review_overdue: self.review_overdue != 0,
+            open: self.closed_at.is_none(),
+        }
     }
 }
 
@@ -806,21 +826,18 @@ const PROJECTED: &str = "id, enterprise_id, district, state, status_label, dispo
 async fn projected_rows<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     conn: E,
     ids: &[&str],
-) -> Result<HashMap<String, sqlx::any::AnyRow>, sqlx::Error> {
+) -> Result<HashMap<String, StoredProjection>, sqlx::Error> {
     let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT {PROJECTED} FROM warnings WHERE id IN ({})",
         marks.join(", ")
     );
-    let mut q = sqlx::query(&sql);
-    for id in ids {
-        q = q.bind(*id);
-    }
-    q.fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Ok((r.try_get("id")?, r)))
-        .collect()
+    let rows: Vec<StoredProjection> = ids
+        .iter()
+        .fold(sqlx::query_as(&sql), |q, id| q.bind(*id))
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
 
 /// [`project`] for many instances in one write transaction (the runtime
@@ -866,7 +883,7 @@ async fn stale_rows<'a>(
         let rows = projected_rows(store.reader(), &ids).await?;
         for (instance, shown) in chunk {
             if let Some(r) = rows.get(&instance.id) {
-                if Shown::read(r)? != *shown {
+                if r.shown() != *shown {
                     stale.push((*instance, shown));
                 }
             }
@@ -899,12 +916,10 @@ async fn write_chunk(
         let Some(old) = rows.get(&instance.id) else {
             continue;
         };
-        if old.try_get::<i64, _>("instance_revision")? >= instance.revision
-            || Shown::read(old)? == **shown
-        {
+        if old.instance_revision >= instance.revision || old.shown() == **shown {
             continue;
         }
-        let before = counted_of(old)?;
+        let before = old.counted();
         let after = Counted {
             state: shown.state.clone(),
             disposal_overdue: shown.disposal_overdue,
@@ -919,18 +934,6 @@ async fn write_chunk(
         }
     }
     Ok(counted)
-}
-
-/// What a stored projection row counts in `warning_counts`.
-fn counted_of(old: &sqlx::any::AnyRow) -> Result<Counted, sqlx::Error> {
-    Ok(Counted {
-        enterprise_id: old.try_get("enterprise_id")?,
-        district: old.try_get("district")?,
-        state: old.try_get("state")?,
-        disposal_overdue: old.try_get::<i64, _>("disposal_overdue")? != 0,
-        review_overdue: old.try_get::<i64, _>("review_overdue")? != 0,
-        open: old.try_get::<Option<i64>, _>("closed_at")?.is_none(),
-    })
 }
 
 /// Write what `instance` shows into its projection row.
