@@ -727,23 +727,11 @@ impl Run<'_> {
                     .get(k + 1)
                     .map_or(roster.staff.len(), |n| n.first)
                     - site.first;
-                vec![
-                    Arg::T(Some(self.id.to_string())),
-                    Arg::T(Some(site.id.clone())),
-                    Arg::I(Some(persons as i64)),
-                    Arg::T(Some(data)),
-                ]
-            })
-            .collect();
-        insert_many(
-            tx,
-            "comparison_persons",
-            "run_id, address_id, persons, data",
-            rows,
-            "",
-        )
-        .await
-        .map_err(store_err)
+                (site.id.clone(), persons as i64, data)
+            });
+        insert_comparison_persons(tx, self.id, rows)
+            .await
+            .map_err(store_err)
     }
 
     /// Open a warning for each anomaly whose key has no open warning and
@@ -1049,4 +1037,32 @@ struct ToOpen {
     person_id: String,
     person_name: String,
     reason: String,
+}
+
+/// Write a run's `comparison_persons`: one row per (address id, persons
+/// judged there, the data they were judged on), in the caller's
+/// transaction.
+pub async fn insert_comparison_persons(
+    tx: &mut sqlx::AnyConnection,
+    run_id: &str,
+    rows: impl Iterator<Item = (String, i64, String)>,
+) -> engine::store::Result<()> {
+    let rows = rows
+        .map(|(address, persons, data)| {
+            vec![
+                Arg::T(Some(run_id.to_string())),
+                Arg::T(Some(address)),
+                Arg::I(Some(persons)),
+                Arg::T(Some(data)),
+            ]
+        })
+        .collect();
+    insert_many(
+        tx,
+        "comparison_persons",
+        "run_id, address_id, persons, data",
+        rows,
+        "",
+    )
+    .await
 }

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use engine::clock::Clock;
-use engine::store::sql::{insert_many, Arg};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -109,23 +108,7 @@ pub async fn store_run(
     .execute(&mut **tx)
     .await
     .unwrap();
-    let rows = rows
-        .map(|(address, persons, data)| {
-            vec![
-                Arg::T(Some(run.id.into())),
-                Arg::T(Some(address)),
-                Arg::I(Some(persons)),
-                Arg::T(Some(data)),
-            ]
-        })
-        .collect();
-    insert_many(
-        tx,
-        "comparison_persons",
-        "run_id, address_id, persons, data",
-        rows,
-        "",
-    )
-    .await
-    .unwrap();
+    server::activities::insert_comparison_persons(tx, run.id, rows)
+        .await
+        .unwrap();
 }
