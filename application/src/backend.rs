@@ -10,7 +10,7 @@
 //! will apply, so a refused disposal comes back with the same typed
 //! errors (field messages of the form) as on the embedded runtime.
 
-use crate::console::{InstanceSummary, InstanceView, TaskLine, TimerLine};
+use crate::instances::{InstanceSummary, InstanceView, TaskLine, TimerLine};
 use engine::interpreter::Actor;
 use engine::runtime::{Error, Repair, Runtime};
 use engine::store::{InstanceFilter, Page, SqlStore};
@@ -427,7 +427,7 @@ fn signals_of(program: &engine::Program) -> Vec<(String, Vec<String>)> {
 #[cfg(feature = "temporal")]
 mod on_temporal {
     use super::{signals_of, temporal_error, vars_of};
-    use crate::console::{InstanceSummary, InstanceView, TaskLine, TimerLine};
+    use crate::instances::{InstanceSummary, InstanceView, TaskLine, TimerLine};
     use engine::inspect::{Entry, Event};
     use engine::interpreter::Instance;
     use engine::runtime::{Error, Repair, Runtime};

@@ -18,6 +18,7 @@ pub mod console;
 pub mod db;
 pub mod demo;
 pub mod explain;
+pub mod instances;
 pub mod metrics;
 pub mod ops;
 pub mod records;

@@ -6,7 +6,8 @@
 
 use crate::{InstancesCommand, Why};
 use anyhow::Context as _;
-use server::console::{InstanceSummary, InstanceView, RepairAction};
+use server::console::RepairAction;
+use server::instances::{InstanceSummary, InstanceView};
 use server::system::System;
 use std::process::ExitCode;
 

@@ -5,8 +5,8 @@
 //! same module as before the split.
 pub use application::{
     accounts, activities, adapters, admin, api_tokens, audit, backend, backtest, comparison,
-    config, console, db, demo, domain, explain, metrics, ops, records, retention, rule_cases,
-    secret, services, sites, staff, system, warnings,
+    config, console, db, demo, domain, explain, instances, metrics, ops, records, retention,
+    rule_cases, secret, services, sites, staff, system, warnings,
 };
 pub mod policy_cli;
 pub mod web;

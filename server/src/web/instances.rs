@@ -49,10 +49,10 @@ fn some(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-fn row(r: &crate::console::InstanceSummary) -> minijinja::Value {
+fn row(r: &crate::instances::InstanceSummary) -> minijinja::Value {
     context! {
         id => r.id, kind => r.kind, version => r.version,
-        state => r.state, status => crate::console::status_label(&r.status), status_code => r.status,
+        state => r.state, status => crate::instances::status_label(&r.status), status_code => r.status,
         status_label => r.status_label, enterprise => r.search.get("enterprise_id"),
         district => r.search.get("district"), person => r.search.get("person"),
         created => r.created, updated => r.updated, repairable => r.repairable(),
