@@ -207,31 +207,32 @@ struct Plan {
 }
 
 async fn plan_of(s: &Services, key: &str) -> Result<Option<Plan>, ActivityError> {
-    let t: Option<Option<String>> =
-        sqlx::query_scalar("SELECT planned FROM retention_batches WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(db)?;
-    t.flatten()
-        .map(|t| {
-            serde_json::from_str(&t)
-                .map_err(|e| ActivityError::Permanent(format!("planned ids of {key}: {e}")))
-        })
-        .transpose()
+    batch_json(s, key, "planned", "planned ids of").await
 }
 
 async fn stored_result(s: &Services, key: &str) -> Result<Option<Value>, ActivityError> {
-    let r: Option<Option<String>> =
-        sqlx::query_scalar("SELECT result FROM retention_batches WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(db)?;
-    r.flatten()
+    batch_json(s, key, "result", "stored batch").await
+}
+
+/// The JSON kept in `column` of batch `key`, if any; one that does not
+/// read is an error naming `what` and the key.
+async fn batch_json<T: serde::de::DeserializeOwned>(
+    s: &Services,
+    key: &str,
+    column: &'static str,
+    what: &str,
+) -> Result<Option<T>, ActivityError> {
+    let t: Option<Option<String>> = sqlx::query_scalar(&format!(
+        "SELECT {column} FROM retention_batches WHERE key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(db)?;
+    t.flatten()
         .map(|t| {
             serde_json::from_str(&t)
-                .map_err(|e| ActivityError::Permanent(format!("stored batch {key}: {e}")))
+                .map_err(|e| ActivityError::Permanent(format!("{what} {key}: {e}")))
         })
         .transpose()
 }
